@@ -1,0 +1,43 @@
+#include "cli/commands.h"
+
+#include <map>
+
+#include "common/error.h"
+
+namespace rlhf::cli {
+namespace {
+std::map<const CLI::App*, Action>& actions() {
+  // Owned by main's lifetime; filled once at registration.
+  static std::map<const CLI::App*, Action> table;
+  return table;
+}
+}  // namespace
+
+std::vector<std::string> StageArgs::overrides(CLI::App* sub) const {
+  std::vector<std::string> out;
+  for (const std::string& extra : sub->remaining()) {
+    if (extra.rfind("--", 0) != 0 || extra.find('=') == std::string::npos) {
+      fail(ErrorKind::kUsage, "unexpected argument '", extra,
+           "'. Config overrides look like --section.key=value, e.g. --train.max_steps=100");
+    }
+    out.push_back(extra);
+  }
+  return out;
+}
+
+void add_action(CLI::App* sub, Action action) { actions()[sub] = std::move(action); }
+
+void register_commands(CLI::App& app) { register_pretrain_commands(app); }
+
+void run_selected(CLI::App& app) {
+  for (CLI::App* sub : app.get_subcommands()) {
+    auto it = actions().find(sub);
+    if (it != actions().end()) {
+      it->second();
+      return;
+    }
+    run_selected(*sub);
+  }
+}
+
+}  // namespace rlhf::cli

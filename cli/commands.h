@@ -1,0 +1,29 @@
+// Registration of the CLI's subcommands. Each command parses its flags with
+// CLI11 and calls into a stage library; no training logic lives here.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace rlhf::cli {
+
+// A subcommand that reads a stage config: --config FILE plus any
+// --section.key=value overrides (collected as CLI11 "extras").
+struct StageArgs {
+  std::string config;
+  std::vector<std::string> overrides(CLI::App* sub) const;
+};
+
+void register_commands(CLI::App& app);
+// Runs the callback of the subcommand that was parsed.
+void run_selected(CLI::App& app);
+
+// Each group adds its subcommands and their actions.
+using Action = std::function<void()>;
+void add_action(CLI::App* sub, Action action);
+void register_pretrain_commands(CLI::App& app);
+
+}  // namespace rlhf::cli

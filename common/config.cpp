@@ -1,0 +1,243 @@
+#include "common/config.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <sstream>
+#include <toml++/toml.h>
+
+#include "common/fs.h"
+
+namespace rlhf {
+namespace {
+
+Json node_to_json(const toml::node& node) {
+  if (auto* t = node.as_table()) {
+    Json out = Json::object();
+    for (auto&& [k, v] : *t) out[std::string(k.str())] = node_to_json(v);
+    return out;
+  }
+  if (auto* a = node.as_array()) {
+    Json out = Json::array();
+    for (auto&& v : *a) out.push_back(node_to_json(v));
+    return out;
+  }
+  if (auto* v = node.as_string()) return v->get();
+  if (auto* v = node.as_integer()) return v->get();
+  if (auto* v = node.as_floating_point()) return v->get();
+  if (auto* v = node.as_boolean()) return v->get();
+  std::ostringstream s;  // dates and times: keep their text
+  if (auto* v = node.as_date()) s << *v;
+  else if (auto* v = node.as_time()) s << *v;
+  else if (auto* v = node.as_date_time()) s << *v;
+  return s.str();
+}
+
+// Shortest decimal form that reads back as the same double.
+std::string format_double(double v) {
+  char buf[40];
+  for (int precision = 1; precision <= 17; ++precision) {
+    std::snprintf(buf, sizeof buf, "%.*g", precision, v);
+    if (std::strtod(buf, nullptr) == v) break;
+  }
+  std::string out = buf;
+  if (out.find_first_of(".eEn") == std::string::npos) out += ".0";  // stays a float in TOML
+  return out;
+}
+
+std::string toml_string(const std::string& s) {
+  std::string out = "\"";
+  for (unsigned char c : s) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\t': out += "\\t"; break;
+      case '\r': out += "\\r"; break;
+      default:
+        if (c < 0x20) {
+          char buf[8];
+          std::snprintf(buf, sizeof buf, "\\u%04x", c);
+          out += buf;
+        } else {
+          out += static_cast<char>(c);
+        }
+    }
+  }
+  return out + "\"";
+}
+
+std::string toml_value(const Json& v) {
+  if (v.is_boolean()) return v.get<bool>() ? "true" : "false";
+  if (v.is_number_integer()) return std::to_string(v.get<int64_t>());
+  if (v.is_number()) return format_double(v.get<double>());
+  if (v.is_string()) return toml_string(v.get<std::string>());
+  if (v.is_array()) {
+    std::string out = "[";
+    for (size_t i = 0; i < v.size(); ++i) out += (i ? ", " : "") + toml_value(v[i]);
+    return out + "]";
+  }
+  return toml_string(v.dump());
+}
+
+// Writes scalars of `table`, then its sub-tables as [prefix.key] sections,
+// in the table's own order.
+void emit_table(const Json& table, const std::string& prefix, std::string& out) {
+  for (auto it = table.begin(); it != table.end(); ++it) {
+    if (!it.value().is_object()) out += it.key() + " = " + toml_value(it.value()) + "\n";
+  }
+  for (auto it = table.begin(); it != table.end(); ++it) {
+    if (!it.value().is_object()) continue;
+    const std::string name = prefix.empty() ? it.key() : prefix + "." + it.key();
+    out += "\n[" + name + "]\n";
+    emit_table(it.value(), name, out);
+  }
+}
+
+size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t prev = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      size_t cur = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, prev + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      prev = cur;
+    }
+  }
+  return row[b.size()];
+}
+
+bool parse_bool(const std::string& s, bool& out) {
+  if (s == "true" || s == "1" || s == "yes" || s == "on") { out = true; return true; }
+  if (s == "false" || s == "0" || s == "no" || s == "off") { out = false; return true; }
+  return false;
+}
+
+// Parses `text` as the same JSON type as `like`; false if it does not fit.
+bool parse_like(const Json& like, const std::string& text, Json& out) {
+  try {
+    if (like.is_boolean()) {
+      bool b;
+      if (!parse_bool(text, b)) return false;
+      out = b;
+    } else if (like.is_number_integer()) {
+      size_t used = 0;
+      long long v = std::stoll(text, &used);
+      if (used != text.size()) return false;
+      out = static_cast<int64_t>(v);
+    } else if (like.is_number()) {
+      size_t used = 0;
+      double v = std::stod(text, &used);
+      if (used != text.size()) return false;
+      out = v;
+    } else if (like.is_string()) {
+      out = text;
+    } else if (like.is_array()) {
+      const Json elem = like.empty() ? Json("") : like[0];
+      out = Json::array();
+      if (text.empty()) return true;
+      std::stringstream ss(text);
+      std::string part;
+      while (std::getline(ss, part, ',')) {
+        Json v;
+        if (!parse_like(elem, part, v)) return false;
+        out.push_back(v);
+      }
+    } else {
+      return false;
+    }
+  } catch (const std::exception&) {
+    return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+Json toml_string_to_json(const std::string& text, const std::string& source) {
+  try {
+    toml::table table = toml::parse(text, source);
+    return node_to_json(table);
+  } catch (const toml::parse_error& e) {
+    const auto& where = e.source().begin;
+    fail(ErrorKind::kConfig, source, ":", where.line, ":", where.column,
+         ": TOML syntax error: ", e.description());
+  }
+}
+
+Json toml_file_to_json(const std::string& path) {
+  if (!path_exists(path)) {
+    fail(ErrorKind::kConfig, "config file '", path, "' does not exist. ",
+         "Pass an existing TOML file (see configs/) or leave --config out for the defaults.");
+  }
+  return toml_string_to_json(read_file(path), path);
+}
+
+std::string json_to_toml(const Json& value) {
+  std::string out;
+  emit_table(value, "", out);
+  return out;
+}
+
+void apply_overrides(Json& tree, const std::vector<std::string>& overrides) {
+  for (const std::string& raw : overrides) {
+    std::string arg = raw;
+    if (arg.rfind("--", 0) == 0) arg = arg.substr(2);
+    const size_t eq = arg.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      fail(ErrorKind::kUsage, "cannot read the override '", raw,
+           "': write it as --section.key=value, e.g. --train.lr=3e-4");
+    }
+    const std::string key = arg.substr(0, eq);
+    const std::string text = arg.substr(eq + 1);
+    Json* node = &tree;
+    std::string walked;
+    std::stringstream parts(key);
+    std::string part;
+    while (std::getline(parts, part, '.')) {
+      if (!node->is_object() || !node->contains(part)) {
+        std::vector<std::string> known;
+        if (node->is_object()) {
+          for (auto it = node->begin(); it != node->end(); ++it) known.push_back(it.key());
+        }
+        const std::string hint = closest_key(part, known);
+        fail(ErrorKind::kConfig, "unknown config key '", key, "' (from ", raw, ")",
+             hint.empty() ? "" : str_cat("; did you mean '", walked, hint, "'?"),
+             ". Run `rlhf config <stage>` to list the keys.");
+      }
+      node = &(*node)[part];
+      walked += part + ".";
+    }
+    if (node->is_object()) {
+      fail(ErrorKind::kConfig, "'", key, "' is a section, not a key; override one of its keys, e.g. --",
+           key, ".", node->begin().key(), "=...");
+    }
+    Json parsed;
+    if (!parse_like(*node, text, parsed)) {
+      fail(ErrorKind::kConfig, "config key '", key, "' (from ", raw, ") must be ",
+           node->is_boolean() ? "true or false"
+           : node->is_number_integer() ? "an integer"
+           : node->is_number() ? "a number"
+           : node->is_array() ? "a comma-separated list" : "a string",
+           ", not '", text, "'");
+    }
+    *node = parsed;
+  }
+}
+
+std::string closest_key(const std::string& key, const std::vector<std::string>& known) {
+  std::string best;
+  size_t best_d = std::max<size_t>(2, key.size() / 3) + 1;
+  for (const auto& k : known) {
+    const size_t d = edit_distance(key, k);
+    if (d < best_d) {
+      best_d = d;
+      best = k;
+    }
+  }
+  return best;
+}
+
+}  // namespace rlhf

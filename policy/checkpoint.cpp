@@ -1,0 +1,155 @@
+#include "policy/checkpoint.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+
+#include "common/error.h"
+#include "common/fs.h"
+
+namespace rlhf {
+namespace {
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+bool ignorable(const std::string& name) {
+  return ends_with(name, ".attn.bias") || ends_with(name, ".attn.masked_bias") || name == "lm_head.weight";
+}
+
+std::string trim(std::string s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ' || s.back() == '\r')) s.pop_back();
+  return s;
+}
+
+}  // namespace
+
+Json read_json_file(const std::string& path) {
+  try {
+    return Json::parse(read_file(path));
+  } catch (const nlohmann::json::parse_error& e) {
+    fail(ErrorKind::kCorrupt, path, ": not valid JSON (", e.what(), ")");
+  }
+}
+
+void save_checkpoint(const std::string& dir, const CheckpointWrite& c) {
+  RLHF_CHECK(c.model != nullptr);
+  const std::string tmp = dir + ".partial";
+  remove_all(tmp);
+  make_dirs(tmp);
+  TensorMap weights;
+  for (const auto& item : c.model->named_parameters(true)) weights[item.key()] = item.value();
+  for (const auto& item : c.model->named_buffers(true)) weights[item.key()] = item.value();
+  save_safetensors(join_path(tmp, "model.safetensors"), weights, {{"format", "pt"}});
+  write_file_atomic(join_path(tmp, "config.json"), c.hf_config.dump(2));
+  if (c.tokenizer != nullptr) c.tokenizer->save(tmp);
+  write_file_atomic(join_path(tmp, "trainer_state.json"), c.trainer_state.dump(2));
+  if (!c.optimizer_state.empty()) save_safetensors(join_path(tmp, "optimizer.safetensors"), c.optimizer_state);
+  for (const auto& [name, tensors] : c.extra_tensors) save_safetensors(join_path(tmp, name), tensors);
+  replace_path(tmp, dir);
+}
+
+void load_weights(torch::nn::Module& model, const TensorMap& tensors, const std::string& source,
+                  bool allow_missing) {
+  std::map<std::string, torch::Tensor> targets;
+  for (const auto& item : model.named_parameters(true)) targets[item.key()] = item.value();
+  for (const auto& item : model.named_buffers(true)) targets[item.key()] = item.value();
+  std::set<std::string> loaded;
+  torch::NoGradGuard no_grad;
+  for (const auto& [raw_name, tensor] : tensors) {
+    if (ignorable(raw_name)) continue;
+    std::string name = raw_name;
+    if (!targets.count(name) && targets.count("transformer." + name)) name = "transformer." + name;
+    auto it = targets.find(name);
+    if (it == targets.end()) {
+      fail(ErrorKind::kCorrupt, source, ": unexpected tensor '", raw_name,
+           "'; the checkpoint does not match this model (different architecture?)");
+    }
+    if (it->second.sizes() != tensor.sizes()) {
+      fail(ErrorKind::kCorrupt, source, ": tensor '", raw_name, "' has shape ", tensor.sizes(),
+           " but the model expects ", it->second.sizes(), "; check config.json against the weights");
+    }
+    it->second.copy_(tensor);
+    loaded.insert(name);
+  }
+  if (allow_missing) return;
+  for (const auto& [name, t] : targets) {
+    if (!loaded.count(name)) {
+      fail(ErrorKind::kCorrupt, source, ": tensor '", name, "' is missing; the file is incomplete or for another model");
+    }
+  }
+}
+
+std::string checkpoint_name(int64_t step) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "step-%07lld", static_cast<long long>(step));
+  return buf;
+}
+
+std::optional<std::string> latest_checkpoint(const std::string& run_dir) {
+  const std::string pointer = join_path(run_dir, "checkpoints/latest");
+  if (!path_exists(pointer)) return std::nullopt;
+  const std::string dir = join_path(run_dir, "checkpoints/" + trim(read_file(pointer)));
+  if (!path_exists(join_path(dir, "model.safetensors"))) return std::nullopt;
+  return dir;
+}
+
+void mark_checkpoint(const std::string& run_dir, const std::string& name, const char* which) {
+  write_file_atomic(join_path(run_dir, std::string("checkpoints/") + which), name + "\n");
+}
+
+void prune_checkpoints(const std::string& run_dir, int keep) {
+  if (keep <= 0) return;
+  const std::string root = join_path(run_dir, "checkpoints");
+  std::string best;
+  if (path_exists(join_path(root, "best"))) best = trim(read_file(join_path(root, "best")));
+  std::string latest;
+  if (path_exists(join_path(root, "latest"))) latest = trim(read_file(join_path(root, "latest")));
+  std::vector<std::string> steps;
+  for (const auto& entry : std::filesystem::directory_iterator(root)) {
+    const std::string name = entry.path().filename().string();
+    if (entry.is_directory() && name.rfind("step-", 0) == 0 && name.find('.') == std::string::npos) {
+      steps.push_back(name);
+    }
+  }
+  std::sort(steps.begin(), steps.end());
+  const int excess = static_cast<int>(steps.size()) - keep;
+  for (int i = 0; i < excess; ++i) {
+    if (steps[i] == best || steps[i] == latest) continue;
+    remove_all(join_path(root, steps[i]));
+  }
+}
+
+std::string resolve_checkpoint(const std::string& path, bool prefer_best) {
+  if (path_exists(join_path(path, "model.safetensors"))) return path;
+  const std::string root = join_path(path, "checkpoints");
+  for (const char* which : {prefer_best ? "best" : "latest", "latest"}) {
+    const std::string pointer = join_path(root, which);
+    if (path_exists(pointer)) {
+      const std::string dir = join_path(root, trim(read_file(pointer)));
+      if (path_exists(join_path(dir, "model.safetensors"))) return dir;
+    }
+  }
+  fail(ErrorKind::kIo, "no checkpoint at '", path,
+       "': expected a folder with model.safetensors, or a run folder with checkpoints/latest");
+}
+
+LoadedPolicy load_policy(const std::string& path, torch::Device device) {
+  LoadedPolicy out;
+  out.dir = resolve_checkpoint(path);
+  const std::string config_path = join_path(out.dir, "config.json");
+  out.config = read_json_file(config_path);
+  GPTConfig config = gpt_config_from_hf(out.config, config_path);
+  out.tokenizer = Tokenizer::load(out.dir);
+  out.model = GPT(config);
+  load_weights(*out.model, load_safetensors(join_path(out.dir, "model.safetensors")).tensors,
+               join_path(out.dir, "model.safetensors"));
+  out.model->to(device);
+  out.model->eval();
+  const std::string state_path = join_path(out.dir, "trainer_state.json");
+  out.trainer_state = path_exists(state_path) ? read_json_file(state_path) : Json::object();
+  return out;
+}
+
+}  // namespace rlhf

@@ -1,0 +1,71 @@
+// Checkpoint folders, in the ecosystem's layout:
+//
+//   model.safetensors       weights with Hugging Face GPT-2 names
+//   config.json             Hugging Face config (+ our extras under "rlhf")
+//   tokenizer.json, vocab.json, merges.txt, tokenizer_config.json, ...
+//   trainer_state.json      stage, step, resolved run config
+//   optimizer.safetensors   optimizer state, for resuming (optional)
+//
+// A folder is written beside its final name and renamed into place, so a
+// killed run leaves either the old checkpoint or the new one, never half.
+#pragma once
+
+#include <torch/nn/module.h>
+
+#include <optional>
+#include <string>
+
+#include "common/config.h"
+#include "policy/gpt.h"
+#include "tokenizer/tokenizer.h"
+#include "train/safetensors.h"
+
+namespace rlhf {
+
+struct CheckpointWrite {
+  torch::nn::Module* model = nullptr;  // weights to save (named as registered)
+  Json hf_config;                      // config.json contents
+  const Tokenizer* tokenizer = nullptr;
+  Json trainer_state = Json::object();  // trainer_state.json
+  TensorMap optimizer_state;           // optional
+  // Extra safetensors files (name -> tensors), e.g. a value head.
+  std::map<std::string, TensorMap> extra_tensors;
+};
+
+void save_checkpoint(const std::string& dir, const CheckpointWrite& contents);
+
+// Copies tensors into a module's parameters and buffers by name. Accepts
+// names with or without the "transformer." prefix and ignores GPT-2's
+// non-parameter buffers ("attn.bias", "attn.masked_bias") and a tied
+// "lm_head.weight". A missing, unexpected or misshapen tensor is an error
+// naming it and `source`.
+void load_weights(torch::nn::Module& model, const TensorMap& tensors, const std::string& source,
+                  bool allow_missing = false);
+
+// A checkpoint folder given a run folder or a checkpoint folder: a folder
+// holding model.safetensors is used as is; a run folder resolves to its
+// "best" checkpoint if asked and present, else its latest.
+std::string resolve_checkpoint(const std::string& path, bool prefer_best = false);
+
+struct LoadedPolicy {
+  GPT model{nullptr};
+  Tokenizer tokenizer;
+  Json config;         // config.json
+  Json trainer_state;  // trainer_state.json (empty object if absent)
+  std::string dir;     // the resolved folder
+};
+
+LoadedPolicy load_policy(const std::string& path, torch::Device device = torch::kCPU);
+
+Json read_json_file(const std::string& path);
+
+// Checkpoints of a run live in <run>/checkpoints/step-NNNNNNN; "latest" and
+// "best" files name them.
+std::string checkpoint_name(int64_t step);
+std::optional<std::string> latest_checkpoint(const std::string& run_dir);
+// Points "latest" (or "best") at `name`, then deletes all but the newest
+// `keep` step folders (never the one "best" names).
+void mark_checkpoint(const std::string& run_dir, const std::string& name, const char* which = "latest");
+void prune_checkpoints(const std::string& run_dir, int keep);
+
+}  // namespace rlhf

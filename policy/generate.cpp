@@ -1,0 +1,190 @@
+#include "policy/generate.h"
+
+#include <algorithm>
+
+#include "common/error.h"
+#include "common/hash.h"
+
+namespace rlhf {
+namespace {
+
+struct Batch {
+  torch::Tensor ids;   // [B, T] left-padded
+  torch::Tensor mask;  // [B, T]
+};
+
+Batch left_pad(const std::vector<std::vector<int32_t>>& prompts, int64_t max_len, int32_t pad_id,
+               torch::Device device) {
+  const int64_t B = static_cast<int64_t>(prompts.size());
+  int64_t T = 1;
+  for (const auto& p : prompts) T = std::max<int64_t>(T, std::min<int64_t>(p.size(), max_len));
+  torch::Tensor ids = torch::full({B, T}, pad_id, torch::kLong);
+  torch::Tensor mask = torch::zeros({B, T}, torch::kLong);
+  auto ia = ids.accessor<int64_t, 2>();
+  auto ma = mask.accessor<int64_t, 2>();
+  for (int64_t b = 0; b < B; ++b) {
+    const auto& p = prompts[b];
+    const int64_t n = std::min<int64_t>(p.size(), max_len);
+    const size_t skip = p.size() - static_cast<size_t>(n);  // keep the last tokens
+    for (int64_t i = 0; i < n; ++i) {
+      ia[b][T - n + i] = p[skip + i];
+      ma[b][T - n + i] = 1;
+    }
+  }
+  return {ids.to(device), mask.to(device)};
+}
+
+std::vector<SplitMix> row_rngs(size_t rows, const SamplingConfig& config,
+                               const std::vector<uint64_t>& row_seeds) {
+  RLHF_CHECK(row_seeds.empty() || row_seeds.size() == rows, "one seed per row");
+  std::vector<SplitMix> out;
+  for (size_t i = 0; i < rows; ++i) {
+    out.emplace_back(row_seeds.empty() ? mix_seed({static_cast<uint64_t>(config.seed), i}) : row_seeds[i]);
+  }
+  return out;
+}
+
+torch::Tensor draw_uniform(std::vector<SplitMix>& rngs, torch::Device device) {
+  torch::Tensor u = torch::empty({static_cast<int64_t>(rngs.size())}, torch::kFloat);
+  auto a = u.accessor<float, 1>();
+  for (size_t i = 0; i < rngs.size(); ++i) a[i] = static_cast<float>(rngs[i].uniform());
+  return u.to(device, /*non_blocking=*/true);
+}
+
+torch::Tensor stop_mask(const torch::Tensor& tokens, const std::vector<int32_t>& stop_tokens) {
+  torch::Tensor hit = torch::zeros_like(tokens, torch::kBool);
+  for (int32_t s : stop_tokens) hit |= tokens == s;
+  return hit;
+}
+
+// Shared decoding loop: `step_logits(tokens_so_far, new_token)` returns the
+// next logits [B, V].
+template <class StepFn>
+Generation decode_loop(const torch::Tensor& first_logits, int64_t B, int64_t max_new,
+                       const SamplingConfig& config, const std::vector<int32_t>& stop_tokens,
+                       int32_t pad_id, std::vector<SplitMix>& rngs, torch::Device device,
+                       const TokenCallback& on_token, StepFn&& step_logits) {
+  auto long_opts = torch::TensorOptions().dtype(torch::kLong).device(device);
+  Generation g;
+  g.tokens = torch::full({B, max_new}, pad_id, long_opts);
+  g.logprobs = torch::zeros({B, max_new}, torch::TensorOptions().dtype(torch::kFloat).device(device));
+  g.lengths = torch::zeros({B}, long_opts);
+  torch::Tensor running = torch::ones({B}, long_opts.dtype(torch::kBool));
+  torch::Tensor logits = first_logits;
+  const double t = config.temperature > 0 ? config.temperature : 1.0;
+  for (int64_t i = 0; i < max_new; ++i) {
+    torch::Tensor next = sample_from_logits(logits, config, draw_uniform(rngs, device));
+    torch::Tensor lp = torch::log_softmax(logits.to(torch::kFloat) / t, -1).gather(1, next.unsqueeze(1)).squeeze(1);
+    next = torch::where(running, next, torch::full_like(next, pad_id));
+    g.tokens.select(1, i).copy_(next);
+    g.logprobs.select(1, i).copy_(lp * running);
+    g.lengths += running.to(torch::kLong);
+    if (on_token) on_token(next, running);
+    running = running & stop_mask(next, stop_tokens).logical_not();
+    // One host sync every few steps, not every token.
+    if (i + 1 == max_new || ((i + 1) % 8 == 0 && !running.any().item<bool>())) break;
+    logits = step_logits(next, running);
+  }
+  g.finished = stop_mask(g.tokens, stop_tokens).any(1);
+  return g;
+}
+
+}  // namespace
+
+torch::Tensor sample_from_logits(const torch::Tensor& logits, const SamplingConfig& config,
+                                 const torch::Tensor& uniform) {
+  if (config.temperature <= 0) return logits.argmax(-1);
+  torch::Tensor scaled = logits.to(torch::kFloat) / config.temperature;
+  const int64_t V = scaled.size(-1);
+  if (config.top_k > 0 && config.top_k < V) {
+    torch::Tensor kth = std::get<0>(scaled.topk(config.top_k, -1)).narrow(-1, config.top_k - 1, 1);
+    scaled = scaled.masked_fill(scaled < kth, -std::numeric_limits<float>::infinity());
+  }
+  if (config.top_p < 1.0) {
+    auto [sorted, order] = scaled.sort(-1, /*descending=*/true);
+    torch::Tensor probs = torch::softmax(sorted, -1);
+    // Drop a token when the mass before it already reaches top_p; the most
+    // likely token always stays.
+    torch::Tensor before = probs.cumsum(-1) - probs;
+    torch::Tensor drop_sorted = before >= config.top_p;
+    torch::Tensor drop = torch::zeros_like(drop_sorted).scatter(-1, order, drop_sorted);
+    scaled = scaled.masked_fill(drop, -std::numeric_limits<float>::infinity());
+  }
+  torch::Tensor probs = torch::softmax(scaled, -1);
+  torch::Tensor cdf = probs.cumsum(-1);
+  torch::Tensor target = (uniform.to(cdf.dtype()) * cdf.select(-1, V - 1)).unsqueeze(-1);
+  // First index whose cumulative mass exceeds the target (masked tokens add
+  // no mass, so they are never chosen).
+  return (cdf <= target).sum(-1).clamp_max(V - 1);
+}
+
+torch::Tensor logprobs_from_logits(const torch::Tensor& logits, const torch::Tensor& labels,
+                                   double temperature) {
+  torch::Tensor lp = torch::log_softmax(logits.to(torch::kFloat) / temperature, -1);
+  return lp.gather(-1, labels.unsqueeze(-1)).squeeze(-1);
+}
+
+torch::Tensor entropy_from_logits(const torch::Tensor& logits, double temperature) {
+  torch::Tensor lp = torch::log_softmax(logits.to(torch::kFloat) / temperature, -1);
+  return -(lp.exp() * lp).sum(-1);
+}
+
+torch::Tensor sequence_logprobs(GPT& model, const torch::Tensor& input_ids,
+                                const torch::Tensor& attention_mask, int64_t start,
+                                double temperature) {
+  RLHF_CHECK(start >= 1 && start < input_ids.size(1), "continuation start ", start);
+  torch::Tensor logits = model->forward(input_ids, attention_mask);
+  const int64_t n = input_ids.size(1) - start;
+  return logprobs_from_logits(logits.narrow(1, start - 1, n), input_ids.narrow(1, start, n), temperature);
+}
+
+Generation generate(GPT& model, const std::vector<std::vector<int32_t>>& prompts,
+                    const SamplingConfig& config, const std::vector<int32_t>& stop_tokens,
+                    int32_t pad_id, const std::vector<uint64_t>& row_seeds,
+                    const TokenCallback& on_token) {
+  RLHF_CHECK(!prompts.empty(), "generate() needs at least one prompt");
+  torch::NoGradGuard no_grad;
+  const bool was_training = model->is_training();
+  model->eval();
+  const torch::Device device = model->transformer->wte->weight.device();
+  const int64_t ctx = model->config().n_positions;
+  const int64_t max_new = std::max<int64_t>(1, std::min<int64_t>(config.max_new_tokens, ctx - 1));
+  Batch batch = left_pad(prompts, ctx - max_new, pad_id, device);
+  const int64_t B = batch.ids.size(0), T = batch.ids.size(1);
+  std::vector<SplitMix> rngs = row_rngs(prompts.size(), config, row_seeds);
+
+  KVCache cache = model->make_cache(B, T + max_new);
+  torch::Tensor logits = model->forward(batch.ids, batch.mask, &cache).select(1, T - 1);
+  Generation g = decode_loop(logits, B, max_new, config, stop_tokens, pad_id, rngs, device, on_token,
+                             [&](const torch::Tensor& next, const torch::Tensor& running) {
+                               return model->forward(next.unsqueeze(1), running.to(torch::kLong).unsqueeze(1), &cache)
+                                   .select(1, 0);
+                             });
+  model->train(was_training);
+  return g;
+}
+
+Generation generate_uncached(GPT& model, const std::vector<std::vector<int32_t>>& prompts,
+                             const SamplingConfig& config, const std::vector<int32_t>& stop_tokens,
+                             int32_t pad_id, const std::vector<uint64_t>& row_seeds) {
+  torch::NoGradGuard no_grad;
+  const bool was_training = model->is_training();
+  model->eval();
+  const torch::Device device = model->transformer->wte->weight.device();
+  const int64_t ctx = model->config().n_positions;
+  const int64_t max_new = std::max<int64_t>(1, std::min<int64_t>(config.max_new_tokens, ctx - 1));
+  Batch batch = left_pad(prompts, ctx - max_new, pad_id, device);
+  std::vector<SplitMix> rngs = row_rngs(prompts.size(), config, row_seeds);
+  torch::Tensor ids = batch.ids, mask = batch.mask;
+  torch::Tensor logits = model->forward(ids, mask).select(1, ids.size(1) - 1);
+  Generation g = decode_loop(logits, ids.size(0), max_new, config, stop_tokens, pad_id, rngs, device, nullptr,
+                             [&](const torch::Tensor& next, const torch::Tensor& running) {
+                               ids = torch::cat({ids, next.unsqueeze(1)}, 1);
+                               mask = torch::cat({mask, running.to(torch::kLong).unsqueeze(1)}, 1);
+                               return model->forward(ids, mask).select(1, ids.size(1) - 1);
+                             });
+  model->train(was_training);
+  return g;
+}
+
+}  // namespace rlhf

@@ -1,0 +1,79 @@
+// Batched generation with a KV cache, and per-token log-probabilities of
+// given continuations (what PPO needs).
+//
+// Prompts of different lengths are left-padded; positions count real tokens
+// only, so each row generates what it would alone. Sampling draws one uniform
+// number per row per step from that row's own seed, so a row's sample does
+// not depend on which other rows share the batch.
+#pragma once
+
+#include <torch/types.h>
+
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "policy/gpt.h"
+
+namespace rlhf {
+
+struct SamplingConfig {
+  double temperature = 1.0;    // 0 = greedy; logits are divided by it, e.g. 0.7
+  int top_k = 0;               // keep the k most likely tokens (0 = all), e.g. 50
+  double top_p = 1.0;          // nucleus: smallest set with this much mass (1 = all), e.g. 0.9
+  int max_new_tokens = 64;     // per row, e.g. 128
+  int64_t seed = 1234;         // sampling seed; rows use mix(seed, row) unless given
+  template <class V> void visit(V& v) {
+    v("temperature", temperature);
+    v("top_k", top_k);
+    v("top_p", top_p);
+    v("max_new_tokens", max_new_tokens);
+    v("seed", seed);
+  }
+};
+
+struct Generation {
+  torch::Tensor tokens;    // [B, N] generated ids; pad_id after a row stops
+  torch::Tensor lengths;   // [B] tokens generated per row, the stop token included
+  torch::Tensor finished;  // [B] bool: the row ended with a stop token
+  torch::Tensor logprobs;  // [B, N] log-prob of each token under logits / temperature (0 after stop)
+};
+
+// Called after each step with the new token of every row ([B]) and which
+// rows were still running before it; for streaming output.
+using TokenCallback = std::function<void(const torch::Tensor& tokens, const torch::Tensor& running)>;
+
+// Generates up to max_new_tokens after each prompt. A prompt longer than the
+// context allows keeps its last tokens. `stop_tokens` end a row (the stop
+// token is kept and counted). `row_seeds`, if given, has one seed per row.
+Generation generate(GPT& model, const std::vector<std::vector<int32_t>>& prompts,
+                    const SamplingConfig& config, const std::vector<int32_t>& stop_tokens,
+                    int32_t pad_id, const std::vector<uint64_t>& row_seeds = {},
+                    const TokenCallback& on_token = nullptr);
+
+// Same without a cache: the whole prefix is recomputed for every token. For
+// benchmarks and tests only.
+Generation generate_uncached(GPT& model, const std::vector<std::vector<int32_t>>& prompts,
+                             const SamplingConfig& config, const std::vector<int32_t>& stop_tokens,
+                             int32_t pad_id, const std::vector<uint64_t>& row_seeds = {});
+
+// Picks the next token per row from logits [B, V] with temperature, top-k and
+// top-p, by inverse CDF on `uniform` [B] in [0, 1). Greedy if temperature is 0.
+torch::Tensor sample_from_logits(const torch::Tensor& logits, const SamplingConfig& config,
+                                 const torch::Tensor& uniform);
+
+// log softmax(logits / temperature) at `labels`: logits [B, T, V], labels
+// [B, T] -> [B, T].
+torch::Tensor logprobs_from_logits(const torch::Tensor& logits, const torch::Tensor& labels,
+                                   double temperature = 1.0);
+// Entropy of softmax(logits / temperature) per position: [B, T, V] -> [B, T].
+torch::Tensor entropy_from_logits(const torch::Tensor& logits, double temperature = 1.0);
+
+// Log-probs of input_ids[:, start:] given what precedes them, under
+// logits / temperature: [B, T] -> [B, T - start]. attention_mask as in
+// GPT::forward (padding anywhere).
+torch::Tensor sequence_logprobs(GPT& model, const torch::Tensor& input_ids,
+                                const torch::Tensor& attention_mask, int64_t start,
+                                double temperature = 1.0);
+
+}  // namespace rlhf

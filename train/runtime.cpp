@@ -1,0 +1,35 @@
+#include "train/runtime.h"
+
+#include <ATen/Parallel.h>
+#include <torch/cuda.h>
+
+#include "common/error.h"
+#include "common/runtime.h"
+
+namespace rlhf {
+
+int set_torch_threads(int threads) {
+  const int n = threads > 0 ? threads : available_cpus();
+  at::set_num_threads(n);
+  try {
+    at::set_num_interop_threads(1);
+  } catch (const std::exception&) {
+    // Already set (it can be set once per process); harmless.
+  }
+  return n;
+}
+
+torch::Device parse_device(const std::string& name) {
+  if (name == "auto") return torch::cuda::is_available() ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU);
+  try {
+    torch::Device d(name);
+    if (d.is_cuda() && !torch::cuda::is_available()) {
+      fail(ErrorKind::kConfig, "device '", name, "' was asked for but CUDA is not available; use device = \"cpu\"");
+    }
+    return d;
+  } catch (const c10::Error&) {
+    fail(ErrorKind::kConfig, "unknown device '", name, "'; use \"cpu\", \"cuda\", \"cuda:N\" or \"auto\"");
+  }
+}
+
+}  // namespace rlhf
