@@ -27,7 +27,11 @@ std::vector<std::string> StageArgs::overrides(CLI::App* sub) const {
 
 void add_action(CLI::App* sub, Action action) { actions()[sub] = std::move(action); }
 
-void register_commands(CLI::App& app) { register_pretrain_commands(app); }
+void register_commands(CLI::App& app) {
+  register_pretrain_commands(app);
+  register_sft_commands(app);
+  register_data_commands(app);
+}
 
 void run_selected(CLI::App& app) {
   for (CLI::App* sub : app.get_subcommands()) {

@@ -25,5 +25,7 @@ void run_selected(CLI::App& app);
 using Action = std::function<void()>;
 void add_action(CLI::App* sub, Action action);
 void register_pretrain_commands(CLI::App& app);
+void register_data_commands(CLI::App& app);
+void register_sft_commands(CLI::App& app);
 
 }  // namespace rlhf::cli

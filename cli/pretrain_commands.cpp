@@ -9,7 +9,9 @@
 #include "common/log.h"
 #include "policy/checkpoint.h"
 #include "policy/generate.h"
+#include "policy/sft.h"
 #include "pretrain/pretrain.h"
+#include "support/generator.h"
 #include "train/runtime.h"
 
 namespace rlhf::cli {
@@ -76,12 +78,16 @@ void register_pretrain_commands(CLI::App& app) {
   {
     auto stage = std::make_shared<std::string>();
     CLI::App* sub = app.add_subcommand("config", "Print a stage's default config as TOML (all keys, with defaults)");
-    sub->add_option("stage", *stage, "pretrain")->required();
+    sub->add_option("stage", *stage, "pretrain, sft or support-data")->required();
     add_action(sub, [stage] {
       if (*stage == "pretrain") {
         std::cout << json_to_toml(config_to_json(PretrainConfig()));
+      } else if (*stage == "sft") {
+        std::cout << json_to_toml(config_to_json(SftConfig()));
+      } else if (*stage == "support-data") {
+        std::cout << json_to_toml(config_to_json(support::GeneratorConfig()));
       } else {
-        fail(ErrorKind::kUsage, "unknown stage '", *stage, "'; known: pretrain");
+        fail(ErrorKind::kUsage, "unknown stage '", *stage, "'; known: pretrain, sft, support-data");
       }
     });
   }

@@ -33,20 +33,25 @@ Json read_json_file(const std::string& path) {
   }
 }
 
+TensorMap model_weights(torch::nn::Module& model) {
+  TensorMap out;
+  for (const auto& item : model.named_parameters(true)) out[item.key()] = item.value();
+  for (const auto& item : model.named_buffers(true)) out[item.key()] = item.value();
+  return out;
+}
+
 void save_checkpoint(const std::string& dir, const CheckpointWrite& c) {
-  RLHF_CHECK(c.model != nullptr);
+  RLHF_CHECK(!c.weights.empty(), "a checkpoint needs weights");
   const std::string tmp = dir + ".partial";
   remove_all(tmp);
   make_dirs(tmp);
-  TensorMap weights;
-  for (const auto& item : c.model->named_parameters(true)) weights[item.key()] = item.value();
-  for (const auto& item : c.model->named_buffers(true)) weights[item.key()] = item.value();
-  save_safetensors(join_path(tmp, "model.safetensors"), weights, {{"format", "pt"}});
+  save_safetensors(join_path(tmp, "model.safetensors"), c.weights, {{"format", "pt"}});
   write_file_atomic(join_path(tmp, "config.json"), c.hf_config.dump(2));
   if (c.tokenizer != nullptr) c.tokenizer->save(tmp);
   write_file_atomic(join_path(tmp, "trainer_state.json"), c.trainer_state.dump(2));
   if (!c.optimizer_state.empty()) save_safetensors(join_path(tmp, "optimizer.safetensors"), c.optimizer_state);
   for (const auto& [name, tensors] : c.extra_tensors) save_safetensors(join_path(tmp, name), tensors);
+  for (const auto& [name, value] : c.extra_json) write_file_atomic(join_path(tmp, name), value.dump(2));
   replace_path(tmp, dir);
 }
 
@@ -100,8 +105,8 @@ void mark_checkpoint(const std::string& run_dir, const std::string& name, const 
 }
 
 void prune_checkpoints(const std::string& run_dir, int keep) {
-  if (keep <= 0) return;
   const std::string root = join_path(run_dir, "checkpoints");
+  if (keep <= 0 || !is_directory(root)) return;
   std::string best;
   if (path_exists(join_path(root, "best"))) best = trim(read_file(join_path(root, "best")));
   std::string latest;

@@ -23,14 +23,19 @@
 namespace rlhf {
 
 struct CheckpointWrite {
-  torch::nn::Module* model = nullptr;  // weights to save (named as registered)
+  TensorMap weights;                   // model.safetensors (see model_weights())
   Json hf_config;                      // config.json contents
   const Tokenizer* tokenizer = nullptr;
   Json trainer_state = Json::object();  // trainer_state.json
   TensorMap optimizer_state;           // optional
-  // Extra safetensors files (name -> tensors), e.g. a value head.
+  // Extra files: safetensors (name -> tensors) and JSON (name -> value),
+  // e.g. LoRA adapters in PEFT's layout.
   std::map<std::string, TensorMap> extra_tensors;
+  std::map<std::string, Json> extra_json;
 };
+
+// All parameters and buffers of a module by name (what model.safetensors holds).
+TensorMap model_weights(torch::nn::Module& model);
 
 void save_checkpoint(const std::string& dir, const CheckpointWrite& contents);
 

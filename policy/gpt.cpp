@@ -163,7 +163,10 @@ Conv1DImpl::Conv1DImpl(int64_t in, int64_t out) {
 torch::Tensor Conv1DImpl::forward(const torch::Tensor& x) {
   auto out_shape = x.sizes().vec();
   out_shape.back() = weight.size(1);
-  return torch::addmm(bias, x.reshape({-1, weight.size(0)}), weight).view(out_shape);
+  torch::Tensor x2 = x.reshape({-1, weight.size(0)});
+  torch::Tensor y = torch::addmm(bias, x2, weight);
+  if (lora) y = torch::addmm(y, torch::mm(x2, lora->A), lora->B, 1.0, lora->scale);
+  return y.view(out_shape);
 }
 
 AttentionImpl::AttentionImpl(const GPTConfig& c, int layer)

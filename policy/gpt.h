@@ -14,6 +14,7 @@
 #include <torch/nn/modules/normalization.h>
 #include <torch/nn/pimpl.h>
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -55,12 +56,22 @@ struct KVCache {
   int64_t length = 0;               // positions filled
 };
 
+// A low-rank update beside a frozen weight (LoRA, Hu et al. 2021):
+// y += (x A) B * scale. Owned by policy/adapt.h's LoraAdapters; the layer
+// only reads it.
+struct LoraBranch {
+  torch::Tensor A;  // [in, rank]
+  torch::Tensor B;  // [rank, out], zero at the start
+  double scale = 1.0;  // alpha / rank
+};
+
 // Hugging Face GPT-2's Conv1D: y = x W + b with W stored [in, out].
 class Conv1DImpl : public torch::nn::Module {
  public:
   Conv1DImpl(int64_t in, int64_t out);
   torch::Tensor forward(const torch::Tensor& x);  // [..., in] -> [..., out]
   torch::Tensor weight, bias;
+  std::optional<LoraBranch> lora;  // set while LoRA adapters are attached
 };
 TORCH_MODULE(Conv1D);
 

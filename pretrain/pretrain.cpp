@@ -12,6 +12,8 @@
 #include "policy/checkpoint.h"
 #include "pretrain/corpus.h"
 #include "pretrain/token_data.h"
+#include "train/data_order.h"
+#include "train/progress.h"
 #include "train/run_dir.h"
 #include "train/runtime.h"
 
@@ -200,8 +202,7 @@ PretrainResult run_pretrain(const PretrainConfig& config_in, const DistInfo& dis
   }
   run.open_metrics(start_step);
 
-  const int64_t samples_per_step = static_cast<int64_t>(tc.batch_size) * tc.grad_accum * dist.world_size;
-  const int64_t tokens_per_step = samples_per_step * block;
+  const int64_t tokens_per_step = static_cast<int64_t>(tc.batch_size) * tc.grad_accum * dist.world_size * block;
   log_info("pretrain: ", format_count(static_cast<double>(cfg.model.num_parameters())), " parameters, ",
            cfg.model.n_layer, " layers x ", cfg.model.n_embd, " wide, context ", block, ", ",
            format_count(static_cast<double>(tokens_per_step)), " tokens per step, ", tc.max_steps,
@@ -210,7 +211,7 @@ PretrainResult run_pretrain(const PretrainConfig& config_in, const DistInfo& dis
   auto save = [&](int64_t step, double val_loss) {
     if (!dist.is_main()) return;
     CheckpointWrite w;
-    w.model = model.get();
+    w.weights = model_weights(*model);
     w.hf_config = gpt_config_to_hf(cfg.model);
     w.tokenizer = &data.tokenizer;
     w.trainer_state = {{"stage", "pretrain"}, {"step", step}, {"val_loss", val_loss},
@@ -223,22 +224,16 @@ PretrainResult run_pretrain(const PretrainConfig& config_in, const DistInfo& dis
   };
 
   double val_loss = std::nan("");
-  double train_time = 0;
-  int64_t timed_steps = 0;
-  auto window_start = Clock::now();
-  double window_loss = 0;
-  int window_steps = 0;
+  ProgressMeter progress("pretrain", tc.max_steps, tc.log_interval);
   for (int64_t step = start_step; step < tc.max_steps; ++step) {
-    const auto step_start = Clock::now();
     double step_loss = 0;
     for (int m = 0; m < tc.grad_accum; ++m) {
       torch::manual_seed(mix_seed({static_cast<uint64_t>(tc.seed), static_cast<uint64_t>(step),
                                    static_cast<uint64_t>(m), static_cast<uint64_t>(dist.rank)}));
-      // This rank's micro-batch m of the step's samples.
-      const int64_t first = step * samples_per_step +
-                            (static_cast<int64_t>(dist.rank) * tc.grad_accum + m) * tc.batch_size;
       std::vector<int64_t> starts;
-      for (int i = 0; i < tc.batch_size; ++i) starts.push_back(sampler.start(first + i));
+      for (int64_t k : micro_batch_samples(step, m, tc.batch_size, tc.grad_accum, dist.rank, dist.world_size)) {
+        starts.push_back(sampler.start(k));
+      }
       auto [x, y] = make_batch(train_file, starts, block);
       torch::Tensor loss = next_token_loss(model->forward(x.to(device)), y.to(device));
       (loss / tc.grad_accum).backward();
@@ -248,34 +243,19 @@ PretrainResult run_pretrain(const PretrainConfig& config_in, const DistInfo& dis
     const double lr = learning_rate(cfg.schedule, step, tc.max_steps);
     optimizer.step(lr);
     optimizer.zero_grad();
-    train_time += seconds_since(step_start);
-    ++timed_steps;
-    window_loss += step_loss;
-    ++window_steps;
 
     const int64_t done = step + 1;
     run.log_metrics({{"step", done}, {"loss/train", step_loss}, {"lr", lr}, {"grad_norm", grad_norm},
                      {"tokens", done * tokens_per_step}});
-    if (done % std::max(1, tc.log_interval) == 0 || done == tc.max_steps) {
-      const double tok_s = tokens_per_step * window_steps / std::max(seconds_since(window_start), 1e-9);
-      const double eta = (tc.max_steps - done) * train_time / std::max<int64_t>(timed_steps, 1);
-      log_info("step ", done, "/", tc.max_steps, " | loss ", window_loss / window_steps, " | lr ", lr,
-               " | ", format_count(tok_s), " tok/s | ETA ", format_duration(eta));
-      window_start = Clock::now();
-      window_loss = 0;
-      window_steps = 0;
-    }
+    progress.step_done(done, step_loss, lr, static_cast<double>(tokens_per_step), "tok");
     const bool last = done == tc.max_steps;
     if ((tc.eval_interval > 0 && done % tc.eval_interval == 0) || last) {
       val_loss = evaluate(model, val_file, cfg, device);
       log_info("eval step ", done, " | val loss ", val_loss, " | val ppl ", std::exp(val_loss));
       run.log_metrics({{"step", done}, {"loss/val", val_loss}, {"ppl/val", std::exp(val_loss)}});
-      window_start = Clock::now();
     }
-    if ((tc.checkpoint_interval > 0 && done % tc.checkpoint_interval == 0) || last) {
-      save(done, val_loss);
-      window_start = Clock::now();
-    }
+    if ((tc.checkpoint_interval > 0 && done % tc.checkpoint_interval == 0) || last) save(done, val_loss);
+    progress.pause_done();
   }
 
   PretrainResult result;

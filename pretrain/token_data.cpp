@@ -49,29 +49,26 @@ void TokenFile::copy(int64_t start, int64_t n, int64_t* out) const {
   }
 }
 
-WindowSampler::WindowSampler(int64_t num_tokens, int64_t block, uint64_t seed)
-    : num_tokens_(num_tokens), block_(block), seed_(seed) {
-  // Leave room for a shift of up to block-1 tokens and the extra target token.
-  windows_ = (num_tokens_ - block_) / block_;
-  if (windows_ < 1) {
-    fail(ErrorKind::kData, "the training data has ", num_tokens_, " tokens, fewer than two windows of ",
-         block_, "; use a larger corpus or a smaller model.n_positions");
+namespace {
+// Room for a shift of up to block-1 tokens plus the extra target token.
+int64_t window_count(int64_t num_tokens, int64_t block) {
+  const int64_t n = (num_tokens - block) / block;
+  if (n < 1) {
+    fail(ErrorKind::kData, "the training data has ", num_tokens, " tokens, fewer than two windows of ", block,
+         "; use a larger corpus or a smaller model.n_positions");
   }
+  return n;
 }
+}  // namespace
+
+WindowSampler::WindowSampler(int64_t num_tokens, int64_t block, uint64_t seed)
+    : block_(block), order_(window_count(num_tokens, block), seed) {}
 
 int64_t WindowSampler::start(int64_t k) {
-  const int64_t epoch = k / windows_;
-  if (epoch != cached_epoch_) {
-    SplitMix rng(mix_seed({seed_, static_cast<uint64_t>(epoch), 0x5eedu}));
-    shift_ = static_cast<int64_t>(rng.below(static_cast<uint64_t>(block_)));
-    order_.resize(windows_);
-    for (int64_t i = 0; i < windows_; ++i) order_[i] = i;
-    for (int64_t i = windows_ - 1; i > 0; --i) {
-      std::swap(order_[i], order_[rng.below(static_cast<uint64_t>(i + 1))]);
-    }
-    cached_epoch_ = epoch;
-  }
-  return shift_ + order_[k % windows_] * block_;
+  const uint64_t epoch = static_cast<uint64_t>(order_.epoch_of(k));
+  const int64_t shift = static_cast<int64_t>(splitmix64(mix_seed({order_.seed(), epoch, 0x5eedu})) %
+                                             static_cast<uint64_t>(block_));
+  return shift + order_.at(k) * block_;
 }
 
 std::pair<torch::Tensor, torch::Tensor> make_batch(const TokenFile& file,

@@ -17,6 +17,7 @@
 
 #include "common/config.h"
 #include "common/fs.h"
+#include "train/data_order.h"
 
 namespace rlhf {
 
@@ -42,20 +43,18 @@ class TokenFile {
   int64_t size_;
 };
 
+// Non-overlapping windows of `block + 1` tokens, visited in an EpochOrder,
+// starting from a seeded offset in [0, block) that changes every epoch.
 class WindowSampler {
  public:
-  // Windows of `block + 1` tokens over a file of `num_tokens` tokens.
   WindowSampler(int64_t num_tokens, int64_t block, uint64_t seed);
-  int64_t windows_per_epoch() const { return windows_; }
+  int64_t windows_per_epoch() const { return order_.size(); }
   // Start offset of global sample k.
   int64_t start(int64_t k);
 
  private:
-  int64_t num_tokens_, block_, windows_;
-  uint64_t seed_;
-  int64_t cached_epoch_ = -1;
-  int64_t shift_ = 0;
-  std::vector<int64_t> order_;
+  int64_t block_;
+  EpochOrder order_;
 };
 
 // Inputs and targets [B, T] for the windows starting at `starts`.

@@ -218,7 +218,7 @@ TEST(Checkpoint, SaveAndLoadAreExact) {
   to.vocab_size = 300;
   Tokenizer tok = Tokenizer::train({"hello world hello world"}, to);
   CheckpointWrite w;
-  w.model = m.get();
+  w.weights = model_weights(*m);
   w.hf_config = gpt_config_to_hf(tiny_config());
   w.tokenizer = &tok;
   w.trainer_state = {{"step", 7}};
@@ -285,7 +285,7 @@ TEST(Checkpoint, TruncatedModelFileInACheckpointIsAClearError) {
   to.vocab_size = 300;
   Tokenizer tok = Tokenizer::train({"abc abc"}, to);
   CheckpointWrite w;
-  w.model = m.get();
+  w.weights = model_weights(*m);
   w.hf_config = gpt_config_to_hf(tiny_config());
   w.tokenizer = &tok;
   save_checkpoint(dir.file("c"), w);

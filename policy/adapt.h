@@ -1,0 +1,76 @@
+// Choosing what fine-tuning changes: freezing parameters by name pattern or
+// layer range, and LoRA adapters that can be merged back into the weights.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "policy/checkpoint.h"
+#include "policy/gpt.h"
+#include "train/optim.h"
+#include "train/safetensors.h"
+
+namespace rlhf {
+
+struct FreezeConfig {
+  bool embeddings = false;        // freeze wte and wpe (and so the tied LM head)
+  int first_layers = 0;           // freeze blocks h.0 .. h.(N-1), e.g. 2
+  std::vector<std::string> patterns;  // globs over parameter names, e.g. "transformer.h.*.attn.*"
+  template <class V> void visit(V& v) {
+    v("embeddings", embeddings);
+    v("first_layers", first_layers);
+    v("patterns", patterns);
+  }
+};
+
+struct LoraConfig {
+  bool enabled = false;           // train low-rank adapters instead of the weights
+  int rank = 8;                   // r, e.g. 8
+  double alpha = 16;              // scale = alpha / rank, e.g. 16
+  std::vector<std::string> targets = {"c_attn", "c_proj", "c_fc"};  // Conv1D layer names to adapt
+  template <class V> void visit(V& v) {
+    v("enabled", enabled);
+    v("rank", rank);
+    v("alpha", alpha);
+    v("targets", targets);
+  }
+};
+
+// Glob match with '*' (any run of characters) and '?' (one character).
+bool glob_match(const std::string& pattern, const std::string& text);
+
+// Marks frozen parameters (requires_grad = false) and returns the trainable
+// ones. A pattern that matches nothing is an error (likely a typo).
+std::vector<NamedParameter> apply_freeze(GPT& model, const FreezeConfig& config);
+
+// LoRA adapters for every Conv1D whose name ends with a target. B starts at
+// zero, so attaching them leaves the model's function unchanged; the base
+// weights are frozen while adapters are attached.
+class LoraAdapters {
+ public:
+  LoraAdapters(GPT& model, const LoraConfig& config, uint64_t seed);
+  ~LoraAdapters();
+  LoraAdapters(const LoraAdapters&) = delete;
+  LoraAdapters& operator=(const LoraAdapters&) = delete;
+
+  std::vector<NamedParameter> parameters() const;  // "<layer>.lora_A" / ".lora_B"
+  int64_t num_parameters() const;
+  // The model's weights with every adapter folded in (W + A B scale); the
+  // model itself is left as it is.
+  TensorMap merged_weights() const;
+  // PEFT's adapter_model.safetensors layout (lora_A [r, in], lora_B [out, r]).
+  TensorMap peft_state() const;
+  Json peft_config() const;
+  void load_peft_state(const TensorMap& state, const std::string& source);
+
+ private:
+  struct Entry {
+    std::string name;  // "transformer.h.0.attn.c_attn"
+    Conv1D layer;
+  };
+  mutable GPT model_;  // shared handle; reading weights needs a non-const Module
+  LoraConfig config_;
+  std::vector<Entry> entries_;
+};
+
+}  // namespace rlhf
