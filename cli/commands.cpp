@@ -30,6 +30,7 @@ void add_action(CLI::App* sub, Action action) { actions()[sub] = std::move(actio
 void register_commands(CLI::App& app) {
   register_pretrain_commands(app);
   register_sft_commands(app);
+  register_feedback_commands(app);
   register_data_commands(app);
 }
 

@@ -27,5 +27,6 @@ void add_action(CLI::App* sub, Action action);
 void register_pretrain_commands(CLI::App& app);
 void register_data_commands(CLI::App& app);
 void register_sft_commands(CLI::App& app);
+void register_feedback_commands(CLI::App& app);
 
 }  // namespace rlhf::cli

@@ -1,13 +1,50 @@
 // rlhf support-data: regenerate the shipped customer-support dataset.
 #include <cstdio>
+#include <map>
 #include <memory>
 
 #include "cli/commands.h"
+#include "common/jsonl.h"
+#include "common/log.h"
 #include "support/generator.h"
+#include "support/rubric.h"
 
 namespace rlhf::cli {
 
+// Mean gold score and how often each rubric finding occurs, over replies
+// written by `rlhf generate` (prompt, response, finished, metadata).
+void report_gold(const std::string& path) {
+  double total = 0;
+  size_t n = 0;
+  std::map<std::string, double> rates;
+  read_jsonl(path, [&](const Json& row, size_t line) {
+    std::vector<std::string> customer;
+    for (const auto& m : row.value("prompt", Json::array())) {
+      if (m.value("role", "") == "user") customer.push_back(m.value("content", ""));
+    }
+    const support::CaseFacts facts = row.contains("metadata") ? support::facts_from_metadata(row["metadata"])
+                                                                : support::infer_facts(customer);
+    const support::GoldScore g =
+        support::gold_score(facts, jsonl_string(row, "response", path, line), row.value("finished", true));
+    total += g.total;
+    ++n;
+    const Json findings = g.to_json();
+    for (auto it = findings.begin(); it != findings.end(); ++it) {
+      if (it.value().is_boolean()) rates[it.key()] += it.value().get<bool>() ? 1 : 0;
+    }
+  });
+  if (n == 0) fail(ErrorKind::kData, path, ": no replies");
+  std::printf("%zu replies, mean gold score %.3f (max %.0f)\n", n, total / n, support::gold_max());
+  for (const auto& [k, v] : rates) std::printf("  %-16s %5.1f%%\n", k.c_str(), 100.0 * v / n);
+}
+
 void register_data_commands(CLI::App& app) {
+  {
+    auto path = std::make_shared<std::string>();
+    CLI::App* sub = app.add_subcommand("gold", "Score replies (rlhf generate output) with the simulated rater's rubric");
+    sub->add_option("replies", *path, "JSONL with prompt, response, finished, metadata")->required();
+    add_action(sub, [path] { report_gold(*path); });
+  }
   auto args = std::make_shared<StageArgs>();
   auto out = std::make_shared<std::string>("data/support");
   CLI::App* sub = app.add_subcommand(
@@ -20,8 +57,8 @@ void register_data_commands(CLI::App& app) {
     auto cfg = load_config<support::GeneratorConfig>(args->config, args->overrides(sub));
     support::SupportData data = support::generate_support_data(cfg);
     support::write_support_data(data, *out);
-    std::printf("wrote %zu training and %zu validation conversations and %zu held-out prompts to %s\n",
-                data.train.size(), data.val.size(), data.heldout.size(), out->c_str());
+    std::printf("wrote %zu training and %zu validation conversations, %zu held-out prompts and %zu RL prompts to %s\n",
+                data.train.size(), data.val.size(), data.heldout.size(), data.rl.size(), out->c_str());
   });
 }
 

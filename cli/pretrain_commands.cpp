@@ -9,7 +9,9 @@
 #include "common/log.h"
 #include "policy/checkpoint.h"
 #include "policy/generate.h"
+#include "labels/feedback.h"
 #include "policy/sft.h"
+#include "reward/rm_train.h"
 #include "pretrain/pretrain.h"
 #include "support/generator.h"
 #include "train/runtime.h"
@@ -84,10 +86,14 @@ void register_pretrain_commands(CLI::App& app) {
         std::cout << json_to_toml(config_to_json(PretrainConfig()));
       } else if (*stage == "sft") {
         std::cout << json_to_toml(config_to_json(SftConfig()));
+      } else if (*stage == "rm") {
+        std::cout << json_to_toml(config_to_json(RewardTrainConfig()));
+      } else if (*stage == "candidates") {
+        std::cout << json_to_toml(config_to_json(labels::CandidatesConfig()));
       } else if (*stage == "support-data") {
         std::cout << json_to_toml(config_to_json(support::GeneratorConfig()));
       } else {
-        fail(ErrorKind::kUsage, "unknown stage '", *stage, "'; known: pretrain, sft, support-data");
+        fail(ErrorKind::kUsage, "unknown stage '", *stage, "'; known: pretrain, sft, rm, candidates, support-data");
       }
     });
   }

@@ -9,6 +9,28 @@
 
 namespace rlhf {
 
+namespace {
+
+// A chat log as plain text ("Customer: ...\nAgent: ..."), so conversations
+// can be pretraining text too.
+std::string conversation_text(const Json& obj, const std::string& file, size_t line) {
+  const Json& messages = obj["messages"];
+  if (!messages.is_array()) jsonl_error(file, line, "\"messages\" must be a list of {\"role\", \"content\"}");
+  std::string text;
+  for (const auto& m : messages) {
+    if (!m.is_object() || !m.contains("content") || !m["content"].is_string()) {
+      jsonl_error(file, line, "each message needs a string \"content\"");
+    }
+    const std::string role = m.value("role", "");
+    if (role == "system") continue;
+    text += (role == "assistant" ? "Agent: " : role == "user" ? "Customer: " : role + ": ");
+    text += m["content"].get<std::string>() + "\n";
+  }
+  return text;
+}
+
+}  // namespace
+
 size_t Corpus::total_bytes() const {
   size_t n = 0;
   for (const auto& d : documents) n += d.size();
@@ -40,7 +62,8 @@ Corpus read_corpus(const std::vector<std::string>& paths, const std::vector<std:
       const bool jsonl = file.size() > 6 && file.compare(file.size() - 6, 6, ".jsonl") == 0;
       if (jsonl) {
         read_jsonl(file, [&](const Json& obj, size_t line) {
-          std::string text = jsonl_string(obj, "text", file, line);
+          std::string text = obj.contains("messages") && !obj.contains("text") ? conversation_text(obj, file, line)
+                                                                               : jsonl_string(obj, "text", file, line);
           if (!text.empty()) corpus.documents.push_back(std::move(text));
         });
       } else {

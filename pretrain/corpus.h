@@ -1,5 +1,6 @@
 // Reading a text corpus: plain text files (one document each), JSONL files
-// with a "text" field (one document per line), or folders of either.
+// with a "text" field or a "messages" conversation (one document per line,
+// a conversation as "Customer: ...\nAgent: ..." lines), or folders of them.
 #pragma once
 
 #include <string>

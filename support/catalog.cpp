@@ -26,7 +26,7 @@ const std::vector<Intent>& intents() {
       {"warranty_claim", true, {{"warranty"}, {"claim", "repair", "replace"}}, {"1-year", "1 year"}},
       {"product_question", false, {}, {}},  // checked against the product's fact words
       {"complaint", true, {{"sorry", "apologize", "apologise"}, {"escalated", "supervisor"}}, {"24 hours"}},
-      {"discount_code", true, {{"code"}, {"applied", "combined", "expired"}}, {"10%"}},
+      {"discount_code", true, {{"code", "discount"}, {"applied", "combined", "expired"}}, {"10%"}},
       {"invoice_request", true, {{"invoice"}, {"emailed", "Orders page", "download"}}, {}},
       {"exchange_item", true, {{"exchange"}, {"label", "30 days", "size", "colour"}}, {"30 days"}},
   };
@@ -80,11 +80,11 @@ const Product* find_product(const std::string& name) {
 const std::vector<std::string>& first_names(bool heldout) {
   static const std::vector<std::string> kTrain = {
       "Maria", "James", "Aisha", "Chen", "Olivia", "Liam", "Sofia", "Noah", "Priya", "Lucas", "Emma", "Mateo",
-      "Yuki", "Ethan", "Fatima", "Daniel", "Grace", "Omar", "Hannah", "Leo", "Zara", "Samuel", "Mia", "Ivan",
+      "Yuki", "Ethan", "Fatima", "Daniel", "Greta", "Omar", "Hannah", "Leo", "Zara", "Samuel", "Mia", "Ivan",
       "Chloe", "Arjun", "Ella", "Diego", "Nora", "Kenji", "Ruby", "Tariq", "Alice", "Marco", "Leila", "Jonas",
       "Amara", "Felix", "Isla", "Hugo", "Lena", "Rafael", "Maya", "Oscar", "Ines", "Theo", "Sara", "Victor",
       "Nadia", "Simon", "Clara", "Andre", "Julia", "Pavel", "Elena", "Tom", "Rosa", "Kofi", "Anna", "Ben",
-      "Layla", "Max", "Eva", "Ali", "Lucy", "Pedro", "Mei", "Adam", "Iris", "Jack", "Nina", "Sean"};
+      "Layla", "Mila", "Eva", "Ali", "Lucy", "Pedro", "Mei", "Adam", "Iris", "Jack", "Nina", "Sean"};
   static const std::vector<std::string> kHeldout = {
       "Beatrice", "Caspian", "Delphine", "Emeka", "Florian", "Gwen", "Hamid", "Ingrid", "Joaquin", "Keiko",
       "Lorenzo", "Malak", "Niamh", "Orla", "Percy", "Quentin", "Rania", "Soren", "Tamsin", "Ulrich", "Vera",

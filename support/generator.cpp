@@ -26,73 +26,73 @@ const std::map<std::string, CustomerTemplates>& customer_templates() {
          "I placed {oref} on {date} and it still hasn't arrived. Has it shipped?",
          "Any update on my {product}? It's {oref}.", "When will {oref} get here?"},
         {"Where is my {product}? I ordered it on {date}.", "Has my order shipped yet?"},
-        {"I'm wondering what's going on with {oref}, nothing has shown up yet.",
-         "Could you check where my {product} is? That's {oref}."}}},
+        {"I'm wondering what's going on with {oref}, has it shipped yet?",
+         "Could you check where my {product} is? That's {oref}, and nothing has arrived."}}},
       {"refund_status",
        {{"I returned my {product} from {oref}. When do I get my refund?", "Has the refund for {oref} been processed?",
          "I'm still waiting for my money back for {oref}.", "Where is my refund? It's for {oref}, the {product}."},
         {"I sent back my {product} last week. Where is my refund?", "When will I get my money back?"},
-        {"The money for {oref} hasn't come back to my card yet. What's happening?",
+        {"The refund for {oref} hasn't come back to my card yet. What's happening?",
          "Is my refund on {oref} on its way? I returned the {product}."}}},
       {"return_item",
        {{"I'd like to return the {product} from {oref}.", "How do I send back the {product}? It's {oref}.",
          "The {product} from {oref} isn't what I wanted. Can I return it?", "Can I return {oref}? I bought it on {date}."},
         {"I want to return my {product}. How does that work?", "Can I send something back?"},
-        {"I changed my mind about the {product} in {oref} and would like to send it back.",
+        {"I changed my mind about the {product} in {oref} and would like to return it.",
          "What's the process for returning {oref}?"}}},
       {"damaged_item",
        {{"My {product} from {oref} arrived broken.", "The {product} in {oref} came damaged. What can you do?",
          "{oref} arrived today and the {product} is cracked.", "The box for {oref} was crushed and the {product} is damaged."},
         {"My {product} arrived damaged.", "The item I received is broken."},
-        {"Unfortunately the {product} from {oref} was smashed when I opened the box.",
-         "I just unpacked {oref} and the {product} is in pieces."}}},
+        {"Unfortunately the {product} from {oref} was damaged when I opened the box.",
+         "I just unpacked {oref} and the {product} is broken."}}},
       {"wrong_item",
        {{"I ordered a {product} but {oref} had something else in it.", "You sent me the wrong item for {oref}.",
          "{oref} should have been a {product}, but I got a different product.", "The item in {oref} isn't the {product} I ordered."},
         {"I received the wrong item.", "This isn't the {product} I ordered."},
-        {"Instead of the {product}, {oref} contained something I never ordered.",
-         "Somebody packed the wrong thing in {oref}; I was expecting a {product}."}}},
+        {"Instead of the {product}, {oref} contained the wrong item.",
+         "Somebody packed the wrong item in {oref}; I was expecting a {product}."}}},
       {"shipping_delay",
        {{"{oref} was supposed to arrive by {date} and it's late.", "Why is {oref} taking so long?",
          "My {product} is delayed. It's {oref}.", "{oref} still hasn't come and the delivery date was {date}."},
         {"My delivery is late.", "Why is my {product} taking so long to arrive?"},
-        {"The delivery estimate for {oref} came and went on {date}. Why the hold-up?",
-         "I've been waiting ages for {oref}, it's way past {date}."}}},
+        {"The delivery estimate for {oref} was {date} and it's still late. Why the delay?",
+         "I've been waiting ages for {oref}, it's late and way past {date}."}}},
       {"missing_package",
        {{"Tracking says {oref} was delivered but I never got it.", "{oref} shows as delivered on {date}, but there's no package.",
          "My {product} from {oref} is marked delivered but it isn't here.", "I can't find {oref} anywhere, but it says delivered."},
         {"My package says delivered but it isn't here.", "I never received my {product} even though it says delivered."},
-        {"The app claims {oref} was dropped off on {date}, but nothing is at my door.",
-         "{oref} is supposedly delivered, yet I have no {product}."}}},
+        {"The app claims {oref} was delivered on {date}, but nothing is at my door.",
+         "{oref} is marked delivered, yet I have no {product}."}}},
       {"address_change",
        {{"Can I change the delivery address on {oref}?", "I moved. Please update the shipping address for {oref}.",
          "I typed the wrong address on {oref}. Can you fix it?", "Please send {oref} to my new address."},
         {"I need to change my delivery address.", "Can you update the address on my order?"},
-        {"Is it still possible to redirect {oref} to a different address?",
+        {"Is it still possible to change the address on {oref}?",
          "I'd like {oref} to go to my office address instead."}}},
       {"cancel_order",
        {{"Please cancel {oref}.", "I want to cancel {oref}, I ordered it by mistake.",
          "Can I still cancel {oref}? I placed it on {date}.", "Cancel my {product}, please. It's {oref}."},
         {"I need to cancel my order.", "Please cancel the {product} I just ordered."},
-        {"I no longer need the {product}; could you call off {oref}?", "Scrap {oref}, please, I found it elsewhere."}}},
+        {"I no longer need the {product}; could you cancel {oref}?", "Please cancel {oref}, I found it elsewhere."}}},
       {"password_reset",
        {{"I forgot my password.", "How do I reset my password?", "I can't log in to my account.",
          "My password isn't working anymore."},
         {},
         {"I'm locked out of my Larkspur account and don't remember the password.",
-         "Signing in keeps failing; I think I need a new password."}}},
+         "Signing in keeps failing; I think I need to reset my password."}}},
       {"payment_failed",
        {{"My payment for {oref} failed.", "Why was my card declined on {oref}?",
          "I tried to pay for {oref} and it didn't go through.", "The checkout for my {product} says payment failed. It's {oref}."},
         {"My payment didn't go through.", "Why was my card declined?"},
-        {"Checkout rejected my card when I paid for {oref}. What now?",
-         "The charge for {oref} bounced, can you tell me why?"}}},
+        {"Checkout declined my card when I paid for {oref}. What now?",
+         "The payment for {oref} failed, can you tell me why?"}}},
       {"warranty_claim",
        {{"My {product} from {oref} stopped working.", "Is the {product} from {oref} still under warranty? It broke.",
          "The {product} I bought in {oref} has a fault.", "I'd like to make a warranty claim for {oref}."},
         {"My {product} stopped working.", "Is my {product} under warranty?"},
-        {"The {product} from {oref} died after a few months of use. Can it be fixed?",
-         "Something inside my {product} ({oref}) has failed; what are my options?"}}},
+        {"The {product} from {oref} stopped working after a few months. Is it under warranty?",
+         "Something inside my {product} ({oref}) has failed; can I make a warranty claim?"}}},
       {"product_question",
        {{"Can you tell me {question}?", "Quick question: {question}?", "Before I buy, I'd like to know {question}.",
          "I'm looking at the {product}. Could you tell me {question}?"},
@@ -102,24 +102,25 @@ const std::map<std::string, CustomerTemplates>& customer_templates() {
        {{"I'm really unhappy with how {oref} was handled.", "This is the worst service I've had. {oref} was a mess.",
          "I want to complain about {oref}.", "Nobody has answered my emails about {oref}. This is unacceptable."},
         {"I'm very unhappy with your service.", "I want to make a complaint."},
-        {"Frankly, the way {oref} went has been a disappointment from start to finish.",
-         "I'd like to lodge a formal complaint regarding {oref}."}}},
+        {"Frankly, I'm unhappy with the way {oref} went from start to finish.",
+         "I'd like to make a formal complaint regarding {oref}."}}},
       {"discount_code",
        {{"My discount code didn't work on {oref}.", "I forgot to use my promo code on {oref}.",
          "The coupon won't apply to my {product}. It's {oref}.", "Can I still get the discount on {oref}?"},
         {"My discount code isn't working.", "The promo code was rejected at checkout."},
-        {"The voucher I have was refused when I placed {oref}.", "Is there any way to get my coupon honoured on {oref}?"}}},
+        {"The discount code I have was refused when I placed {oref}.",
+         "Is there any way to get my coupon code applied to {oref}?"}}},
       {"invoice_request",
        {{"Can I get an invoice for {oref}?", "I need a receipt for {oref} for my expenses.",
          "Please send me the invoice for {oref}.", "Where can I find the invoice for my {product}? It's {oref}."},
         {"I need an invoice for my order.", "Can you send me a receipt?"},
-        {"My accountant needs a copy of the invoice for {oref}.", "Could I have a VAT receipt for {oref}?"}}},
+        {"My accountant needs a copy of the invoice for {oref}.", "Could I have an invoice for {oref}, please?"}}},
       {"exchange_item",
        {{"Can I exchange the {product} from {oref} for a different size?", "I'd like a different colour of the {product} in {oref}.",
          "The {product} from {oref} doesn't fit. Can I swap it?", "Is it possible to exchange {oref}?"},
         {"Can I exchange my {product}?", "I'd like to swap my item for another size."},
-        {"Could I trade the {product} from {oref} for another colour?",
-         "The {product} in {oref} is the wrong size; can I get it swapped?"}}},
+        {"Could I exchange the {product} from {oref} for another colour?",
+         "The {product} in {oref} is the wrong size; can I exchange it?"}}},
   };
   return kT;
 }
@@ -271,9 +272,10 @@ class Writer {
     return Json{{"messages", messages}, {"metadata", metadata(f, styles)}};
   }
 
-  // One held-out prompt: new names, new order numbers, new phrasings.
-  Json heldout_prompt() {
-    Facts f = draw_facts(/*heldout=*/true);
+  // One prompt ending with the customer's turn. Held-out prompts use new
+  // names, new order numbers and new phrasings.
+  Json prompt(bool heldout) {
+    Facts f = draw_facts(heldout);
     const CustomerTemplates& t = customer_templates().at(f.intent);
     Json messages = Json::array({system()});
     const bool can_ask = intent(f.intent).needs_order && !t.without_order.empty();
@@ -282,7 +284,7 @@ class Writer {
       messages.push_back(assistant(greeting(f, true) + lower_first(pick(kAskOrder))));
       messages.push_back(user(fill(pick(kGiveOrder), f)));
     } else {
-      messages.push_back(user(with_name(fill(pick(t.heldout), f), f)));
+      messages.push_back(user(with_name(fill(pick(heldout ? t.heldout : t.with_order), f), f)));
     }
     return Json{{"prompt", messages}, {"metadata", metadata(f, Json::array())}};
   }
@@ -442,7 +444,9 @@ SupportData generate_support_data(const GeneratorConfig& config) {
   Writer val(mix_seed({static_cast<uint64_t>(config.seed), 2}), config);
   for (int i = 0; i < config.val_dialogues; ++i) out.val.push_back(val.dialogue());
   Writer held(mix_seed({static_cast<uint64_t>(config.seed), 3}), config);
-  for (int i = 0; i < config.heldout_prompts; ++i) out.heldout.push_back(held.heldout_prompt());
+  for (int i = 0; i < config.heldout_prompts; ++i) out.heldout.push_back(held.prompt(/*heldout=*/true));
+  Writer rl(mix_seed({static_cast<uint64_t>(config.seed), 4}), config);
+  for (int i = 0; i < config.rl_prompts; ++i) out.rl.push_back(rl.prompt(/*heldout=*/false));
   return out;
 }
 
@@ -457,6 +461,7 @@ void write_support_data(const SupportData& data, const std::string& dir) {
   write_file_atomic(join_path(dir, "train.jsonl"), to_jsonl(data.train));
   write_file_atomic(join_path(dir, "val.jsonl"), to_jsonl(data.val));
   write_file_atomic(join_path(dir, "heldout_prompts.jsonl"), to_jsonl(data.heldout));
+  write_file_atomic(join_path(dir, "rl_prompts.jsonl"), to_jsonl(data.rl));
 }
 
 }  // namespace rlhf::support

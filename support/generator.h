@@ -22,6 +22,7 @@ struct GeneratorConfig {
   int train_dialogues = 3200;     // SFT training conversations, e.g. 3200
   int val_dialogues = 320;        // validation conversations (loss only)
   int heldout_prompts = 240;      // held-out prompts for validation and comparison
+  int rl_prompts = 1200;          // prompts for reward modelling and PPO (training names and phrasings)
   double multi_turn = 0.3;        // share of conversations with more than one agent turn
   // Styles of agent reply (the rest are "good"); later stages need room to
   // improve on SFT, as real support logs have.
@@ -39,6 +40,7 @@ struct GeneratorConfig {
     v("train_dialogues", train_dialogues);
     v("val_dialogues", val_dialogues);
     v("heldout_prompts", heldout_prompts);
+    v("rl_prompts", rl_prompts);
     v("multi_turn", multi_turn);
     v("p_terse", p_terse);
     v("p_curt", p_curt);
@@ -55,11 +57,12 @@ struct SupportData {
   std::vector<Json> train;    // {"messages": [...], "metadata": {...}}
   std::vector<Json> val;
   std::vector<Json> heldout;  // {"prompt": [...messages ending with the user's turn], "metadata": {...}}
+  std::vector<Json> rl;       // same shape; training distribution, for the reward model and PPO
 };
 
 SupportData generate_support_data(const GeneratorConfig& config);
 
-// Writes train.jsonl, val.jsonl and heldout_prompts.jsonl into `dir`.
+// Writes train.jsonl, val.jsonl, heldout_prompts.jsonl and rl_prompts.jsonl into `dir`.
 void write_support_data(const SupportData& data, const std::string& dir);
 
 // One JSON object per line, keys in a fixed order, UTF-8: byte-stable.

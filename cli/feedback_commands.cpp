@@ -1,0 +1,194 @@
+// rlhf candidates | label | labels | rm
+#include <cstdio>
+#include <iostream>
+#include <memory>
+
+#include "cli/commands.h"
+#include "common/error.h"
+#include "common/fs.h"
+#include "common/jsonl.h"
+#include "common/log.h"
+#include "labels/feedback.h"
+#include "labels/store.h"
+#include "reward/rm_train.h"
+#include "train/runtime.h"
+
+namespace rlhf::cli {
+namespace {
+
+bool is_store(const std::string& path) {
+  return path.size() > 7 && (path.compare(path.size() - 7, 7, ".sqlite") == 0 || path.compare(path.size() - 3, 3, ".db") == 0);
+}
+
+// Pairs from a label store or a JSONL file, split by prompt.
+struct Pairs {
+  std::vector<PreferencePair> train, eval;
+  int64_t last_label_id = 0;
+};
+Pairs load_pairs(const std::string& path, double eval_fraction, int64_t since, uint64_t seed) {
+  std::vector<PreferencePair> all;
+  Pairs out;
+  if (is_store(path)) {
+    if (!path_exists(path)) fail(ErrorKind::kIo, "label store '", path, "' does not exist");
+    labels::LabelStore store(path);
+    all = labels::store_preferences(store, since, &out.last_label_id);
+  } else {
+    all = load_preference_jsonl(path);
+  }
+  if (all.empty()) fail(ErrorKind::kData, path, ": no labelled pairs", since > 0 ? str_cat(" after label ", since) : "");
+  std::tie(out.train, out.eval) = split_by_prompt(std::move(all), eval_fraction, seed);
+  return out;
+}
+
+}  // namespace
+
+void register_feedback_commands(CLI::App& app) {
+  {
+    auto args = std::make_shared<StageArgs>();
+    CLI::App* sub = app.add_subcommand("candidates", "Sample K replies per prompt from policies and queue comparisons for rating");
+    sub->add_option("--config", args->config, "TOML with the settings below (optional)");
+    sub->allow_extras();
+    sub->footer("Settings (--key=value): db, prompts, policies, temperatures, k, max_prompts, pairs "
+                "(adjacent|all|ranking), required_raters, max_new_tokens, batch_size, seed, threads");
+    add_action(sub, [args, sub] {
+      auto cfg = load_config<labels::CandidatesConfig>(args->config, args->overrides(sub));
+      const auto r = labels::queue_candidates(cfg);
+      std::printf("%zu prompts, %zu new candidates, %zu new comparisons queued in %s\n", r.prompts, r.candidates,
+                  r.comparisons, cfg.db.c_str());
+    });
+  }
+  {
+    struct LabelArgs {
+      std::string db = "runs/labels.sqlite";
+      std::string rater = "simulated-1";
+      bool simulated = false;
+      SimulatedRaterConfig sim;
+      size_t limit = SIZE_MAX;
+    };
+    auto a = std::make_shared<LabelArgs>();
+    CLI::App* sub = app.add_subcommand("label", "Label queued comparisons (--simulated: the gold rubric with noise)");
+    sub->add_option("--db", a->db, "label store")->capture_default_str();
+    sub->add_flag("--simulated", a->simulated, "use the simulated rater (people rate with rlhf-rater)")->required();
+    sub->add_option("--rater", a->rater, "rater name in the store")->capture_default_str();
+    sub->add_option("--flip", a->sim.flip, "probability of preferring the worse reply")->capture_default_str();
+    sub->add_option("--tie", a->sim.tie, "probability of answering tie")->capture_default_str();
+    sub->add_option("--seed", a->sim.seed)->capture_default_str();
+    sub->add_option("--limit", a->limit, "label at most this many");
+    add_action(sub, [a] {
+      labels::LabelStore store(a->db);
+      const auto r = labels::label_simulated(store, a->rater, a->sim, a->limit);
+      std::printf("%s labelled %zu comparisons (expected self-agreement %.1f%%)\n", a->rater.c_str(), r.labelled,
+                  100 * expected_self_agreement(a->sim));
+    });
+  }
+  {
+    CLI::App* labels_cmd = app.add_subcommand("labels", "Import, export and inspect the label store");
+    labels_cmd->require_subcommand(1);
+    auto db = std::make_shared<std::string>("runs/labels.sqlite");
+    auto file = std::make_shared<std::string>();
+    auto rater = std::make_shared<std::string>("imported");
+    auto since = std::make_shared<int64_t>(0);
+    CLI::App* imp = labels_cmd->add_subcommand("import", "Import preference JSONL (pairs or rankings)");
+    imp->add_option("file", *file, "JSONL: {prompt, chosen, rejected[, tie, margin]} or {prompt, responses, ranking}")->required();
+    imp->add_option("--db", *db, "label store")->capture_default_str();
+    imp->add_option("--rater", *rater, "rater the labels belong to")->capture_default_str();
+    add_action(imp, [=] {
+      labels::LabelStore store(*db);
+      const auto s = store.import_jsonl(*file, *rater);
+      std::printf("imported %zu pairs and %zu rankings into %s\n", s.pairs, s.rankings, db->c_str());
+    });
+    CLI::App* exp = labels_cmd->add_subcommand("export", "Export labels as preference JSONL");
+    exp->add_option("--db", *db, "label store")->capture_default_str();
+    exp->add_option("--out", *file, "output JSONL")->required();
+    exp->add_option("--since", *since, "only labels with a larger id");
+    add_action(exp, [=] {
+      labels::LabelStore store(*db);
+      std::printf("exported %zu records to %s\n", store.export_jsonl(*file, *since), file->c_str());
+    });
+  }
+  {
+    CLI::App* rm = app.add_subcommand("rm", "Reward model: train, eval, score");
+    rm->require_subcommand(1);
+    auto args = std::make_shared<StageArgs>();
+    CLI::App* train = rm->add_subcommand("train", "Train a reward model (Bradley-Terry) on labelled comparisons");
+    train->add_option("--config", args->config, "TOML config (see configs/rm.toml)");
+    train->allow_extras();
+    add_action(train, [args, train] {
+      auto cfg = load_config<RewardTrainConfig>(args->config, args->overrides(train));
+      Pairs p = load_pairs(cfg.data.preferences, cfg.data.eval_fraction, cfg.data.since_label,
+                           static_cast<uint64_t>(cfg.train.seed));
+      const RewardTrainResult r = run_reward_training(cfg, p.train, p.eval, p.last_label_id);
+      std::printf("\nreward model: %s\nheld-out accuracy: %.1f%% vs labels (%zu pairs), %.1f%% vs gold (%zu pairs)\n",
+                  r.checkpoint.c_str(), 100 * r.eval.label_accuracy, r.eval.pairs, 100 * r.eval.gold_accuracy,
+                  r.eval.gold_pairs);
+    });
+
+    struct EvalArgs {
+      std::string model, preferences;
+      double eval_fraction = 0.1;
+      bool all = false;
+      int64_t seed = 42;
+      int threads = 0;
+    };
+    auto e = std::make_shared<EvalArgs>();
+    CLI::App* ev = rm->add_subcommand("eval", "Accuracy of a reward model on held-out pairs, against labels and gold");
+    ev->add_option("--model", e->model, "reward model checkpoint or run folder")->required();
+    ev->add_option("--preferences", e->preferences, "label store (.sqlite) or JSONL")->required();
+    ev->add_option("--eval-fraction", e->eval_fraction, "held-out share of prompts (same split as training)")->capture_default_str();
+    ev->add_option("--seed", e->seed, "split seed (train.seed of the run)")->capture_default_str();
+    ev->add_flag("--all", e->all, "evaluate on every pair, not only the held-out split");
+    ev->add_option("--threads", e->threads)->capture_default_str();
+    add_action(ev, [e] {
+      set_torch_threads(e->threads);
+      LoadedRewardModel m = load_reward_model(e->model);
+      Pairs p = load_pairs(e->preferences, e->all ? 1.0 : e->eval_fraction, 0, static_cast<uint64_t>(e->seed));
+      const ChatTemplate chat(m.tokenizer);
+      const RewardEval r = evaluate_reward_model(m.model, chat, p.eval, 32, torch::kCPU);
+      std::printf("%s\n", r.to_json().dump(2).c_str());
+    });
+
+    struct ScoreArgs {
+      std::string model, replies, out;
+      int threads = 0;
+    };
+    auto s = std::make_shared<ScoreArgs>();
+    CLI::App* sc = rm->add_subcommand("score", "Score replies in a JSONL file (prompt, response): adds \"reward\"");
+    sc->add_option("--model", s->model, "reward model checkpoint or run folder")->required();
+    sc->add_option("--replies", s->replies, "JSONL with prompt and response (e.g. rlhf generate output)")->required();
+    sc->add_option("--out", s->out, "output JSONL")->required();
+    sc->add_option("--threads", s->threads)->capture_default_str();
+    add_action(sc, [s] {
+      set_torch_threads(s->threads);
+      LoadedRewardModel m = load_reward_model(s->model);
+      const ChatTemplate chat(m.tokenizer);
+      std::vector<Json> rows;
+      std::vector<Conversation> prompts;
+      std::vector<std::string> replies;
+      std::vector<bool> finished;
+      read_jsonl(s->replies, [&](const Json& row, size_t line) {
+        rows.push_back(row);
+        prompts.push_back(prompt_from_json(row, s->replies, line, ""));
+        replies.push_back(jsonl_string(row, "response", s->replies, line));
+        finished.push_back(row.value("finished", true));
+      });
+      std::vector<const Conversation*> pp;
+      std::vector<const std::string*> rp;
+      for (size_t i = 0; i < rows.size(); ++i) {
+        pp.push_back(&prompts[i]);
+        rp.push_back(&replies[i]);
+      }
+      const std::vector<double> raw = score_replies(m.model, chat, pp, rp, 32, torch::kCPU, finished);
+      JsonlWriter out(s->out, false);
+      double mean = 0;
+      for (size_t i = 0; i < rows.size(); ++i) {
+        Json row = rows[i];
+        row["reward"] = m.model->gain * raw[i] + m.model->bias;
+        mean += row["reward"].get<double>() / rows.size();
+        out.write(row);
+      }
+      std::printf("scored %zu replies (mean normalised reward %.3f) -> %s\n", rows.size(), mean, s->out.c_str());
+    });
+  }
+}
+
+}  // namespace rlhf::cli

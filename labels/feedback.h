@@ -1,0 +1,62 @@
+// Filling the label store: sampling candidate replies from policies and
+// queueing comparisons for rating (`rlhf candidates`), and labelling them
+// with the simulated rater (`rlhf label --simulated`).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "labels/store.h"
+#include "policy/generate.h"
+#include "reward/preference.h"
+#include "reward/simulated_rater.h"
+
+namespace rlhf::labels {
+
+struct CandidatesConfig {
+  std::string db = "runs/labels.sqlite";                    // the label store
+  std::string prompts = "data/support/rl_prompts.jsonl";    // {"prompt": ..., "metadata": ...}
+  std::vector<std::string> policies = {"runs/sft"};         // checkpoints to sample from
+  std::vector<double> temperatures = {1.0};                 // one or more sampling temperatures
+  int k = 4;                        // replies per prompt, spread over policies x temperatures
+  int max_prompts = 0;              // 0 = all
+  std::string pairs = "adjacent";   // "adjacent" (K-1 pairs), "all" (C(K,2) pairs) or "ranking" (one K-way task)
+  int required_raters = 1;          // raters each comparison needs
+  int max_new_tokens = 96;
+  int batch_size = 32;              // prompts per generation batch
+  int64_t seed = 11;
+  int threads = 0;
+  template <class V> void visit(V& v) {
+    v("db", db);
+    v("prompts", prompts);
+    v("policies", policies);
+    v("temperatures", temperatures);
+    v("k", k);
+    v("max_prompts", max_prompts);
+    v("pairs", pairs);
+    v("required_raters", required_raters);
+    v("max_new_tokens", max_new_tokens);
+    v("batch_size", batch_size);
+    v("seed", seed);
+    v("threads", threads);
+  }
+};
+
+struct CandidatesResult {
+  size_t prompts = 0, candidates = 0, comparisons = 0;
+};
+CandidatesResult queue_candidates(const CandidatesConfig& config);
+
+struct SimulatedLabelResult {
+  size_t labelled = 0;
+};
+// Labels every comparison `rater_name` has not labelled yet, from the gold
+// rubric with noise. The rater is created (kind "simulated") if needed.
+SimulatedLabelResult label_simulated(LabelStore& store, const std::string& rater_name,
+                                     const SimulatedRaterConfig& config, size_t limit = SIZE_MAX);
+
+// Preference pairs from the store (labels with id > since_label_id), and the
+// largest label id read.
+std::vector<PreferencePair> store_preferences(LabelStore& store, int64_t since_label_id, int64_t* last_label_id);
+
+}  // namespace rlhf::labels

@@ -1,0 +1,487 @@
+#include "labels/store.h"
+
+#include <algorithm>
+#include <chrono>
+#include <ctime>
+
+#include "common/error.h"
+#include "common/hash.h"
+#include "common/jsonl.h"
+
+namespace rlhf::labels {
+namespace {
+
+// Each migration takes the schema from version i to i + 1. Never edit one
+// that has shipped: add a new one.
+const char* const kMigrations[] = {
+    // 1: the original schema.
+    R"sql(
+CREATE TABLE raters(
+  id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, token_hash TEXT, kind TEXT NOT NULL DEFAULT 'human',
+  created_at TEXT NOT NULL);
+CREATE TABLE prompts(
+  id INTEGER PRIMARY KEY, messages TEXT NOT NULL, source TEXT NOT NULL, metadata TEXT,
+  hash TEXT NOT NULL UNIQUE, created_at TEXT NOT NULL);
+CREATE TABLE candidates(
+  id INTEGER PRIMARY KEY, prompt_id INTEGER NOT NULL REFERENCES prompts(id), text TEXT NOT NULL,
+  finished INTEGER NOT NULL DEFAULT 1, policy TEXT NOT NULL DEFAULT '', sampling TEXT, created_at TEXT NOT NULL,
+  UNIQUE(prompt_id, text));
+CREATE TABLE comparisons(
+  id INTEGER PRIMARY KEY, prompt_id INTEGER NOT NULL REFERENCES prompts(id), candidates TEXT NOT NULL,
+  candidate_key TEXT NOT NULL UNIQUE, required_raters INTEGER NOT NULL DEFAULT 1,
+  is_gold INTEGER NOT NULL DEFAULT 0, gold_answer TEXT, created_at TEXT NOT NULL);
+CREATE TABLE labels(
+  id INTEGER PRIMARY KEY, comparison_id INTEGER NOT NULL REFERENCES comparisons(id),
+  rater_id INTEGER NOT NULL REFERENCES raters(id), choice TEXT NOT NULL, ranking TEXT, ratings TEXT,
+  strength INTEGER NOT NULL DEFAULT 0, margin REAL, rationale TEXT NOT NULL DEFAULT '', shown_order TEXT,
+  created_at TEXT NOT NULL, UNIQUE(comparison_id, rater_id));
+CREATE INDEX labels_by_rater ON labels(rater_id, id);
+CREATE INDEX candidates_by_prompt ON candidates(prompt_id);
+)sql",
+    // 2: idempotent resends from the rater tool.
+    R"sql(
+ALTER TABLE labels ADD COLUMN client_id TEXT;
+CREATE UNIQUE INDEX labels_by_client_id ON labels(rater_id, client_id) WHERE client_id IS NOT NULL;
+)sql",
+};
+constexpr int kLatest = static_cast<int>(sizeof(kMigrations) / sizeof(kMigrations[0]));
+
+std::string to_text(const Json& j) { return j.is_null() ? std::string() : j.dump(); }
+Json from_text(const std::string& s) { return s.empty() ? Json() : Json::parse(s); }
+
+template <class T>
+std::string list_json(const std::vector<T>& v) {
+  return Json(v).dump();
+}
+template <class T>
+std::vector<T> list_from(const std::string& s) {
+  if (s.empty()) return {};
+  return Json::parse(s).get<std::vector<T>>();
+}
+
+std::string candidate_key(std::vector<int64_t> ids) {
+  std::sort(ids.begin(), ids.end());
+  return list_json(ids);
+}
+
+// A prompt as messages: a string becomes one user turn.
+Json prompt_messages(const Json& prompt) {
+  if (prompt.is_string()) return Json::array({{{"role", "user"}, {"content", prompt.get<std::string>()}}});
+  return prompt;
+}
+
+// A response given as text or as TRL's [{"role": "assistant", "content"}].
+std::string response_text(const Json& r, const std::string& path, size_t line, const char* field) {
+  if (r.is_string()) return r.get<std::string>();
+  if (r.is_array() && !r.empty() && r.back().is_object() && r.back().contains("content") &&
+      r.back()["content"].is_string()) {
+    return r.back()["content"].get<std::string>();
+  }
+  jsonl_error(path, line, str_cat("\"", field, "\" must be a string (or a list of messages)"));
+}
+
+void check_prompt(const Json& row, const std::string& path, size_t line) {
+  if (!row.contains("prompt")) jsonl_error(path, line, "missing the field \"prompt\"");
+  const Json& p = row["prompt"];
+  if (p.is_string()) return;
+  if (!p.is_array() || p.empty()) jsonl_error(path, line, "\"prompt\" must be a string or a list of messages");
+  for (const auto& m : p) {
+    if (!m.is_object() || !m.contains("role") || !m.contains("content") || !m["content"].is_string()) {
+      jsonl_error(path, line, "each message in \"prompt\" needs \"role\" and a string \"content\"");
+    }
+  }
+}
+
+}  // namespace
+
+const char* choice_name(Choice c) {
+  switch (c) {
+    case Choice::kA: return "a";
+    case Choice::kB: return "b";
+    case Choice::kTie: return "tie";
+    case Choice::kBothBad: return "both_bad";
+    case Choice::kRanking: return "ranking";
+  }
+  return "?";
+}
+
+std::optional<Choice> parse_choice(const std::string& s) {
+  for (Choice c : {Choice::kA, Choice::kB, Choice::kTie, Choice::kBothBad, Choice::kRanking}) {
+    if (s == choice_name(c)) return c;
+  }
+  return std::nullopt;
+}
+
+std::string utc_now() {
+  const auto now = std::chrono::system_clock::now();
+  const std::time_t t = std::chrono::system_clock::to_time_t(now);
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[40];
+  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+                tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(ms));
+  return buf;
+}
+
+LabelStore::LabelStore(const std::string& path) : db_(path) { migrate(); }
+
+int LabelStore::latest_schema_version() { return kLatest; }
+
+int LabelStore::schema_version() {
+  sql::Statement s(db_, "PRAGMA user_version");
+  s.step();
+  return static_cast<int>(s.int64(0));
+}
+
+void LabelStore::migrate() {
+  sql::Transaction tx(db_);
+  const int version = schema_version();
+  if (version > kLatest) {
+    fail(ErrorKind::kData, "the label store '", db_.path(), "' has schema version ", version,
+         ", newer than this program knows (", kLatest, "). Upgrade rlhf to open it.");
+  }
+  for (int v = version; v < kLatest; ++v) db_.exec(kMigrations[v]);
+  if (version < kLatest) {
+    // PRAGMA cannot take a bound parameter; the value is our own constant.
+    const std::string pragma = "PRAGMA user_version = " + std::to_string(kLatest);
+    db_.exec(pragma.c_str());
+  }
+  tx.commit();
+}
+
+int64_t LabelStore::add_prompt(const Json& source, const Json& metadata) {
+  const Json messages = prompt_messages(source);
+  const std::string hash = std::to_string(fnv1a64(messages.dump()));
+  sql::Transaction tx(db_);
+  sql::Statement find(db_, "SELECT id FROM prompts WHERE hash = ?");
+  find.bind(1, hash);
+  if (find.step()) return find.int64(0);
+  sql::Statement ins(db_, "INSERT INTO prompts(messages, source, metadata, hash, created_at) VALUES(?,?,?,?,?)");
+  ins.bind(1, messages.dump()).bind(2, source.dump()).bind(3, to_text(metadata)).bind(4, hash).bind(5, utc_now());
+  ins.run();
+  const int64_t id = db_.last_insert_id();
+  tx.commit();
+  return id;
+}
+
+Prompt LabelStore::prompt(int64_t id) {
+  sql::Statement s(db_, "SELECT id, messages, metadata FROM prompts WHERE id = ?");
+  s.bind(1, id);
+  if (!s.step()) fail(ErrorKind::kData, "label store '", db_.path(), "': no prompt ", id);
+  return Prompt{s.int64(0), Json::parse(s.text(1)), from_text(s.text(2))};
+}
+
+int64_t LabelStore::add_candidate(int64_t prompt_id, const std::string& text, bool finished,
+                                  const std::string& policy, const Json& sampling) {
+  sql::Transaction tx(db_);
+  sql::Statement find(db_, "SELECT id FROM candidates WHERE prompt_id = ? AND text = ?");
+  find.bind(1, prompt_id).bind(2, text);
+  if (find.step()) return find.int64(0);
+  sql::Statement ins(db_,
+                     "INSERT INTO candidates(prompt_id, text, finished, policy, sampling, created_at) VALUES(?,?,?,?,?,?)");
+  ins.bind(1, prompt_id).bind(2, text).bind(3, int64_t{finished}).bind(4, policy).bind(5, to_text(sampling)).bind(6, utc_now());
+  ins.run();
+  const int64_t id = db_.last_insert_id();
+  tx.commit();
+  return id;
+}
+
+Candidate LabelStore::candidate(int64_t id) {
+  sql::Statement s(db_, "SELECT id, prompt_id, text, finished, policy, sampling FROM candidates WHERE id = ?");
+  s.bind(1, id);
+  if (!s.step()) fail(ErrorKind::kData, "label store '", db_.path(), "': no candidate ", id);
+  return Candidate{s.int64(0), s.int64(1), s.text(2), s.int64(3) != 0, s.text(4), from_text(s.text(5))};
+}
+
+std::vector<Candidate> LabelStore::candidates_of(int64_t prompt_id) {
+  sql::Statement s(db_, "SELECT id, prompt_id, text, finished, policy, sampling FROM candidates WHERE prompt_id = ? ORDER BY id");
+  s.bind(1, prompt_id);
+  std::vector<Candidate> out;
+  while (s.step()) out.push_back({s.int64(0), s.int64(1), s.text(2), s.int64(3) != 0, s.text(4), from_text(s.text(5))});
+  return out;
+}
+
+std::optional<int64_t> LabelStore::add_comparison(int64_t prompt_id, const std::vector<int64_t>& candidates,
+                                                  int required_raters, bool is_gold, const Json& gold_answer) {
+  RLHF_CHECK(candidates.size() >= 2, "a comparison needs two or more candidates");
+  sql::Transaction tx(db_);
+  sql::Statement ins(db_,
+                     "INSERT OR IGNORE INTO comparisons(prompt_id, candidates, candidate_key, required_raters, is_gold, "
+                     "gold_answer, created_at) VALUES(?,?,?,?,?,?,?)");
+  ins.bind(1, prompt_id).bind(2, list_json(candidates)).bind(3, candidate_key(candidates))
+      .bind(4, int64_t{required_raters}).bind(5, int64_t{is_gold}).bind(6, to_text(gold_answer)).bind(7, utc_now());
+  ins.run();
+  if (db_.changes() == 0) return std::nullopt;
+  const int64_t id = db_.last_insert_id();
+  tx.commit();
+  return id;
+}
+
+namespace {
+Comparison read_comparison(sql::Statement& s) {
+  Comparison c;
+  c.id = s.int64(0);
+  c.prompt_id = s.int64(1);
+  c.candidates = list_from<int64_t>(s.text(2));
+  c.required_raters = static_cast<int>(s.int64(3));
+  c.is_gold = s.int64(4) != 0;
+  c.gold_answer = from_text(s.text(5));
+  return c;
+}
+constexpr const char* kComparisonColumns = "id, prompt_id, candidates, required_raters, is_gold, gold_answer";
+}  // namespace
+
+Comparison LabelStore::comparison(int64_t id) {
+  sql::Statement s(db_, (std::string("SELECT ") + kComparisonColumns + " FROM comparisons WHERE id = ?").c_str());
+  s.bind(1, id);
+  if (!s.step()) fail(ErrorKind::kData, "label store '", db_.path(), "': no comparison ", id);
+  return read_comparison(s);
+}
+
+std::vector<Comparison> LabelStore::comparisons() {
+  sql::Statement s(db_, (std::string("SELECT ") + kComparisonColumns + " FROM comparisons ORDER BY id").c_str());
+  std::vector<Comparison> out;
+  while (s.step()) out.push_back(read_comparison(s));
+  return out;
+}
+
+std::vector<Comparison> LabelStore::open_comparisons_for(int64_t rater_id, size_t limit) {
+  sql::Statement s(db_, (std::string("SELECT ") + kComparisonColumns +
+                         " FROM comparisons c WHERE NOT EXISTS (SELECT 1 FROM labels l WHERE l.comparison_id = c.id "
+                         "AND l.rater_id = ?) AND (c.is_gold = 1 OR (SELECT COUNT(*) FROM labels l WHERE "
+                         "l.comparison_id = c.id) < c.required_raters) ORDER BY c.id")
+                            .c_str());
+  s.bind(1, rater_id);
+  std::vector<Comparison> out;
+  while (out.size() < limit && s.step()) out.push_back(read_comparison(s));
+  return out;
+}
+
+int64_t LabelStore::add_rater(const std::string& name, const std::string& token_hash, const std::string& kind) {
+  if (name.empty()) fail(ErrorKind::kUsage, "a rater needs a name");
+  sql::Transaction tx(db_);
+  sql::Statement find(db_, "SELECT id FROM raters WHERE name = ?");
+  find.bind(1, name);
+  if (find.step()) fail(ErrorKind::kUsage, "a rater named '", name, "' already exists in ", db_.path());
+  sql::Statement ins(db_, "INSERT INTO raters(name, token_hash, kind, created_at) VALUES(?,?,?,?)");
+  ins.bind(1, name).bind(2, token_hash).bind(3, kind).bind(4, utc_now());
+  ins.run();
+  const int64_t id = db_.last_insert_id();
+  tx.commit();
+  return id;
+}
+
+std::optional<Rater> LabelStore::rater_by_name(const std::string& name) {
+  sql::Statement s(db_, "SELECT id, name, kind FROM raters WHERE name = ?");
+  s.bind(1, name);
+  if (!s.step()) return std::nullopt;
+  return Rater{s.int64(0), s.text(1), s.text(2)};
+}
+
+std::optional<Rater> LabelStore::rater_by_token_hash(const std::string& token_hash) {
+  if (token_hash.empty()) return std::nullopt;
+  sql::Statement s(db_, "SELECT id, name, kind FROM raters WHERE token_hash = ?");
+  s.bind(1, token_hash);
+  if (!s.step()) return std::nullopt;
+  return Rater{s.int64(0), s.text(1), s.text(2)};
+}
+
+std::vector<Rater> LabelStore::raters() {
+  sql::Statement s(db_, "SELECT id, name, kind FROM raters ORDER BY id");
+  std::vector<Rater> out;
+  while (s.step()) out.push_back({s.int64(0), s.text(1), s.text(2)});
+  return out;
+}
+
+int64_t LabelStore::add_label(Label l) {
+  if (l.created_at.empty()) l.created_at = utc_now();
+  sql::Transaction tx(db_);
+  if (!l.client_id.empty()) {
+    sql::Statement find(db_, "SELECT id FROM labels WHERE rater_id = ? AND client_id = ?");
+    find.bind(1, l.rater_id).bind(2, l.client_id);
+    if (find.step()) return find.int64(0);  // a resend: already committed
+  }
+  sql::Statement dup(db_, "SELECT id FROM labels WHERE rater_id = ? AND comparison_id = ?");
+  dup.bind(1, l.rater_id).bind(2, l.comparison_id);
+  if (dup.step()) fail(ErrorKind::kData, "rater ", l.rater_id, " has already labelled comparison ", l.comparison_id);
+  sql::Statement ins(db_,
+                     "INSERT INTO labels(comparison_id, rater_id, choice, ranking, ratings, strength, margin, rationale, "
+                     "shown_order, created_at, client_id) VALUES(?,?,?,?,?,?,?,?,?,?,?)");
+  ins.bind(1, l.comparison_id).bind(2, l.rater_id).bind(3, std::string(choice_name(l.choice)));
+  ins.bind(4, l.ranking.empty() ? std::optional<std::string>() : list_json(l.ranking));
+  ins.bind(5, l.ratings.empty() ? std::optional<std::string>() : list_json(l.ratings));
+  ins.bind(6, int64_t{l.strength});
+  if (l.margin) ins.bind(7, *l.margin); else ins.bind_null(7);
+  ins.bind(8, l.rationale).bind(9, list_json(l.shown_order)).bind(10, l.created_at);
+  ins.bind(11, l.client_id.empty() ? std::optional<std::string>() : l.client_id);
+  ins.run();
+  const int64_t id = db_.last_insert_id();
+  tx.commit();
+  return id;
+}
+
+namespace {
+constexpr const char* kLabelColumns =
+    "id, comparison_id, rater_id, choice, ranking, ratings, strength, margin, rationale, shown_order, created_at, "
+    "client_id";
+}
+
+Label LabelStore::read_label(sql::Statement& s) {
+  Label l;
+  l.id = s.int64(0);
+  l.comparison_id = s.int64(1);
+  l.rater_id = s.int64(2);
+  l.choice = parse_choice(s.text(3)).value_or(Choice::kTie);
+  l.ranking = list_from<int>(s.text(4));
+  l.ratings = list_from<int>(s.text(5));
+  l.strength = static_cast<int>(s.int64(6));
+  if (!s.is_null(7)) l.margin = s.real(7);
+  l.rationale = s.text(8);
+  l.shown_order = list_from<int64_t>(s.text(9));
+  l.created_at = s.text(10);
+  l.client_id = s.text(11);
+  return l;
+}
+
+std::vector<Label> LabelStore::labels() {
+  sql::Statement s(db_, (std::string("SELECT ") + kLabelColumns + " FROM labels ORDER BY id").c_str());
+  std::vector<Label> out;
+  while (s.step()) out.push_back(read_label(s));
+  return out;
+}
+
+std::vector<Label> LabelStore::labels_of_comparison(int64_t comparison_id) {
+  sql::Statement s(db_, (std::string("SELECT ") + kLabelColumns + " FROM labels WHERE comparison_id = ? ORDER BY id").c_str());
+  s.bind(1, comparison_id);
+  std::vector<Label> out;
+  while (s.step()) out.push_back(read_label(s));
+  return out;
+}
+
+std::optional<int64_t> LabelStore::undo_last_label(int64_t rater_id) {
+  sql::Transaction tx(db_);
+  sql::Statement find(db_, "SELECT id, comparison_id FROM labels WHERE rater_id = ? ORDER BY id DESC LIMIT 1");
+  find.bind(1, rater_id);
+  if (!find.step()) return std::nullopt;
+  const int64_t id = find.int64(0), comparison = find.int64(1);
+  sql::Statement del(db_, "DELETE FROM labels WHERE id = ?");
+  del.bind(1, id);
+  del.run();
+  tx.commit();
+  return comparison;
+}
+
+size_t LabelStore::count_labels() {
+  sql::Statement s(db_, "SELECT COUNT(*) FROM labels");
+  s.step();
+  return static_cast<size_t>(s.int64(0));
+}
+
+ImportStats LabelStore::import_jsonl(const std::string& path, const std::string& rater_name) {
+  // Validate every line before writing anything: a bad file imports nothing.
+  std::vector<std::pair<Json, size_t>> rows;
+  read_jsonl(path, [&](const Json& row, size_t line) {
+    check_prompt(row, path, line);
+    if (row.contains("responses") || row.contains("ranking")) {
+      if (!row.contains("responses") || !row["responses"].is_array() || row["responses"].size() < 2) {
+        jsonl_error(path, line, "\"responses\" must be a list of two or more replies");
+      }
+      if (!row.contains("ranking") || !row["ranking"].is_array() || row["ranking"].size() != row["responses"].size()) {
+        jsonl_error(path, line, "\"ranking\" must give one rank per response (1 = best; equal ranks are ties)");
+      }
+      for (size_t i = 0; i < row["responses"].size(); ++i) {
+        response_text(row["responses"][i], path, line, "responses");
+        if (!row["ranking"][i].is_number_integer() || row["ranking"][i].get<int>() < 1) {
+          jsonl_error(path, line, "ranks in \"ranking\" must be integers >= 1");
+        }
+      }
+    } else {
+      if (!row.contains("chosen") || !row.contains("rejected")) {
+        jsonl_error(path, line, "expected \"chosen\" and \"rejected\" (a pair) or \"responses\" and \"ranking\"");
+      }
+      response_text(row["chosen"], path, line, "chosen");
+      response_text(row["rejected"], path, line, "rejected");
+      if (row.contains("tie") && !row["tie"].is_boolean()) jsonl_error(path, line, "\"tie\" must be true or false");
+      if (row.contains("margin") && !row["margin"].is_number()) jsonl_error(path, line, "\"margin\" must be a number");
+    }
+    rows.emplace_back(row, line);
+  });
+
+  ImportStats stats;
+  int64_t rater_id;
+  if (auto r = rater_by_name(rater_name)) rater_id = r->id;
+  else rater_id = add_rater(rater_name, "", "imported");
+  for (const auto& [row, line] : rows) {
+    const Json metadata = row.value("metadata", Json());
+    const int64_t prompt_id = add_prompt(row["prompt"], metadata);
+    ++stats.prompts;
+    std::vector<std::string> texts;
+    if (row.contains("responses")) {
+      for (const auto& r : row["responses"]) texts.push_back(response_text(r, path, line, "responses"));
+    } else {
+      texts = {response_text(row["chosen"], path, line, "chosen"), response_text(row["rejected"], path, line, "rejected")};
+    }
+    std::vector<int64_t> ids;
+    for (const auto& t : texts) ids.push_back(add_candidate(prompt_id, t, true, "imported", nullptr));
+    stats.candidates += ids.size();
+    const auto comparison = add_comparison(prompt_id, ids);
+    if (!comparison) continue;  // the same comparison was imported before
+    Label l;
+    l.comparison_id = *comparison;
+    l.rater_id = rater_id;
+    l.shown_order = ids;
+    if (row.contains("responses")) {
+      l.choice = Choice::kRanking;
+      l.ranking = row["ranking"].get<std::vector<int>>();
+      ++stats.rankings;
+    } else {
+      l.choice = row.value("tie", false) ? Choice::kTie : Choice::kA;
+      if (row.contains("margin")) l.margin = row["margin"].get<double>();
+      ++stats.pairs;
+    }
+    add_label(l);
+  }
+  return stats;
+}
+
+std::vector<Json> LabelStore::export_records(int64_t since_label_id) {
+  std::vector<Json> out;
+  sql::Statement s(db_, (std::string("SELECT ") + kLabelColumns + " FROM labels WHERE id > ? ORDER BY id").c_str());
+  s.bind(1, since_label_id);
+  std::vector<Label> labels;
+  while (s.step()) labels.push_back(read_label(s));
+  for (const Label& l : labels) {
+    if (l.choice == Choice::kBothBad) continue;
+    const Comparison c = comparison(l.comparison_id);
+    sql::Statement p(db_, "SELECT source, metadata FROM prompts WHERE id = ?");
+    p.bind(1, c.prompt_id);
+    p.step();
+    Json row = {{"prompt", Json::parse(p.text(0))}};
+    const Json metadata = from_text(p.text(1));
+    if (l.choice == Choice::kRanking) {
+      Json responses = Json::array();
+      for (int64_t id : c.candidates) responses.push_back(candidate(id).text);
+      row["responses"] = responses;
+      row["ranking"] = l.ranking;
+    } else {
+      const bool b_wins = l.choice == Choice::kB;
+      row["chosen"] = candidate(c.candidates[b_wins ? 1 : 0]).text;
+      row["rejected"] = candidate(c.candidates[b_wins ? 0 : 1]).text;
+      if (l.choice == Choice::kTie) row["tie"] = true;
+      if (l.margin) row["margin"] = *l.margin;
+    }
+    if (!metadata.is_null()) row["metadata"] = metadata;
+    out.push_back(row);
+  }
+  return out;
+}
+
+size_t LabelStore::export_jsonl(const std::string& path, int64_t since_label_id) {
+  const std::vector<Json> rows = export_records(since_label_id);
+  JsonlWriter w(path, /*append=*/false);
+  for (const auto& r : rows) w.write(r);
+  return rows.size();
+}
+
+}  // namespace rlhf::labels

@@ -1,0 +1,107 @@
+#include "reward/preference.h"
+
+#include "common/error.h"
+#include "common/hash.h"
+#include "common/jsonl.h"
+
+namespace rlhf {
+namespace {
+
+std::string text_of(const Json& r, const std::string& where, const char* field) {
+  if (r.is_string()) return r.get<std::string>();
+  if (r.is_array() && !r.empty() && r.back().is_object() && r.back().contains("content") &&
+      r.back()["content"].is_string()) {
+    return r.back()["content"].get<std::string>();
+  }
+  fail(ErrorKind::kData, where, ": \"", field, "\" must be a string (or a list of messages)");
+}
+
+}  // namespace
+
+std::vector<PreferencePair> preference_pairs(const std::vector<Json>& rows, const std::string& source,
+                                             const std::vector<size_t>& lines) {
+  std::vector<PreferencePair> out;
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const Json& row = rows[i];
+    const size_t line = i < lines.size() ? lines[i] : i + 1;
+    const std::string where = str_cat(source, ":", line);
+    if (!row.contains("prompt")) fail(ErrorKind::kData, where, ": missing the field \"prompt\"");
+    Conversation prompt;
+    if (row["prompt"].is_string()) {
+      prompt = {{"user", row["prompt"].get<std::string>()}};
+    } else {
+      prompt = conversation_from_json(Json{{"messages", row["prompt"]}}, source, line, false);
+    }
+    const Json metadata = row.value("metadata", Json());
+    if (row.contains("responses")) {
+      const Json& responses = row["responses"];
+      const Json& ranking = row.value("ranking", Json());
+      if (!responses.is_array() || responses.size() < 2 || !ranking.is_array() || ranking.size() != responses.size()) {
+        fail(ErrorKind::kData, where, ": a ranking needs \"responses\" (2 or more) and one rank per response in \"ranking\"");
+      }
+      const size_t k = responses.size();
+      const double w = 2.0 / static_cast<double>(k * (k - 1));
+      for (size_t a = 0; a < k; ++a) {
+        for (size_t b = a + 1; b < k; ++b) {
+          if (!ranking[a].is_number_integer() || !ranking[b].is_number_integer()) {
+            fail(ErrorKind::kData, where, ": ranks must be integers (1 = best)");
+          }
+          const int ra = ranking[a].get<int>(), rb = ranking[b].get<int>();
+          PreferencePair p;
+          p.prompt = prompt;
+          p.chosen = text_of(responses[ra <= rb ? a : b], where, "responses");
+          p.rejected = text_of(responses[ra <= rb ? b : a], where, "responses");
+          p.tie = ra == rb;
+          p.weight = w;
+          p.metadata = metadata;
+          p.group = static_cast<int64_t>(i);
+          out.push_back(std::move(p));
+        }
+      }
+    } else {
+      if (!row.contains("chosen") || !row.contains("rejected")) {
+        fail(ErrorKind::kData, where, ": expected \"chosen\" and \"rejected\", or \"responses\" and \"ranking\"");
+      }
+      PreferencePair p;
+      p.prompt = prompt;
+      p.chosen = text_of(row["chosen"], where, "chosen");
+      p.rejected = text_of(row["rejected"], where, "rejected");
+      if (row.contains("tie")) {
+        if (!row["tie"].is_boolean()) fail(ErrorKind::kData, where, ": \"tie\" must be true or false");
+        p.tie = row["tie"].get<bool>();
+      }
+      if (row.contains("margin")) {
+        if (!row["margin"].is_number()) fail(ErrorKind::kData, where, ": \"margin\" must be a number");
+        p.margin = row["margin"].get<double>();
+      }
+      p.metadata = metadata;
+      p.group = static_cast<int64_t>(i);
+      out.push_back(std::move(p));
+    }
+  }
+  return out;
+}
+
+std::vector<PreferencePair> load_preference_jsonl(const std::string& path) {
+  std::vector<Json> rows;
+  std::vector<size_t> lines;
+  read_jsonl(path, [&](const Json& row, size_t line) {
+    rows.push_back(row);
+    lines.push_back(line);
+  });
+  if (rows.empty()) fail(ErrorKind::kData, path, ": no preference records");
+  return preference_pairs(rows, path, lines);
+}
+
+std::pair<std::vector<PreferencePair>, std::vector<PreferencePair>> split_by_prompt(
+    std::vector<PreferencePair> pairs, double fraction, uint64_t seed) {
+  std::pair<std::vector<PreferencePair>, std::vector<PreferencePair>> out;
+  for (auto& p : pairs) {
+    const uint64_t h = mix_seed({seed, fnv1a64(conversation_to_json(p.prompt).dump())});
+    const bool held = static_cast<double>(h % 1000000) / 1e6 < fraction;
+    (held ? out.second : out.first).push_back(std::move(p));
+  }
+  return out;
+}
+
+}  // namespace rlhf

@@ -1,0 +1,38 @@
+// Preference data for reward modelling, in the shapes the RLHF ecosystem
+// uses: {"prompt","chosen","rejected"} with optional "tie" and "margin", and
+// K-way rankings {"prompt","responses","ranking"} which expand into all
+// C(K,2) pairs, each weighted 1/C(K,2) so a ranked prompt counts as much as
+// one comparison (as InstructGPT batches them).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "common/config.h"
+#include "policy/chat.h"
+
+namespace rlhf {
+
+struct PreferencePair {
+  Conversation prompt;    // ends with the customer's turn
+  std::string chosen;     // the better reply (either one if tie)
+  std::string rejected;
+  bool tie = false;       // equally good: trained towards P(chosen > rejected) = 0.5
+  double margin = 0;      // Bradley-Terry margin (how much better), e.g. 1.0
+  double weight = 1;      // 1 for a pair, 1 / C(K,2) for a pair from a ranking
+  Json metadata;          // facts of the case, if known (for gold evaluation)
+  int64_t group = 0;      // index of the source record (pairs of one ranking share it)
+};
+
+// Rows as written by `rlhf labels export` or a user's JSONL file; `source`
+// and `lines` name them in errors (lines may be empty).
+std::vector<PreferencePair> preference_pairs(const std::vector<Json>& rows, const std::string& source,
+                                             const std::vector<size_t>& lines = {});
+std::vector<PreferencePair> load_preference_jsonl(const std::string& path);
+
+// Splits by prompt (never one prompt on both sides): a deterministic
+// `fraction` of prompts goes to the second list.
+std::pair<std::vector<PreferencePair>, std::vector<PreferencePair>> split_by_prompt(
+    std::vector<PreferencePair> pairs, double fraction, uint64_t seed);
+
+}  // namespace rlhf

@@ -1,0 +1,129 @@
+#include "reward/reward_model.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <cmath>
+
+#include "common/error.h"
+#include "common/fs.h"
+
+namespace rlhf {
+
+ScalarHeadModelImpl::ScalarHeadModelImpl(const GPTConfig& config) {
+  transformer = register_module("transformer", Transformer(config));
+  score = register_module("score", torch::nn::Linear(torch::nn::LinearOptions(config.n_embd, 1).bias(false)));
+}
+
+torch::Tensor ScalarHeadModelImpl::forward_tokens(const torch::Tensor& input_ids, const torch::Tensor& attention_mask) {
+  return score(transformer(input_ids, attention_mask)).squeeze(-1);
+}
+
+torch::Tensor last_token_index(const torch::Tensor& attention_mask) {
+  const int64_t T = attention_mask.size(1);
+  torch::Tensor positions = torch::arange(T, attention_mask.options().dtype(torch::kLong)).unsqueeze(0);
+  return (positions * attention_mask.to(torch::kLong)).argmax(1);
+}
+
+torch::Tensor ScalarHeadModelImpl::forward(const torch::Tensor& input_ids, const torch::Tensor& attention_mask) {
+  torch::Tensor hidden = transformer(input_ids, attention_mask);  // [B, T, C]
+  torch::Tensor idx = last_token_index(attention_mask);
+  torch::Tensor last = hidden.gather(1, idx.view({-1, 1, 1}).expand({-1, 1, hidden.size(2)})).squeeze(1);
+  return score(last).squeeze(-1);
+}
+
+torch::Tensor bradley_terry_per_pair(const torch::Tensor& r_chosen, const torch::Tensor& r_rejected,
+                                     const torch::Tensor& margin, const torch::Tensor& tie) {
+  torch::Tensor d = r_chosen - r_rejected;
+  torch::Tensor strict = -torch::log_sigmoid(d - margin);
+  torch::Tensor tied = -0.5 * (torch::log_sigmoid(d) + torch::log_sigmoid(-d));
+  return torch::where(tie.to(torch::kBool), tied, strict);
+}
+
+torch::Tensor bradley_terry_loss(const torch::Tensor& r_chosen, const torch::Tensor& r_rejected,
+                                 const torch::Tensor& margin, const torch::Tensor& tie, const torch::Tensor& weight) {
+  return (bradley_terry_per_pair(r_chosen, r_rejected, margin, tie) * weight).sum() / weight.sum();
+}
+
+ScalarHeadModel reward_model_from_policy(const LoadedPolicy& policy, uint64_t seed) {
+  ScalarHeadModel rm(policy.model->config());
+  torch::NoGradGuard no_grad;
+  TensorMap backbone;
+  for (const auto& item : policy.model->transformer->named_parameters(true)) {
+    backbone["transformer." + item.key()] = item.value();
+  }
+  for (auto& item : rm->named_parameters(true)) {
+    if (item.key() == "score.weight") continue;
+    item.value().copy_(backbone.at(item.key()));
+  }
+  at::Generator gen = at::detail::createCPUGenerator(seed);
+  const double std = 1.0 / std::sqrt(static_cast<double>(policy.model->config().n_embd) + 1.0);
+  torch::Tensor w = torch::empty(rm->score->weight.sizes()).normal_(0.0, std, gen);
+  rm->score->weight.copy_(w);
+  return rm;
+}
+
+Json reward_config_to_hf(const ScalarHeadModelImpl& model, int32_t pad_token_id) {
+  Json c = gpt_config_to_hf(model.config());
+  c["architectures"] = {"GPT2ForSequenceClassification"};
+  c["num_labels"] = 1;
+  c["id2label"] = {{"0", "LABEL_0"}};
+  c["label2id"] = {{"LABEL_0", 0}};
+  c["pad_token_id"] = pad_token_id;
+  c["rlhf_reward_normalization"] = {{"gain", model.gain}, {"bias", model.bias}};
+  return c;
+}
+
+LoadedRewardModel load_reward_model(const std::string& path, torch::Device device) {
+  LoadedRewardModel out;
+  out.dir = resolve_checkpoint(path, /*prefer_best=*/true);
+  const std::string config_path = join_path(out.dir, "config.json");
+  const Json config = read_json_file(config_path);
+  if (!config.contains("num_labels")) {
+    fail(ErrorKind::kData, out.dir, " is not a reward model (config.json has no num_labels); train one with `rlhf rm train`");
+  }
+  out.model = ScalarHeadModel(gpt_config_from_hf(config, config_path));
+  load_weights(*out.model, load_safetensors(join_path(out.dir, "model.safetensors")).tensors,
+               join_path(out.dir, "model.safetensors"));
+  if (config.contains("rlhf_reward_normalization")) {
+    out.model->gain = config["rlhf_reward_normalization"].value("gain", 1.0);
+    out.model->bias = config["rlhf_reward_normalization"].value("bias", 0.0);
+  }
+  out.tokenizer = Tokenizer::load(out.dir);
+  const std::string state = join_path(out.dir, "trainer_state.json");
+  out.trainer_state = path_exists(state) ? read_json_file(state) : Json::object();
+  out.model->to(device);
+  out.model->eval();
+  return out;
+}
+
+ScoringBatch reward_batch(const ChatTemplate& chat, const std::vector<const Conversation*>& prompts,
+                          const std::vector<const std::string*>& replies, int64_t max_tokens,
+                          const std::vector<bool>& finished) {
+  RLHF_CHECK(prompts.size() == replies.size());
+  std::vector<std::vector<int32_t>> rows;
+  int64_t T = 1;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    std::vector<int32_t> ids = chat.render_prompt(*prompts[i]);
+    for (int32_t id : chat.tokenizer().encode(*replies[i])) ids.push_back(id);
+    if (finished.empty() || finished[i]) ids.push_back(chat.end_of_turn());
+    // Keep the end: the score is read at the last token.
+    if (static_cast<int64_t>(ids.size()) > max_tokens) ids.erase(ids.begin(), ids.end() - max_tokens);
+    T = std::max<int64_t>(T, static_cast<int64_t>(ids.size()));
+    rows.push_back(std::move(ids));
+  }
+  ScoringBatch b;
+  const auto B = static_cast<int64_t>(rows.size());
+  b.input_ids = torch::full({B, T}, chat.end_of_text(), torch::kLong);
+  b.attention_mask = torch::zeros({B, T}, torch::kLong);
+  auto ids = b.input_ids.accessor<int64_t, 2>();
+  auto m = b.attention_mask.accessor<int64_t, 2>();
+  for (int64_t r = 0; r < B; ++r) {
+    for (size_t t = 0; t < rows[r].size(); ++t) {
+      ids[r][t] = rows[r][t];
+      m[r][t] = 1;
+    }
+  }
+  return b;
+}
+
+}  // namespace rlhf

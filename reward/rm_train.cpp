@@ -1,0 +1,259 @@
+#include "reward/rm_train.h"
+
+#include <cmath>
+#include <set>
+
+#include "common/error.h"
+#include "common/fs.h"
+#include "common/hash.h"
+#include "common/log.h"
+#include "policy/checkpoint.h"
+#include "support/rubric.h"
+#include "train/data_order.h"
+#include "train/progress.h"
+#include "train/run_dir.h"
+#include "train/runtime.h"
+
+namespace rlhf {
+namespace {
+
+struct Start {
+  ScalarHeadModel model{nullptr};
+  Tokenizer tokenizer;
+};
+
+// From a reward model (continue training) or a policy (new head).
+Start initial_model(const std::string& path, uint64_t seed) {
+  const std::string dir = resolve_checkpoint(path, /*prefer_best=*/true);
+  const Json config = read_json_file(join_path(dir, "config.json"));
+  Start s;
+  if (config.contains("num_labels")) {
+    LoadedRewardModel rm = load_reward_model(dir);
+    s.model = rm.model;
+    s.tokenizer = rm.tokenizer;
+    log_info("rm: continuing the reward model in ", dir);
+  } else {
+    LoadedPolicy p = load_policy(dir);
+    p.tokenizer.add_special_tokens(special::defaults());
+    if (p.tokenizer.vocab_size() > p.model->config().vocab_size) p.model->transformer->resize_vocab(p.tokenizer.vocab_size());
+    s.model = reward_model_from_policy(p, seed);
+    s.tokenizer = p.tokenizer;
+  }
+  return s;
+}
+
+}  // namespace
+
+Json RewardEval::to_json() const {
+  return Json{{"pairs", pairs}, {"label_accuracy", label_accuracy}, {"gold_pairs", gold_pairs},
+              {"gold_accuracy", gold_accuracy}, {"mean_margin", mean_margin}};
+}
+
+std::vector<double> score_replies(ScalarHeadModel& model, const ChatTemplate& chat,
+                                  const std::vector<const Conversation*>& prompts,
+                                  const std::vector<const std::string*>& replies, int batch_size,
+                                  torch::Device device, const std::vector<bool>& finished) {
+  torch::NoGradGuard no_grad;
+  const bool was_training = model->is_training();
+  model->eval();
+  std::vector<double> out;
+  const int64_t ctx = model->config().n_positions;
+  for (size_t i = 0; i < prompts.size(); i += static_cast<size_t>(batch_size)) {
+    const size_t end = std::min(prompts.size(), i + batch_size);
+    std::vector<const Conversation*> p(prompts.begin() + i, prompts.begin() + end);
+    std::vector<const std::string*> r(replies.begin() + i, replies.begin() + end);
+    std::vector<bool> f;
+    if (!finished.empty()) f.assign(finished.begin() + i, finished.begin() + end);
+    ScoringBatch b = reward_batch(chat, p, r, ctx, f);
+    torch::Tensor s = model->forward(b.input_ids.to(device), b.attention_mask.to(device)).to(torch::kCPU);
+    for (int64_t k = 0; k < s.size(0); ++k) out.push_back(s[k].item<double>());
+  }
+  model->train(was_training);
+  return out;
+}
+
+RewardEval evaluate_reward_model(ScalarHeadModel& model, const ChatTemplate& chat,
+                                 const std::vector<PreferencePair>& pairs, int batch_size, torch::Device device) {
+  std::vector<const Conversation*> prompts;
+  std::vector<const std::string*> replies;
+  for (const auto& p : pairs) {
+    prompts.push_back(&p.prompt);
+    replies.push_back(&p.chosen);
+    prompts.push_back(&p.prompt);
+    replies.push_back(&p.rejected);
+  }
+  const std::vector<double> s = score_replies(model, chat, prompts, replies, batch_size, device);
+  RewardEval e;
+  size_t right = 0, gold_right = 0;
+  double margin = 0;
+  for (size_t i = 0; i < pairs.size(); ++i) {
+    const double d = s[2 * i] - s[2 * i + 1];
+    const PreferencePair& p = pairs[i];
+    if (!p.tie) {
+      ++e.pairs;
+      right += d > 0;
+      margin += d;
+    }
+    const support::CaseFacts facts = support::facts_from_metadata(p.metadata);
+    if (!facts.intent.empty()) {
+      const double gc = support::gold_score(facts, p.chosen, true).total;
+      const double gr = support::gold_score(facts, p.rejected, true).total;
+      if (gc != gr) {
+        ++e.gold_pairs;
+        gold_right += (d > 0) == (gc > gr);
+      }
+    }
+  }
+  e.label_accuracy = e.pairs ? static_cast<double>(right) / e.pairs : 0;
+  e.mean_margin = e.pairs ? margin / e.pairs : 0;
+  e.gold_accuracy = e.gold_pairs ? static_cast<double>(gold_right) / e.gold_pairs : 0;
+  return e;
+}
+
+RewardTrainResult run_reward_training(const RewardTrainConfig& cfg, const std::vector<PreferencePair>& train,
+                                      const std::vector<PreferencePair>& eval, int64_t last_label_id,
+                                      const DistInfo& dist) {
+  const auto& tc = cfg.train;
+  if (train.empty()) fail(ErrorKind::kData, "no training pairs: label some comparisons first (rlhf label)");
+  const int threads = set_torch_threads(tc.threads);
+  const torch::Device device = parse_device(tc.device);
+  RunDir run(cfg.out_dir, dist.is_main());
+  run.save_config(config_to_json(cfg), {"data"});
+
+  Start start = initial_model(cfg.init_from, mix_seed({static_cast<uint64_t>(tc.seed), 0x4ead}));
+  ScalarHeadModel model = start.model;
+  model->to(device);
+  model->train();
+  const ChatTemplate chat(start.tokenizer);
+  std::vector<NamedParameter> params;
+  for (auto& [name, p] : named_parameters(*model)) params.push_back({name, p, default_decay(name, p)});
+  AdamW optimizer(params, cfg.optim);
+
+  const int64_t global_batch = static_cast<int64_t>(tc.batch_size) * tc.grad_accum * dist.world_size;
+  const int64_t total_steps =
+      std::max<int64_t>(1, static_cast<int64_t>(std::ceil(tc.epochs * train.size() / global_batch)));
+  EpochOrder order(static_cast<int64_t>(train.size()), mix_seed({static_cast<uint64_t>(tc.seed), 0x0de5u}));
+  log_info("rm: ", train.size(), " training pairs, ", eval.size(), " held-out pairs, ", total_steps, " steps of ",
+           global_batch, " pairs, ", threads, " threads");
+
+  int64_t start_step = 0;
+  if (auto latest = latest_checkpoint(cfg.out_dir)) {
+    const Json state = read_json_file(join_path(*latest, "trainer_state.json"));
+    if (state.value("done", false) == false) {
+      load_weights(*model, load_safetensors(join_path(*latest, "model.safetensors")).tensors, *latest);
+      optimizer.load_state(load_safetensors(join_path(*latest, "optimizer.safetensors")).tensors, *latest);
+      start_step = state.at("step").get<int64_t>();
+      log_info("resuming from ", *latest, " at step ", start_step);
+    }
+  }
+  run.open_metrics(start_step);
+
+  auto save = [&](int64_t step, bool done, const RewardEval& e) {
+    if (!dist.is_main()) return;
+    CheckpointWrite w;
+    w.weights = model_weights(*model);
+    w.hf_config = reward_config_to_hf(*model, chat.end_of_text());
+    w.tokenizer = &start.tokenizer;
+    w.trainer_state = {{"stage", "rm"}, {"step", step}, {"done", done}, {"eval", e.to_json()},
+                       {"last_label_id", last_label_id}, {"train_pairs", train.size()},
+                       {"config", config_to_json(cfg)}};
+    if (!done) w.optimizer_state = optimizer.state();
+    const std::string name = checkpoint_name(step);
+    save_checkpoint(join_path(cfg.out_dir, "checkpoints/" + name), w);
+    mark_checkpoint(cfg.out_dir, name);
+    if (done) mark_checkpoint(cfg.out_dir, name, "best");
+    prune_checkpoints(cfg.out_dir, 2);
+  };
+
+  ProgressMeter progress("rm", total_steps, tc.log_interval);
+  const int64_t ctx = model->config().n_positions;
+  for (int64_t step = start_step; step < total_steps; ++step) {
+    double step_weight = 0;
+    for (int64_t k = step * global_batch; k < (step + 1) * global_batch; ++k) step_weight += train[order.at(k)].weight;
+    double step_loss = 0, step_acc = 0;
+    for (int m = 0; m < tc.grad_accum; ++m) {
+      std::vector<const PreferencePair*> batch;
+      for (int64_t k : micro_batch_samples(step, m, tc.batch_size, tc.grad_accum, dist.rank, dist.world_size)) {
+        batch.push_back(&train[order.at(k)]);
+      }
+      const auto B = static_cast<int64_t>(batch.size());
+      std::vector<const Conversation*> prompts;
+      std::vector<const std::string*> replies;
+      std::vector<float> margin, tie, weight;
+      for (const auto* p : batch) {
+        prompts.push_back(&p->prompt);
+        replies.push_back(&p->chosen);
+        margin.push_back(static_cast<float>(p->margin));
+        tie.push_back(p->tie ? 1.0f : 0.0f);
+        weight.push_back(static_cast<float>(p->weight));
+      }
+      for (const auto* p : batch) {
+        prompts.push_back(&p->prompt);
+        replies.push_back(&p->rejected);
+      }
+      ScoringBatch sb = reward_batch(chat, prompts, replies, ctx);
+      torch::Tensor r = model->forward(sb.input_ids.to(device), sb.attention_mask.to(device));
+      torch::Tensor rc = r.narrow(0, 0, B), rr = r.narrow(0, B, B);
+      torch::Tensor w = torch::tensor(weight).to(device);
+      torch::Tensor per_pair = bradley_terry_per_pair(rc, rr, torch::tensor(margin).to(device), torch::tensor(tie).to(device));
+      torch::Tensor loss = (per_pair * w).sum() / step_weight;
+      loss.backward();
+      step_loss += loss.item<double>();
+      step_acc += (rc > rr).to(torch::kFloat).mean().item<double>() / tc.grad_accum;
+    }
+    const double grad_norm = clip_grad_norm(params, tc.grad_clip);
+    const double lr = learning_rate(cfg.schedule, step, total_steps);
+    optimizer.step(lr);
+    optimizer.zero_grad();
+    const int64_t done = step + 1;
+    run.log_metrics({{"step", done}, {"loss/train", step_loss}, {"accuracy/train", step_acc}, {"lr", lr},
+                     {"grad_norm", grad_norm}});
+    progress.step_done(done, step_loss, lr, static_cast<double>(global_batch), "pairs");
+    if (tc.eval_interval > 0 && done % tc.eval_interval == 0 && done != total_steps && !eval.empty()) {
+      const RewardEval e = evaluate_reward_model(model, chat, eval, tc.batch_size * 2, device);
+      log_info("eval step ", done, " | accuracy vs labels ", e.label_accuracy, " | vs gold ", e.gold_accuracy);
+      run.log_metrics({{"step", done}, {"accuracy/eval_labels", e.label_accuracy}, {"accuracy/eval_gold", e.gold_accuracy}});
+      save(done, false, e);
+      progress.pause_done();
+    }
+  }
+
+  // Normalise on the SFT policy's replies: every distinct reply in the
+  // training pairs (they were sampled from it).
+  {
+    std::vector<const Conversation*> prompts;
+    std::vector<const std::string*> replies;
+    std::set<std::string> seen;
+    for (const auto& p : train) {
+      for (const std::string* r : {&p.chosen, &p.rejected}) {
+        if (seen.insert(*r).second && prompts.size() < 4000) {
+          prompts.push_back(&p.prompt);
+          replies.push_back(r);
+        }
+      }
+    }
+    model->gain = 1.0;
+    model->bias = 0.0;
+    const std::vector<double> s = score_replies(model, chat, prompts, replies, tc.batch_size * 2, device);
+    double mean = 0, var = 0;
+    for (double x : s) mean += x / s.size();
+    for (double x : s) var += (x - mean) * (x - mean) / s.size();
+    const double sd = std::sqrt(std::max(var, 1e-12));
+    model->gain = 1.0 / sd;
+    model->bias = -mean / sd;
+    log_info("rm: normalised on ", s.size(), " SFT replies (raw mean ", mean, ", sd ", sd, ")");
+  }
+
+  RewardTrainResult result;
+  if (!eval.empty()) result.eval = evaluate_reward_model(model, chat, eval, tc.batch_size * 2, device);
+  log_info("rm: held-out accuracy vs labels ", result.eval.label_accuracy, " on ", result.eval.pairs,
+           " pairs; vs gold ", result.eval.gold_accuracy, " on ", result.eval.gold_pairs, " pairs");
+  run.log_metrics({{"step", total_steps}, {"accuracy/eval_labels", result.eval.label_accuracy},
+                   {"accuracy/eval_gold", result.eval.gold_accuracy}});
+  save(total_steps, true, result.eval);
+  result.checkpoint = resolve_checkpoint(cfg.out_dir, true);
+  result.last_label_id = last_label_id;
+  return result;
+}
+
+}  // namespace rlhf

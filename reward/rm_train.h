@@ -1,0 +1,109 @@
+// Training and evaluating the reward model (`rlhf rm train | eval | score`).
+// Bradley-Terry on preference pairs, one epoch by default, starting from the
+// SFT policy's backbone (or continuing an existing reward model on new
+// labels); held-out pairs are split by prompt; rewards are normalised to mean
+// 0, standard deviation 1 on the SFT policy's replies.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "reward/preference.h"
+#include "reward/reward_model.h"
+#include "train/distributed.h"
+#include "train/optim.h"
+
+namespace rlhf {
+
+struct RewardDataConfig {
+  std::string preferences = "runs/labels.sqlite";  // a label store (.sqlite) or JSONL of pairs/rankings
+  double eval_fraction = 0.1;   // share of prompts held out for evaluation, e.g. 0.1
+  int64_t since_label = 0;      // from a label store: only labels with a larger id (continuing a model)
+  template <class V> void visit(V& v) {
+    v("preferences", preferences);
+    v("eval_fraction", eval_fraction);
+    v("since_label", since_label);
+  }
+};
+
+struct RewardLoopConfig {
+  int batch_size = 16;         // pairs per micro-batch
+  int grad_accum = 1;
+  double epochs = 1.0;         // passes over the training pairs (1 is standard: RMs overfit fast)
+  double grad_clip = 1.0;
+  int64_t seed = 42;
+  int threads = 0;
+  std::string device = "cpu";
+  int log_interval = 10;
+  int eval_interval = 0;       // steps between evaluations (0 = only at the end)
+  template <class V> void visit(V& v) {
+    v("batch_size", batch_size);
+    v("grad_accum", grad_accum);
+    v("epochs", epochs);
+    v("grad_clip", grad_clip);
+    v("seed", seed);
+    v("threads", threads);
+    v("device", device);
+    v("log_interval", log_interval);
+    v("eval_interval", eval_interval);
+  }
+};
+
+struct RewardTrainConfig {
+  std::string out_dir = "runs/rm";
+  std::string init_from = "runs/sft";  // SFT checkpoint (new head), or a reward model to continue
+  RewardDataConfig data;
+  RewardLoopConfig train;
+  AdamWConfig optim = [] {
+    AdamWConfig o;
+    o.weight_decay = 0.0;
+    return o;
+  }();
+  ScheduleConfig schedule = [] {
+    ScheduleConfig s;
+    s.lr = 3e-4;
+    s.min_lr = 3e-5;
+    s.warmup_steps = 10;
+    s.decay = "linear";
+    return s;
+  }();
+  template <class V> void visit(V& v) {
+    v("out_dir", out_dir);
+    v("init_from", init_from);
+    v.section("data", data);
+    v.section("train", train);
+    v.section("optim", optim);
+    v.section("schedule", schedule);
+  }
+};
+
+struct RewardEval {
+  size_t pairs = 0;            // strict (non-tie) labelled pairs evaluated
+  double label_accuracy = 0;   // r(chosen) > r(rejected) on those pairs
+  size_t gold_pairs = 0;       // pairs whose gold scores differ
+  double gold_accuracy = 0;    // the RM prefers the reply gold prefers
+  double mean_margin = 0;      // mean r(chosen) - r(rejected)
+  Json to_json() const;
+};
+
+struct RewardTrainResult {
+  std::string checkpoint;
+  RewardEval eval;
+  int64_t last_label_id = 0;
+};
+
+// `train_pairs`/`eval_pairs` come from the caller (label store or JSONL).
+RewardTrainResult run_reward_training(const RewardTrainConfig& config, const std::vector<PreferencePair>& train_pairs,
+                                      const std::vector<PreferencePair>& eval_pairs, int64_t last_label_id,
+                                      const DistInfo& dist = {});
+
+RewardEval evaluate_reward_model(ScalarHeadModel& model, const ChatTemplate& chat,
+                                 const std::vector<PreferencePair>& pairs, int batch_size, torch::Device device);
+
+// Raw scores for (prompt, reply) pairs, batched, under no_grad.
+std::vector<double> score_replies(ScalarHeadModel& model, const ChatTemplate& chat,
+                                  const std::vector<const Conversation*>& prompts,
+                                  const std::vector<const std::string*>& replies, int batch_size,
+                                  torch::Device device, const std::vector<bool>& finished = {});
+
+}  // namespace rlhf

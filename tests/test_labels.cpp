@@ -1,0 +1,255 @@
+// The label store: schema migration, import/export round trip, concurrent
+// writers, idempotent resends, undo, and clear errors on malformed JSONL.
+// The simulated rater and the gold rubric.
+#include <gtest/gtest.h>
+
+#include <thread>
+
+#include "common/fs.h"
+#include "labels/sqlite.h"
+#include "labels/store.h"
+#include "reward/preference.h"
+#include "reward/simulated_rater.h"
+#include "support/rubric.h"
+#include "test_util.h"
+
+namespace rlhf {
+namespace {
+
+using labels::Choice;
+using labels::Label;
+using labels::LabelStore;
+using test::error_of;
+
+const char* kInput =
+    R"({"prompt": "Where is my order #12345?", "chosen": "It shipped today, Maria.", "rejected": "Dunno."}
+{"prompt": [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Refund?"}], "chosen": "Your refund is on its way.", "rejected": "No.", "margin": 1.5}
+{"prompt": "Cancel order 55555", "chosen": "Cancelled.", "rejected": "Order cancelled.", "tie": true, "metadata": {"intent": "cancel_order", "order": "55555"}}
+{"prompt": "Reset my password", "responses": ["Use the Forgot password link.", "Reset it online.", "No idea."], "ranking": [1, 2, 3]}
+{"prompt": "Invoice please", "responses": ["Emailed.", "Sent to your email.", "Nope."], "ranking": [1, 1, 2]}
+)";
+
+std::vector<nlohmann::json> parse_lines(const std::string& text) {
+  std::vector<nlohmann::json> out;
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (!line.empty()) out.push_back(nlohmann::json::parse(line));
+  }
+  return out;
+}
+
+TEST(LabelStore, ImportThenExportEqualsTheInput) {
+  test::TempDir dir("store-rt");
+  write_file_atomic(dir.file("in.jsonl"), kInput);
+  LabelStore store(dir.file("l.sqlite"));
+  const auto stats = store.import_jsonl(dir.file("in.jsonl"), "alice");
+  EXPECT_EQ(stats.pairs, 3u);
+  EXPECT_EQ(stats.rankings, 2u);
+  store.export_jsonl(dir.file("out.jsonl"));
+  EXPECT_EQ(parse_lines(read_file(dir.file("out.jsonl"))), parse_lines(kInput));
+  // Importing the same file again queues nothing twice.
+  store.import_jsonl(dir.file("in.jsonl"), "alice");
+  EXPECT_EQ(store.count_labels(), 5u);
+  EXPECT_EQ(store.rater_by_name("alice")->kind, "imported");
+}
+
+TEST(LabelStore, MalformedJsonlIsAnErrorNamingFileAndLineAndImportsNothing) {
+  test::TempDir dir("store-bad");
+  LabelStore store(dir.file("l.sqlite"));
+  const std::string good = R"({"prompt": "a", "chosen": "b", "rejected": "c"})";
+  const std::pair<std::string, std::string> cases[] = {
+      {"{\"prompt\": ", "not valid JSON"},
+      {R"({"prompt": "a", "chosen": "b"})", "\"chosen\" and \"rejected\""},
+      {R"({"chosen": "b", "rejected": "c"})", "\"prompt\""},
+      {R"({"prompt": "a", "responses": ["x", "y"], "ranking": [1]})", "one rank per response"},
+      {R"({"prompt": "a", "chosen": "b", "rejected": "c", "tie": "yes"})", "\"tie\""},
+      {R"({"prompt": "a", "chosen": 5, "rejected": "c"})", "\"chosen\" must be a string"},
+  };
+  for (const auto& [line, expect] : cases) {
+    write_file_atomic(dir.file("in.jsonl"), good + "\n" + line + "\n");
+    const std::string msg = error_of([&] { store.import_jsonl(dir.file("in.jsonl"), "bob"); });
+    EXPECT_NE(msg.find("in.jsonl:2"), std::string::npos) << msg;
+    EXPECT_NE(msg.find(expect), std::string::npos) << msg;
+    EXPECT_EQ(store.count_labels(), 0u) << "a bad file must import nothing";
+  }
+}
+
+TEST(LabelStore, ConcurrentWritersLoseNothing) {
+  test::TempDir dir("store-conc");
+  const std::string path = dir.file("l.sqlite");
+  std::vector<int64_t> comparisons;
+  std::vector<int64_t> raters;
+  {
+    LabelStore store(path);
+    const int64_t p = store.add_prompt("hello", nullptr);
+    for (int i = 0; i < 40; ++i) {
+      const int64_t a = store.add_candidate(p, "reply a" + std::to_string(i), true, "x", nullptr);
+      const int64_t b = store.add_candidate(p, "reply b" + std::to_string(i), true, "x", nullptr);
+      comparisons.push_back(*store.add_comparison(p, {a, b}));
+    }
+    for (int r = 0; r < 6; ++r) raters.push_back(store.add_rater("rater" + std::to_string(r), "", "human"));
+  }
+  std::vector<std::thread> threads;
+  for (int r = 0; r < 6; ++r) {
+    threads.emplace_back([&, r] {
+      LabelStore store(path);  // each writer its own connection
+      for (int64_t c : comparisons) {
+        Label l;
+        l.comparison_id = c;
+        l.rater_id = raters[r];
+        l.choice = (c + r) % 2 ? Choice::kA : Choice::kB;
+        store.add_label(l);
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  LabelStore store(path);
+  EXPECT_EQ(store.count_labels(), 6u * comparisons.size());
+}
+
+TEST(LabelStore, ResendsAreIdempotentAndUndoRemovesTheLastLabel) {
+  test::TempDir dir("store-idem");
+  LabelStore store(dir.file("l.sqlite"));
+  const int64_t p = store.add_prompt("q", nullptr);
+  const int64_t a = store.add_candidate(p, "x", true, "", nullptr), b = store.add_candidate(p, "y", true, "", nullptr);
+  EXPECT_EQ(store.add_candidate(p, "x", true, "", nullptr), a) << "same text, same candidate";
+  const int64_t c = *store.add_comparison(p, {a, b});
+  EXPECT_FALSE(store.add_comparison(p, {b, a}).has_value()) << "the same pair is queued once";
+  const int64_t r = store.add_rater("carol", "hash", "human");
+  Label l;
+  l.comparison_id = c;
+  l.rater_id = r;
+  l.choice = Choice::kB;
+  l.client_id = "carol-1";
+  l.shown_order = {b, a};
+  const int64_t id = store.add_label(l);
+  EXPECT_EQ(store.add_label(l), id) << "a resend must not write a second label";
+  EXPECT_EQ(store.count_labels(), 1u);
+  l.client_id = "carol-2";
+  EXPECT_NE(error_of([&] { store.add_label(l); }).find("already labelled"), std::string::npos);
+  const Label back = store.labels_of_comparison(c).at(0);
+  EXPECT_EQ(back.shown_order, (std::vector<int64_t>{b, a}));
+  EXPECT_EQ(back.choice, Choice::kB);
+  EXPECT_FALSE(back.created_at.empty());
+  EXPECT_EQ(store.open_comparisons_for(r).size(), 0u);
+  EXPECT_EQ(store.undo_last_label(r), c);
+  EXPECT_EQ(store.count_labels(), 0u);
+  EXPECT_EQ(store.open_comparisons_for(r).size(), 1u);
+}
+
+TEST(LabelStore, AnOlderSchemaIsMigratedInPlaceKeepingItsData) {
+  test::TempDir dir("store-migrate");
+  const std::string path = dir.file("old.sqlite");
+  {
+    // A store as version 1 of this program wrote it.
+    sql::Db db(path);
+    db.exec(R"sql(
+CREATE TABLE raters(id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, token_hash TEXT, kind TEXT NOT NULL DEFAULT 'human', created_at TEXT NOT NULL);
+CREATE TABLE prompts(id INTEGER PRIMARY KEY, messages TEXT NOT NULL, source TEXT NOT NULL, metadata TEXT, hash TEXT NOT NULL UNIQUE, created_at TEXT NOT NULL);
+CREATE TABLE candidates(id INTEGER PRIMARY KEY, prompt_id INTEGER NOT NULL REFERENCES prompts(id), text TEXT NOT NULL, finished INTEGER NOT NULL DEFAULT 1, policy TEXT NOT NULL DEFAULT '', sampling TEXT, created_at TEXT NOT NULL, UNIQUE(prompt_id, text));
+CREATE TABLE comparisons(id INTEGER PRIMARY KEY, prompt_id INTEGER NOT NULL REFERENCES prompts(id), candidates TEXT NOT NULL, candidate_key TEXT NOT NULL UNIQUE, required_raters INTEGER NOT NULL DEFAULT 1, is_gold INTEGER NOT NULL DEFAULT 0, gold_answer TEXT, created_at TEXT NOT NULL);
+CREATE TABLE labels(id INTEGER PRIMARY KEY, comparison_id INTEGER NOT NULL REFERENCES comparisons(id), rater_id INTEGER NOT NULL REFERENCES raters(id), choice TEXT NOT NULL, ranking TEXT, ratings TEXT, strength INTEGER NOT NULL DEFAULT 0, margin REAL, rationale TEXT NOT NULL DEFAULT '', shown_order TEXT, created_at TEXT NOT NULL, UNIQUE(comparison_id, rater_id));
+INSERT INTO raters VALUES(1, 'old', NULL, 'human', '2025-01-01T00:00:00Z');
+INSERT INTO prompts VALUES(1, '[{"role":"user","content":"hi"}]', '"hi"', NULL, 'h', '2025-01-01T00:00:00Z');
+INSERT INTO candidates VALUES(1, 1, 'a', 1, '', NULL, 'x'), (2, 1, 'b', 1, '', NULL, 'x');
+INSERT INTO comparisons VALUES(1, 1, '[1,2]', '[1,2]', 1, 0, NULL, 'x');
+INSERT INTO labels VALUES(1, 1, 1, 'a', NULL, NULL, 0, NULL, '', '[1,2]', '2025-01-01T00:00:00Z');
+PRAGMA user_version = 1;
+)sql");
+  }
+  LabelStore store(path);
+  EXPECT_EQ(store.schema_version(), LabelStore::latest_schema_version());
+  ASSERT_EQ(store.count_labels(), 1u);
+  EXPECT_EQ(store.export_records()[0]["chosen"], "a");
+  // The new column works.
+  const int64_t r = store.add_rater("new", "", "human");
+  Label l;
+  l.comparison_id = 1;
+  l.rater_id = r;
+  l.choice = Choice::kTie;
+  l.client_id = "k";
+  const int64_t id = store.add_label(l);
+  EXPECT_EQ(store.add_label(l), id);
+}
+
+TEST(Preferences, RankingsAndTiesExpandAndWeighAsSpecified) {
+  const std::vector<Json> rows = {
+      Json::parse(R"({"prompt": "p", "responses": ["x", "y", "z"], "ranking": [2, 1, 2]})"),
+      Json::parse(R"({"prompt": "q", "chosen": "c", "rejected": "r", "tie": true, "margin": 0.5})"),
+  };
+  const auto pairs = preference_pairs(rows, "mem");
+  ASSERT_EQ(pairs.size(), 4u);
+  // C(3,2) = 3 pairs of weight 1/3: (x,y) -> y wins, (x,z) tie, (y,z) -> y wins.
+  EXPECT_EQ(pairs[0].chosen, "y");
+  EXPECT_EQ(pairs[0].rejected, "x");
+  EXPECT_FALSE(pairs[0].tie);
+  EXPECT_TRUE(pairs[1].tie);
+  EXPECT_EQ(pairs[2].chosen, "y");
+  EXPECT_EQ(pairs[2].rejected, "z");
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_DOUBLE_EQ(pairs[i].weight, 1.0 / 3.0);
+    EXPECT_EQ(pairs[i].group, 0);
+  }
+  EXPECT_TRUE(pairs[3].tie);
+  EXPECT_DOUBLE_EQ(pairs[3].margin, 0.5);
+  EXPECT_DOUBLE_EQ(pairs[3].weight, 1.0);
+}
+
+TEST(SimulatedRater, IsDeterministicAndAgreesWithItselfAsConfigured) {
+  SimulatedRaterConfig a, b;
+  a.seed = 1;
+  b.seed = 2;
+  int agree = 0, n = 20000, same_as_gold = 0;
+  for (int i = 0; i < n; ++i) {
+    const double g1 = i % 7, g2 = (i % 7) + 1 + i % 3;  // always distinct
+    const Judgement ja = simulated_judgement(g1, g2, a, i);
+    EXPECT_EQ(ja, simulated_judgement(g1, g2, a, i));
+    agree += ja == simulated_judgement(g1, g2, b, i);
+    same_as_gold += ja == Judgement::kSecond;
+  }
+  const double expected = expected_self_agreement(a);
+  EXPECT_NEAR(expected, 0.735, 1e-9);
+  EXPECT_NEAR(static_cast<double>(agree) / n, expected, 0.015);
+  EXPECT_NEAR(static_cast<double>(same_as_gold) / n, 1 - a.flip - a.tie, 0.015);
+  // Equal gold: an honest judgement is a tie.
+  SimulatedRaterConfig clean;
+  clean.flip = 0;
+  clean.tie = 0;
+  EXPECT_EQ(simulated_judgement(3, 3, clean, 1), Judgement::kTie);
+  EXPECT_EQ(simulated_ranking({1, 5, 3, 5}, clean, 1), (std::vector<int>{4, 1, 3, 1}));
+}
+
+TEST(GoldRubric, RewardsWhatTheDocumentedRubricSays) {
+  support::CaseFacts f{"refund_status", "Maria", "48213", "Aero Blender"};
+  const auto best = support::gold_score(
+      f, "Hi Maria, thanks for reaching out. The refund for order #48213 has been issued to your original payment "
+         "method. It takes 5-7 business days to appear. Is there anything else I can help you with?",
+      true);
+  EXPECT_DOUBLE_EQ(best.total, support::gold_max());
+  EXPECT_TRUE(best.on_intent && best.right_order && best.used_name && best.polite && best.closing && best.ended);
+  // Each fault costs points.
+  const auto terse = support::gold_score(f, "Refund issued.", true);
+  EXPECT_TRUE(terse.clipped);
+  EXPECT_LT(terse.total, 0);
+  const auto wrong = support::gold_score(f, "Hi Maria, thanks. The refund for order #48213 will take 30 business days to appear.", true);
+  EXPECT_TRUE(wrong.invented_policy);
+  const auto rude = support::gold_score(f, "Read the policy next time. Your refund for order #48213 is on its way to your original payment method.", true);
+  EXPECT_TRUE(rude.rude);
+  const auto other = support::gold_score(f, "Hi Omar, your refund for order #11111 takes 5-7 business days. Thanks!", true);
+  EXPECT_TRUE(other.wrong_name);
+  EXPECT_TRUE(other.invented_order);
+  EXPECT_FALSE(other.right_order);
+  const auto cut = support::gold_score(f, "Hi Maria, thanks for reaching out. The refund for order #48213 has been", false);
+  EXPECT_FALSE(cut.ended);
+  EXPECT_LT(cut.total, best.total - 3);
+  EXPECT_LT(wrong.total, best.total);
+  EXPECT_LT(rude.total, best.total);
+  // Facts can be read from the conversation when there is no metadata.
+  const auto inferred = support::infer_facts({"Hi, I'm Maria. Where is order #48213?"});
+  EXPECT_EQ(inferred.first_name, "Maria");
+  EXPECT_EQ(inferred.order, "48213");
+}
+
+}  // namespace
+}  // namespace rlhf

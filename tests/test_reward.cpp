@@ -1,0 +1,120 @@
+// The reward model: Bradley-Terry loss and gradient against hand-computed
+// values, the score read at the last real token under left and right
+// padding, and a short training run that learns a preference.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "reward/reward_model.h"
+#include "reward/rm_train.h"
+#include "test_util.h"
+#include "tiny_fixtures.h"
+
+namespace rlhf {
+namespace {
+
+TEST(BradleyTerry, LossAndGradientMatchAHandComputedCase) {
+  // Pairs: (2, 1, margin 0), (2, 1, margin 0.5), tie (2, 1); weights 1, 1, 2.
+  torch::Tensor rc = torch::tensor({2.0, 2.0, 2.0}, torch::kDouble).requires_grad_();
+  torch::Tensor rr = torch::tensor({1.0, 1.0, 1.0}, torch::kDouble).requires_grad_();
+  torch::Tensor margin = torch::tensor({0.0, 0.5, 0.0}, torch::kDouble);
+  torch::Tensor tie = torch::tensor({0.0, 0.0, 1.0}, torch::kDouble);
+  torch::Tensor w = torch::tensor({1.0, 1.0, 2.0}, torch::kDouble);
+  torch::Tensor per = bradley_terry_per_pair(rc, rr, margin, tie);
+  // -log sigmoid(1) = log(1 + e^-1); -log sigmoid(0.5); tie: (log(1+e^-1) + log(1+e)) / 2.
+  EXPECT_NEAR(per[0].item<double>(), 0.31326168751822286, 1e-12);
+  EXPECT_NEAR(per[1].item<double>(), 0.47407698418010663, 1e-12);
+  EXPECT_NEAR(per[2].item<double>(), 0.81326168751822286, 1e-12);
+  torch::Tensor loss = bradley_terry_loss(rc, rr, margin, tie, w);
+  EXPECT_NEAR(loss.item<double>(), (0.31326168751822286 + 0.47407698418010663 + 2 * 0.81326168751822286) / 4, 1e-12);
+  loss.backward();
+  // d/d r_chosen: -(1 - sigmoid(d - m)) * w / sum(w); tie: (sigmoid(d) - sigmoid(-d)) / 2 * w / sum(w).
+  const double s1 = 1 / (1 + std::exp(-1.0)), s05 = 1 / (1 + std::exp(-0.5));
+  EXPECT_NEAR(rc.grad()[0].item<double>(), -(1 - s1) / 4, 1e-12);
+  EXPECT_NEAR(rc.grad()[1].item<double>(), -(1 - s05) / 4, 1e-12);
+  EXPECT_NEAR(rc.grad()[2].item<double>(), (s1 - (1 - s1)) / 2 * 2 / 4, 1e-12);
+  EXPECT_TRUE(torch::allclose(rr.grad(), -rc.grad()));
+}
+
+TEST(RewardModel, ScoreIsReadAtTheLastRealTokenWhateverThePadding) {
+  torch::manual_seed(0);
+  GPTConfig c = test::tiny_gpt_config(300, 64);
+  ScalarHeadModel rm(c);
+  init_gpt_weights(*rm->transformer, c, 3);
+  rm->eval();
+  torch::NoGradGuard ng;
+  torch::Tensor seq = torch::randint(300, {1, 12});
+  const double alone = rm->forward(seq, torch::ones({1, 12}, torch::kLong)).item<double>();
+  torch::Tensor pad = torch::full({1, 6}, 7, torch::kLong);
+  torch::Tensor zeros = torch::zeros({1, 6}, torch::kLong), ones = torch::ones({1, 12}, torch::kLong);
+  const double right = rm->forward(torch::cat({seq, pad}, 1), torch::cat({ones, zeros}, 1)).item<double>();
+  const double left = rm->forward(torch::cat({pad, seq}, 1), torch::cat({zeros, ones}, 1)).item<double>();
+  EXPECT_NEAR(right, alone, 1e-5);
+  EXPECT_NEAR(left, alone, 1e-5);
+  // The last position of a right-padded row is padding and scores differently (trl#937).
+  const double wrong = rm->forward_tokens(torch::cat({seq, pad}, 1), torch::cat({ones, zeros}, 1))[0][17].item<double>();
+  EXPECT_GT(std::abs(wrong - alone), 1e-4);
+  torch::Tensor masks = torch::tensor({1, 1, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1}).view({3, 4});
+  EXPECT_TRUE(torch::equal(last_token_index(masks), torch::tensor({1, 3, 3}, torch::kLong)));
+}
+
+TEST(RewardModel, HeadStartsNearTheDocumentedScaleAndTrainingLearnsAPreference) {
+  test::TempDir dir("rm-train");
+  auto data = test::tiny_support_data(32, 8, 4);
+  Tokenizer tok = test::tiny_support_tokenizer(data);
+  test::write_tiny_checkpoint(dir.file("sft"), tok);
+  // The preference: polite replies beat curt ones.
+  std::vector<PreferencePair> pairs;
+  for (int i = 0; i < 64; ++i) {
+    PreferencePair p;
+    p.prompt = {{"user", "Where is order #" + std::to_string(10000 + i) + "?"}};
+    p.chosen = "Hi, thanks for reaching out. It shipped today. Have a great day!";
+    p.rejected = "Read the policy next time.";
+    pairs.push_back(p);
+  }
+  RewardTrainConfig cfg;
+  cfg.out_dir = dir.file("rm");
+  cfg.init_from = dir.file("sft");
+  cfg.train.batch_size = 8;
+  cfg.train.epochs = 3;
+  cfg.train.threads = 2;
+  cfg.schedule.lr = 3e-3;
+  cfg.schedule.warmup_steps = 2;
+  const RewardTrainResult r = run_reward_training(cfg, pairs, {pairs.begin(), pairs.begin() + 8}, 0);
+  EXPECT_GT(r.eval.label_accuracy, 0.99);
+  LoadedRewardModel m = load_reward_model(r.checkpoint);
+  const ChatTemplate chat(m.tokenizer);
+  // Normalised on the training replies: mean 0, sd 1 over the two replies.
+  std::vector<const Conversation*> prompts = {&pairs[0].prompt, &pairs[0].prompt};
+  std::vector<const std::string*> replies = {&pairs[0].chosen, &pairs[0].rejected};
+  const auto raw = score_replies(m.model, chat, prompts, replies, 2, torch::kCPU);
+  const double a = m.model->gain * raw[0] + m.model->bias, b = m.model->gain * raw[1] + m.model->bias;
+  EXPECT_NEAR(a + b, 0.0, 0.05);
+  EXPECT_NEAR(a - b, 2.0, 0.05);
+  const Json config = read_json_file(r.checkpoint + "/config.json");
+  EXPECT_EQ(config["architectures"][0], "GPT2ForSequenceClassification");
+  EXPECT_EQ(config["num_labels"], 1);
+}
+
+TEST(RewardModel, NewHeadIsDrawnWithStdOneOverSqrtDPlusOne) {
+  test::TempDir dir("rm-head");
+  auto data = test::tiny_support_data(16, 4, 2);
+  Tokenizer tok = test::tiny_support_tokenizer(data);
+  GPTConfig c = test::tiny_gpt_config(tok.vocab_size());
+  c.n_embd = 256;
+  c.n_head = 4;
+  GPT m(c);
+  init_gpt_weights(*m, c, 1);
+  CheckpointWrite w;
+  w.weights = model_weights(*m);
+  w.hf_config = gpt_config_to_hf(c);
+  w.tokenizer = &tok;
+  save_checkpoint(dir.file("p"), w);
+  ScalarHeadModel rm = reward_model_from_policy(load_policy(dir.file("p")), 7);
+  const double sd = rm->score->weight.std().item<double>();
+  EXPECT_NEAR(sd, 1.0 / std::sqrt(257.0), 0.2 / std::sqrt(257.0));
+  // The backbone is the policy's.
+  EXPECT_TRUE(torch::equal(rm->transformer->wte->weight, m->transformer->wte->weight));
+}
+
+}  // namespace
+}  // namespace rlhf
