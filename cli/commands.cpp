@@ -31,6 +31,7 @@ void register_commands(CLI::App& app) {
   register_pretrain_commands(app);
   register_sft_commands(app);
   register_feedback_commands(app);
+  register_rollout_commands(app);
   register_data_commands(app);
 }
 

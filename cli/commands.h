@@ -28,5 +28,6 @@ void register_pretrain_commands(CLI::App& app);
 void register_data_commands(CLI::App& app);
 void register_sft_commands(CLI::App& app);
 void register_feedback_commands(CLI::App& app);
+void register_rollout_commands(CLI::App& app);
 
 }  // namespace rlhf::cli

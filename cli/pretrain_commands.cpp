@@ -12,6 +12,8 @@
 #include "labels/feedback.h"
 #include "policy/sft.h"
 #include "reward/rm_train.h"
+#include "rollout/pipeline.h"
+#include "rollout/ppo.h"
 #include "pretrain/pretrain.h"
 #include "support/generator.h"
 #include "train/runtime.h"
@@ -88,12 +90,16 @@ void register_pretrain_commands(CLI::App& app) {
         std::cout << json_to_toml(config_to_json(SftConfig()));
       } else if (*stage == "rm") {
         std::cout << json_to_toml(config_to_json(RewardTrainConfig()));
+      } else if (*stage == "pipeline") {
+        std::cout << json_to_toml(config_to_json(PipelineConfig()));
+      } else if (*stage == "ppo") {
+        std::cout << json_to_toml(config_to_json(PpoConfig()));
       } else if (*stage == "candidates") {
         std::cout << json_to_toml(config_to_json(labels::CandidatesConfig()));
       } else if (*stage == "support-data") {
         std::cout << json_to_toml(config_to_json(support::GeneratorConfig()));
       } else {
-        fail(ErrorKind::kUsage, "unknown stage '", *stage, "'; known: pretrain, sft, rm, candidates, support-data");
+        fail(ErrorKind::kUsage, "unknown stage '", *stage, "'; known: pretrain, sft, rm, ppo, candidates, pipeline, support-data");
       }
     });
   }

@@ -8,13 +8,18 @@
 namespace rlhf {
 namespace {
 
-struct Batch {
-  torch::Tensor ids;   // [B, T] left-padded
-  torch::Tensor mask;  // [B, T]
-};
+int64_t clamp_new_tokens(const GPTConfig& config, int max_new_tokens) {
+  return std::max<int64_t>(1, std::min<int64_t>(max_new_tokens, config.n_positions - 1));
+}
 
-Batch left_pad(const std::vector<std::vector<int32_t>>& prompts, int64_t max_len, int32_t pad_id,
-               torch::Device device) {
+}  // namespace
+
+int64_t prompt_budget(const GPTConfig& config, int max_new_tokens) {
+  return config.n_positions - clamp_new_tokens(config, max_new_tokens);
+}
+
+PromptBatch left_pad_prompts(const std::vector<std::vector<int32_t>>& prompts, int64_t max_len, int32_t pad_id,
+                             torch::Device device) {
   const int64_t B = static_cast<int64_t>(prompts.size());
   int64_t T = 1;
   for (const auto& p : prompts) T = std::max<int64_t>(T, std::min<int64_t>(p.size(), max_len));
@@ -33,6 +38,8 @@ Batch left_pad(const std::vector<std::vector<int32_t>>& prompts, int64_t max_len
   }
   return {ids.to(device), mask.to(device)};
 }
+
+namespace {
 
 std::vector<SplitMix> row_rngs(size_t rows, const SamplingConfig& config,
                                const std::vector<uint64_t>& row_seeds) {
@@ -147,9 +154,8 @@ Generation generate(GPT& model, const std::vector<std::vector<int32_t>>& prompts
   const bool was_training = model->is_training();
   model->eval();
   const torch::Device device = model->transformer->wte->weight.device();
-  const int64_t ctx = model->config().n_positions;
-  const int64_t max_new = std::max<int64_t>(1, std::min<int64_t>(config.max_new_tokens, ctx - 1));
-  Batch batch = left_pad(prompts, ctx - max_new, pad_id, device);
+  const int64_t max_new = clamp_new_tokens(model->config(), config.max_new_tokens);
+  PromptBatch batch = left_pad_prompts(prompts, prompt_budget(model->config(), config.max_new_tokens), pad_id, device);
   const int64_t B = batch.ids.size(0), T = batch.ids.size(1);
   std::vector<SplitMix> rngs = row_rngs(prompts.size(), config, row_seeds);
 
@@ -171,9 +177,8 @@ Generation generate_uncached(GPT& model, const std::vector<std::vector<int32_t>>
   const bool was_training = model->is_training();
   model->eval();
   const torch::Device device = model->transformer->wte->weight.device();
-  const int64_t ctx = model->config().n_positions;
-  const int64_t max_new = std::max<int64_t>(1, std::min<int64_t>(config.max_new_tokens, ctx - 1));
-  Batch batch = left_pad(prompts, ctx - max_new, pad_id, device);
+  const int64_t max_new = clamp_new_tokens(model->config(), config.max_new_tokens);
+  PromptBatch batch = left_pad_prompts(prompts, prompt_budget(model->config(), config.max_new_tokens), pad_id, device);
   std::vector<SplitMix> rngs = row_rngs(prompts.size(), config, row_seeds);
   torch::Tensor ids = batch.ids, mask = batch.mask;
   torch::Tensor logits = model->forward(ids, mask).select(1, ids.size(1) - 1);

@@ -57,6 +57,16 @@ Generation generate_uncached(GPT& model, const std::vector<std::vector<int32_t>>
                              const SamplingConfig& config, const std::vector<int32_t>& stop_tokens,
                              int32_t pad_id, const std::vector<uint64_t>& row_seeds = {});
 
+// Prompts left-padded into one batch: ids and attention mask [B, T], T the
+// longest prompt (after keeping at most the last `max_len` tokens of each).
+struct PromptBatch {
+  torch::Tensor ids, mask;
+};
+PromptBatch left_pad_prompts(const std::vector<std::vector<int32_t>>& prompts, int64_t max_len, int32_t pad_id,
+                             torch::Device device);
+// The longest prompt generate() keeps for this model and max_new_tokens.
+int64_t prompt_budget(const GPTConfig& config, int max_new_tokens);
+
 // Picks the next token per row from logits [B, V] with temperature, top-k and
 // top-p, by inverse CDF on `uniform` [B] in [0, 1). Greedy if temperature is 0.
 torch::Tensor sample_from_logits(const torch::Tensor& logits, const SamplingConfig& config,

@@ -42,7 +42,7 @@ double evaluate(GPT& model, const std::vector<ChatTokens>& examples, int batch_s
     std::vector<const ChatTokens*> batch;
     for (size_t j = i; j < std::min(examples.size(), i + batch_size); ++j) batch.push_back(&examples[j]);
     SftBatch b = collate_sft(batch, pad);
-    torch::Tensor logits = model->forward(b.input_ids.to(device), b.attention_mask.to(device));
+    torch::Tensor logits = model->forward(b.input_ids.to(device));  // right padding: causal attention suffices
     total += masked_token_loss_sum(logits, b.targets.to(device), b.loss_mask.to(device)).item<double>();
     tokens += b.loss_mask.sum().item<double>();
   }
@@ -162,7 +162,9 @@ SftResult run_sft(const SftConfig& cfg, const DistInfo& dist) {
   const int64_t total_steps =
       tc.max_steps > 0 ? tc.max_steps
                        : std::max<int64_t>(1, static_cast<int64_t>(std::ceil(tc.epochs * train.size() / global_batch)));
-  EpochOrder order(static_cast<int64_t>(train.size()), mix_seed({static_cast<uint64_t>(tc.seed), 0x5f7u}));
+  std::vector<int64_t> lengths;
+  for (const auto& e : train) lengths.push_back(static_cast<int64_t>(e.ids.size()));
+  LengthGroupedOrder order(lengths, global_batch, mix_seed({static_cast<uint64_t>(tc.seed), 0x5f7u}));
   const std::string system_prompt = first_system_prompt(cfg.data.train_file);
 
   int64_t start_step = 0, best_step = -1;
@@ -225,7 +227,9 @@ SftResult run_sft(const SftConfig& cfg, const DistInfo& dist) {
         batch.push_back(&train[order.at(k)]);
       }
       SftBatch b = collate_sft(batch, pad);
-      torch::Tensor logits = model->forward(b.input_ids.to(device), b.attention_mask.to(device));
+      // Right padding only follows real tokens, so the causal mask already
+      // hides it from them: no padding mask needed (and the fast path runs).
+      torch::Tensor logits = model->forward(b.input_ids.to(device));
       torch::Tensor loss = masked_token_loss_sum(logits, b.targets.to(device), b.loss_mask.to(device)) / step_tokens;
       loss.backward();
       step_loss += loss.item<double>();

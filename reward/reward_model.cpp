@@ -24,8 +24,9 @@ torch::Tensor last_token_index(const torch::Tensor& attention_mask) {
   return (positions * attention_mask.to(torch::kLong)).argmax(1);
 }
 
-torch::Tensor ScalarHeadModelImpl::forward(const torch::Tensor& input_ids, const torch::Tensor& attention_mask) {
-  torch::Tensor hidden = transformer(input_ids, attention_mask);  // [B, T, C]
+torch::Tensor ScalarHeadModelImpl::forward(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
+                                           bool right_padded) {
+  torch::Tensor hidden = transformer(input_ids, right_padded ? torch::Tensor() : attention_mask);  // [B, T, C]
   torch::Tensor idx = last_token_index(attention_mask);
   torch::Tensor last = hidden.gather(1, idx.view({-1, 1, 1}).expand({-1, 1, hidden.size(2)})).squeeze(1);
   return score(last).squeeze(-1);

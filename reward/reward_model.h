@@ -23,7 +23,9 @@ class ScalarHeadModelImpl : public torch::nn::Module {
   // Per-token scalars [B, T].
   torch::Tensor forward_tokens(const torch::Tensor& input_ids, const torch::Tensor& attention_mask);
   // One scalar per row [B], at the last position where attention_mask is 1.
-  torch::Tensor forward(const torch::Tensor& input_ids, const torch::Tensor& attention_mask);
+  // `right_padded`: every row starts at position 0 (padding only at the end),
+  // so causal attention alone keeps padding out and the fast path runs.
+  torch::Tensor forward(const torch::Tensor& input_ids, const torch::Tensor& attention_mask, bool right_padded = false);
   const GPTConfig& config() const { return transformer->config(); }
 
   Transformer transformer{nullptr};

@@ -1,0 +1,69 @@
+// rlhf ppo | compare | pipeline
+#include <cstdio>
+#include <memory>
+
+#include "cli/commands.h"
+#include "common/config.h"
+#include "common/fs.h"
+#include "rollout/compare.h"
+#include "rollout/pipeline.h"
+#include "rollout/ppo.h"
+
+namespace rlhf::cli {
+
+void register_rollout_commands(CLI::App& app) {
+  auto args = std::make_shared<StageArgs>();
+  CLI::App* sub = app.add_subcommand("ppo", "Fine-tune a policy with PPO against a reward model (KL leash to the SFT model)");
+  sub->add_option("--config", args->config, "TOML config (see configs/ppo.toml)");
+  sub->allow_extras();
+  sub->footer("Overrides: --section.key=value, e.g. --train.iterations=20 --kl.coef=0.1");
+  add_action(sub, [args, sub] {
+    auto cfg = load_config<PpoConfig>(args->config, args->overrides(sub));
+    const PpoResult r = run_ppo(cfg);
+    std::printf("\nfinal checkpoint: %s\nbest checkpoint:  %s\n", r.checkpoint.c_str(), r.best_checkpoint.c_str());
+    for (const auto& v : r.validations) std::printf("%s\n", v.to_json().dump().c_str());
+  });
+
+  auto c = std::make_shared<CompareConfig>();
+  CLI::App* cmp = app.add_subcommand("compare", "Compare policies on held-out prompts: win rates with 95% intervals, leaderboard");
+  cmp->add_option("policies", c->policies, "two or more checkpoints or run folders")->required()->expected(2, -1);
+  cmp->add_option("--names", c->names, "display names, one per policy");
+  cmp->add_option("--prompts", c->prompts, "JSONL prompts (metadata enables the gold judge)")->capture_default_str();
+  cmp->add_option("--reward-model", c->reward_model, "judge by this reward model too");
+  cmp->add_option("--gold", c->gold, "judge by the simulated rater where prompts carry facts")->capture_default_str();
+  cmp->add_option("--temperature", c->sampling.temperature)->capture_default_str();
+  cmp->add_option("--max-new-tokens", c->sampling.max_new_tokens)->capture_default_str();
+  cmp->add_option("--seed", c->sampling.seed)->capture_default_str();
+  cmp->add_option("--samples", c->samples, "replies per prompt and policy")->capture_default_str();
+  cmp->add_option("--bootstrap", c->bootstrap, "resamples for the 95% intervals")->capture_default_str();
+  cmp->add_option("--out", c->out, "output folder (compare.json, compare.md, replies.jsonl)")->capture_default_str();
+  cmp->add_option("--threads", c->threads)->capture_default_str();
+  add_action(cmp, [c] {
+    const CompareReport r = run_compare(*c);
+    std::printf("%s\nwritten to %s/compare.md and compare.json\n", r.to_markdown().c_str(), c->out.c_str());
+  });
+
+  auto pargs = std::make_shared<StageArgs>();
+  CLI::App* pipe = app.add_subcommand(
+      "pipeline", "Run every stage: pretrain, SFT, candidates, simulated labels, reward model, PPO, comparison");
+  pipe->add_option("--config", pargs->config, "TOML config (configs/demo.toml; configs/ci.toml is the small one)");
+  pipe->allow_extras();
+  pipe->footer("Overrides: --section.key=value, e.g. --ppo.train.iterations=10. Finished stages are skipped;\n"
+               "a killed run continues where it stopped.");
+  add_action(pipe, [pargs, pipe] {
+    auto cfg = load_config<PipelineConfig>(pargs->config, pargs->overrides(pipe));
+    const Json s = run_pipeline(cfg);
+    std::printf("\n== pipeline finished: %s\n", cfg.out_dir.c_str());
+    for (auto it = s.begin(); it != s.end(); ++it) {
+      if (it.value().is_object() && it.value().contains("seconds")) {
+        std::printf("  %-10s %6.0f s\n", it.key().c_str(), it.value()["seconds"].get<double>());
+      }
+    }
+    if (s.contains("rm")) std::printf("reward model held-out accuracy: %s\n", s["rm"]["eval"].dump().c_str());
+    const std::string md = cfg.out_dir + "/compare/compare.md";
+    if (s.contains("compare") && path_exists(md)) std::printf("\n%s", read_file(md).c_str());
+    std::printf("\nvalidation over PPO: %s/ppo/validation.md\n", cfg.out_dir.c_str());
+  });
+}
+
+}  // namespace rlhf::cli

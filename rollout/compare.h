@@ -1,0 +1,78 @@
+// Comparing policies on held-out prompts (`rlhf compare A B [more...]`):
+// every policy answers every prompt with the same sampling settings and
+// seeds; each pair of policies is judged per prompt by the reward model and,
+// where the prompts carry the facts, by the gold rater. Win rates count ties
+// as half, with bootstrap 95% intervals over prompts; with more than two
+// policies, a Bradley-Terry leaderboard (and its Elo scale). Writes
+// compare.json (machine-readable), compare.md (for people) and replies.jsonl.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "common/config.h"
+#include "policy/generate.h"
+
+namespace rlhf {
+
+struct CompareConfig {
+  std::vector<std::string> policies;  // checkpoints or run folders (their best checkpoint)
+  std::vector<std::string> names;     // display names (default: the folder names)
+  std::string prompts = "data/support/heldout_prompts.jsonl";
+  std::string reward_model;           // judge by this reward model ("" = none)
+  bool gold = true;                   // judge by the simulated rater where prompts have facts
+  SamplingConfig sampling = [] {
+    SamplingConfig s;
+    s.temperature = 0.7;
+    s.max_new_tokens = 80;
+    s.seed = 2024;
+    return s;
+  }();
+  int samples = 1;                    // replies per prompt and policy
+  int bootstrap = 2000;               // resamples for the intervals
+  std::string out = "runs/compare";   // output folder
+  int threads = 0;
+  template <class V> void visit(V& v) {
+    v("policies", policies);
+    v("names", names);
+    v("prompts", prompts);
+    v("reward_model", reward_model);
+    v("gold", gold);
+    v.section("sampling", sampling);
+    v("samples", samples);
+    v("bootstrap", bootstrap);
+    v("out", out);
+    v("threads", threads);
+  }
+};
+
+// A win rate with its bootstrap 95% interval. Outcomes: 1 win, 0.5 tie, 0 loss.
+struct WinRate {
+  double rate = 0, lo = 0, hi = 0;
+  int n = 0, wins = 0, ties = 0, losses = 0;
+};
+WinRate win_rate(const std::vector<double>& outcomes, int bootstrap, uint64_t seed);
+
+// Bradley-Terry strengths by the MM algorithm (Hunter 2004) from
+// wins[i][j] = times i beat j (ties count half to each). Normalised to a
+// geometric mean of 1. Elo = 400 log10(strength) + 1000.
+std::vector<double> bradley_terry(const std::vector<std::vector<double>>& wins, int iterations = 1000);
+double elo_of(double strength);
+
+struct PairwiseResult {
+  std::string a, b, judge;  // judge: "reward_model" or "gold"
+  WinRate a_wins;
+};
+
+struct CompareReport {
+  std::vector<std::string> names;
+  std::vector<PairwiseResult> pairs;
+  std::vector<double> mean_reward, mean_gold, mean_length;  // per policy (NaN if unavailable)
+  std::vector<double> bt_gold, bt_reward;                   // leaderboard strengths (empty for 2 policies)
+  Json to_json() const;
+  std::string to_markdown() const;
+};
+
+CompareReport run_compare(const CompareConfig& config);
+
+}  // namespace rlhf

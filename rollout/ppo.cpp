@@ -1,0 +1,380 @@
+#include "rollout/ppo.h"
+
+#include <chrono>
+#include <cmath>
+
+#include "common/error.h"
+#include "common/fs.h"
+#include "common/hash.h"
+#include "common/jsonl.h"
+#include "common/log.h"
+#include "policy/checkpoint.h"
+#include "rollout/ppo_math.h"
+#include "support/rubric.h"
+#include "train/data_order.h"
+#include "train/run_dir.h"
+#include "train/runtime.h"
+
+namespace rlhf {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+struct PromptItem {
+  Conversation conversation;
+  Json metadata;
+  std::vector<int32_t> ids;
+};
+
+std::vector<PromptItem> load_prompts(const std::string& path, const ChatTemplate& chat, const std::string& system) {
+  std::vector<PromptItem> out;
+  read_jsonl(path, [&](const Json& obj, size_t line) {
+    PromptItem p;
+    p.conversation = prompt_from_json(obj, path, line, system);
+    p.metadata = obj.value("metadata", Json());
+    p.ids = chat.render_prompt(p.conversation);
+    out.push_back(std::move(p));
+  });
+  if (out.empty()) fail(ErrorKind::kData, path, ": no prompts");
+  return out;
+}
+
+// The models of a PPO run: the policy being trained, the frozen reference,
+// the value model and (unless a custom reward is given) the reward model.
+struct Models {
+  GPT policy{nullptr}, reference{nullptr};
+  ScalarHeadModel value{nullptr}, reward{nullptr};
+  Tokenizer tokenizer;
+  std::string system_prompt;
+};
+
+Models load_models(const PpoConfig& cfg, bool custom_reward, torch::Device device) {
+  Models m;
+  const std::string policy_dir = resolve_checkpoint(cfg.policy, /*prefer_best=*/true);
+  LoadedPolicy policy = load_policy(policy_dir);
+  LoadedPolicy reference = load_policy(policy_dir);
+  policy.tokenizer.add_special_tokens(special::defaults());
+  if (policy.tokenizer.vocab_size() > policy.model->config().vocab_size) {
+    fail(ErrorKind::kData, policy_dir, ": the tokenizer has no chat tokens; run PPO from an SFT checkpoint");
+  }
+  m.policy = policy.model;
+  m.reference = reference.model;
+  m.tokenizer = policy.tokenizer;
+  m.system_prompt = policy.trainer_state.value("system_prompt", "");
+  for (auto& [n, p] : named_parameters(*m.reference)) p.set_requires_grad(false);
+  if (!custom_reward || !cfg.reward_model.empty()) {
+    LoadedRewardModel rm = load_reward_model(cfg.reward_model);
+    if (rm.tokenizer.fingerprint() != m.tokenizer.fingerprint()) {
+      fail(ErrorKind::kData, "the reward model ", rm.dir, " and the policy ", policy_dir,
+           " use different tokenizers; train the reward model from this policy's SFT checkpoint");
+    }
+    m.reward = rm.model;
+    for (auto& [n, p] : named_parameters(*m.reward)) p.set_requires_grad(false);
+    // The value model starts as the reward model with a zeroed head.
+    m.value = ScalarHeadModel(rm.model->config());
+    load_weights(*m.value, model_weights(*rm.model), rm.dir);
+  } else {
+    m.value = ScalarHeadModel(m.policy->config());
+    TensorMap backbone;
+    for (const auto& item : m.policy->transformer->named_parameters(true)) backbone["transformer." + item.key()] = item.value();
+    load_weights(*m.value, backbone, policy_dir, /*allow_missing=*/true);
+  }
+  {
+    torch::NoGradGuard no_grad;
+    m.value->score->weight.zero_();
+  }
+  m.policy->to(device);
+  m.reference->to(device);
+  m.value->to(device);
+  if (m.reward) m.reward->to(device);
+  m.policy->train();
+  m.value->train();
+  m.reference->eval();
+  if (m.reward) m.reward->eval();
+  return m;
+}
+
+std::vector<NamedParameter> trainable(torch::nn::Module& module) {
+  std::vector<NamedParameter> out;
+  for (auto& [name, p] : named_parameters(module)) out.push_back({name, p, false});
+  return out;
+}
+
+// Scalars of one iteration, averaged over micro-batches.
+struct TrainStats {
+  double policy_loss = 0, value_loss = 0, clipfrac = 0, value_clipfrac = 0, approx_kl = 0, entropy = 0;
+  int count = 0;
+};
+
+}  // namespace
+
+torch::Tensor response_logprobs(GPT& model, const torch::Tensor& full_ids, const torch::Tensor& full_mask,
+                                int64_t query_len, const torch::Tensor& response_ids, double temperature,
+                                torch::Tensor* entropy) {
+  const int64_t n = response_ids.size(1);
+  torch::Tensor logits = model->forward(full_ids, full_mask).narrow(1, query_len - 1, n);
+  if (entropy != nullptr) {
+    torch::NoGradGuard no_grad;
+    *entropy = entropy_from_logits(logits, temperature);
+  }
+  return logprobs_from_logits(logits, response_ids, temperature);
+}
+
+PpoResult run_ppo(const PpoConfig& cfg, const RewardFn& custom_reward, const DistInfo& dist) {
+  const auto& tc = cfg.train;
+  const auto& rc = cfg.rollout;
+  if (rc.batch_size % tc.minibatches != 0) {
+    fail(ErrorKind::kConfig, "rollout.batch_size (", rc.batch_size, ") must be a multiple of train.minibatches (",
+         tc.minibatches, ")");
+  }
+  const int threads = set_torch_threads(tc.threads);
+  const torch::Device device = parse_device(tc.device);
+  RunDir run(cfg.out_dir, dist.is_main());
+  run.save_config(config_to_json(cfg), {});
+
+  Models m = load_models(cfg, static_cast<bool>(custom_reward), device);
+  const ChatTemplate chat(m.tokenizer);
+  const int32_t pad = chat.end_of_text();
+  const std::vector<PromptItem> prompts = load_prompts(cfg.prompts, chat, m.system_prompt);
+  const double temperature = rc.temperature;
+  if (temperature <= 0) fail(ErrorKind::kConfig, "rollout.temperature must be positive (PPO samples)");
+
+  std::vector<NamedParameter> policy_params = trainable(*m.policy), value_params = trainable(*m.value);
+  AdamWConfig oc;
+  oc.weight_decay = 0.0;
+  oc.beta2 = 0.999;
+  AdamW policy_opt(policy_params, oc), value_opt(value_params, oc);
+  ppo::KLController kl_ctl(cfg.kl.coef, cfg.kl.adaptive, cfg.kl.target, cfg.kl.horizon);
+  EpochOrder order(static_cast<int64_t>(prompts.size()), mix_seed({static_cast<uint64_t>(tc.seed), 0x9090u}));
+
+  // Validation set and the reference (SFT) replies, computed once.
+  const bool validate = m.reward && !cfg.validation.prompts.empty();
+  std::vector<ValidationPrompt> val_prompts;
+  PolicyReplies sft_replies;
+  std::vector<ValidationResult> history;
+  if (validate) {
+    val_prompts = load_validation_prompts(cfg.validation, chat, m.system_prompt);
+    sft_replies = validation_replies(m.reference, m.reference, m.reward, chat, val_prompts, cfg.validation);
+    ValidationResult v0 = summarise(sft_replies, 0);
+    history.push_back(v0);
+  }
+
+  int64_t start = 0;
+  double best_objective = -std::numeric_limits<double>::infinity();
+  if (auto latest = latest_checkpoint(cfg.out_dir)) {
+    const Json state = read_json_file(join_path(*latest, "trainer_state.json"));
+    load_weights(*m.policy, load_safetensors(join_path(*latest, "model.safetensors")).tensors, *latest);
+    load_weights(*m.value, load_safetensors(join_path(*latest, "value_model.safetensors")).tensors, *latest);
+    TensorMap opt = load_safetensors(join_path(*latest, "optimizer.safetensors")).tensors;
+    TensorMap po, vo;
+    for (auto& [k, t] : opt) (k.rfind("policy/", 0) == 0 ? po : vo)[k.substr(k.find('/') + 1)] = t;
+    policy_opt.load_state(po, *latest);
+    value_opt.load_state(vo, *latest);
+    start = state.at("iteration").get<int64_t>();
+    kl_ctl.set_value(state.at("kl_coef").get<double>());
+    if (state.contains("best_objective") && state["best_objective"].is_number()) best_objective = state["best_objective"];
+    history.clear();
+    for (const auto& v : state.value("validations", Json::array())) {
+      ValidationResult r;
+      r.iteration = v["iteration"];
+      r.reward = v["reward"];
+      r.kl = v["kl"];
+      r.length = v["length"];
+      r.finished = v["finished"];
+      r.has_gold = v.contains("gold");
+      if (r.has_gold) r.gold = v["gold"];
+      history.push_back(r);
+    }
+    log_info("resuming from ", *latest, " at iteration ", start);
+  }
+  run.open_metrics(start);
+  log_info("ppo: ", prompts.size(), " prompts, ", rc.batch_size, " rollouts x ", tc.iterations, " iterations, ",
+           tc.ppo_epochs, " epochs x ", tc.minibatches, " minibatches, KL ", cfg.kl.estimator, " coef ", kl_ctl.value(),
+           cfg.kl.adaptive ? " (adaptive)" : "", ", ", threads, " threads");
+
+  PolicyReplies last_policy_replies = sft_replies;
+  auto save = [&](int64_t iteration, bool mark_best) {
+    if (!dist.is_main()) return;
+    CheckpointWrite w;
+    w.weights = model_weights(*m.policy);
+    w.hf_config = gpt_config_to_hf(m.policy->config());
+    w.tokenizer = &m.tokenizer;
+    Json validations = Json::array();
+    for (const auto& v : history) validations.push_back(v.to_json());
+    w.trainer_state = {{"stage", "ppo"}, {"iteration", iteration}, {"kl_coef", kl_ctl.value()},
+                       {"best_objective", best_objective}, {"validations", validations},
+                       {"system_prompt", m.system_prompt}, {"config", config_to_json(cfg)}};
+    for (const auto& [k, t] : policy_opt.state()) w.optimizer_state["policy/" + k] = t;
+    for (const auto& [k, t] : value_opt.state()) w.optimizer_state["value/" + k] = t;
+    w.extra_tensors["value_model.safetensors"] = model_weights(*m.value);
+    const std::string name = checkpoint_name(iteration);
+    save_checkpoint(join_path(cfg.out_dir, "checkpoints/" + name), w);
+    mark_checkpoint(cfg.out_dir, name);
+    if (mark_best) mark_checkpoint(cfg.out_dir, name, "best");
+    prune_checkpoints(cfg.out_dir, 2);
+  };
+
+  const int64_t budget = prompt_budget(m.policy->config(), rc.max_new_tokens);
+  for (int64_t it = start; it < tc.iterations; ++it) {
+    // 1. Rollouts: pure sampling from the current policy.
+    auto t0 = Clock::now();
+    Rollout ro;
+    std::vector<std::vector<int32_t>> query_ids;
+    std::vector<uint64_t> seeds;
+    for (int i = 0; i < rc.batch_size; ++i) {
+      const int64_t k = it * rc.batch_size + i;
+      ro.prompt_index.push_back(order.at(k));
+      query_ids.push_back(prompts[ro.prompt_index.back()].ids);
+      seeds.push_back(mix_seed({static_cast<uint64_t>(tc.seed), static_cast<uint64_t>(k), 0x5a3bu}));
+    }
+    SamplingConfig sc;
+    sc.temperature = temperature;
+    sc.max_new_tokens = rc.max_new_tokens;
+    Generation g = generate(m.policy, query_ids, sc, chat.stop_tokens(), pad, seeds);
+    PromptBatch q = left_pad_prompts(query_ids, budget, pad, device);
+    ro.query_ids = q.ids;
+    ro.query_mask = q.mask;
+    ro.response_ids = g.tokens;
+    ro.response_mask = ppo::response_mask(g.tokens, chat.stop_tokens());
+    ro.finished = g.finished;
+    const double gen_s = since(t0);
+
+    // 2. Scoring: old log-probs, reference log-probs, values, reward.
+    t0 = Clock::now();
+    const int64_t tq = ro.query_ids.size(1), n = ro.response_ids.size(1);
+    const torch::Tensor full = ro.full_ids(), full_mask = ro.full_mask();
+    {
+      torch::NoGradGuard no_grad;
+      ro.logprobs = response_logprobs(m.policy, full, full_mask, tq, ro.response_ids, temperature);
+      ro.ref_logprobs = response_logprobs(m.reference, full, full_mask, tq, ro.response_ids, temperature);
+      ro.values = m.value->forward_tokens(full, full_mask).narrow(1, tq - 1, n);
+      ro.raw_scores = custom_reward ? custom_reward(ro).to(torch::kFloat)
+                                    : m.reward->normalized(m.reward->forward(full, full_mask));
+      ro.scores = ppo::apply_missing_eos_penalty(ro.raw_scores, ro.finished, rc.missing_eos_penalty);
+      const torch::Tensor kl = ppo::kl_estimate(ro.logprobs, ro.ref_logprobs, cfg.kl.estimator);
+      ro.rewards = ppo::token_rewards(ro.scores, kl, ro.response_mask, kl_ctl.value());
+      std::tie(ro.advantages, ro.returns) = ppo::gae(ro.rewards, ro.values, ro.response_mask, tc.gamma, tc.lambda);
+      if (tc.whiten_advantages) ro.advantages = ppo::masked_whiten(ro.advantages, ro.response_mask);
+    }
+    const double score_s = since(t0);
+
+    // 3. PPO epochs over shuffled minibatches of micro-batches.
+    t0 = Clock::now();
+    const double frac = tc.anneal_lr ? 1.0 - static_cast<double>(it) / static_cast<double>(tc.iterations) : 1.0;
+    const int mb_size = rc.batch_size / tc.minibatches;
+    TrainStats st;
+    for (int epoch = 0; epoch < tc.ppo_epochs; ++epoch) {
+      std::vector<int64_t> perm(rc.batch_size);
+      for (int i = 0; i < rc.batch_size; ++i) perm[i] = i;
+      SplitMix rng(mix_seed({static_cast<uint64_t>(tc.seed), static_cast<uint64_t>(it), static_cast<uint64_t>(epoch)}));
+      for (int i = rc.batch_size - 1; i > 0; --i) std::swap(perm[i], perm[rng.below(static_cast<uint64_t>(i + 1))]);
+      for (int mb = 0; mb < tc.minibatches; ++mb) {
+        const torch::Tensor mb_idx = torch::tensor(std::vector<int64_t>(perm.begin() + mb * mb_size, perm.begin() + (mb + 1) * mb_size));
+        const double mb_tokens = ro.response_mask.index_select(0, mb_idx).sum().item<double>();
+        for (int64_t s = 0; s < mb_size; s += tc.micro_batch) {
+          const torch::Tensor idx = mb_idx.narrow(0, s, std::min<int64_t>(tc.micro_batch, mb_size - s));
+          auto pick = [&](const torch::Tensor& t) { return t.index_select(0, idx); };
+          const torch::Tensor mask = pick(ro.response_mask);
+          torch::Tensor entropy;
+          const torch::Tensor lp = response_logprobs(m.policy, pick(full), pick(full_mask), tq, pick(ro.response_ids),
+                                                     temperature, &entropy);
+          const torch::Tensor v = m.value->forward_tokens(pick(full), pick(full_mask)).narrow(1, tq - 1, n);
+          const ppo::PolicyLoss pl = ppo::policy_loss(lp, pick(ro.logprobs), pick(ro.advantages), mask, tc.clip, mb_tokens);
+          const ppo::ValueLoss vl = ppo::value_loss(v, pick(ro.values), pick(ro.returns), mask, tc.value_clip, mb_tokens);
+          (pl.loss + tc.vf_coef * vl.loss).backward();
+          st.policy_loss += pl.loss.item<double>();
+          st.value_loss += vl.loss.item<double>();
+          st.clipfrac += pl.clipfrac.item<double>();
+          st.value_clipfrac += vl.clipfrac.item<double>();
+          st.approx_kl += pl.approx_kl.item<double>();
+          st.entropy += ppo::masked_mean(entropy, mask, mb_tokens).item<double>();
+        }
+        ++st.count;
+        clip_grad_norm(policy_params, tc.grad_clip);
+        clip_grad_norm(value_params, tc.grad_clip);
+        policy_opt.step(tc.lr * frac);
+        value_opt.step(tc.value_lr * frac);
+        policy_opt.zero_grad();
+        value_opt.zero_grad();
+      }
+    }
+    const double train_s = since(t0);
+
+    // 4. Statistics, the KL controller, metrics.
+    torch::NoGradGuard no_grad;
+    const torch::Tensor kl_tokens = ppo::kl_k1(ro.logprobs, ro.ref_logprobs) * ro.response_mask;
+    const double mean_kl = kl_tokens.sum(1).mean().item<double>();
+    const double beta = kl_ctl.value();
+    kl_ctl.update(mean_kl, rc.batch_size);
+    double gold = 0;
+    int gold_n = 0;
+    for (int i = 0; i < rc.batch_size; ++i) {
+      const PromptItem& p = prompts[ro.prompt_index[i]];
+      std::vector<int32_t> reply;
+      for (int64_t t = 0; t < g.lengths[i].item<int64_t>(); ++t) reply.push_back(static_cast<int32_t>(g.tokens[i][t].item<int64_t>()));
+      const double gs = gold_of(p.metadata, p.conversation, chat.decode_reply(reply), g.finished[i].item<bool>());
+      if (!std::isnan(gs)) {
+        gold += gs;
+        ++gold_n;
+      }
+    }
+    const double c = std::max(1, st.count);
+    const int64_t done = it + 1;
+    Json row = {{"step", done},
+                {"env/reward_mean", ro.raw_scores.mean().item<double>()},
+                {"env/reward_std", ro.raw_scores.std().item<double>()},
+                {"env/score_mean", ro.scores.mean().item<double>()},
+                {"objective/kl", mean_kl},
+                {"objective/kl_coef", beta},
+                {"objective/rlhf_reward", ro.scores.mean().item<double>() - beta * mean_kl},
+                {"objective/entropy", st.entropy / c},
+                {"policy/approxkl", st.approx_kl / c},
+                {"policy/clipfrac", st.clipfrac / c},
+                {"loss/policy", st.policy_loss / c},
+                {"loss/value", st.value_loss / c},
+                {"val/clipfrac", st.value_clipfrac / c},
+                {"val/explained_variance", ppo::explained_variance(ro.values, ro.returns, ro.response_mask)},
+                {"reply/length", ro.response_mask.sum(1).mean().item<double>()},
+                {"reply/finished", ro.finished.to(torch::kFloat).mean().item<double>()},
+                {"lr", tc.lr * frac},
+                {"time/generation_s", gen_s},
+                {"time/scoring_s", score_s},
+                {"time/training_s", train_s}};
+    if (gold_n > 0) row["env/gold_mean"] = gold / gold_n;
+    run.log_metrics(row);
+    log_info("ppo iter ", done, "/", tc.iterations, " | reward ", row["env/reward_mean"].get<double>(),
+             gold_n > 0 ? str_cat(" | gold ", gold / gold_n) : std::string(), " | kl ", mean_kl, " | entropy ",
+             st.entropy / c, " | clipfrac ", st.clipfrac / c, " | len ", row["reply/length"].get<double>(),
+             " | gen ", gen_s, "s score ", score_s, "s train ", train_s, "s");
+
+    // 5. Validation and checkpoints.
+    const bool last = done == tc.iterations;
+    bool best = false;
+    if (validate && ((cfg.validation.interval > 0 && done % cfg.validation.interval == 0) || last)) {
+      last_policy_replies = validation_replies(m.policy, m.reference, m.reward, chat, val_prompts, cfg.validation);
+      const ValidationResult v = summarise(last_policy_replies, done);
+      history.push_back(v);
+      best = v.objective(beta) > best_objective;
+      if (best) best_objective = v.objective(beta);
+      log_info("validation iter ", done, " | reward ", v.reward, v.has_gold ? str_cat(" | gold ", v.gold) : std::string(),
+               " | kl ", v.kl, " | length ", v.length, best ? " (best)" : "");
+      Json vrow = {{"step", done}, {"validation/reward", v.reward}, {"validation/kl", v.kl}, {"validation/length", v.length}};
+      if (v.has_gold) vrow["validation/gold"] = v.gold;
+      run.log_metrics(vrow);
+      if (dist.is_main()) {
+        write_file_atomic(run.file("validation.md"),
+                          validation_report(history, val_prompts, sft_replies, last_policy_replies, cfg.validation.samples));
+      }
+    }
+    if (best || last || (tc.checkpoint_interval > 0 && done % tc.checkpoint_interval == 0)) save(done, best);
+  }
+
+  PpoResult result;
+  result.checkpoint = resolve_checkpoint(cfg.out_dir);
+  result.best_checkpoint = resolve_checkpoint(cfg.out_dir, /*prefer_best=*/true);
+  result.validations = history;
+  return result;
+}
+
+}  // namespace rlhf

@@ -1,0 +1,146 @@
+// The PPO stage: fine-tune the SFT policy against the reward model, with a
+// per-token KL penalty to the frozen SFT reference, a value model started
+// from the reward model, GAE, and the clipped objectives. Validation on
+// held-out prompts every N iterations keeps the best checkpoint.
+// `rlhf ppo --config configs/ppo.toml`.
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "policy/chat.h"
+#include "policy/gpt.h"
+#include "rollout/validation.h"
+#include "train/distributed.h"
+#include "train/optim.h"
+
+namespace rlhf {
+
+struct PpoRolloutConfig {
+  int batch_size = 64;           // rollouts (prompts) per iteration, e.g. 64
+  double temperature = 1.0;      // pure sampling: no top-k/top-p; log-probs use the same temperature
+  int max_new_tokens = 80;       // reply length limit
+  double missing_eos_penalty = 1.0;  // subtracted from the score of replies cut off at the limit
+  template <class V> void visit(V& v) {
+    v("batch_size", batch_size);
+    v("temperature", temperature);
+    v("max_new_tokens", max_new_tokens);
+    v("missing_eos_penalty", missing_eos_penalty);
+  }
+};
+
+struct PpoLoopConfig {
+  int64_t iterations = 40;       // rollout + update rounds
+  int ppo_epochs = 2;            // passes over each batch of rollouts
+  int minibatches = 4;           // optimizer steps per epoch (shuffled)
+  int micro_batch = 16;          // rows per forward/backward inside a minibatch
+  double lr = 3e-5;              // policy learning rate, annealed linearly to 0
+  double value_lr = 1e-4;        // value model learning rate, annealed likewise
+  bool anneal_lr = true;
+  double clip = 0.2;             // policy ratio clip
+  double value_clip = 0.2;       // value clip around the rollout's values
+  double vf_coef = 0.1;          // weight of the value loss
+  double gamma = 1.0;            // discount
+  double lambda = 0.95;          // GAE lambda
+  bool whiten_advantages = true;
+  double grad_clip = 1.0;
+  int64_t seed = 7;
+  int threads = 0;
+  std::string device = "cpu";
+  int checkpoint_interval = 10;  // iterations between checkpoints (0 = only at the end)
+  template <class V> void visit(V& v) {
+    v("iterations", iterations);
+    v("ppo_epochs", ppo_epochs);
+    v("minibatches", minibatches);
+    v("micro_batch", micro_batch);
+    v("lr", lr);
+    v("value_lr", value_lr);
+    v("anneal_lr", anneal_lr);
+    v("clip", clip);
+    v("value_clip", value_clip);
+    v("vf_coef", vf_coef);
+    v("gamma", gamma);
+    v("lambda", lambda);
+    v("whiten_advantages", whiten_advantages);
+    v("grad_clip", grad_clip);
+    v("seed", seed);
+    v("threads", threads);
+    v("device", device);
+    v("checkpoint_interval", checkpoint_interval);
+  }
+};
+
+struct KLConfig {
+  std::string estimator = "k1";  // per-token KL in the reward: "k1" or "k3"
+  double coef = 0.05;            // beta, the starting KL coefficient
+  bool adaptive = false;         // adapt beta towards a target KL (Ziegler et al. 2019)
+  double target = 6.0;           // target KL per reply (nats) when adaptive
+  double horizon = 10000;        // adaptation horizon in rollouts
+  template <class V> void visit(V& v) {
+    v("estimator", estimator);
+    v("coef", coef);
+    v("adaptive", adaptive);
+    v("target", target);
+    v("horizon", horizon);
+  }
+};
+
+struct PpoConfig {
+  std::string out_dir = "runs/ppo";
+  std::string policy = "runs/sft";        // starting policy, also the frozen reference
+  std::string reward_model = "runs/rm";   // scores replies and initialises the value model
+  std::string prompts = "data/support/rl_prompts.jsonl";
+  PpoRolloutConfig rollout;
+  PpoLoopConfig train;
+  KLConfig kl;
+  ValidationConfig validation;
+  template <class V> void visit(V& v) {
+    v("out_dir", out_dir);
+    v("policy", policy);
+    v("reward_model", reward_model);
+    v("prompts", prompts);
+    v.section("rollout", rollout);
+    v.section("train", train);
+    v.section("kl", kl);
+    v.section("validation", validation);
+  }
+};
+
+// One batch of experience. Query ids are left-padded, response ids
+// right-padded; full = [query | response].
+struct Rollout {
+  torch::Tensor query_ids, query_mask;        // [B, Tq]
+  torch::Tensor response_ids, response_mask;  // [B, N]; mask float, 1 up to and including the stop token
+  torch::Tensor finished;                     // [B] bool
+  torch::Tensor logprobs, ref_logprobs, values;  // [B, N], no grad
+  torch::Tensor scores;                       // [B] reward, after the missing-EOS penalty
+  torch::Tensor raw_scores;                   // [B] reward before the penalty
+  torch::Tensor rewards, advantages, returns;  // [B, N]
+  std::vector<int64_t> prompt_index;          // into the prompt set
+  torch::Tensor full_ids() const { return torch::cat({query_ids, response_ids}, 1); }
+  torch::Tensor full_mask() const { return torch::cat({query_mask, response_mask.to(torch::kLong)}, 1); }
+};
+
+// Scores finished rollouts: one value per row [B]. The default is the reward
+// model; tests use toy rewards.
+using RewardFn = std::function<torch::Tensor(const Rollout&)>;
+
+struct PpoResult {
+  std::string checkpoint;       // final
+  std::string best_checkpoint;  // best by validation
+  std::vector<ValidationResult> validations;
+};
+
+// `reward` overrides the reward model (the value model then starts from the
+// policy's backbone).
+PpoResult run_ppo(const PpoConfig& config, const RewardFn& reward = nullptr, const DistInfo& dist = {});
+
+// Log-probs of the response tokens and per-token values: the forward passes
+// PPO makes on [query | response]. logits/values are read at the positions
+// that predict each response token.
+torch::Tensor response_logprobs(GPT& model, const torch::Tensor& full_ids, const torch::Tensor& full_mask,
+                                int64_t query_len, const torch::Tensor& response_ids, double temperature,
+                                torch::Tensor* entropy = nullptr);
+
+}  // namespace rlhf

@@ -1,0 +1,119 @@
+#include "rollout/ppo_math.h"
+
+#include <algorithm>
+
+#include "common/error.h"
+
+namespace rlhf::ppo {
+
+torch::Tensor masked_mean(const torch::Tensor& x, const torch::Tensor& mask, double count) {
+  const torch::Tensor s = (x * mask).sum();
+  return count > 0 ? s / count : s / mask.sum().clamp_min(1.0);
+}
+
+torch::Tensor masked_var(const torch::Tensor& x, const torch::Tensor& mask, bool unbiased) {
+  const torch::Tensor mean = masked_mean(x, mask);
+  const torch::Tensor n = mask.sum();
+  torch::Tensor var = masked_mean((x - mean).pow(2), mask);
+  if (unbiased) var = var * n / (n - 1).clamp_min(1.0);
+  return var;
+}
+
+torch::Tensor masked_whiten(const torch::Tensor& x, const torch::Tensor& mask, bool shift_mean) {
+  const torch::Tensor mean = masked_mean(x, mask);
+  const torch::Tensor var = masked_var(x, mask, /*unbiased=*/true);
+  torch::Tensor w = (x - mean) * torch::rsqrt(var + 1e-8);
+  if (!shift_mean) w = w + mean;
+  return w * mask;
+}
+
+torch::Tensor kl_k1(const torch::Tensor& logprobs, const torch::Tensor& ref_logprobs) { return logprobs - ref_logprobs; }
+
+torch::Tensor kl_k3(const torch::Tensor& logprobs, const torch::Tensor& ref_logprobs) {
+  const torch::Tensor log_ratio = ref_logprobs - logprobs;  // log(q/p)
+  return log_ratio.exp() - 1 - log_ratio;
+}
+
+torch::Tensor kl_estimate(const torch::Tensor& logprobs, const torch::Tensor& ref_logprobs, const std::string& estimator) {
+  if (estimator == "k1") return kl_k1(logprobs, ref_logprobs);
+  if (estimator == "k3") return kl_k3(logprobs, ref_logprobs);
+  fail(ErrorKind::kConfig, "ppo.kl_estimator must be \"k1\" or \"k3\", not \"", estimator, "\"");
+}
+
+torch::Tensor response_mask(const torch::Tensor& tokens, const std::vector<int32_t>& stop_tokens) {
+  torch::Tensor is_stop = torch::zeros_like(tokens, torch::kBool);
+  for (int32_t s : stop_tokens) is_stop |= tokens == s;
+  // Stops seen strictly before each position.
+  torch::Tensor before = is_stop.to(torch::kLong).cumsum(1) - is_stop.to(torch::kLong);
+  return (before == 0).to(torch::kFloat);
+}
+
+torch::Tensor apply_missing_eos_penalty(const torch::Tensor& scores, const torch::Tensor& finished, double penalty) {
+  return scores - penalty * finished.logical_not().to(scores.dtype());
+}
+
+torch::Tensor token_rewards(const torch::Tensor& scores, const torch::Tensor& kl, const torch::Tensor& mask,
+                            double beta) {
+  torch::Tensor rewards = -beta * kl * mask;
+  const torch::Tensor last = (mask.sum(1) - 1).clamp_min(0).to(torch::kLong);  // index of the last response token
+  return rewards.scatter_add(1, last.unsqueeze(1), scores.unsqueeze(1).to(rewards.dtype()));
+}
+
+std::pair<torch::Tensor, torch::Tensor> gae(const torch::Tensor& rewards, const torch::Tensor& values,
+                                            const torch::Tensor& mask, double gamma, double lambda) {
+  const torch::Tensor r = rewards * mask, v = values * mask;
+  const int64_t N = r.size(1);
+  std::vector<torch::Tensor> adv(N);
+  torch::Tensor last = torch::zeros({r.size(0)}, r.options());
+  for (int64_t t = N - 1; t >= 0; --t) {
+    const torch::Tensor next_v = t + 1 < N ? v.select(1, t + 1) : torch::zeros_like(last);
+    const torch::Tensor delta = r.select(1, t) + gamma * next_v - v.select(1, t);
+    last = delta + gamma * lambda * last;
+    adv[t] = last;
+  }
+  const torch::Tensor advantages = torch::stack(adv, 1) * mask;
+  return {advantages, (advantages + v) * mask};
+}
+
+PolicyLoss policy_loss(const torch::Tensor& logprobs, const torch::Tensor& old_logprobs,
+                       const torch::Tensor& advantages, const torch::Tensor& mask, double clip, double count) {
+  const torch::Tensor log_ratio = logprobs - old_logprobs;
+  const torch::Tensor ratio = log_ratio.exp();
+  const torch::Tensor unclipped = -advantages * ratio;
+  const torch::Tensor clipped = -advantages * ratio.clamp(1.0 - clip, 1.0 + clip);
+  PolicyLoss out;
+  out.loss = masked_mean(torch::max(unclipped, clipped), mask, count);
+  torch::NoGradGuard no_grad;
+  out.clipfrac = masked_mean((clipped > unclipped).to(mask.dtype()), mask, count);
+  out.approx_kl = 0.5 * masked_mean(log_ratio.pow(2), mask, count);
+  return out;
+}
+
+ValueLoss value_loss(const torch::Tensor& values, const torch::Tensor& old_values, const torch::Tensor& returns,
+                     const torch::Tensor& mask, double clip, double count) {
+  const torch::Tensor clipped = old_values + (values - old_values).clamp(-clip, clip);
+  const torch::Tensor a = (values - returns).pow(2), b = (clipped - returns).pow(2);
+  ValueLoss out;
+  out.loss = 0.5 * masked_mean(torch::max(a, b), mask, count);
+  torch::NoGradGuard no_grad;
+  out.clipfrac = masked_mean((b > a).to(mask.dtype()), mask, count);
+  return out;
+}
+
+double explained_variance(const torch::Tensor& values, const torch::Tensor& returns, const torch::Tensor& mask) {
+  torch::NoGradGuard no_grad;
+  const double var_r = masked_var(returns, mask).item<double>();
+  if (var_r <= 0) return 0.0;
+  return 1.0 - masked_var(returns - values, mask).item<double>() / var_r;
+}
+
+KLController::KLController(double init, bool adaptive, double target, double horizon)
+    : value_(init), adaptive_(adaptive), target_(target), horizon_(horizon) {}
+
+void KLController::update(double kl, int64_t n_steps) {
+  if (!adaptive_) return;
+  const double error = std::clamp(kl / target_ - 1.0, -0.2, 0.2);
+  value_ *= 1.0 + error * static_cast<double>(n_steps) / horizon_;
+}
+
+}  // namespace rlhf::ppo

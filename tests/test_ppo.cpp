@@ -1,0 +1,208 @@
+// PPO's pieces against hand-computed cases (GAE, clipped losses, KL
+// estimators, the adaptive controller, whitening, the missing-EOS penalty),
+// a few iterations on a tiny model raising a toy reward, and resume.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <chrono>
+#include <sstream>
+
+#include "common/fs.h"
+#include "policy/checkpoint.h"
+#include "rollout/ppo.h"
+#include "rollout/ppo_math.h"
+#include "test_util.h"
+#include "tiny_fixtures.h"
+
+namespace rlhf {
+namespace {
+
+torch::Tensor t2(std::vector<float> v, int64_t rows) {
+  return torch::tensor(v).view({rows, static_cast<int64_t>(v.size()) / rows});
+}
+
+TEST(PpoMath, GaeMatchesAHandComputedCaseAndStopsAtTheEnd) {
+  auto [adv, ret] = ppo::gae(t2({0, 0, 1}, 1), t2({0.5, 0.6, 0.7}, 1), t2({1, 1, 1}, 1), 1.0, 0.95);
+  EXPECT_TRUE(torch::allclose(adv, t2({0.46575f, 0.385f, 0.3f}, 1), 1e-6, 1e-6)) << adv;
+  EXPECT_TRUE(torch::allclose(ret, t2({0.96575f, 0.985f, 1.0f}, 1), 1e-6, 1e-6)) << ret;
+  // Padding after the reply: its values and rewards do not leak in.
+  auto [padv, pret] = ppo::gae(t2({0, 1, 5}, 1), t2({0.5, 0.6, 9}, 1), t2({1, 1, 0}, 1), 1.0, 0.95);
+  EXPECT_TRUE(torch::allclose(padv, t2({0.48f, 0.4f, 0.0f}, 1), 1e-6, 1e-6)) << padv;
+  EXPECT_EQ(pret[0][2].item<float>(), 0.0f);
+  // gamma < 1 discounts the next value.
+  auto [gadv, gret] = ppo::gae(t2({0, 1}, 1), t2({0, 0}, 1), t2({1, 1}, 1), 0.5, 1.0);
+  EXPECT_TRUE(torch::allclose(gadv, t2({0.5f, 1.0f}, 1)));
+}
+
+TEST(PpoMath, ClippedPolicyAndValueLossesMatchHandComputedCases) {
+  const torch::Tensor lp = torch::log(t2({1.5, 0.5}, 1)), old = t2({0, 0}, 1), adv = t2({1, -1}, 1), mask = t2({1, 1}, 1);
+  const ppo::PolicyLoss pl = ppo::policy_loss(lp, old, adv, mask, 0.2);
+  // ratio (1.5, 0.5): max(-1.5, -1.2) = -1.2, max(0.5, 0.8) = 0.8 -> mean -0.2; both clipped.
+  EXPECT_NEAR(pl.loss.item<double>(), -0.2, 1e-6);
+  EXPECT_NEAR(pl.clipfrac.item<double>(), 1.0, 1e-6);
+  EXPECT_NEAR(pl.approx_kl.item<double>(), 0.25 * (std::pow(std::log(1.5), 2) + std::pow(std::log(0.5), 2)), 1e-6);
+  // Inside the clip range the loss is -A * ratio, with the ratio's gradient.
+  const torch::Tensor lp2 = torch::log(t2({1.1f}, 1)).requires_grad_();
+  const ppo::PolicyLoss in = ppo::policy_loss(lp2, t2({0}, 1), t2({2}, 1), t2({1}, 1), 0.2);
+  EXPECT_NEAR(in.loss.item<double>(), -2.2, 1e-6);
+  in.loss.backward();
+  EXPECT_NEAR(lp2.grad()[0][0].item<double>(), -2.2, 1e-5);  // d(-A e^lp)/dlp = -A r
+  EXPECT_EQ(in.clipfrac.item<double>(), 0.0);
+  // Value loss: v (1, 0), old (0.5, 0.5), returns (1, 1), clip 0.2:
+  // clipped (0.7, 0.3); max((0, 1), (0.09, 0.49)) = (0.09, 1) -> 0.5 * mean = 0.2725.
+  const ppo::ValueLoss vl = ppo::value_loss(t2({1, 0}, 1), t2({0.5, 0.5}, 1), t2({1, 1}, 1), mask, 0.2);
+  EXPECT_NEAR(vl.loss.item<double>(), 0.2725, 1e-6);
+  EXPECT_NEAR(vl.clipfrac.item<double>(), 0.5, 1e-6);
+  // A shared denominator (the minibatch's token count) for micro-batches.
+  EXPECT_NEAR(ppo::value_loss(t2({1, 0}, 1), t2({0.5, 0.5}, 1), t2({1, 1}, 1), mask, 0.2, 4).loss.item<double>(),
+              0.2725 / 2, 1e-6);
+}
+
+TEST(PpoMath, KlEstimatorsAreUnbiasedAndK3IsNonNegative) {
+  EXPECT_NEAR(ppo::kl_k1(t2({-1}, 1), t2({-2}, 1)).item<double>(), 1.0, 1e-6);
+  EXPECT_NEAR(ppo::kl_k3(t2({-1}, 1), t2({-2}, 1)).item<double>(), std::exp(-1.0) - 1 + 1, 1e-6);
+  EXPECT_GE(ppo::kl_k3(torch::randn({100}), torch::randn({100})).min().item<double>(), 0.0);
+  // Sampling from p, both estimators average to KL(p || q).
+  const torch::Tensor p = torch::tensor({0.5, 0.3, 0.2}, torch::kDouble), q = torch::tensor({0.2, 0.3, 0.5}, torch::kDouble);
+  const double exact = (p * (p.log() - q.log())).sum().item<double>();
+  torch::manual_seed(1);
+  const torch::Tensor x = torch::multinomial(p, 200000, true);
+  const torch::Tensor lp = p.log().index_select(0, x), lq = q.log().index_select(0, x);
+  EXPECT_NEAR(ppo::kl_k1(lp, lq).mean().item<double>(), exact, 0.01);
+  EXPECT_NEAR(ppo::kl_k3(lp, lq).mean().item<double>(), exact, 0.01);
+  EXPECT_THROW(ppo::kl_estimate(lp, lq, "k2"), Error);
+}
+
+TEST(PpoMath, AdaptiveKlControllerMovesTowardsTheTarget) {
+  ppo::KLController c(0.1, true, 6.0, 10000);
+  c.update(12.0, 64);  // far above target: error clipped at +0.2
+  EXPECT_NEAR(c.value(), 0.1 * (1 + 0.2 * 64 / 10000.0), 1e-12);
+  c.update(3.0, 64);  // below: error -0.5 clipped at -0.2
+  EXPECT_NEAR(c.value(), 0.1 * (1 + 0.2 * 64 / 10000.0) * (1 - 0.2 * 64 / 10000.0), 1e-12);
+  ppo::KLController fixed(0.1, false, 6.0, 10000);
+  fixed.update(100.0, 64);
+  EXPECT_EQ(fixed.value(), 0.1);
+}
+
+TEST(PpoMath, WhiteningIgnoresPadding) {
+  const torch::Tensor x = t2({1, 2, 3, 0, 4, 5, 0, 0}, 2), mask = t2({1, 1, 1, 0, 1, 1, 0, 0}, 2);
+  torch::Tensor garbage = x.clone();
+  garbage[0][3] = 100;
+  garbage[1][2] = -50;
+  const torch::Tensor a = ppo::masked_whiten(x, mask), b = ppo::masked_whiten(garbage, mask);
+  EXPECT_TRUE(torch::allclose(a, b));
+  EXPECT_NEAR(ppo::masked_mean(a, mask).item<double>(), 0.0, 1e-6);
+  EXPECT_NEAR(ppo::masked_var(a, mask).item<double>(), 1.0, 1e-4);
+  EXPECT_EQ(a[0][3].item<float>(), 0.0f);
+}
+
+TEST(PpoMath, ReplyMaskRewardsAndTheMissingEosPenalty) {
+  const torch::Tensor tokens = torch::tensor({5, 2, 7, 7, 5, 6, 7, 8}, torch::kLong).view({2, 4});
+  const torch::Tensor mask = ppo::response_mask(tokens, {2});
+  EXPECT_TRUE(torch::equal(mask, t2({1, 1, 0, 0, 1, 1, 1, 1}, 2)));
+  const torch::Tensor finished = torch::tensor({true, false});
+  const torch::Tensor scores = ppo::apply_missing_eos_penalty(torch::tensor({1.0f, 1.0f}), finished, 0.5);
+  EXPECT_TRUE(torch::allclose(scores, torch::tensor({1.0f, 0.5f})));
+  const torch::Tensor r = ppo::token_rewards(scores, t2({0.1f, 0.2f, 9, 9, 0, 0, 0, 0.4f}, 2), mask, 0.5);
+  EXPECT_TRUE(torch::allclose(r, t2({-0.05f, -0.1f + 1.0f, 0, 0, 0, 0, 0, -0.2f + 0.5f}, 2), 1e-6, 1e-6)) << r;
+}
+
+struct PpoFixture {
+  test::TempDir dir{"ppo"};
+  int32_t vocab = 0;
+  PpoFixture() {
+    auto data = test::tiny_support_data(16, 4, 4);
+    Tokenizer tok = test::tiny_support_tokenizer(data);
+    GPTConfig c = test::tiny_gpt_config(tok.vocab_size(), 128);
+    GPT m(c);
+    init_gpt_weights(*m, c, 5);
+    CheckpointWrite w;
+    w.weights = model_weights(*m);
+    w.hf_config = gpt_config_to_hf(c);
+    w.tokenizer = &tok;
+    save_checkpoint(dir.file("policy"), w);
+    std::string prompts;
+    for (int i = 0; i < 32; ++i) prompts += R"({"prompt": "Where is order #)" + std::to_string(10000 + i) + "?\"}\n";
+    write_file_atomic(dir.file("prompts.jsonl"), prompts);
+    vocab = tok.vocab_size();
+  }
+  PpoConfig config(const std::string& out) const {
+    PpoConfig c;
+    c.out_dir = dir.file(out);
+    c.policy = dir.file("policy");
+    c.reward_model = "";
+    c.prompts = dir.file("prompts.jsonl");
+    c.validation.prompts = "";
+    c.rollout.batch_size = 16;
+    c.rollout.max_new_tokens = 12;
+    c.rollout.missing_eos_penalty = 0;
+    c.train.minibatches = 2;
+    c.train.micro_batch = 8;
+    c.train.ppo_epochs = 2;
+    c.train.lr = 3e-3;
+    c.train.value_lr = 3e-3;
+    c.train.threads = 2;
+    c.kl.coef = 0.01;
+    return c;
+  }
+  // Toy reward: how many reply tokens come from a tenth of the vocabulary
+  // (about 1 in 10 tokens of the untrained model).
+  RewardFn reward() const {
+    const int32_t limit = vocab / 10;
+    return [limit](const Rollout& r) { return ((r.response_ids < limit).to(torch::kFloat) * r.response_mask).sum(1); };
+  }
+};
+
+std::vector<double> reward_curve(const std::string& metrics) {
+  std::vector<double> out;
+  std::istringstream in(read_file(metrics));
+  std::string line;
+  while (std::getline(in, line)) {
+    const Json row = Json::parse(line);
+    if (row.contains("env/reward_mean")) out.push_back(row["env/reward_mean"].get<double>());
+  }
+  return out;
+}
+
+TEST(Ppo, AFewIterationsRaiseAToyReward) {
+  PpoFixture f;
+  PpoConfig c = f.config("toy");
+  c.train.iterations = 60;
+  c.rollout.batch_size = 32;
+  const auto start = std::chrono::steady_clock::now();
+  run_ppo(c, f.reward());
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const std::vector<double> curve = reward_curve(c.out_dir + "/metrics.jsonl");
+  ASSERT_EQ(curve.size(), 60u);
+  double first = 0, last = 0;
+  for (int i = 0; i < 5; ++i) {
+    first += curve[i] / 5;
+    last += curve[55 + i] / 5;
+  }
+  EXPECT_GT(last, 2 * first) << "the toy reward did not rise: " << first << " -> " << last;
+  std::printf("toy reward %.2f -> %.2f in %.1f s\n", first, last, seconds);
+}
+
+TEST(Ppo, ResumeFromACheckpointEqualsTheUninterruptedRun) {
+  PpoFixture f;
+  PpoConfig straight = f.config("straight");
+  straight.train.iterations = 4;
+  straight.train.checkpoint_interval = 2;
+  run_ppo(straight, f.reward());
+  // The state a run killed after iteration 2's checkpoint leaves behind.
+  PpoConfig killed = f.config("killed");
+  killed.train.iterations = 4;
+  killed.train.checkpoint_interval = 2;
+  run_ppo(killed, f.reward());
+  remove_all(killed.out_dir + "/checkpoints/step-0000004");
+  mark_checkpoint(killed.out_dir, "step-0000002");
+  run_ppo(killed, f.reward());
+  EXPECT_EQ(read_file(resolve_checkpoint(killed.out_dir) + "/model.safetensors"),
+            read_file(resolve_checkpoint(straight.out_dir) + "/model.safetensors"));
+  EXPECT_EQ(read_file(resolve_checkpoint(killed.out_dir) + "/value_model.safetensors"),
+            read_file(resolve_checkpoint(straight.out_dir) + "/value_model.safetensors"));
+  EXPECT_EQ(reward_curve(killed.out_dir + "/metrics.jsonl"), reward_curve(straight.out_dir + "/metrics.jsonl"));
+}
+
+}  // namespace
+}  // namespace rlhf
