@@ -159,6 +159,7 @@ CompareReport run_compare(const CompareConfig& c) {
     const ChatTemplate chat(p.tokenizer);
     ValidationConfig vc;
     vc.prompts = c.prompts;
+    vc.max_prompts = c.max_prompts;
     const std::vector<ValidationPrompt> ps =
         load_validation_prompts(vc, chat, p.trainer_state.value("system_prompt", ""));
     if (prompts.empty()) prompts = ps;

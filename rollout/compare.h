@@ -19,6 +19,7 @@ struct CompareConfig {
   std::vector<std::string> policies;  // checkpoints or run folders (their best checkpoint)
   std::vector<std::string> names;     // display names (default: the folder names)
   std::string prompts = "data/support/heldout_prompts.jsonl";
+  int max_prompts = 0;                // 0 = all
   std::string reward_model;           // judge by this reward model ("" = none)
   bool gold = true;                   // judge by the simulated rater where prompts have facts
   SamplingConfig sampling = [] {
@@ -36,6 +37,7 @@ struct CompareConfig {
     v("policies", policies);
     v("names", names);
     v("prompts", prompts);
+    v("max_prompts", max_prompts);
     v("reward_model", reward_model);
     v("gold", gold);
     v.section("sampling", sampling);

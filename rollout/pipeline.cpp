@@ -33,8 +33,8 @@ PipelineConfig wire_pipeline(PipelineConfig c) {
   c.ppo.out_dir = in("ppo");
   c.ppo.policy = in("sft");
   c.ppo.reward_model = in("rm");
-  c.compare.policies = {in("sft"), in("ppo")};
-  c.compare.names = {"sft", "ppo"};
+  c.compare.policies = {in("ppo"), in("sft")};
+  c.compare.names = {"ppo", "sft"};
   c.compare.reward_model = in("rm");
   c.compare.out = in("compare");
   return c;

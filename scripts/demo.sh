@@ -4,4 +4,4 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 scripts/setup.sh
-exec build/cli/rlhf pretrain --config configs/pretrain.toml "$@"
+exec build/cli/rlhf pipeline --config configs/demo.toml "$@"

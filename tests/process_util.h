@@ -19,7 +19,7 @@ inline std::string cli_path() { return RLHF_CLI; }
 // Starts `rlhf args...` with stdout/stderr sent to `log` (and stdin read
 // from `input` if given). Returns the pid.
 inline pid_t spawn_cli(const std::vector<std::string>& args, const std::string& log,
-                       const std::string& input = "") {
+                       const std::string& input = "", const std::string& cwd = "") {
   std::vector<std::string> all = {cli_path()};
   all.insert(all.end(), args.begin(), args.end());
   std::vector<char*> argv;
@@ -30,6 +30,7 @@ inline pid_t spawn_cli(const std::vector<std::string>& args, const std::string& 
   posix_spawn_file_actions_addopen(&actions, 1, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
   posix_spawn_file_actions_adddup2(&actions, 1, 2);
   if (!input.empty()) posix_spawn_file_actions_addopen(&actions, 0, input.c_str(), O_RDONLY, 0);
+  if (!cwd.empty()) posix_spawn_file_actions_addchdir_np(&actions, cwd.c_str());
   pid_t pid = -1;
   if (posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ) != 0) pid = -1;
   posix_spawn_file_actions_destroy(&actions);
@@ -45,8 +46,9 @@ inline int wait_exit(pid_t pid) {
   return -1;
 }
 
-inline int run_cli(const std::vector<std::string>& args, const std::string& log, const std::string& input = "") {
-  const pid_t pid = spawn_cli(args, log, input);
+inline int run_cli(const std::vector<std::string>& args, const std::string& log, const std::string& input = "",
+                   const std::string& cwd = "") {
+  const pid_t pid = spawn_cli(args, log, input, cwd);
   return pid < 0 ? -1 : wait_exit(pid);
 }
 
