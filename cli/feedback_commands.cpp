@@ -11,6 +11,7 @@
 #include "labels/feedback.h"
 #include "labels/store.h"
 #include "reward/rm_train.h"
+#include "train/distributed.h"
 #include "train/runtime.h"
 
 namespace rlhf::cli {
@@ -117,7 +118,9 @@ void register_feedback_commands(CLI::App& app) {
       auto cfg = load_config<RewardTrainConfig>(args->config, args->overrides(train));
       Pairs p = load_pairs(cfg.data.preferences, cfg.data.eval_fraction, cfg.data.since_label,
                            static_cast<uint64_t>(cfg.train.seed));
-      const RewardTrainResult r = run_reward_training(cfg, p.train, p.eval, p.last_label_id);
+      const DistInfo dist = init_distributed();
+      const RewardTrainResult r = run_reward_training(cfg, p.train, p.eval, p.last_label_id, dist);
+      if (!dist.is_main()) return;
       std::printf("\nreward model: %s\nheld-out accuracy: %.1f%% vs labels (%zu pairs), %.1f%% vs gold (%zu pairs)\n",
                   r.checkpoint.c_str(), 100 * r.eval.label_accuracy, r.eval.pairs, 100 * r.eval.gold_accuracy,
                   r.eval.gold_pairs);

@@ -16,6 +16,7 @@
 #include "rollout/ppo.h"
 #include "pretrain/pretrain.h"
 #include "support/generator.h"
+#include "train/distributed.h"
 #include "train/runtime.h"
 
 namespace rlhf::cli {
@@ -29,7 +30,9 @@ void register_pretrain_commands(CLI::App& app) {
     sub->footer("Overrides: --section.key=value, e.g. --train.max_steps=200 --model.n_layer=4");
     add_action(sub, [args, sub] {
       auto cfg = load_config<PretrainConfig>(args->config, args->overrides(sub));
-      PretrainResult r = run_pretrain(cfg);
+      const DistInfo dist = init_distributed();
+      PretrainResult r = run_pretrain(cfg, dist);
+      if (!dist.is_main()) return;
       std::printf("\nfinal validation loss %.4f (perplexity %.1f)\ncheckpoint: %s\n\n", r.final_val_loss,
                   std::exp(r.final_val_loss), r.checkpoint.c_str());
       for (const auto& s : r.samples) std::printf("--- sample ---\n%s\n\n", s.c_str());

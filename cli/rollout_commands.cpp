@@ -4,7 +4,9 @@
 
 #include "cli/commands.h"
 #include "common/config.h"
+#include "common/error.h"
 #include "common/fs.h"
+#include "train/distributed.h"
 #include "rollout/compare.h"
 #include "rollout/pipeline.h"
 #include "rollout/ppo.h"
@@ -19,7 +21,9 @@ void register_rollout_commands(CLI::App& app) {
   sub->footer("Overrides: --section.key=value, e.g. --train.iterations=20 --kl.coef=0.1");
   add_action(sub, [args, sub] {
     auto cfg = load_config<PpoConfig>(args->config, args->overrides(sub));
-    const PpoResult r = run_ppo(cfg);
+    const DistInfo dist = init_distributed();
+    const PpoResult r = run_ppo(cfg, nullptr, dist);
+    if (!dist.is_main()) return;
     std::printf("\nfinal checkpoint: %s\nbest checkpoint:  %s\n", r.checkpoint.c_str(), r.best_checkpoint.c_str());
     for (const auto& v : r.validations) std::printf("%s\n", v.to_json().dump().c_str());
   });
@@ -29,6 +33,7 @@ void register_rollout_commands(CLI::App& app) {
   cmp->add_option("policies", c->policies, "two or more checkpoints or run folders")->required()->expected(2, -1);
   cmp->add_option("--names", c->names, "display names, one per policy");
   cmp->add_option("--prompts", c->prompts, "JSONL prompts (metadata enables the gold judge)")->capture_default_str();
+  cmp->add_option("--max-prompts", c->max_prompts, "use the first N prompts (0 = all)")->capture_default_str();
   cmp->add_option("--reward-model", c->reward_model, "judge by this reward model too");
   cmp->add_option("--gold", c->gold, "judge by the simulated rater where prompts carry facts")->capture_default_str();
   cmp->add_option("--temperature", c->sampling.temperature)->capture_default_str();
@@ -52,6 +57,10 @@ void register_rollout_commands(CLI::App& app) {
                "a killed run continues where it stopped.");
   add_action(pipe, [pargs, pipe] {
     auto cfg = load_config<PipelineConfig>(pargs->config, pargs->overrides(pipe));
+    if (init_distributed().world_size > 1) {
+      fail(ErrorKind::kUsage, "rlhf pipeline runs as one process; launch the training stages (pretrain, sft, "
+                              "rm train, ppo) with torchrun instead");
+    }
     const Json s = run_pipeline(cfg);
     std::printf("\n== pipeline finished: %s\n", cfg.out_dir.c_str());
     for (auto it = s.begin(); it != s.end(); ++it) {

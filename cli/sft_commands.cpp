@@ -16,6 +16,7 @@
 #include "policy/checkpoint.h"
 #include "policy/generate.h"
 #include "policy/sft.h"
+#include "train/distributed.h"
 #include "train/runtime.h"
 
 namespace rlhf::cli {
@@ -171,7 +172,9 @@ void register_sft_commands(CLI::App& app) {
     sub->footer("Overrides: --section.key=value, e.g. --lora.enabled=true --train.epochs=1");
     add_action(sub, [args, sub] {
       auto cfg = load_config<SftConfig>(args->config, args->overrides(sub));
-      SftResult r = run_sft(cfg);
+      const DistInfo dist = init_distributed();
+      SftResult r = run_sft(cfg, dist);
+      if (!dist.is_main()) return;
       std::printf("\nbest validation loss %.4f\nbest checkpoint: %s\n\n", r.best_val_loss, r.best_checkpoint.c_str());
       for (const auto& s : r.samples) std::printf("%s\n\n", s.c_str());
     });

@@ -11,6 +11,7 @@
 #include "common/log.h"
 #include "policy/checkpoint.h"
 #include "train/data_order.h"
+#include "train/distributed.h"
 #include "train/progress.h"
 #include "train/run_dir.h"
 #include "train/runtime.h"
@@ -186,6 +187,12 @@ SftResult run_sft(const SftConfig& cfg, const DistInfo& dist) {
     log_info("resuming from ", *latest, " at step ", start_step);
   }
   run.open_metrics(start_step);
+  {
+    std::vector<torch::Tensor> weights;
+    for (const auto& p : params) weights.push_back(p.tensor);
+    broadcast_parameters(dist, weights);
+  }
+  GradientSync sync(dist, params);
 
   auto save = [&](int64_t step, double val_loss) {
     if (!dist.is_main()) return std::string();
@@ -230,10 +237,14 @@ SftResult run_sft(const SftConfig& cfg, const DistInfo& dist) {
       // Right padding only follows real tokens, so the causal mask already
       // hides it from them: no padding mask needed (and the fast path runs).
       torch::Tensor logits = model->forward(b.input_ids.to(device));
+      // This rank's share of the step's loss (gradients are summed across ranks).
       torch::Tensor loss = masked_token_loss_sum(logits, b.targets.to(device), b.loss_mask.to(device)) / step_tokens;
+      if (m == tc.grad_accum - 1) sync.arm();
       loss.backward();
       step_loss += loss.item<double>();
     }
+    sync.finish();
+    step_loss = all_reduce_sum(dist, step_loss);
     const double grad_norm = clip_grad_norm(params, tc.grad_clip);
     const double lr = learning_rate(cfg.schedule, step, total_steps);
     optimizer.step(lr);
@@ -266,11 +277,12 @@ SftResult run_sft(const SftConfig& cfg, const DistInfo& dist) {
     progress.pause_done();
   }
 
+  barrier(dist);  // rank 0's checkpoints are on disk
   result.best_checkpoint = resolve_checkpoint(cfg.out_dir, /*prefer_best=*/true);
   result.best_val_loss = best_val;
 
   // A few replies to held-out prompts, from the final weights.
-  if (cfg.sample.count > 0 && path_exists(cfg.sample.prompts_file)) {
+  if (dist.is_main() && cfg.sample.count > 0 && path_exists(cfg.sample.prompts_file)) {
     std::vector<std::vector<int32_t>> prompts;
     std::vector<Conversation> convs;
     read_jsonl(cfg.sample.prompts_file, [&](const Json& obj, size_t line) {

@@ -13,6 +13,7 @@
 #include "pretrain/corpus.h"
 #include "pretrain/token_data.h"
 #include "train/data_order.h"
+#include "train/distributed.h"
 #include "train/progress.h"
 #include "train/run_dir.h"
 #include "train/runtime.h"
@@ -37,7 +38,9 @@ PreparedData prepare_data(const PretrainConfig& cfg, const RunDir& run, const Di
   const std::string data_dir = run.file("data");
   const std::string tok_dir = run.file("tokenizer");
   const std::string meta_path = join_path(data_dir, "meta.json");
-  PreparedData out{Tokenizer(), join_path(data_dir, "train.bin"), join_path(data_dir, "val.bin")};
+  PreparedData out;
+  out.train_path = join_path(data_dir, "train.bin");
+  out.val_path = join_path(data_dir, "val.bin");
 
   Corpus corpus = read_corpus(cfg.data.corpus, cfg.data.extensions);
   const Json want = {{"corpus", corpus.fingerprint},
@@ -56,7 +59,7 @@ PreparedData prepare_data(const PretrainConfig& cfg, const RunDir& run, const Di
   }
   if (!dist.is_main()) {
     fail(ErrorKind::kData, "rank ", dist.rank, ": token files in ", data_dir,
-         " are missing or stale; rank 0 prepares them (run the stage once on one process first)");
+         " are missing or stale after rank 0 prepared them; do all ranks see the same run folder?");
   }
   const auto t0 = Clock::now();
   log_info("data: ", corpus.documents.size(), " documents, ", format_count(static_cast<double>(corpus.total_bytes())),
@@ -171,7 +174,11 @@ PretrainResult run_pretrain(const PretrainConfig& config_in, const DistInfo& dis
   const torch::Device device = parse_device(tc.device);
   RunDir run(cfg.out_dir, dist.is_main());
 
-  PreparedData data = prepare_data(cfg, run, dist);
+  // Rank 0 prepares the token files; the others wait, then reuse them.
+  PreparedData data;
+  if (dist.is_main()) data = prepare_data(cfg, run, dist);
+  barrier(dist);
+  if (!dist.is_main()) data = prepare_data(cfg, run, dist);
   if (cfg.model.vocab_size != 0 && cfg.model.vocab_size != data.tokenizer.vocab_size()) {
     fail(ErrorKind::kConfig, "model.vocab_size = ", cfg.model.vocab_size, " but the tokenizer has ",
          data.tokenizer.vocab_size(), " tokens; leave model.vocab_size at 0 to take it from the tokenizer");
@@ -201,6 +208,10 @@ PretrainResult run_pretrain(const PretrainConfig& config_in, const DistInfo& dis
     log_info("resuming from ", *latest, " at step ", start_step);
   }
   run.open_metrics(start_step);
+  std::vector<torch::Tensor> weights;
+  for (const auto& p : params) weights.push_back(p.tensor);
+  broadcast_parameters(dist, weights);
+  GradientSync sync(dist, params);
 
   const int64_t tokens_per_step = static_cast<int64_t>(tc.batch_size) * tc.grad_accum * dist.world_size * block;
   log_info("pretrain: ", format_count(static_cast<double>(cfg.model.num_parameters())), " parameters, ",
@@ -236,9 +247,13 @@ PretrainResult run_pretrain(const PretrainConfig& config_in, const DistInfo& dis
       }
       auto [x, y] = make_batch(train_file, starts, block);
       torch::Tensor loss = next_token_loss(model->forward(x.to(device)), y.to(device));
-      (loss / tc.grad_accum).backward();
+      if (m == tc.grad_accum - 1) sync.arm();
+      // This rank's share of the global mean (gradients are summed across ranks).
+      (loss / (tc.grad_accum * dist.world_size)).backward();
       step_loss += loss.item<double>() / tc.grad_accum;
     }
+    sync.finish();
+    step_loss = all_reduce_sum(dist, step_loss) / dist.world_size;
     const double grad_norm = clip_grad_norm(params, tc.grad_clip);
     const double lr = learning_rate(cfg.schedule, step, tc.max_steps);
     optimizer.step(lr);
@@ -258,11 +273,12 @@ PretrainResult run_pretrain(const PretrainConfig& config_in, const DistInfo& dis
     progress.pause_done();
   }
 
+  barrier(dist);  // rank 0's last checkpoint is on disk
   PretrainResult result;
   result.checkpoint = resolve_checkpoint(cfg.out_dir);
   if (std::isnan(val_loss)) val_loss = evaluate(model, val_file, cfg, device);
   result.final_val_loss = val_loss;
-  result.samples = write_samples(model, data.tokenizer, cfg.sample, run);
+  if (dist.is_main()) result.samples = write_samples(model, data.tokenizer, cfg.sample, run);
   return result;
 }
 

@@ -10,6 +10,7 @@
 #include "policy/checkpoint.h"
 #include "support/rubric.h"
 #include "train/data_order.h"
+#include "train/distributed.h"
 #include "train/progress.h"
 #include "train/run_dir.h"
 #include "train/runtime.h"
@@ -149,6 +150,12 @@ RewardTrainResult run_reward_training(const RewardTrainConfig& cfg, const std::v
     }
   }
   run.open_metrics(start_step);
+  {
+    std::vector<torch::Tensor> weights;
+    for (const auto& p : params) weights.push_back(p.tensor);
+    broadcast_parameters(dist, weights);
+  }
+  GradientSync sync(dist, params);
 
   auto save = [&](int64_t step, bool done, const RewardEval& e) {
     if (!dist.is_main()) return;
@@ -198,11 +205,15 @@ RewardTrainResult run_reward_training(const RewardTrainConfig& cfg, const std::v
       torch::Tensor rc = r.narrow(0, 0, B), rr = r.narrow(0, B, B);
       torch::Tensor w = torch::tensor(weight).to(device);
       torch::Tensor per_pair = bradley_terry_per_pair(rc, rr, torch::tensor(margin).to(device), torch::tensor(tie).to(device));
-      torch::Tensor loss = (per_pair * w).sum() / step_weight;
+      torch::Tensor loss = (per_pair * w).sum() / step_weight;  // this rank's share; gradients are summed
+      if (m == tc.grad_accum - 1) sync.arm();
       loss.backward();
       step_loss += loss.item<double>();
       step_acc += (rc > rr).to(torch::kFloat).mean().item<double>() / tc.grad_accum;
     }
+    sync.finish();
+    step_loss = all_reduce_sum(dist, step_loss);
+    step_acc = all_reduce_sum(dist, step_acc) / dist.world_size;
     const double grad_norm = clip_grad_norm(params, tc.grad_clip);
     const double lr = learning_rate(cfg.schedule, step, total_steps);
     optimizer.step(lr);
@@ -253,6 +264,7 @@ RewardTrainResult run_reward_training(const RewardTrainConfig& cfg, const std::v
   run.log_metrics({{"step", total_steps}, {"accuracy/eval_labels", result.eval.label_accuracy},
                    {"accuracy/eval_gold", result.eval.gold_accuracy}});
   save(total_steps, true, result.eval);
+  barrier(dist);
   result.checkpoint = resolve_checkpoint(cfg.out_dir, true);
   result.last_label_id = last_label_id;
   return result;

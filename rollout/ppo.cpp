@@ -12,6 +12,7 @@
 #include "rollout/ppo_math.h"
 #include "support/rubric.h"
 #include "train/data_order.h"
+#include "train/distributed.h"
 #include "train/run_dir.h"
 #include "train/runtime.h"
 
@@ -88,8 +89,9 @@ Models load_models(const PpoConfig& cfg, bool custom_reward, torch::Device devic
   m.reference->to(device);
   m.value->to(device);
   if (m.reward) m.reward->to(device);
-  m.policy->train();
-  m.value->train();
+  // Dropout off everywhere (Huang et al. detail 9): eval mode still trains.
+  m.policy->eval();
+  m.value->eval();
   m.reference->eval();
   if (m.reward) m.reward->eval();
   return m;
@@ -124,10 +126,11 @@ torch::Tensor response_logprobs(GPT& model, const torch::Tensor& full_ids, const
 PpoResult run_ppo(const PpoConfig& cfg, const RewardFn& custom_reward, const DistInfo& dist) {
   const auto& tc = cfg.train;
   const auto& rc = cfg.rollout;
-  if (rc.batch_size % tc.minibatches != 0) {
+  if (rc.batch_size % tc.minibatches != 0 || rc.batch_size % dist.world_size != 0) {
     fail(ErrorKind::kConfig, "rollout.batch_size (", rc.batch_size, ") must be a multiple of train.minibatches (",
-         tc.minibatches, ")");
+         tc.minibatches, ") and of the number of ranks (", dist.world_size, ")");
   }
+  if (rc.generation_batch < 1) fail(ErrorKind::kConfig, "rollout.generation_batch must be at least 1");
   const int threads = set_torch_threads(tc.threads);
   const torch::Device device = parse_device(tc.device);
   RunDir run(cfg.out_dir, dist.is_main());
@@ -153,7 +156,7 @@ PpoResult run_ppo(const PpoConfig& cfg, const RewardFn& custom_reward, const Dis
   std::vector<ValidationPrompt> val_prompts;
   PolicyReplies sft_replies;
   std::vector<ValidationResult> history;
-  if (validate) {
+  if (validate && dist.is_main()) {
     val_prompts = load_validation_prompts(cfg.validation, chat, m.system_prompt);
     sft_replies = validation_replies(m.reference, m.reference, m.reward, chat, val_prompts, cfg.validation);
     ValidationResult v0 = summarise(sft_replies, 0);
@@ -215,15 +218,27 @@ PpoResult run_ppo(const PpoConfig& cfg, const RewardFn& custom_reward, const Dis
     prune_checkpoints(cfg.out_dir, 2);
   };
 
+  // Each rank owns a contiguous shard of every iteration's rollouts.
+  const int G = rc.batch_size, W = dist.world_size;
+  const int local_n = G / W, row0 = dist.rank * local_n;
   const int64_t budget = prompt_budget(m.policy->config(), rc.max_new_tokens);
+  std::vector<NamedParameter> all_params = policy_params;
+  all_params.insert(all_params.end(), value_params.begin(), value_params.end());
+  {
+    std::vector<torch::Tensor> weights;
+    for (const auto& p : all_params) weights.push_back(p.tensor);
+    broadcast_parameters(dist, weights);
+  }
+  GradientSync sync(dist, all_params);
   for (int64_t it = start; it < tc.iterations; ++it) {
-    // 1. Rollouts: pure sampling from the current policy.
+    // 1. Rollouts: pure sampling from the current policy. Row i of the
+    // iteration always gets the same prompt and seed, whoever generates it.
     auto t0 = Clock::now();
     Rollout ro;
     std::vector<std::vector<int32_t>> query_ids;
     std::vector<uint64_t> seeds;
-    for (int i = 0; i < rc.batch_size; ++i) {
-      const int64_t k = it * rc.batch_size + i;
+    for (int i = row0; i < row0 + local_n; ++i) {
+      const int64_t k = it * G + i;
       ro.prompt_index.push_back(order.at(k));
       query_ids.push_back(prompts[ro.prompt_index.back()].ids);
       seeds.push_back(mix_seed({static_cast<uint64_t>(tc.seed), static_cast<uint64_t>(k), 0x5a3bu}));
@@ -231,13 +246,22 @@ PpoResult run_ppo(const PpoConfig& cfg, const RewardFn& custom_reward, const Dis
     SamplingConfig sc;
     sc.temperature = temperature;
     sc.max_new_tokens = rc.max_new_tokens;
-    Generation g = generate(m.policy, query_ids, sc, chat.stop_tokens(), pad, seeds);
+    std::vector<torch::Tensor> tokens, lengths, finished;
+    for (int c0 = 0; c0 < local_n; c0 += rc.generation_batch) {
+      const int c1 = std::min(local_n, c0 + rc.generation_batch);
+      Generation g = generate(m.policy, {query_ids.begin() + c0, query_ids.begin() + c1}, sc, chat.stop_tokens(), pad,
+                              {seeds.begin() + c0, seeds.begin() + c1});
+      tokens.push_back(g.tokens);
+      lengths.push_back(g.lengths);
+      finished.push_back(g.finished);
+    }
     PromptBatch q = left_pad_prompts(query_ids, budget, pad, device);
     ro.query_ids = q.ids;
     ro.query_mask = q.mask;
-    ro.response_ids = g.tokens;
-    ro.response_mask = ppo::response_mask(g.tokens, chat.stop_tokens());
-    ro.finished = g.finished;
+    ro.response_ids = torch::cat(tokens, 0);
+    ro.response_mask = ppo::response_mask(ro.response_ids, chat.stop_tokens());
+    ro.finished = torch::cat(finished, 0);
+    const torch::Tensor reply_lengths = torch::cat(lengths, 0);
     const double gen_s = since(t0);
 
     // 2. Scoring: old log-probs, reference log-probs, values, reward.
@@ -255,25 +279,39 @@ PpoResult run_ppo(const PpoConfig& cfg, const RewardFn& custom_reward, const Dis
       const torch::Tensor kl = ppo::kl_estimate(ro.logprobs, ro.ref_logprobs, cfg.kl.estimator);
       ro.rewards = ppo::token_rewards(ro.scores, kl, ro.response_mask, kl_ctl.value());
       std::tie(ro.advantages, ro.returns) = ppo::gae(ro.rewards, ro.values, ro.response_mask, tc.gamma, tc.lambda);
-      if (tc.whiten_advantages) ro.advantages = ppo::masked_whiten(ro.advantages, ro.response_mask);
+      if (tc.whiten_advantages) {
+        // Whitening statistics over every rank's rollouts.
+        const auto s = all_reduce_sum(dist, {(ro.advantages * ro.response_mask).sum().item<double>(),
+                                             (ro.advantages.pow(2) * ro.response_mask).sum().item<double>(),
+                                             ro.response_mask.sum().item<double>()});
+        const double mean = s[0] / s[2], var = (s[1] / s[2] - mean * mean) * s[2] / std::max(1.0, s[2] - 1);
+        ro.advantages = (ro.advantages - mean) / std::sqrt(var + 1e-8) * ro.response_mask;
+      }
     }
     const double score_s = since(t0);
 
-    // 3. PPO epochs over shuffled minibatches of micro-batches.
+    // 3. PPO epochs over shuffled minibatches (of the global batch) of
+    // micro-batches; each rank trains on its rows of each minibatch.
     t0 = Clock::now();
     const double frac = tc.anneal_lr ? 1.0 - static_cast<double>(it) / static_cast<double>(tc.iterations) : 1.0;
-    const int mb_size = rc.batch_size / tc.minibatches;
+    const int mb_size = G / tc.minibatches;
     TrainStats st;
     for (int epoch = 0; epoch < tc.ppo_epochs; ++epoch) {
-      std::vector<int64_t> perm(rc.batch_size);
-      for (int i = 0; i < rc.batch_size; ++i) perm[i] = i;
+      std::vector<int64_t> perm(G);
+      for (int i = 0; i < G; ++i) perm[i] = i;
       SplitMix rng(mix_seed({static_cast<uint64_t>(tc.seed), static_cast<uint64_t>(it), static_cast<uint64_t>(epoch)}));
-      for (int i = rc.batch_size - 1; i > 0; --i) std::swap(perm[i], perm[rng.below(static_cast<uint64_t>(i + 1))]);
+      for (int i = G - 1; i > 0; --i) std::swap(perm[i], perm[rng.below(static_cast<uint64_t>(i + 1))]);
       for (int mb = 0; mb < tc.minibatches; ++mb) {
-        const torch::Tensor mb_idx = torch::tensor(std::vector<int64_t>(perm.begin() + mb * mb_size, perm.begin() + (mb + 1) * mb_size));
-        const double mb_tokens = ro.response_mask.index_select(0, mb_idx).sum().item<double>();
-        for (int64_t s = 0; s < mb_size; s += tc.micro_batch) {
-          const torch::Tensor idx = mb_idx.narrow(0, s, std::min<int64_t>(tc.micro_batch, mb_size - s));
+        std::vector<int64_t> local;
+        for (int j = mb * mb_size; j < (mb + 1) * mb_size; ++j) {
+          if (perm[j] >= row0 && perm[j] < row0 + local_n) local.push_back(perm[j] - row0);
+        }
+        const torch::Tensor mb_idx = torch::tensor(local.empty() ? std::vector<int64_t>{0} : local).narrow(0, 0, static_cast<int64_t>(local.size()));
+        const double mb_tokens = all_reduce_sum(dist, local.empty() ? 0.0 : ro.response_mask.index_select(0, mb_idx).sum().item<double>());
+        const int64_t count = static_cast<int64_t>(local.size());
+        if (count == 0) sync.arm();
+        for (int64_t s = 0; s < count; s += tc.micro_batch) {
+          const torch::Tensor idx = mb_idx.narrow(0, s, std::min<int64_t>(tc.micro_batch, count - s));
           auto pick = [&](const torch::Tensor& t) { return t.index_select(0, idx); };
           const torch::Tensor mask = pick(ro.response_mask);
           torch::Tensor entropy;
@@ -282,6 +320,7 @@ PpoResult run_ppo(const PpoConfig& cfg, const RewardFn& custom_reward, const Dis
           const torch::Tensor v = m.value->forward_tokens(pick(full), pick(full_mask)).narrow(1, tq - 1, n);
           const ppo::PolicyLoss pl = ppo::policy_loss(lp, pick(ro.logprobs), pick(ro.advantages), mask, tc.clip, mb_tokens);
           const ppo::ValueLoss vl = ppo::value_loss(v, pick(ro.values), pick(ro.returns), mask, tc.value_clip, mb_tokens);
+          if (s + tc.micro_batch >= count) sync.arm();
           (pl.loss + tc.vf_coef * vl.loss).backward();
           st.policy_loss += pl.loss.item<double>();
           st.value_loss += vl.loss.item<double>();
@@ -290,6 +329,7 @@ PpoResult run_ppo(const PpoConfig& cfg, const RewardFn& custom_reward, const Dis
           st.approx_kl += pl.approx_kl.item<double>();
           st.entropy += ppo::masked_mean(entropy, mask, mb_tokens).item<double>();
         }
+        sync.finish();
         ++st.count;
         clip_grad_norm(policy_params, tc.grad_clip);
         clip_grad_norm(value_params, tc.grad_clip);
@@ -301,75 +341,84 @@ PpoResult run_ppo(const PpoConfig& cfg, const RewardFn& custom_reward, const Dis
     }
     const double train_s = since(t0);
 
-    // 4. Statistics, the KL controller, metrics.
+    // 4. Statistics over every rank's rollouts, the KL controller, metrics.
     torch::NoGradGuard no_grad;
-    const torch::Tensor kl_tokens = ppo::kl_k1(ro.logprobs, ro.ref_logprobs) * ro.response_mask;
-    const double mean_kl = kl_tokens.sum(1).mean().item<double>();
-    const double beta = kl_ctl.value();
-    kl_ctl.update(mean_kl, rc.batch_size);
-    double gold = 0;
-    int gold_n = 0;
-    for (int i = 0; i < rc.batch_size; ++i) {
+    double gold = 0, gold_n = 0;
+    for (int i = 0; i < local_n; ++i) {
       const PromptItem& p = prompts[ro.prompt_index[i]];
       std::vector<int32_t> reply;
-      for (int64_t t = 0; t < g.lengths[i].item<int64_t>(); ++t) reply.push_back(static_cast<int32_t>(g.tokens[i][t].item<int64_t>()));
-      const double gs = gold_of(p.metadata, p.conversation, chat.decode_reply(reply), g.finished[i].item<bool>());
+      for (int64_t t = 0; t < reply_lengths[i].item<int64_t>(); ++t) reply.push_back(static_cast<int32_t>(ro.response_ids[i][t].item<int64_t>()));
+      const double gs = gold_of(p.metadata, p.conversation, chat.decode_reply(reply), ro.finished[i].item<bool>());
       if (!std::isnan(gs)) {
         gold += gs;
-        ++gold_n;
+        gold_n += 1;
       }
     }
-    const double c = std::max(1, st.count);
+    const torch::Tensor kl_tokens = ppo::kl_k1(ro.logprobs, ro.ref_logprobs) * ro.response_mask;
+    const auto g = all_reduce_sum(dist, {kl_tokens.sum().item<double>(), ro.raw_scores.sum().item<double>(),
+                                         ro.raw_scores.pow(2).sum().item<double>(), ro.scores.sum().item<double>(),
+                                         ro.response_mask.sum().item<double>(), ro.finished.to(torch::kFloat).sum().item<double>(),
+                                         gold, gold_n, st.policy_loss, st.value_loss, st.clipfrac, st.value_clipfrac,
+                                         st.approx_kl, st.entropy,
+                                         ppo::masked_var(ro.returns - ro.values, ro.response_mask).item<double>(),
+                                         ppo::masked_var(ro.returns, ro.response_mask).item<double>()});
+    const double rows = G, c = std::max(1, st.count);
+    const double mean_kl = g[0] / rows, reward_mean = g[1] / rows;
+    const double beta = kl_ctl.value();
+    kl_ctl.update(mean_kl, G);
     const int64_t done = it + 1;
     Json row = {{"step", done},
-                {"env/reward_mean", ro.raw_scores.mean().item<double>()},
-                {"env/reward_std", ro.raw_scores.std().item<double>()},
-                {"env/score_mean", ro.scores.mean().item<double>()},
+                {"env/reward_mean", reward_mean},
+                {"env/reward_std", std::sqrt(std::max(0.0, g[2] / rows - reward_mean * reward_mean))},
+                {"env/score_mean", g[3] / rows},
                 {"objective/kl", mean_kl},
                 {"objective/kl_coef", beta},
-                {"objective/rlhf_reward", ro.scores.mean().item<double>() - beta * mean_kl},
-                {"objective/entropy", st.entropy / c},
-                {"policy/approxkl", st.approx_kl / c},
-                {"policy/clipfrac", st.clipfrac / c},
-                {"loss/policy", st.policy_loss / c},
-                {"loss/value", st.value_loss / c},
-                {"val/clipfrac", st.value_clipfrac / c},
-                {"val/explained_variance", ppo::explained_variance(ro.values, ro.returns, ro.response_mask)},
-                {"reply/length", ro.response_mask.sum(1).mean().item<double>()},
-                {"reply/finished", ro.finished.to(torch::kFloat).mean().item<double>()},
+                {"objective/rlhf_reward", g[3] / rows - beta * mean_kl},
+                // Losses are shares of the global minibatch loss, so the sum over ranks is the loss.
+                {"objective/entropy", g[13] / c},
+                {"policy/approxkl", g[12] / c},
+                {"policy/clipfrac", g[10] / c},
+                {"loss/policy", g[8] / c},
+                {"loss/value", g[9] / c},
+                {"val/clipfrac", g[11] / c},
+                {"val/explained_variance", g[15] > 0 ? 1.0 - g[14] / g[15] : 0.0},
+                {"reply/length", g[4] / rows},
+                {"reply/finished", g[5] / rows},
                 {"lr", tc.lr * frac},
                 {"time/generation_s", gen_s},
                 {"time/scoring_s", score_s},
                 {"time/training_s", train_s}};
-    if (gold_n > 0) row["env/gold_mean"] = gold / gold_n;
+    if (g[7] > 0) row["env/gold_mean"] = g[6] / g[7];
     run.log_metrics(row);
-    log_info("ppo iter ", done, "/", tc.iterations, " | reward ", row["env/reward_mean"].get<double>(),
-             gold_n > 0 ? str_cat(" | gold ", gold / gold_n) : std::string(), " | kl ", mean_kl, " | entropy ",
-             st.entropy / c, " | clipfrac ", st.clipfrac / c, " | len ", row["reply/length"].get<double>(),
-             " | gen ", gen_s, "s score ", score_s, "s train ", train_s, "s");
+    log_info("ppo iter ", done, "/", tc.iterations, " | reward ", reward_mean,
+             g[7] > 0 ? str_cat(" | gold ", g[6] / g[7]) : std::string(), " | kl ", mean_kl, " | entropy ", g[13] / c,
+             " | clipfrac ", g[10] / c, " | len ", g[4] / rows, " | gen ", gen_s, "s score ", score_s, "s train ",
+             train_s, "s");
 
-    // 5. Validation and checkpoints.
+    // 5. Validation (rank 0; the others wait) and checkpoints.
     const bool last = done == tc.iterations;
     bool best = false;
     if (validate && ((cfg.validation.interval > 0 && done % cfg.validation.interval == 0) || last)) {
-      last_policy_replies = validation_replies(m.policy, m.reference, m.reward, chat, val_prompts, cfg.validation);
-      const ValidationResult v = summarise(last_policy_replies, done);
-      history.push_back(v);
-      best = v.objective(beta) > best_objective;
-      if (best) best_objective = v.objective(beta);
-      log_info("validation iter ", done, " | reward ", v.reward, v.has_gold ? str_cat(" | gold ", v.gold) : std::string(),
-               " | kl ", v.kl, " | length ", v.length, best ? " (best)" : "");
-      Json vrow = {{"step", done}, {"validation/reward", v.reward}, {"validation/kl", v.kl}, {"validation/length", v.length}};
-      if (v.has_gold) vrow["validation/gold"] = v.gold;
-      run.log_metrics(vrow);
       if (dist.is_main()) {
+        last_policy_replies = validation_replies(m.policy, m.reference, m.reward, chat, val_prompts, cfg.validation);
+        const ValidationResult v = summarise(last_policy_replies, done);
+        history.push_back(v);
+        best = v.objective(beta) > best_objective;
+        if (best) best_objective = v.objective(beta);
+        log_info("validation iter ", done, " | reward ", v.reward, v.has_gold ? str_cat(" | gold ", v.gold) : std::string(),
+                 " | kl ", v.kl, " | length ", v.length, best ? " (best)" : "");
+        Json vrow = {{"step", done}, {"validation/reward", v.reward}, {"validation/kl", v.kl}, {"validation/length", v.length}};
+        if (v.has_gold) vrow["validation/gold"] = v.gold;
+        run.log_metrics(vrow);
         write_file_atomic(run.file("validation.md"),
                           validation_report(history, val_prompts, sft_replies, last_policy_replies, cfg.validation.samples));
       }
+      barrier(dist);
     }
     if (best || last || (tc.checkpoint_interval > 0 && done % tc.checkpoint_interval == 0)) save(done, best);
   }
 
+  barrier(dist);
   PpoResult result;
   result.checkpoint = resolve_checkpoint(cfg.out_dir);
   result.best_checkpoint = resolve_checkpoint(cfg.out_dir, /*prefer_best=*/true);

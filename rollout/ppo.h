@@ -18,12 +18,14 @@
 namespace rlhf {
 
 struct PpoRolloutConfig {
-  int batch_size = 64;           // rollouts (prompts) per iteration, e.g. 64
+  int batch_size = 64;           // rollouts (prompts) per iteration, all ranks together, e.g. 64
+  int generation_batch = 64;     // rows per generate() call
   double temperature = 1.0;      // pure sampling: no top-k/top-p; log-probs use the same temperature
   int max_new_tokens = 80;       // reply length limit
   double missing_eos_penalty = 1.0;  // subtracted from the score of replies cut off at the limit
   template <class V> void visit(V& v) {
     v("batch_size", batch_size);
+    v("generation_batch", generation_batch);
     v("temperature", temperature);
     v("max_new_tokens", max_new_tokens);
     v("missing_eos_penalty", missing_eos_penalty);
