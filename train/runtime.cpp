@@ -1,5 +1,8 @@
 #include "train/runtime.h"
 
+#include <algorithm>
+#include <cstdlib>
+
 #include <ATen/Parallel.h>
 #include <torch/cuda.h>
 
@@ -9,7 +12,10 @@
 namespace rlhf {
 
 int set_torch_threads(int threads) {
-  const int n = threads > 0 ? threads : available_cpus();
+  // Several ranks on one host (torchrun sets LOCAL_WORLD_SIZE) share its cores.
+  const char* local = std::getenv("LOCAL_WORLD_SIZE");
+  const int per_host = local != nullptr ? std::max(1, std::atoi(local)) : 1;
+  const int n = threads > 0 ? threads : std::max(1, available_cpus() / per_host);
   at::set_num_threads(n);
   try {
     at::set_num_interop_threads(1);
