@@ -33,6 +33,9 @@ void register_commands(CLI::App& app) {
   register_feedback_commands(app);
   register_rollout_commands(app);
   register_data_commands(app);
+#ifdef RLHF_HAVE_LABEL_SERVICE
+  register_service_commands(app);
+#endif
 }
 
 void run_selected(CLI::App& app) {

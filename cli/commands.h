@@ -29,5 +29,6 @@ void register_data_commands(CLI::App& app);
 void register_sft_commands(CLI::App& app);
 void register_feedback_commands(CLI::App& app);
 void register_rollout_commands(CLI::App& app);
+void register_service_commands(CLI::App& app);  // not in RLHF_CORE_ONLY builds
 
 }  // namespace rlhf::cli

@@ -8,8 +8,11 @@
 #include "common/fs.h"
 #include "common/jsonl.h"
 #include "common/log.h"
+#include "policy/checkpoint.h"
+#include "labels/agreement.h"
 #include "labels/feedback.h"
 #include "labels/store.h"
+#include "labels/token.h"
 #include "reward/rm_train.h"
 #include "train/distributed.h"
 #include "train/runtime.h"
@@ -42,6 +45,23 @@ Pairs load_pairs(const std::string& path, double eval_fraction, int64_t since, u
 }
 
 }  // namespace
+
+// The last label id a reward model was trained on (for data.since_label = -1:
+// continue it on the labels added since).
+int64_t labels_seen_by(const std::string& reward_model) {
+  const std::string ckpt = resolve_checkpoint(reward_model);
+  const std::string path = join_path(ckpt, "trainer_state.json");
+  Json state;
+  try {
+    state = Json::parse(read_file(path));
+  } catch (const Json::exception& e) {
+    fail(ErrorKind::kCorrupt, "'", path, "' is not valid JSON: ", e.what());
+  }
+  if (state.value("stage", std::string()) != "rm" || !state.contains("last_label_id"))
+    fail(ErrorKind::kConfig, "data.since_label = -1 continues a reward model on newer labels, but init_from '",
+         reward_model, "' is not a reward model trained from a label store");
+  return state["last_label_id"].get<int64_t>();
+}
 
 void register_feedback_commands(CLI::App& app) {
   {
@@ -83,6 +103,29 @@ void register_feedback_commands(CLI::App& app) {
     });
   }
   {
+    CLI::App* raters = app.add_subcommand("raters", "Manage the people who rate (tokens for the label service)");
+    raters->require_subcommand(1);
+    auto db = std::make_shared<std::string>("runs/labels.sqlite");
+    auto name = std::make_shared<std::string>();
+    CLI::App* add = raters->add_subcommand("add", "Create a rater and print their token (shown once; only a hash is kept)");
+    add->add_option("name", *name, "rater name")->required();
+    add->add_option("--db", *db, "label store")->capture_default_str();
+    add_action(add, [=] {
+      labels::LabelStore store(*db);
+      const std::string token = labels::new_rater_token();
+      store.add_rater(*name, labels::sha256_hex(token), "human");
+      std::printf("rater '%s' added to %s\ntoken: %s\n(give it to the rater; it is not stored and cannot be shown "
+                  "again)\n",
+                  name->c_str(), db->c_str(), token.c_str());
+    });
+    CLI::App* list = raters->add_subcommand("list", "List raters");
+    list->add_option("--db", *db, "label store")->capture_default_str();
+    add_action(list, [=] {
+      labels::LabelStore store(*db);
+      for (const auto& r : store.raters()) std::printf("%-20s %s\n", r.name.c_str(), r.kind.c_str());
+    });
+  }
+  {
     CLI::App* labels_cmd = app.add_subcommand("labels", "Import, export and inspect the label store");
     labels_cmd->require_subcommand(1);
     auto db = std::make_shared<std::string>("runs/labels.sqlite");
@@ -97,6 +140,13 @@ void register_feedback_commands(CLI::App& app) {
       labels::LabelStore store(*db);
       const auto s = store.import_jsonl(*file, *rater);
       std::printf("imported %zu pairs and %zu rankings into %s\n", s.pairs, s.rankings, db->c_str());
+    });
+    CLI::App* stats = labels_cmd->add_subcommand(
+        "stats", "Labels per rater, agreement (Cohen's kappa per pair, Krippendorff's alpha) and gold accuracy");
+    stats->add_option("--db", *db, "label store")->capture_default_str();
+    add_action(stats, [=] {
+      labels::LabelStore store(*db);
+      std::printf("%s", labels::format_agreement(labels::agreement_report(store)).c_str());
     });
     CLI::App* exp = labels_cmd->add_subcommand("export", "Export labels as preference JSONL");
     exp->add_option("--db", *db, "label store")->capture_default_str();
@@ -116,6 +166,7 @@ void register_feedback_commands(CLI::App& app) {
     train->allow_extras();
     add_action(train, [args, train] {
       auto cfg = load_config<RewardTrainConfig>(args->config, args->overrides(train));
+      if (cfg.data.since_label < 0) cfg.data.since_label = labels_seen_by(cfg.init_from);
       Pairs p = load_pairs(cfg.data.preferences, cfg.data.eval_fraction, cfg.data.since_label,
                            static_cast<uint64_t>(cfg.train.seed));
       const DistInfo dist = init_distributed();

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "common/config.h"
+#include "common/stats.h"
 #include "policy/generate.h"
 
 namespace rlhf {
@@ -48,12 +49,6 @@ struct CompareConfig {
   }
 };
 
-// A win rate with its bootstrap 95% interval. Outcomes: 1 win, 0.5 tie, 0 loss.
-struct WinRate {
-  double rate = 0, lo = 0, hi = 0;
-  int n = 0, wins = 0, ties = 0, losses = 0;
-};
-WinRate win_rate(const std::vector<double>& outcomes, int bootstrap, uint64_t seed);
 
 // Bradley-Terry strengths by the MM algorithm (Hunter 2004) from
 // wins[i][j] = times i beat j (ties count half to each). Normalised to a

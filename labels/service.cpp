@@ -1,0 +1,343 @@
+#include "labels/service.h"
+
+#include <sys/socket.h>
+#include <sys/time.h>
+
+#include <boost/asio.hpp>
+#include <cstring>
+
+#include "common/error.h"
+#include "common/log.h"
+#include "labels/wire.h"
+
+namespace rlhf::labels {
+
+namespace asio = boost::asio;
+using asio::ip::tcp;
+
+namespace {
+
+std::string error_frame(const std::string& text) {
+  capnp::MallocMessageBuilder m;
+  m.initRoot<wire::Response>().setError(labels::text(text));
+  return encode_frame(m);
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- server
+
+struct LabelServer::Impl {
+  ServiceConfig config;
+  LabelStore store;
+  RatingDesk desk;
+  asio::io_context io;
+  tcp::acceptor acceptor{io};
+  size_t next_session = 1;
+
+  explicit Impl(const ServiceConfig& c) : config(c), store(c.db), desk(store, c.desk) {}
+
+  void accept();
+  // Handles one decoded request; sets `close` when the connection must end.
+  std::string dispatch(std::optional<Rater>& rater, wire::Request::Reader req, bool& close);
+};
+
+namespace {
+
+class Session : public std::enable_shared_from_this<Session> {
+ public:
+  Session(tcp::socket socket, LabelServer::Impl& server, size_t id)
+      : socket_(std::move(socket)), timer_(socket_.get_executor()), server_(server) {
+    boost::system::error_code ec;
+    const auto ep = socket_.remote_endpoint(ec);
+    peer_ = "#" + std::to_string(id) + " " + (ec ? std::string("?") : ep.address().to_string() + ":" + std::to_string(ep.port()));
+  }
+  void start() { read_header(); }
+
+ private:
+  void arm_timer() {
+    timer_.expires_after(std::chrono::seconds(server_.config.idle_timeout_s));
+    timer_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
+      if (ec) return;  // cancelled: activity
+      log_info("label service: ", self->peer_, " idle for ", self->server_.config.idle_timeout_s, " s; closing");
+      self->close();
+    });
+  }
+  void close() {
+    boost::system::error_code ec;
+    timer_.cancel();
+    socket_.shutdown(tcp::socket::shutdown_both, ec);
+    socket_.close(ec);
+  }
+  void reject(const std::string& why) {
+    log_info("label service: ", peer_, ": ", why, "; closing this connection");
+    send(error_frame(why), true);
+  }
+  void read_header() {
+    arm_timer();
+    asio::async_read(socket_, asio::buffer(header_), [self = shared_from_this()](const boost::system::error_code& ec,
+                                                                                 size_t n) {
+      if (ec) {
+        if (n > 0) log_info("label service: ", self->peer_, ": truncated frame header (", n, " of 4 bytes); closing");
+        self->close();
+        return;
+      }
+      const uint32_t len = decode_frame_length(self->header_);
+      if (len == 0 || len > static_cast<uint64_t>(self->server_.config.max_frame_bytes)) {
+        self->reject("frame of " + std::to_string(len) + " bytes is outside 1.." +
+                     std::to_string(self->server_.config.max_frame_bytes));
+        return;
+      }
+      self->body_.assign(len, '\0');
+      self->read_body();
+    });
+  }
+  void read_body() {
+    asio::async_read(socket_, asio::buffer(body_), [self = shared_from_this()](const boost::system::error_code& ec,
+                                                                               size_t n) {
+      if (ec) {
+        log_info("label service: ", self->peer_, ": truncated frame (", n, " of ", self->body_.size(),
+                 " bytes); closing");
+        self->close();
+        return;
+      }
+      self->handle();
+    });
+  }
+  void handle() {
+    bool close = false;
+    std::string reply;
+    try {
+      DecodedMessage message(body_, static_cast<size_t>(server_.config.max_frame_bytes));
+      reply = server_.dispatch(rater_, message.root<wire::Request>(), close);
+    } catch (const Error& e) {
+      reject(e.what());
+      return;
+    } catch (const kj::Exception& e) {
+      reject(std::string("invalid message: ") + e.getDescription().cStr());
+      return;
+    } catch (const std::exception& e) {
+      reject(std::string("invalid message: ") + e.what());
+      return;
+    }
+    send(std::move(reply), close);
+  }
+  void send(std::string frame, bool close_after) {
+    out_ = std::move(frame);
+    asio::async_write(socket_, asio::buffer(out_), [self = shared_from_this(), close_after](
+                                                       const boost::system::error_code& ec, size_t) {
+      if (ec || close_after) {
+        self->close();
+        return;
+      }
+      self->read_header();
+    });
+  }
+
+  tcp::socket socket_;
+  asio::steady_timer timer_;
+  LabelServer::Impl& server_;
+  std::string peer_;
+  uint8_t header_[4] = {};
+  std::string body_, out_;
+  std::optional<Rater> rater_;
+};
+
+}  // namespace
+
+void LabelServer::Impl::accept() {
+  acceptor.async_accept([this](const boost::system::error_code& ec, tcp::socket socket) {
+    if (ec == asio::error::operation_aborted) return;
+    if (!ec) std::make_shared<Session>(std::move(socket), *this, next_session++)->start();
+    accept();
+  });
+}
+
+std::string LabelServer::Impl::dispatch(std::optional<Rater>& rater, wire::Request::Reader req, bool& close) {
+  capnp::MallocMessageBuilder m;
+  auto res = m.initRoot<wire::Response>();
+  if (req.which() == wire::Request::HELLO) {
+    rater = desk.authenticate(to_std(req.getHello().getToken()));
+    if (!rater) {
+      log_info("label service: a connection offered an unknown token; closing");
+      close = true;
+      res.setError("unknown rater token: ask the operator for yours (`rlhf raters add NAME` prints it once)");
+    } else {
+      log_info("label service: rater '", rater->name, "' connected (", to_std(req.getHello().getClient()), ")");
+      res.setWelcome(text(rater->name));
+    }
+    return encode_frame(m);
+  }
+  if (!rater) {
+    close = true;
+    res.setError("say hello with a rater token first");
+    return encode_frame(m);
+  }
+  try {
+    switch (req.which()) {
+      case wire::Request::NEXT_TASK: {
+        auto nt = req.getNextTask();
+        std::vector<int64_t> exclude;
+        for (int64_t id : nt.getExclude()) exclude.push_back(id);
+        if (auto t = desk.next_task(*rater, exclude, nt.getPrefer())) write_task(res.initTask(), *t);
+        else res.setNoTask();
+        break;
+      }
+      case wire::Request::SUBMIT: res.setAck(desk.submit(*rater, read_label(req.getSubmit()))); break;
+      case wire::Request::UNDO: res.setUndone(desk.undo(*rater)); break;
+      case wire::Request::STATS: write_progress(res.initStats(), desk.progress(*rater)); break;
+      default: close = true; res.setError("unknown request"); break;
+    }
+  } catch (const Error& e) {
+    // A well-formed request the store refuses (a label for a missing comparison,
+    // a second label on one comparison): the rater is told and may go on.
+    capnp::MallocMessageBuilder em;
+    em.initRoot<wire::Response>().setError(text(e.what()));
+    return encode_frame(em);
+  }
+  return encode_frame(m);
+}
+
+LabelServer::LabelServer(const ServiceConfig& config) : impl_(std::make_unique<Impl>(config)) {
+  boost::system::error_code ec;
+  const auto address = asio::ip::make_address(config.host, ec);
+  if (ec) fail(ErrorKind::kUsage, "label service: host '", config.host, "' is not an IP address");
+  const tcp::endpoint ep(address, static_cast<unsigned short>(config.port));
+  impl_->acceptor.open(ep.protocol());
+  impl_->acceptor.set_option(tcp::acceptor::reuse_address(true));
+  impl_->acceptor.bind(ep, ec);
+  if (ec)
+    fail(ErrorKind::kNetwork, "label service: cannot listen on ", config.host, ":", config.port, ": ", ec.message(),
+         ". Pick another --port or stop the process using it.");
+  impl_->acceptor.listen();
+  impl_->accept();
+}
+
+LabelServer::~LabelServer() = default;
+
+int LabelServer::port() const { return impl_->acceptor.local_endpoint().port(); }
+
+void LabelServer::run(bool handle_signals) {
+  std::unique_ptr<asio::signal_set> signals;
+  if (handle_signals) {
+    signals = std::make_unique<asio::signal_set>(impl_->io, SIGINT, SIGTERM);
+    signals->async_wait([this](const boost::system::error_code& ec, int) {
+      if (!ec) log_info("label service: stopping");
+      impl_->io.stop();
+    });
+  }
+  impl_->io.run();
+}
+
+void LabelServer::stop() {
+  asio::post(impl_->io, [this] { impl_->io.stop(); });
+}
+
+// ---------------------------------------------------------------- client
+
+struct LabelClient::Impl {
+  asio::io_context io;
+  tcp::socket socket{io};
+  std::string rater;
+
+  wire::Response::Reader request(capnp::MallocMessageBuilder& msg, std::unique_ptr<DecodedMessage>& holder) {
+    const std::string frame = encode_frame(msg);
+    boost::system::error_code ec;
+    asio::write(socket, asio::buffer(frame), ec);
+    if (ec) fail(ErrorKind::kNetwork, "label service: connection lost while sending (", ec.message(), ")");
+    uint8_t header[4];
+    asio::read(socket, asio::buffer(header), ec);
+    if (ec) fail(ErrorKind::kNetwork, "label service: connection lost while waiting for an answer (", ec.message(), ")");
+    const uint32_t len = decode_frame_length(header);
+    if (len == 0 || len > 64u << 20) fail(ErrorKind::kNetwork, "label service: answered with a bad frame length ", len);
+    std::string body(len, '\0');
+    asio::read(socket, asio::buffer(body), ec);
+    if (ec) fail(ErrorKind::kNetwork, "label service: connection lost mid-answer (", ec.message(), ")");
+    holder = std::make_unique<DecodedMessage>(body, 64u << 20);
+    auto res = holder->root<wire::Response>();
+    if (res.which() == wire::Response::ERROR) fail(ErrorKind::kData, "label service: ", to_std(res.getError()));
+    return res;
+  }
+};
+
+LabelClient::LabelClient(const std::string& host, int port, const std::string& token, double timeout_s)
+    : impl_(std::make_unique<Impl>()) {
+  boost::system::error_code ec;
+  tcp::resolver resolver(impl_->io);
+  const auto endpoints = resolver.resolve(host, std::to_string(port), ec);
+  if (ec) fail(ErrorKind::kNetwork, "label service: cannot resolve '", host, "': ", ec.message());
+  asio::connect(impl_->socket, endpoints, ec);
+  if (ec)
+    fail(ErrorKind::kNetwork, "label service: cannot connect to ", host, ":", port, " (", ec.message(),
+         "). Is `rlhf serve-labels` running there?");
+  impl_->socket.set_option(tcp::no_delay(true));
+  timeval tv{static_cast<time_t>(timeout_s), static_cast<suseconds_t>((timeout_s - static_cast<int64_t>(timeout_s)) * 1e6)};
+  ::setsockopt(impl_->socket.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  ::setsockopt(impl_->socket.native_handle(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  capnp::MallocMessageBuilder m;
+  auto hello = m.initRoot<wire::Request>().initHello();
+  hello.setToken(text(token));
+  hello.setClient("rlhf 0.1");
+  std::unique_ptr<DecodedMessage> holder;
+  try {
+    impl_->rater = to_std(impl_->request(m, holder).getWelcome());
+  } catch (const Error& e) {
+    if (e.kind() == ErrorKind::kData) fail(ErrorKind::kUsage, e.what());
+    throw;
+  }
+}
+
+LabelClient::~LabelClient() = default;
+
+const std::string& LabelClient::rater() const { return impl_->rater; }
+
+std::optional<RatingTask> LabelClient::next_task(const std::vector<int64_t>& exclude, int64_t prefer) {
+  capnp::MallocMessageBuilder m;
+  auto nt = m.initRoot<wire::Request>().initNextTask();
+  auto ex = nt.initExclude(static_cast<unsigned>(exclude.size()));
+  for (size_t i = 0; i < exclude.size(); ++i) ex.set(static_cast<unsigned>(i), exclude[i]);
+  nt.setPrefer(prefer);
+  std::unique_ptr<DecodedMessage> holder;
+  auto res = impl_->request(m, holder);
+  if (res.which() == wire::Response::TASK) return read_task(res.getTask());
+  return std::nullopt;
+}
+
+int64_t LabelClient::submit(const Label& label) {
+  capnp::MallocMessageBuilder m;
+  write_label(m.initRoot<wire::Request>().initSubmit(), label);
+  std::unique_ptr<DecodedMessage> holder;
+  auto res = impl_->request(m, holder);
+  if (res.which() != wire::Response::ACK) fail(ErrorKind::kNetwork, "label service: expected an acknowledgement");
+  return res.getAck();
+}
+
+int64_t LabelClient::undo() {
+  capnp::MallocMessageBuilder m;
+  m.initRoot<wire::Request>().setUndo();
+  std::unique_ptr<DecodedMessage> holder;
+  return impl_->request(m, holder).getUndone();
+}
+
+RaterProgress LabelClient::stats() {
+  capnp::MallocMessageBuilder m;
+  m.initRoot<wire::Request>().setStats();
+  std::unique_ptr<DecodedMessage> holder;
+  return read_progress(impl_->request(m, holder).getStats());
+}
+
+std::pair<std::string, int> parse_host_port(const std::string& text) {
+  const auto colon = text.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == text.size())
+    fail(ErrorKind::kUsage, "'", text, "' is not HOST:PORT (e.g. 127.0.0.1:7461)");
+  try {
+    size_t used = 0;
+    const int port = std::stoi(text.substr(colon + 1), &used);
+    if (used != text.size() - colon - 1 || port <= 0 || port > 65535) throw std::invalid_argument("port");
+    return {text.substr(0, colon), port};
+  } catch (const std::exception&) {
+    fail(ErrorKind::kUsage, "'", text, "': the port must be a number in 1..65535");
+  }
+}
+
+}  // namespace rlhf::labels

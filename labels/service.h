@@ -1,0 +1,78 @@
+// The label service: `rlhf serve-labels`. A Boost.Asio TCP server speaking
+// the Cap'n Proto protocol in labels/protocol.capnp over length-prefixed
+// frames, in front of one label store. One I/O thread: requests are handled
+// in arrival order and a label is acknowledged only after its transaction is
+// committed and synced. Oversized, truncated, undecodable or out-of-order
+// messages (anything before a valid hello) get an error frame and close that
+// connection only; they are logged with the peer's address.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "labels/desk.h"
+
+namespace rlhf::labels {
+
+struct ServiceConfig {
+  std::string db = "labels.sqlite";           // the label store to serve
+  std::string host = "127.0.0.1";             // bind address; 0.0.0.0 to serve other machines
+  int port = 7461;                            // 0 = any free port (tests)
+  int64_t max_frame_bytes = 1 << 20;          // larger frames close the connection
+  int idle_timeout_s = 900;                   // a silent connection is closed after this long
+  DeskConfig desk;                            // task assignment
+  template <class V> void visit(V& v) {
+    v("db", db);
+    v("host", host);
+    v("port", port);
+    v("max_frame_bytes", max_frame_bytes);
+    v("idle_timeout_s", idle_timeout_s);
+    v.section("desk", desk);
+  }
+};
+
+class LabelServer {
+ public:
+  // Opens the store and binds; throws Error(kNetwork) when the address is taken.
+  explicit LabelServer(const ServiceConfig& config);
+  ~LabelServer();
+  LabelServer(const LabelServer&) = delete;
+  LabelServer& operator=(const LabelServer&) = delete;
+
+  int port() const;  // the bound port
+  // Serves until stop() (from any thread) or, with `handle_signals`, SIGINT/SIGTERM.
+  void run(bool handle_signals = false);
+  void stop();
+
+  struct Impl;  // opaque; public so the connection handlers in service.cpp can name it
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+// A blocking client for the rater tool, PPO's live link and tests. Errors the
+// server sends come back as Error(kData) with its text; a lost connection is
+// Error(kNetwork).
+class LabelClient {
+ public:
+  // Connects and says hello; a wrong token is Error(kUsage).
+  LabelClient(const std::string& host, int port, const std::string& token, double timeout_s = 30);
+  ~LabelClient();
+  LabelClient(const LabelClient&) = delete;
+  LabelClient& operator=(const LabelClient&) = delete;
+
+  const std::string& rater() const;
+  std::optional<RatingTask> next_task(const std::vector<int64_t>& exclude = {}, int64_t prefer = 0);
+  int64_t submit(const Label& label);
+  int64_t undo();
+  RaterProgress stats();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// "host:port" -> {host, port}; Error(kUsage) naming the text when malformed.
+std::pair<std::string, int> parse_host_port(const std::string& text);
+
+}  // namespace rlhf::labels

@@ -1,0 +1,507 @@
+// The label service: rater tokens, task assignment (the rating desk),
+// agreement statistics, and the Boost.Asio + Cap'n Proto server on loopback
+// (concurrent raters, wrong tokens, hostile frames, SIGKILL and restart).
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <fstream>
+#include <set>
+#include <thread>
+
+#include "common/fs.h"
+#include "labels/agreement.h"
+#include "labels/desk.h"
+#include "labels/service.h"
+#include "labels/token.h"
+#include "labels/wire.h"
+#include "label_fixture.h"
+#include "process_util.h"
+#include "test_util.h"
+
+using namespace rlhf;
+using namespace rlhf::labels;
+
+// ------------------------------------------------------------------ tokens
+
+TEST(RaterTokens, Sha256MatchesTheFipsTestVectors) {
+  EXPECT_EQ(sha256_hex(""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  EXPECT_EQ(sha256_hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  EXPECT_EQ(sha256_hex("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"),
+            "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+}
+
+TEST(RaterTokens, TokensAreRandomAndOnlyTheirHashIsStored) {
+  test::TempDir dir("tokens");
+  LabelStore store(dir.file("l.sqlite"));
+  const std::string t1 = test::add_rater_with_token(store, "ann");
+  const std::string t2 = test::add_rater_with_token(store, "bob");
+  EXPECT_EQ(t1.size(), 64u);
+  EXPECT_NE(t1, t2);
+  RatingDesk desk(store, {});
+  EXPECT_EQ(desk.authenticate(t1)->name, "ann");
+  EXPECT_EQ(desk.authenticate(t2)->name, "bob");
+  EXPECT_FALSE(desk.authenticate(t1.substr(0, 63) + "0"));
+  EXPECT_FALSE(desk.authenticate(""));
+  const std::string bytes = read_file(dir.file("l.sqlite"));
+  EXPECT_EQ(bytes.find(t1), std::string::npos) << "the token itself must not be stored";
+}
+
+// --------------------------------------------------------------- agreement
+
+TEST(Agreement, CohenKappaMatchesAHandComputedCase) {
+  // po = 4/6, pe = 0.5*0.5 + 0.5*0.5 = 0.5, kappa = (2/3 - 1/2) / (1/2) = 1/3.
+  EXPECT_NEAR(cohen_kappa({0, 0, 1, 1, 0, 1}, {0, 1, 1, 1, 0, 0}), 1.0 / 3, 1e-12);
+  EXPECT_NEAR(cohen_kappa({0, 1, 2}, {0, 1, 2}), 1.0, 1e-12);
+  EXPECT_TRUE(std::isnan(cohen_kappa({}, {})));
+}
+
+TEST(Agreement, KrippendorffAlphaMatchesAHandComputedCase) {
+  // Coincidences: o00 = 2, o11 = 2, o01 = o10 = 1; n0 = n1 = 3, n = 6.
+  // alpha = 1 - (n - 1) * 2 / (2 * 3 * 3) = 1 - 10/18.
+  EXPECT_NEAR(krippendorff_alpha_nominal({{0, 0}, {1, 1}, {0, 1}}), 1 - 10.0 / 18, 1e-12);
+  // Units with one value are not pairable and change nothing.
+  EXPECT_NEAR(krippendorff_alpha_nominal({{0, 0}, {1, 1}, {0, 1}, {1}}), 1 - 10.0 / 18, 1e-12);
+  EXPECT_NEAR(krippendorff_alpha_nominal({{0, 0}, {1, 1}}), 1.0, 1e-12);
+  // Krippendorff (2011), "Computing Krippendorff's alpha-reliability", nominal example: 0.743.
+  const std::vector<std::vector<int>> units = {{1, 1, 1}, {2, 2, 3, 2}, {3, 3, 3, 3}, {3, 3, 3, 3}, {2, 2, 2, 2},
+                                               {1, 2, 3, 4}, {4, 4, 4, 4}, {1, 1, 2, 1}, {2, 2, 2, 2}, {5, 5, 5},
+                                               {1, 1}, {3}};
+  EXPECT_NEAR(krippendorff_alpha_nominal(units), 0.743, 1e-3);
+}
+
+TEST(Agreement, ReportCountsLabelsKappaAndGoldAccuracyPerRater) {
+  test::TempDir dir("agree");
+  LabelStore store(dir.file("l.sqlite"));
+  test::fill_label_store(store, 4, 2);
+  const int64_t ann = store.add_rater("ann", "", "human"), bob = store.add_rater("bob", "", "human");
+  const auto comps = store.comparisons();
+  const Choice ann_choices[] = {Choice::kA, Choice::kA, Choice::kB, Choice::kB};
+  const Choice bob_choices[] = {Choice::kA, Choice::kB, Choice::kB, Choice::kB};
+  for (size_t i = 0; i < 4; ++i) {
+    Label a, b;
+    a.comparison_id = b.comparison_id = comps[i].id;
+    a.rater_id = ann, a.choice = ann_choices[i];
+    b.rater_id = bob, b.choice = bob_choices[i];
+    a.shown_order = b.shown_order = comps[i].candidates;
+    store.add_label(a);
+    store.add_label(b);
+  }
+  const int64_t p = store.add_prompt(Json::array({{{"role", "user"}, {"content", "gold"}}}), nullptr);
+  const int64_t c1 = store.add_candidate(p, "good", true, "x", nullptr), c2 = store.add_candidate(p, "bad", true, "x", nullptr);
+  const int64_t gold = *store.add_comparison(p, {c1, c2}, 1, true, Json{{"choice", "a"}});
+  Label g;
+  g.comparison_id = gold, g.rater_id = ann, g.choice = Choice::kB, g.shown_order = {c1, c2};
+  store.add_label(g);
+
+  const AgreementReport r = agreement_report(store);
+  ASSERT_EQ(r.raters.size(), 2u);
+  EXPECT_EQ(r.raters[0].labels, 5u);
+  EXPECT_EQ(r.raters[0].gold_seen, 1u);
+  EXPECT_EQ(r.raters[0].gold_correct, 0u);
+  ASSERT_EQ(r.pairs.size(), 1u);
+  EXPECT_EQ(r.pairs[0].common, 4u);
+  EXPECT_DOUBLE_EQ(r.pairs[0].agree, 0.75);
+  // po = 3/4; ann 2a 2b, bob 1a 3b: pe = .5*.25 + .5*.75 = .5; kappa = .5.
+  EXPECT_NEAR(r.pairs[0].kappa, 0.5, 1e-12);
+  EXPECT_EQ(r.alpha_units, 4u);
+  EXPECT_NE(format_agreement(r).find("Krippendorff"), std::string::npos);
+}
+
+// -------------------------------------------------------------------- desk
+
+TEST(RatingDesk, EachComparisonGetsItsRatersAndNeverTheSameRaterTwice) {
+  test::TempDir dir("desk");
+  LabelStore store(dir.file("l.sqlite"));
+  test::fill_label_store(store, 6, 2);
+  store.add_rater("ann", "", "human");
+  store.add_rater("bob", "", "human");
+  store.add_rater("cy", "", "human");
+  RatingDesk desk(store, {});
+  const Rater ann = *store.rater_by_name("ann"), bob = *store.rater_by_name("bob"), cy = *store.rater_by_name("cy");
+  auto label_all = [&](const Rater& r) {
+    int n = 0;
+    while (auto t = desk.next_task(r)) {
+      Label l;
+      l.comparison_id = t->comparison_id;
+      l.choice = Choice::kA;
+      for (auto& rep : t->replies) l.shown_order.push_back(rep.candidate_id);
+      desk.submit(r, l);
+      ++n;
+    }
+    return n;
+  };
+  EXPECT_EQ(label_all(ann), 6);
+  EXPECT_EQ(label_all(bob), 6);
+  EXPECT_EQ(label_all(cy), 0) << "every comparison already has its 2 raters";
+  EXPECT_EQ(store.count_labels(), 12u);
+  // A second label by the same rater is refused.
+  Label again;
+  again.comparison_id = store.comparisons()[0].id;
+  again.choice = Choice::kB;
+  again.shown_order = store.comparisons()[0].candidates;
+  EXPECT_NE(test::error_of([&] { desk.submit(ann, again); }).find("already labelled"), std::string::npos);
+}
+
+TEST(RatingDesk, AHandedOutTaskIsHeldForItsRater) {
+  test::TempDir dir("lease");
+  LabelStore store(dir.file("l.sqlite"));
+  test::fill_label_store(store, 2, 1);
+  store.add_rater("ann", "", "human");
+  store.add_rater("bob", "", "human");
+  RatingDesk desk(store, {});
+  const auto a = desk.next_task(*store.rater_by_name("ann"));
+  const auto b = desk.next_task(*store.rater_by_name("bob"));
+  ASSERT_TRUE(a && b);
+  EXPECT_NE(a->comparison_id, b->comparison_id);
+  EXPECT_EQ(desk.next_task(*store.rater_by_name("ann"))->comparison_id, a->comparison_id) << "stable for its rater";
+}
+
+TEST(RatingDesk, LeftRightOrderIsRandomisedPerRaterStableAndRecorded) {
+  test::TempDir dir("order");
+  LabelStore store(dir.file("l.sqlite"));
+  test::fill_label_store(store, 40, 1);
+  store.add_rater("ann", "", "human");
+  RatingDesk desk(store, {});
+  const Rater ann = *store.rater_by_name("ann");
+  int swapped = 0;
+  for (int i = 0; i < 40; ++i) {
+    const auto t = desk.next_task(ann);
+    ASSERT_TRUE(t);
+    const Comparison c = store.comparison(t->comparison_id);
+    const bool left_is_stored_a = t->replies[0].candidate_id == c.candidates[0];
+    swapped += !left_is_stored_a;
+    // The rater prefers the left reply ("a" = left as shown).
+    Label l;
+    l.comparison_id = t->comparison_id;
+    l.choice = Choice::kA;
+    l.shown_order = {t->replies[0].candidate_id, t->replies[1].candidate_id};
+    const int64_t id = desk.submit(ann, l);
+    const Label stored = store.labels_of_comparison(c.id).at(0);
+    EXPECT_EQ(stored.id, id);
+    EXPECT_EQ(stored.choice, left_is_stored_a ? Choice::kA : Choice::kB) << "the left reply is what won";
+    EXPECT_EQ(stored.shown_order, l.shown_order);
+  }
+  EXPECT_GT(swapped, 8);
+  EXPECT_LT(swapped, 32);
+}
+
+TEST(RatingDesk, RanksAndRatingsAsShownAreStoredPerCandidate) {
+  test::TempDir dir("rank");
+  LabelStore store(dir.file("l.sqlite"));
+  test::fill_label_store(store, 0, 1, 1);
+  store.add_rater("ann", "", "human");
+  DeskConfig cfg;
+  cfg.ask_ratings = true;
+  RatingDesk desk(store, cfg);
+  const Rater ann = *store.rater_by_name("ann");
+  const auto t = desk.next_task(ann);
+  ASSERT_TRUE(t && t->ranking && t->ask_ratings);
+  Label l;
+  l.comparison_id = t->comparison_id;
+  l.choice = Choice::kRanking;
+  for (auto& r : t->replies) l.shown_order.push_back(r.candidate_id);
+  l.ranking = {1, 3, 2};  // as shown
+  l.ratings = {7, 1, 4};
+  desk.submit(ann, l);
+  const Comparison c = store.comparison(t->comparison_id);
+  const Label s = store.labels().at(0);
+  for (size_t j = 0; j < 3; ++j) {
+    const size_t i = std::find(c.candidates.begin(), c.candidates.end(), l.shown_order[j]) - c.candidates.begin();
+    EXPECT_EQ(s.ranking[i], l.ranking[j]);
+    EXPECT_EQ(s.ratings[i], l.ratings[j]);
+  }
+  Label bad = l;
+  bad.ranking = {1, 4, 2};
+  EXPECT_NE(test::error_of([&] { desk.submit(ann, bad); }).find("out of range"), std::string::npos);
+}
+
+TEST(RatingDesk, GoldItemsAreMixedInAndScored) {
+  test::TempDir dir("gold");
+  LabelStore store(dir.file("l.sqlite"));
+  test::fill_label_store(store, 20, 1);
+  const int64_t p = store.add_prompt(Json::array({{{"role", "user"}, {"content", "gold"}}}), nullptr);
+  const int64_t good = store.add_candidate(p, "good", true, "x", nullptr), bad = store.add_candidate(p, "bad", true, "x", nullptr);
+  const int64_t gold = *store.add_comparison(p, {good, bad}, 1, true, Json{{"choice", "a"}});
+  store.add_rater("ann", "", "human");
+  DeskConfig cfg;
+  cfg.gold_rate = 1.0;
+  RatingDesk desk(store, cfg);
+  const Rater ann = *store.rater_by_name("ann");
+  const auto t = desk.next_task(ann);
+  ASSERT_TRUE(t);
+  EXPECT_EQ(t->comparison_id, gold);
+  Label l;
+  l.comparison_id = gold;
+  l.shown_order = {t->replies[0].candidate_id, t->replies[1].candidate_id};
+  l.choice = t->replies[0].candidate_id == good ? Choice::kA : Choice::kB;  // picks "good" as shown
+  desk.submit(ann, l);
+  const RaterProgress pr = desk.progress(ann);
+  EXPECT_EQ(pr.gold_seen, 1u);
+  EXPECT_EQ(pr.gold_correct, 1u);
+  EXPECT_EQ(pr.remaining, 20u);
+  EXPECT_NE(desk.next_task(ann)->comparison_id, gold) << "a gold item is shown to a rater once";
+}
+
+// ------------------------------------------------------------------ server
+
+namespace {
+
+std::string read_file_if_exists(const std::string& path) { return path_exists(path) ? read_file(path) : ""; }
+
+// A server on a free loopback port, run on its own thread.
+struct ServerThread {
+  explicit ServerThread(const std::string& db, DeskConfig desk = {}) {
+    ServiceConfig c;
+    c.db = db;
+    c.port = 0;
+    c.max_frame_bytes = 64 * 1024;
+    c.desk = desk;
+    server = std::make_unique<LabelServer>(c);
+    port = server->port();
+    thread = std::thread([this] { server->run(); });
+  }
+  ~ServerThread() {
+    server->stop();
+    thread.join();
+  }
+  std::unique_ptr<LabelServer> server;
+  int port = 0;
+  std::thread thread;
+};
+
+// A raw TCP connection for sending hostile bytes.
+struct RawSocket {
+  explicit RawSocket(int port) {
+    fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(port));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    timeval tv{5, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  }
+  ~RawSocket() { ::close(fd); }
+  void send(const std::string& bytes) { ASSERT_EQ(::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL), (ssize_t)bytes.size()); }
+  // Everything until the server closes the connection (or 5 s pass).
+  std::string read_until_closed() {
+    std::string out;
+    char buf[4096];
+    for (;;) {
+      const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+      if (n <= 0) {
+        closed = n == 0;
+        return out;
+      }
+      out.append(buf, static_cast<size_t>(n));
+    }
+  }
+  int fd = -1;
+  bool closed = false;
+};
+
+std::string frame_header(uint32_t n) {
+  std::string h(4, '\0');
+  for (int i = 0; i < 4; ++i) h[i] = static_cast<char>((n >> (8 * i)) & 0xff);
+  return h;
+}
+
+std::string hello_frame(const std::string& token) {
+  capnp::MallocMessageBuilder m;
+  m.initRoot<wire::Request>().initHello().setToken(text(token));
+  return encode_frame(m);
+}
+
+// The error text of the first frame in `bytes` (which must be an error response).
+std::string error_in(const std::string& bytes) {
+  if (bytes.size() < 4) return "";
+  const uint32_t n = decode_frame_length(reinterpret_cast<const uint8_t*>(bytes.data()));
+  DecodedMessage m(bytes.substr(4, n), 1 << 20);
+  auto r = m.root<wire::Response>();
+  return r.which() == wire::Response::ERROR ? to_std(r.getError()) : "";
+}
+
+Label left_better(const RatingTask& t, const std::string& client_id) {
+  Label l;
+  l.comparison_id = t.comparison_id;
+  l.choice = Choice::kA;
+  l.client_id = client_id;
+  for (auto& r : t.replies) l.shown_order.push_back(r.candidate_id);
+  return l;
+}
+
+}  // namespace
+
+TEST(LabelService, ManyConcurrentRatersLoseNoLabel) {
+  test::TempDir dir("svc-many");
+  std::vector<std::string> tokens;
+  {
+    LabelStore store(dir.file("l.sqlite"));
+    test::fill_label_store(store, 30, 3);
+    for (int r = 0; r < 8; ++r) tokens.push_back(test::add_rater_with_token(store, "rater" + std::to_string(r)));
+  }
+  ServerThread server(dir.file("l.sqlite"));
+  std::atomic<int> acked{0};
+  std::vector<std::thread> raters;
+  for (int r = 0; r < 8; ++r)
+    raters.emplace_back([&, r] {
+      LabelClient c("127.0.0.1", server.port, tokens[r]);
+      int n = 0;
+      while (auto t = c.next_task()) {
+        c.submit(left_better(*t, "r" + std::to_string(r) + "-" + std::to_string(n++)));
+        ++acked;
+      }
+    });
+  for (auto& t : raters) t.join();
+  LabelStore store(dir.file("l.sqlite"));
+  EXPECT_EQ(acked.load(), 90) << "30 comparisons x 3 raters";
+  EXPECT_EQ(store.count_labels(), 90u);
+  std::set<std::pair<int64_t, int64_t>> seen;
+  std::map<int64_t, int> per_comparison;
+  for (const Label& l : store.labels()) {
+    EXPECT_TRUE(seen.insert({l.rater_id, l.comparison_id}).second) << "a rater labelled a comparison twice";
+    ++per_comparison[l.comparison_id];
+  }
+  for (auto& [c, n] : per_comparison) EXPECT_EQ(n, 3) << "comparison " << c;
+}
+
+TEST(LabelService, AWrongTokenGetsAnErrorAndNothingElse) {
+  test::TempDir dir("svc-token");
+  {
+    LabelStore store(dir.file("l.sqlite"));
+    test::fill_label_store(store, 3, 1);
+    test::add_rater_with_token(store, "ann");
+  }
+  ServerThread server(dir.file("l.sqlite"));
+  const std::string err = test::error_of([&] { LabelClient c("127.0.0.1", server.port, std::string(64, 'f')); });
+  EXPECT_NE(err.find("unknown rater token"), std::string::npos) << err;
+  // Raw: a wrong hello followed by a task request gets one error and a closed connection.
+  RawSocket s(server.port);
+  capnp::MallocMessageBuilder m;
+  m.initRoot<wire::Request>().initNextTask();
+  s.send(hello_frame("nope") + encode_frame(m));
+  const std::string got = s.read_until_closed();
+  EXPECT_TRUE(s.closed);
+  EXPECT_NE(error_in(got).find("unknown rater token"), std::string::npos);
+  EXPECT_EQ(got.size(), 4 + decode_frame_length(reinterpret_cast<const uint8_t*>(got.data())))
+      << "exactly one frame: no task leaked";
+  // Asking for work before hello is refused the same way.
+  RawSocket s2(server.port);
+  s2.send(encode_frame(m));
+  EXPECT_NE(error_in(s2.read_until_closed()).find("hello"), std::string::npos);
+}
+
+TEST(LabelService, HostileFramesCloseOnlyTheirOwnConnection) {
+  test::TempDir dir("svc-hostile");
+  std::string token;
+  {
+    LabelStore store(dir.file("l.sqlite"));
+    test::fill_label_store(store, 5, 1);
+    token = test::add_rater_with_token(store, "ann");
+  }
+  ServerThread server(dir.file("l.sqlite"));
+  LabelClient good("127.0.0.1", server.port, token);
+  ASSERT_TRUE(good.next_task());
+
+  {  // garbage bytes in a well-sized frame
+    RawSocket s(server.port);
+    s.send(frame_header(16) + std::string("\xff\xee\xdd\xcc\xbb\xaa\x99\x88\x77\x66\x55\x44\x33\x22\x11\x00", 16));
+    const std::string got = s.read_until_closed();
+    EXPECT_TRUE(s.closed);
+    EXPECT_FALSE(error_in(got).empty());
+  }
+  {  // not a whole number of words
+    RawSocket s(server.port);
+    s.send(frame_header(5) + "hello");
+    EXPECT_NE(error_in(s.read_until_closed()).find("8-byte words"), std::string::npos);
+  }
+  {  // oversized
+    RawSocket s(server.port);
+    s.send(frame_header(50u << 20));
+    const std::string got = s.read_until_closed();
+    EXPECT_TRUE(s.closed);
+    EXPECT_NE(error_in(got).find("outside"), std::string::npos);
+  }
+  {  // truncated: the header promises more than ever comes
+    RawSocket s(server.port);
+    s.send(frame_header(64) + std::string(10, 'x'));
+    ::shutdown(s.fd, SHUT_WR);
+    s.read_until_closed();
+    EXPECT_TRUE(s.closed);
+  }
+  {  // a segment table that points past the frame
+    RawSocket s(server.port);
+    std::string body(16, '\0');
+    body[4] = static_cast<char>(0xff);  // segment 0 claims 255 words
+    s.send(frame_header(16) + body);
+    EXPECT_FALSE(error_in(s.read_until_closed()).empty());
+  }
+  // The well-behaved rater never noticed.
+  const auto t = good.next_task();
+  ASSERT_TRUE(t);
+  EXPECT_GT(good.submit(left_better(*t, "ok-1")), 0);
+  EXPECT_EQ(good.stats().labels, 1u);
+}
+
+TEST(LabelService, AcknowledgedLabelsSurviveSigkillAndResendsAreNotDoubled) {
+  test::TempDir dir("svc-kill");
+  std::string token;
+  {
+    LabelStore store(dir.file("l.sqlite"));
+    test::fill_label_store(store, 40, 1);
+    token = test::add_rater_with_token(store, "ann");
+  }
+  auto start_server = [&](const std::string& log) {
+    ::remove(log.c_str());
+    const pid_t pid = test::spawn_cli({"serve-labels", "--db", dir.file("l.sqlite"), "--port", "0"}, log);
+    for (int i = 0; i < 200; ++i) {
+      const std::string text = read_file_if_exists(log);
+      const auto at = text.find("127.0.0.1:");
+      if (at != std::string::npos && text.find('\n', at) != std::string::npos)
+        return std::make_pair(pid, std::stoi(text.substr(at + 10)));
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    ADD_FAILURE() << "the server did not start: " << read_file_if_exists(log);
+    return std::make_pair(pid, 0);
+  };
+  auto [pid, port] = start_server(dir.file("s1.log"));
+  ASSERT_GT(port, 0);
+  std::vector<Label> sent;
+  std::vector<int64_t> acks;
+  {
+    LabelClient c("127.0.0.1", port, token);
+    for (int i = 0; i < 25; ++i) {
+      const auto t = c.next_task();
+      ASSERT_TRUE(t);
+      sent.push_back(left_better(*t, "kill-" + std::to_string(i)));
+      acks.push_back(c.submit(sent.back()));
+    }
+  }
+  ::kill(pid, SIGKILL);
+  EXPECT_EQ(test::wait_exit(pid), 128 + SIGKILL);
+
+  auto [pid2, port2] = start_server(dir.file("s2.log"));
+  ASSERT_GT(port2, 0);
+  {
+    LabelStore store(dir.file("l.sqlite"));
+    EXPECT_EQ(store.count_labels(), 25u) << "every acknowledged label is there";
+  }
+  // The rater tool resends what it was not sure about: same client ids, same ids back, nothing doubled.
+  LabelClient c("127.0.0.1", port2, token);
+  for (int i = 20; i < 25; ++i) EXPECT_EQ(c.submit(sent[i]), acks[i]);
+  EXPECT_EQ(c.stats().labels, 25u);
+  ::kill(pid2, SIGTERM);
+  EXPECT_EQ(test::wait_exit(pid2), 0);
+}
+
+TEST(LabelService, HostPortIsParsedWithClearErrors) {
+  EXPECT_EQ(parse_host_port("127.0.0.1:7461"), std::make_pair(std::string("127.0.0.1"), 7461));
+  EXPECT_NE(test::error_of([] { parse_host_port("localhost"); }).find("HOST:PORT"), std::string::npos);
+  EXPECT_NE(test::error_of([] { parse_host_port("h:99999"); }).find("1..65535"), std::string::npos);
+}
