@@ -8,6 +8,7 @@
 #include "common/fs.h"
 #include "train/distributed.h"
 #include "rollout/compare.h"
+#include "rollout/live_feedback.h"
 #include "rollout/pipeline.h"
 #include "rollout/ppo.h"
 
@@ -18,11 +19,15 @@ void register_rollout_commands(CLI::App& app) {
   CLI::App* sub = app.add_subcommand("ppo", "Fine-tune a policy with PPO against a reward model (KL leash to the SFT model)");
   sub->add_option("--config", args->config, "TOML config (see configs/ppo.toml)");
   sub->allow_extras();
-  sub->footer("Overrides: --section.key=value, e.g. --train.iterations=20 --kl.coef=0.1");
+  sub->footer(
+      "Overrides: --section.key=value, e.g. --train.iterations=20 --kl.coef=0.1\n"
+      "Online RLHF: --feedback.db=labels.sqlite --feedback.every=5 queues fresh reply pairs for raters");
   add_action(sub, [args, sub] {
     auto cfg = load_config<PpoConfig>(args->config, args->overrides(sub));
     const DistInfo dist = init_distributed();
-    const PpoResult r = run_ppo(cfg, nullptr, dist);
+    const FreshPairsFn feedback =
+        dist.is_main() ? label_store_sink(cfg.feedback, cfg.out_dir, cfg.rollout.temperature) : nullptr;
+    const PpoResult r = run_ppo(cfg, nullptr, dist, feedback);
     if (!dist.is_main()) return;
     std::printf("\nfinal checkpoint: %s\nbest checkpoint:  %s\n", r.checkpoint.c_str(), r.best_checkpoint.c_str());
     for (const auto& v : r.validations) std::printf("%s\n", v.to_json().dump().c_str());

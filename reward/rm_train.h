@@ -18,7 +18,7 @@ namespace rlhf {
 struct RewardDataConfig {
   std::string preferences = "runs/labels.sqlite";  // a label store (.sqlite) or JSONL of pairs/rankings
   double eval_fraction = 0.1;   // share of prompts held out for evaluation, e.g. 0.1
-  int64_t since_label = 0;      // from a label store: only labels with a larger id (continuing a model)
+  int64_t since_label = 0;      // from a label store: only labels with a larger id; -1 = those newer than init_from's reward model
   template <class V> void visit(V& v) {
     v("preferences", preferences);
     v("eval_fraction", eval_fraction);

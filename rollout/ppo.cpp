@@ -123,7 +123,8 @@ torch::Tensor response_logprobs(GPT& model, const torch::Tensor& full_ids, const
   return logprobs_from_logits(logits, response_ids, temperature);
 }
 
-PpoResult run_ppo(const PpoConfig& cfg, const RewardFn& custom_reward, const DistInfo& dist) {
+PpoResult run_ppo(const PpoConfig& cfg, const RewardFn& custom_reward, const DistInfo& dist,
+                  const FreshPairsFn& feedback) {
   const auto& tc = cfg.train;
   const auto& rc = cfg.rollout;
   if (rc.batch_size % tc.minibatches != 0 || rc.batch_size % dist.world_size != 0) {
@@ -353,6 +354,25 @@ PpoResult run_ppo(const PpoConfig& cfg, const RewardFn& custom_reward, const Dis
         gold += gs;
         gold_n += 1;
       }
+    }
+    // Online RLHF: a second sample for a few of this iteration's prompts,
+    // paired with the rollout's reply, goes out for rating.
+    if (feedback && dist.is_main() && cfg.feedback.every > 0 && (it + 1) % cfg.feedback.every == 0) {
+      const int k = std::min(local_n, cfg.feedback.prompts);
+      std::vector<std::vector<int32_t>> q(query_ids.begin(), query_ids.begin() + k);
+      std::vector<uint64_t> s2;
+      for (int i = 0; i < k; ++i) s2.push_back(mix_seed({seeds[i], 0xfeedu}));
+      const Generation extra = generate(m.policy, q, sc, chat.stop_tokens(), pad, s2);
+      std::vector<FreshPair> pairs;
+      for (int i = 0; i < k; ++i) {
+        const PromptItem& p = prompts[ro.prompt_index[i]];
+        std::vector<int32_t> a, b;
+        for (int64_t t = 0; t < reply_lengths[i].item<int64_t>(); ++t) a.push_back(static_cast<int32_t>(ro.response_ids[i][t].item<int64_t>()));
+        for (int64_t t = 0; t < extra.lengths[i].item<int64_t>(); ++t) b.push_back(static_cast<int32_t>(extra.tokens[i][t].item<int64_t>()));
+        pairs.push_back({conversation_to_json(p.conversation), p.metadata, chat.decode_reply(a), chat.decode_reply(b),
+                         ro.finished[i].item<bool>(), extra.finished[i].item<bool>(), it + 1});
+      }
+      feedback(pairs);
     }
     const torch::Tensor kl_tokens = ppo::kl_k1(ro.logprobs, ro.ref_logprobs) * ro.response_mask;
     const auto g = all_reduce_sum(dist, {kl_tokens.sum().item<double>(), ro.raw_scores.sum().item<double>(),

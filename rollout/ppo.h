@@ -88,6 +88,32 @@ struct KLConfig {
   }
 };
 
+// Online RLHF: while PPO runs, fresh replies go to the label store as new
+// comparisons for people to rate (the reward model can then be continued on
+// them with `rlhf rm train --init_from RM --data.since_label ...`).
+struct PpoFeedbackConfig {
+  std::string db;               // label store to push to ("" = off); the label service may be serving it
+  int every = 0;                // push every N iterations (0 = off)
+  int prompts = 4;              // prompts per push; two fresh replies to each make one comparison
+  int required_raters = 1;      // raters each pushed comparison needs
+  template <class V> void visit(V& v) {
+    v("db", db);
+    v("every", every);
+    v("prompts", prompts);
+    v("required_raters", required_raters);
+  }
+};
+
+// Two replies of the current policy to one prompt, for rating.
+struct FreshPair {
+  Json conversation;  // messages, ending with the customer's turn
+  Json metadata;      // facts of the case, when the prompt has them
+  std::string reply_a, reply_b;
+  bool finished_a = true, finished_b = true;
+  int64_t iteration = 0;
+};
+using FreshPairsFn = std::function<void(const std::vector<FreshPair>&)>;
+
 struct PpoConfig {
   std::string out_dir = "runs/ppo";
   std::string policy = "runs/sft";        // starting policy, also the frozen reference
@@ -97,6 +123,7 @@ struct PpoConfig {
   PpoLoopConfig train;
   KLConfig kl;
   ValidationConfig validation;
+  PpoFeedbackConfig feedback;
   template <class V> void visit(V& v) {
     v("out_dir", out_dir);
     v("policy", policy);
@@ -106,6 +133,7 @@ struct PpoConfig {
     v.section("train", train);
     v.section("kl", kl);
     v.section("validation", validation);
+    v.section("feedback", feedback);
   }
 };
 
@@ -136,7 +164,9 @@ struct PpoResult {
 
 // `reward` overrides the reward model (the value model then starts from the
 // policy's backbone).
-PpoResult run_ppo(const PpoConfig& config, const RewardFn& reward = nullptr, const DistInfo& dist = {});
+// `feedback` receives fresh reply pairs every feedback.every iterations (rank 0).
+PpoResult run_ppo(const PpoConfig& config, const RewardFn& reward = nullptr, const DistInfo& dist = {},
+                  const FreshPairsFn& feedback = nullptr);
 
 // Log-probs of the response tokens and per-token values: the forward passes
 // PPO makes on [query | response]. logits/values are read at the positions

@@ -9,6 +9,8 @@
 
 #include "common/fs.h"
 #include "policy/checkpoint.h"
+#include "labels/store.h"
+#include "rollout/live_feedback.h"
 #include "rollout/ppo.h"
 #include "rollout/ppo_math.h"
 #include "test_util.h"
@@ -202,6 +204,36 @@ TEST(Ppo, ResumeFromACheckpointEqualsTheUninterruptedRun) {
   EXPECT_EQ(read_file(resolve_checkpoint(killed.out_dir) + "/value_model.safetensors"),
             read_file(resolve_checkpoint(straight.out_dir) + "/value_model.safetensors"));
   EXPECT_EQ(reward_curve(killed.out_dir + "/metrics.jsonl"), reward_curve(straight.out_dir + "/metrics.jsonl"));
+}
+
+
+TEST(Ppo, FreshRepliesGoToTheLabelStoreWhileItRuns) {
+  PpoFixture f;
+  PpoConfig c = f.config("live");
+  c.train.iterations = 4;
+  c.feedback.db = c.out_dir + "-labels.sqlite";
+  c.feedback.every = 2;
+  c.feedback.prompts = 3;
+  std::vector<FreshPair> pushed;
+  const FreshPairsFn store_sink = label_store_sink(c.feedback, "ppo", c.rollout.temperature);
+  ASSERT_TRUE(store_sink);
+  run_ppo(c, f.reward(), {}, [&](const std::vector<FreshPair>& pairs) {
+    pushed.insert(pushed.end(), pairs.begin(), pairs.end());
+    store_sink(pairs);
+  });
+  ASSERT_EQ(pushed.size(), 6u) << "iterations 2 and 4, 3 prompts each";
+  EXPECT_EQ(pushed[0].iteration, 2);
+  EXPECT_EQ(pushed[5].iteration, 4);
+  EXPECT_TRUE(pushed[0].conversation.is_array());
+  labels::LabelStore store(c.feedback.db);
+  const auto comps = store.comparisons();
+  EXPECT_GE(comps.size(), 1u);
+  EXPECT_LE(comps.size(), 6u) << "identical reply pairs are not queued";
+  for (const auto& cmp : comps) {
+    const auto cand = store.candidate(cmp.candidates[0]);
+    EXPECT_EQ(cand.policy.rfind("ppo@iter", 0), 0u) << cand.policy;
+  }
+  EXPECT_TRUE(label_store_sink(PpoFeedbackConfig{}, "ppo", 1.0) == nullptr) << "off by default";
 }
 
 }  // namespace
