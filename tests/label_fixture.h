@@ -30,4 +30,12 @@ inline std::string add_rater_with_token(labels::LabelStore& store, const std::st
   return token;
 }
 
+// A new store at `path` with `pairs` comparisons and one rater; returns the rater's token.
+inline std::string store_with_rater(const std::string& path, int pairs, int required = 1,
+                                    const std::string& rater = "ann") {
+  labels::LabelStore store(path);
+  fill_label_store(store, pairs, required);
+  return add_rater_with_token(store, rater);
+}
+
 }  // namespace rlhf::test

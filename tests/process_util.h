@@ -14,14 +14,16 @@ extern char** environ;
 
 namespace rlhf::test {
 
+#ifdef RLHF_CLI
 inline std::string cli_path() { return RLHF_CLI; }
+#endif
 
-// Starts `rlhf args...` with stdout/stderr sent to `log` (and stdin read
-// from `input` if given). Returns the pid.
-inline pid_t spawn_cli(const std::vector<std::string>& args, const std::string& log,
-                       const std::string& input = "", const std::string& cwd = "") {
-  std::vector<std::string> all = {cli_path()};
-  all.insert(all.end(), args.begin(), args.end());
+// Starts `program args...` (found on PATH when it has no slash) with
+// stdout/stderr sent to `log` (and stdin read from `input` if given).
+// Returns the pid, or -1.
+inline pid_t spawn_program(const std::vector<std::string>& command, const std::string& log,
+                           const std::string& input = "", const std::string& cwd = "") {
+  std::vector<std::string> all = command;
   std::vector<char*> argv;
   for (auto& a : all) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -32,9 +34,17 @@ inline pid_t spawn_cli(const std::vector<std::string>& args, const std::string& 
   if (!input.empty()) posix_spawn_file_actions_addopen(&actions, 0, input.c_str(), O_RDONLY, 0);
   if (!cwd.empty()) posix_spawn_file_actions_addchdir_np(&actions, cwd.c_str());
   pid_t pid = -1;
-  if (posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ) != 0) pid = -1;
+  if (posix_spawnp(&pid, argv[0], &actions, nullptr, argv.data(), environ) != 0) pid = -1;
   posix_spawn_file_actions_destroy(&actions);
   return pid;
+}
+
+// Starts `rlhf args...`, as spawn_program.
+inline pid_t spawn_cli(const std::vector<std::string>& args, const std::string& log,
+                       const std::string& input = "", const std::string& cwd = "") {
+  std::vector<std::string> all = {cli_path()};
+  all.insert(all.end(), args.begin(), args.end());
+  return spawn_program(all, log, input, cwd);
 }
 
 // Waits for the process; returns its exit status, or 128 + signal.

@@ -72,13 +72,6 @@ pid_t spawn_rank(const std::vector<std::string>& args, const std::string& log, i
   return pid;
 }
 
-std::vector<std::string> lines(const std::string& path) {
-  std::vector<std::string> out;
-  std::istringstream in(read_file(path));
-  std::string l;
-  while (std::getline(in, l)) out.push_back(l);
-  return out;
-}
 
 TEST(Distributed, TwoRanksPretrainLikeOneProcessWithTheSameGlobalBatch) {
   test::TempDir dir("ddp-pretrain");
@@ -93,7 +86,7 @@ TEST(Distributed, TwoRanksPretrainLikeOneProcessWithTheSameGlobalBatch) {
   // Tolerance: fp32 sums in another order, 8 AdamW steps.
   expect_same_weights(resolve_checkpoint(dir.file("one")), resolve_checkpoint(dir.file("two")), 1e-4);
   // Only rank 0 wrote: one metrics line per step and eval, nothing logged by rank 1.
-  EXPECT_EQ(lines(dir.file("two/metrics.jsonl")).size(), lines(dir.file("one/metrics.jsonl")).size());
+  EXPECT_EQ(test::file_lines(dir.file("two/metrics.jsonl")).size(), test::file_lines(dir.file("one/metrics.jsonl")).size());
   EXPECT_EQ(read_file(dir.file("r1.log")), "");
   EXPECT_NE(read_file(dir.file("r0.log")).find("distributed: 2 ranks"), std::string::npos);
 }
@@ -138,20 +131,8 @@ TEST(Distributed, AStoreThatCannotBeReachedIsAClearError) {
 
 TEST(Distributed, TwoRanksOfPpoMatchOneProcessWithTheSameGlobalBatch) {
   test::TempDir dir("ddp-ppo");
-  auto data = test::tiny_support_data(16, 4, 4);
-  Tokenizer tok = test::tiny_support_tokenizer(data);
-  GPTConfig c = test::tiny_gpt_config(tok.vocab_size(), 128);
-  GPT m(c);
-  init_gpt_weights(*m, c, 5);
-  CheckpointWrite w;
-  w.weights = model_weights(*m);
-  w.hf_config = gpt_config_to_hf(c);
-  w.tokenizer = &tok;
-  save_checkpoint(dir.file("policy"), w);
-  std::string prompts;
-  for (int i = 0; i < 32; ++i) prompts += R"({"prompt": "Where is order #)" + std::to_string(10000 + i) + "?\"}\n";
-  write_file_atomic(dir.file("prompts.jsonl"), prompts);
-  const int limit = tok.vocab_size() / 10;
+  const int32_t vocab = test::write_tiny_ppo_inputs(dir.path());
+  const int limit = vocab / 10;
   const RewardFn reward = [limit](const Rollout& r) {
     return ((r.response_ids < limit).to(torch::kFloat) * r.response_mask).sum(1);
   };
@@ -195,7 +176,7 @@ TEST(Distributed, TwoRanksOfPpoMatchOneProcessWithTheSameGlobalBatch) {
   ASSERT_EQ(errors[1], "");
   // Rollouts are identical; training sums partial gradients in another order.
   expect_same_weights(resolve_checkpoint(dir.file("one")), resolve_checkpoint(dir.file("two")), 2e-4);
-  EXPECT_EQ(lines(dir.file("two/metrics.jsonl")).size(), 3u);
+  EXPECT_EQ(test::file_lines(dir.file("two/metrics.jsonl")).size(), 3u);
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "common/fs.h"
+#include "labels/feedback.h"
 #include "labels/sqlite.h"
 #include "labels/store.h"
 #include "reward/preference.h"
@@ -249,6 +250,26 @@ TEST(GoldRubric, RewardsWhatTheDocumentedRubricSays) {
   const auto inferred = support::infer_facts({"Hi, I'm Maria. Where is order #48213?"});
   EXPECT_EQ(inferred.first_name, "Maria");
   EXPECT_EQ(inferred.order, "48213");
+}
+
+TEST(GoldItems, OnlyComparisonsWithAClearAnswerBecomeGoldWithThatAnswer) {
+  test::TempDir dir("gold-items");
+  labels::LabelStore store(dir.file("l.sqlite"));
+  const Json conv = Json::array({{{"role", "user"}, {"content", "Hi, I'm Maria. Where is my refund for order #48213?"}}});
+  const int64_t p = store.add_prompt(conv, nullptr);
+  const std::string good =
+      "Hi Maria, thanks for reaching out. The refund for order #48213 has been issued to your original payment "
+      "method. It takes 5-7 business days to appear. Is there anything else I can help you with?";
+  const int64_t g = store.add_candidate(p, good, true, "x", nullptr);
+  const int64_t bad = store.add_candidate(p, "Refund issued.", true, "x", nullptr);
+  const int64_t close = store.add_candidate(p, good + " Thanks!", true, "x", nullptr);
+  const int64_t clear = *store.add_comparison(p, {bad, g});
+  const int64_t unclear = *store.add_comparison(p, {g, close});
+  EXPECT_EQ(labels::mark_gold_items(store, 10, 3.0), 1u);
+  const labels::Comparison c = store.comparison(clear);
+  EXPECT_TRUE(c.is_gold);
+  EXPECT_EQ(c.gold_answer["choice"], "b") << "the second stored candidate is the good one";
+  EXPECT_FALSE(store.comparison(unclear).is_gold);
 }
 
 }  // namespace

@@ -112,22 +112,7 @@ TEST(PpoMath, ReplyMaskRewardsAndTheMissingEosPenalty) {
 struct PpoFixture {
   test::TempDir dir{"ppo"};
   int32_t vocab = 0;
-  PpoFixture() {
-    auto data = test::tiny_support_data(16, 4, 4);
-    Tokenizer tok = test::tiny_support_tokenizer(data);
-    GPTConfig c = test::tiny_gpt_config(tok.vocab_size(), 128);
-    GPT m(c);
-    init_gpt_weights(*m, c, 5);
-    CheckpointWrite w;
-    w.weights = model_weights(*m);
-    w.hf_config = gpt_config_to_hf(c);
-    w.tokenizer = &tok;
-    save_checkpoint(dir.file("policy"), w);
-    std::string prompts;
-    for (int i = 0; i < 32; ++i) prompts += R"({"prompt": "Where is order #)" + std::to_string(10000 + i) + "?\"}\n";
-    write_file_atomic(dir.file("prompts.jsonl"), prompts);
-    vocab = tok.vocab_size();
-  }
+  PpoFixture() { vocab = test::write_tiny_ppo_inputs(dir.path()); }
   PpoConfig config(const std::string& out) const {
     PpoConfig c;
     c.out_dir = dir.file(out);

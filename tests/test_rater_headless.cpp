@@ -3,37 +3,15 @@
 // space, 3, backspace, 4), saves a screenshot, and the labels land in the
 // store exactly as a person pressing those keys would leave them.
 #include <gtest/gtest.h>
-#include <fcntl.h>
-#include <spawn.h>
-#include <sys/wait.h>
 
 #include "common/fs.h"
 #include "label_fixture.h"
+#include "process_util.h"
 #include "test_util.h"
-
-extern char** environ;
 
 using namespace rlhf;
 
 namespace {
-
-int run(const std::vector<std::string>& args, const std::string& log) {
-  std::vector<std::string> all = args;
-  std::vector<char*> argv;
-  for (auto& a : all) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  posix_spawn_file_actions_adddup2(&fa, 1, 2);
-  pid_t pid = -1;
-  const int rc = posix_spawnp(&pid, argv[0], &fa, nullptr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&fa);
-  if (rc != 0) return -1;
-  int status = 0;
-  waitpid(pid, &status, 0);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
 
 uint32_t be32(const std::string& s, size_t at) {
   return (uint32_t(uint8_t(s[at])) << 24) | (uint32_t(uint8_t(s[at + 1])) << 16) | (uint32_t(uint8_t(s[at + 2])) << 8) |
@@ -48,10 +26,12 @@ TEST(RaterHeadless, KeyPressesUnderXvfbLandInTheStoreAndAScreenshotIsSaved) {
     labels::LabelStore store(dir.file("l.sqlite"));
     test::fill_label_store(store, 6, 1);
   }
-  const int rc = run({"xvfb-run", "-a", "-s", "-screen 0 1280x800x24", RLHF_RATER, "--db", dir.file("l.sqlite"),
-                      "--rater", "alice", "--script", "1,2,space,3,backspace,4", "--screenshot", dir.file("shot.png")},
-                     dir.file("log"));
-  ASSERT_EQ(rc, 0) << "xvfb-run (package xvfb, installed by scripts/setup.sh) failed:\n" << read_file(dir.file("log"));
+  const pid_t pid = test::spawn_program({"xvfb-run", "-a", "-s", "-screen 0 1280x800x24", RLHF_RATER, "--db",
+                                         dir.file("l.sqlite"), "--rater", "alice", "--script", "1,2,space,3,backspace,4",
+                                         "--screenshot", dir.file("shot.png")},
+                                        dir.file("log"));
+  ASSERT_GT(pid, 0) << "xvfb-run is missing: scripts/setup.sh installs it (package xvfb)";
+  ASSERT_EQ(test::wait_exit(pid), 0) << "rlhf-rater under xvfb-run failed:\n" << read_file(dir.file("log"));
 
   labels::LabelStore store(dir.file("l.sqlite"));
   const auto ls = store.labels();

@@ -34,13 +34,6 @@ struct E2E {
   }
 };
 
-std::vector<std::string> lines(const std::string& path) {
-  std::vector<std::string> out;
-  std::istringstream in(read_file(path));
-  std::string l;
-  while (std::getline(in, l)) out.push_back(l);
-  return out;
-}
 
 TEST(SftE2E, KilledRunResumesExactlyAndChatAndGenerateWork) {
   E2E e;
@@ -56,7 +49,7 @@ TEST(SftE2E, KilledRunResumesExactlyAndChatAndGenerateWork) {
   ASSERT_EQ(test::wait_exit(pid), 128 + SIGKILL) << "the run finished before it could be killed";
   ASSERT_EQ(test::run_cli(e.sft_args(e.dir.file("killed")), e.dir.file("resumed.log")), 0)
       << read_file(e.dir.file("resumed.log"));
-  EXPECT_EQ(lines(e.dir.file("killed/metrics.jsonl")), lines(e.dir.file("straight/metrics.jsonl")));
+  EXPECT_EQ(test::file_lines(e.dir.file("killed/metrics.jsonl")), test::file_lines(e.dir.file("straight/metrics.jsonl")));
   const std::string a = resolve_checkpoint(e.dir.file("straight")), b = resolve_checkpoint(e.dir.file("killed"));
   EXPECT_EQ(read_file(a + "/model.safetensors"), read_file(b + "/model.safetensors"));
   EXPECT_TRUE(path_exists(e.dir.file("straight/checkpoints/best")));
@@ -82,7 +75,7 @@ TEST(SftE2E, KilledRunResumesExactlyAndChatAndGenerateWork) {
                           e.dir.file("gen.log")),
             0)
       << read_file(e.dir.file("gen.log"));
-  const auto out = lines(e.dir.file("out.jsonl"));
+  const auto out = test::file_lines(e.dir.file("out.jsonl"));
   ASSERT_EQ(out.size(), 4u);
   for (const auto& l : out) {
     const Json row = Json::parse(l);

@@ -4,7 +4,9 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <sstream>
 #include <string>
+#include <vector>
 
 #include "common/error.h"
 #include "common/fs.h"
@@ -12,6 +14,15 @@
 namespace rlhf::test {
 
 // A fresh folder under the build tree, removed when the fixture ends.
+// The lines of a text file.
+inline std::vector<std::string> file_lines(const std::string& path) {
+  std::vector<std::string> out;
+  std::istringstream in(read_file(path));
+  std::string l;
+  while (std::getline(in, l)) out.push_back(l);
+  return out;
+}
+
 class TempDir {
  public:
   explicit TempDir(const std::string& name) {

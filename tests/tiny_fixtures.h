@@ -42,8 +42,9 @@ inline GPTConfig tiny_gpt_config(int vocab, int context = 256) {
 }
 
 // A "pretrained" checkpoint (random weights) with the given tokenizer.
-inline std::string write_tiny_checkpoint(const std::string& dir, const Tokenizer& tok, uint64_t seed = 1) {
-  GPTConfig c = tiny_gpt_config(tok.vocab_size());
+inline std::string write_tiny_checkpoint(const std::string& dir, const Tokenizer& tok, uint64_t seed = 1,
+                                         int context = 256) {
+  GPTConfig c = tiny_gpt_config(tok.vocab_size(), context);
   GPT m(c);
   init_gpt_weights(*m, c, seed);
   CheckpointWrite w;
@@ -52,6 +53,18 @@ inline std::string write_tiny_checkpoint(const std::string& dir, const Tokenizer
   w.tokenizer = &tok;
   save_checkpoint(dir, w);
   return dir;
+}
+
+// What the PPO tests start from: a random tiny policy at `dir`/policy and 32
+// prompts at `dir`/prompts.jsonl. Returns the vocabulary size.
+inline int32_t write_tiny_ppo_inputs(const std::string& dir) {
+  auto data = tiny_support_data(16, 4, 4);
+  Tokenizer tok = tiny_support_tokenizer(data);
+  write_tiny_checkpoint(join_path(dir, "policy"), tok, 5, 128);
+  std::string prompts;
+  for (int i = 0; i < 32; ++i) prompts += R"({"prompt": "Where is order #)" + std::to_string(10000 + i) + "?\"}\n";
+  write_file_atomic(join_path(dir, "prompts.jsonl"), prompts);
+  return tok.vocab_size();
 }
 
 }  // namespace rlhf::test
