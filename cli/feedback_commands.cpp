@@ -148,6 +148,18 @@ void register_feedback_commands(CLI::App& app) {
       labels::LabelStore store(*db);
       std::printf("%s", labels::format_agreement(labels::agreement_report(store)).c_str());
     });
+    auto gold_count = std::make_shared<size_t>(50);
+    auto gold_gap = std::make_shared<double>(3.0);
+    CLI::App* gold = labels_cmd->add_subcommand(
+        "add-gold", "Mark comparisons with a clear answer (by the gold rubric) as gold items to measure raters");
+    gold->add_option("--db", *db, "label store")->capture_default_str();
+    gold->add_option("--count", *gold_count, "how many")->capture_default_str();
+    gold->add_option("--min-gap", *gold_gap, "least difference in gold score")->capture_default_str();
+    add_action(gold, [=] {
+      labels::LabelStore store(*db);
+      std::printf("marked %zu gold items in %s\n", labels::mark_gold_items(store, *gold_count, *gold_gap),
+                  db->c_str());
+    });
     CLI::App* exp = labels_cmd->add_subcommand("export", "Export labels as preference JSONL");
     exp->add_option("--db", *db, "label store")->capture_default_str();
     exp->add_option("--out", *file, "output JSONL")->required();

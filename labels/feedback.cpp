@@ -1,5 +1,7 @@
 #include "labels/feedback.h"
 
+#include <cmath>
+
 #include "common/error.h"
 #include "common/hash.h"
 #include "common/jsonl.h"
@@ -110,6 +112,35 @@ CandidatesResult queue_candidates(const CandidatesConfig& c) {
   return result;
 }
 
+std::vector<double> gold_scores(LabelStore& store, const Comparison& c) {
+  const Prompt p = store.prompt(c.prompt_id);
+  std::vector<std::string> customer;
+  for (const auto& m : p.messages) {
+    if (m.value("role", "") == "user") customer.push_back(m.value("content", ""));
+  }
+  const support::CaseFacts facts =
+      p.metadata.is_object() ? support::facts_from_metadata(p.metadata) : support::infer_facts(customer);
+  std::vector<double> gold;
+  for (int64_t id : c.candidates) {
+    const Candidate cand = store.candidate(id);
+    gold.push_back(support::gold_score(facts, cand.text, cand.finished).total);
+  }
+  return gold;
+}
+
+size_t mark_gold_items(LabelStore& store, size_t count, double min_gap) {
+  size_t marked = 0;
+  for (const Comparison& c : store.comparisons()) {
+    if (marked >= count) break;
+    if (c.is_gold || c.is_ranking()) continue;
+    const std::vector<double> g = gold_scores(store, c);
+    if (std::abs(g[0] - g[1]) < min_gap) continue;
+    store.set_gold(c.id, Json{{"choice", g[0] > g[1] ? "a" : "b"}});
+    ++marked;
+  }
+  return marked;
+}
+
 SimulatedLabelResult label_simulated(LabelStore& store, const std::string& rater_name,
                                      const SimulatedRaterConfig& config, size_t limit) {
   int64_t rater;
@@ -117,18 +148,7 @@ SimulatedLabelResult label_simulated(LabelStore& store, const std::string& rater
   else rater = store.add_rater(rater_name, "", "simulated");
   SimulatedLabelResult result;
   for (const Comparison& c : store.open_comparisons_for(rater, limit)) {
-    const Prompt p = store.prompt(c.prompt_id);
-    std::vector<std::string> customer;
-    for (const auto& m : p.messages) {
-      if (m.value("role", "") == "user") customer.push_back(m.value("content", ""));
-    }
-    const support::CaseFacts facts =
-        p.metadata.is_object() ? support::facts_from_metadata(p.metadata) : support::infer_facts(customer);
-    std::vector<double> gold;
-    for (int64_t id : c.candidates) {
-      const Candidate cand = store.candidate(id);
-      gold.push_back(support::gold_score(facts, cand.text, cand.finished).total);
-    }
+    const std::vector<double> gold = gold_scores(store, c);
     Label l;
     l.comparison_id = c.id;
     l.rater_id = rater;

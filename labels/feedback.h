@@ -55,6 +55,13 @@ struct SimulatedLabelResult {
 SimulatedLabelResult label_simulated(LabelStore& store, const std::string& rater_name,
                                      const SimulatedRaterConfig& config, size_t limit = SIZE_MAX);
 
+// Gold-rubric scores of a comparison's candidates (measurement only).
+std::vector<double> gold_scores(LabelStore& store, const Comparison& c);
+// Marks up to `count` pair comparisons whose gold scores differ by at least
+// `min_gap` as gold items (known answers the label service mixes in to
+// measure raters). Returns how many were marked.
+size_t mark_gold_items(LabelStore& store, size_t count, double min_gap);
+
 // Preference pairs from the store (labels with id > since_label_id), and the
 // largest label id read.
 std::vector<PreferencePair> store_preferences(LabelStore& store, int64_t since_label_id, int64_t* last_label_id);

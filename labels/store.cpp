@@ -239,6 +239,15 @@ Comparison LabelStore::comparison(int64_t id) {
   return read_comparison(s);
 }
 
+void LabelStore::set_gold(int64_t id, const Json& answer) {
+  sql::Transaction tx(db_);
+  sql::Statement s(db_, "UPDATE comparisons SET is_gold = 1, gold_answer = ? WHERE id = ?");
+  s.bind(1, to_text(answer)).bind(2, id);
+  s.run();
+  if (db_.changes() != 1) fail(ErrorKind::kData, "label store '", db_.path(), "': no comparison ", id);
+  tx.commit();
+}
+
 std::vector<Comparison> LabelStore::comparisons() {
   sql::Statement s(db_, (std::string("SELECT ") + kComparisonColumns + " FROM comparisons ORDER BY id").c_str());
   std::vector<Comparison> out;

@@ -94,6 +94,8 @@ class LabelStore {
                                         int required_raters = 1, bool is_gold = false,
                                         const Json& gold_answer = nullptr);
   Comparison comparison(int64_t id);
+  // Makes a comparison a gold item with a known answer ({"choice": "a"}).
+  void set_gold(int64_t id, const Json& answer);
   std::vector<Comparison> comparisons();
   // Comparisons this rater has not labelled that still need raters.
   std::vector<Comparison> open_comparisons_for(int64_t rater_id, size_t limit = SIZE_MAX);
