@@ -30,9 +30,13 @@ bool glob_match(const std::string& pattern, const std::string& text) {
 }
 
 std::vector<NamedParameter> apply_freeze(GPT& model, const FreezeConfig& config) {
+  return apply_freeze(*model, model->config().n_layer, config);
+}
+
+std::vector<NamedParameter> apply_freeze(torch::nn::Module& model, int n_layer, const FreezeConfig& config) {
   std::vector<bool> pattern_used(config.patterns.size(), false);
   std::vector<NamedParameter> trainable;
-  for (auto& [name, p] : named_parameters(*model)) {
+  for (auto& [name, p] : named_parameters(model)) {
     bool frozen = false;
     if (config.embeddings && (name.find(".wte.") != std::string::npos || name.find(".wpe.") != std::string::npos)) {
       frozen = true;
@@ -55,9 +59,9 @@ std::vector<NamedParameter> apply_freeze(GPT& model, const FreezeConfig& config)
            "' matches no parameter. Names look like transformer.h.0.attn.c_attn.weight.");
     }
   }
-  if (config.first_layers > model->config().n_layer) {
-    fail(ErrorKind::kConfig, "freeze.first_layers = ", config.first_layers, " but the model has ",
-         model->config().n_layer, " layers");
+  if (config.first_layers > n_layer) {
+    fail(ErrorKind::kConfig, "freeze.first_layers = ", config.first_layers, " but the model has ", n_layer,
+         " layers");
   }
   return trainable;
 }

@@ -42,6 +42,8 @@ bool glob_match(const std::string& pattern, const std::string& text);
 // Marks frozen parameters (requires_grad = false) and returns the trainable
 // ones. A pattern that matches nothing is an error (likely a typo).
 std::vector<NamedParameter> apply_freeze(GPT& model, const FreezeConfig& config);
+// The same for any module with GPT-2 parameter names (e.g. a reward model).
+std::vector<NamedParameter> apply_freeze(torch::nn::Module& model, int n_layer, const FreezeConfig& config);
 
 // LoRA adapters for every Conv1D whose name ends with a target. B starts at
 // zero, so attaching them leaves the model's function unchanged; the base

@@ -126,8 +126,7 @@ RewardTrainResult run_reward_training(const RewardTrainConfig& cfg, const std::v
   model->to(device);
   model->train();
   const ChatTemplate chat(start.tokenizer);
-  std::vector<NamedParameter> params;
-  for (auto& [name, p] : named_parameters(*model)) params.push_back({name, p, default_decay(name, p)});
+  const std::vector<NamedParameter> params = apply_freeze(*model, model->config().n_layer, cfg.freeze);
   AdamW optimizer(params, cfg.optim);
 
   const int64_t global_batch = static_cast<int64_t>(tc.batch_size) * tc.grad_accum * dist.world_size;

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "policy/adapt.h"
 #include "reward/preference.h"
 #include "reward/reward_model.h"
 #include "train/distributed.h"
@@ -54,6 +55,7 @@ struct RewardTrainConfig {
   std::string init_from = "runs/sft";  // SFT checkpoint (new head), or a reward model to continue
   RewardDataConfig data;
   RewardLoopConfig train;
+  FreezeConfig freeze;                 // parameters kept as in init_from (e.g. embeddings, lower blocks)
   AdamWConfig optim = [] {
     AdamWConfig o;
     o.weight_decay = 0.0;
@@ -72,6 +74,7 @@ struct RewardTrainConfig {
     v("init_from", init_from);
     v.section("data", data);
     v.section("train", train);
+    v.section("freeze", freeze);
     v.section("optim", optim);
     v.section("schedule", schedule);
   }

@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include "reward/reward_model.h"
+#include "train/safetensors.h"
 #include "reward/rm_train.h"
 #include "test_util.h"
 #include "tiny_fixtures.h"
@@ -93,6 +94,45 @@ TEST(RewardModel, HeadStartsNearTheDocumentedScaleAndTrainingLearnsAPreference) 
   const Json config = read_json_file(r.checkpoint + "/config.json");
   EXPECT_EQ(config["architectures"][0], "GPT2ForSequenceClassification");
   EXPECT_EQ(config["num_labels"], 1);
+}
+
+TEST(RewardModel, FrozenBackboneParametersStayAsInTheStartingModel) {
+  test::TempDir dir("rm-freeze");
+  auto data = test::tiny_support_data(32, 8, 4);
+  Tokenizer tok = test::tiny_support_tokenizer(data);
+  test::write_tiny_checkpoint(dir.file("sft"), tok);
+  std::vector<PreferencePair> pairs;
+  for (int i = 0; i < 16; ++i) {
+    PreferencePair p;
+    p.prompt = {{"user", "Where is order #" + std::to_string(10000 + i) + "?"}};
+    p.chosen = "Hi, it shipped today. Have a great day!";
+    p.rejected = "No.";
+    pairs.push_back(p);
+  }
+  RewardTrainConfig cfg;
+  cfg.out_dir = dir.file("rm");
+  cfg.init_from = dir.file("sft");
+  cfg.train.batch_size = 8;
+  cfg.train.threads = 2;
+  cfg.freeze.embeddings = true;
+  cfg.freeze.first_layers = 1;
+  const RewardTrainResult r = run_reward_training(cfg, pairs, {pairs.begin(), pairs.begin() + 4}, 0);
+  const auto before = load_safetensors(resolve_checkpoint(dir.file("sft")) + "/model.safetensors").tensors;
+  const auto after = load_safetensors(r.checkpoint + "/model.safetensors").tensors;
+  size_t frozen = 0, changed = 0;
+  for (const auto& [name, t] : after) {
+    if (!before.count(name)) continue;  // the score head is new
+    const bool same = torch::equal(t, before.at(name));
+    if (name.find(".wte.") != std::string::npos || name.find(".wpe.") != std::string::npos ||
+        name.rfind("transformer.h.0.", 0) == 0) {
+      EXPECT_TRUE(same) << name << " was frozen";
+      ++frozen;
+    } else {
+      changed += !same;
+    }
+  }
+  EXPECT_GT(frozen, 2u);
+  EXPECT_GT(changed, 0u) << "the other blocks still train";
 }
 
 TEST(RewardModel, NewHeadIsDrawnWithStdOneOverSqrtDPlusOne) {
