@@ -13,6 +13,7 @@
 #include "common/fs.h"
 #include "policy/checkpoint.h"
 #include "process_util.h"
+#include "reward/rm_train.h"
 #include "rollout/ppo.h"
 #include "test_util.h"
 #include "tiny_fixtures.h"
@@ -177,6 +178,49 @@ TEST(Distributed, TwoRanksOfPpoMatchOneProcessWithTheSameGlobalBatch) {
   // Rollouts are identical; training sums partial gradients in another order.
   expect_same_weights(resolve_checkpoint(dir.file("one")), resolve_checkpoint(dir.file("two")), 2e-4);
   EXPECT_EQ(test::file_lines(dir.file("two/metrics.jsonl")).size(), 3u);
+}
+
+TEST(Distributed, TwoProcessesOfPpoMatchOneWithTheSameGlobalBatchAndOnlyRankZeroWrites) {
+  test::TempDir dir("ddp-ppo-cli");
+  test::write_tiny_ppo_inputs(dir.path());
+  {  // A tiny reward model from the policy: a few Bradley-Terry steps.
+    std::vector<PreferencePair> pairs;
+    for (int i = 0; i < 8; ++i) {
+      PreferencePair p;
+      p.prompt = {{"user", "Where is order #" + std::to_string(10000 + i) + "?"}};
+      p.chosen = "Hi, it shipped today. Have a great day!";
+      p.rejected = "No.";
+      pairs.push_back(p);
+    }
+    RewardTrainConfig rm;
+    rm.out_dir = dir.file("rm");
+    rm.init_from = dir.file("policy");
+    rm.train.batch_size = 8;
+    rm.train.threads = 1;
+    run_reward_training(rm, pairs, pairs, 0);
+  }
+  auto args = [&](const std::string& out) {
+    return std::vector<std::string>{"ppo", "--out_dir=" + dir.file(out), "--policy=" + dir.file("policy"),
+                                    "--reward_model=" + dir.file("rm"), "--prompts=" + dir.file("prompts.jsonl"),
+                                    "--validation.prompts=" + dir.file("prompts.jsonl"),
+                                    "--validation.max_prompts=4", "--validation.interval=3",
+                                    "--rollout.batch_size=16", "--rollout.generation_batch=8",
+                                    "--rollout.max_new_tokens=10", "--train.iterations=3", "--train.minibatches=2",
+                                    "--train.micro_batch=4", "--train.threads=1"};
+  };
+  ASSERT_EQ(test::run_cli(args("one"), dir.file("one.log")), 0) << read_file(dir.file("one.log"));
+  const int port = free_port() + 4;
+  const pid_t r0 = spawn_rank(args("two"), dir.file("r0.log"), 0, 2, port);
+  const pid_t r1 = spawn_rank(args("two"), dir.file("r1.log"), 1, 2, port);
+  ASSERT_EQ(test::wait_exit(r0), 0) << read_file(dir.file("r0.log"));
+  ASSERT_EQ(test::wait_exit(r1), 0) << read_file(dir.file("r1.log"));
+  // Each rank generated and scored its own 8 rollouts; whitening and
+  // statistics were global, so only the order of fp32 sums differs.
+  expect_same_weights(resolve_checkpoint(dir.file("one")), resolve_checkpoint(dir.file("two")), 2e-4);
+  EXPECT_GE(test::file_lines(dir.file("one/metrics.jsonl")).size(), 3u) << "3 iterations ran";
+  EXPECT_EQ(test::file_lines(dir.file("two/metrics.jsonl")).size(), test::file_lines(dir.file("one/metrics.jsonl")).size());
+  EXPECT_EQ(read_file(dir.file("r1.log")), "") << "rank 1 logs nothing";
+  EXPECT_TRUE(path_exists(dir.file("two/validation.md")));
 }
 
 }  // namespace
