@@ -47,6 +47,19 @@ CompareSession::CompareSession(const std::string& dir, std::string a, std::strin
     for (const Json& p : j.value("policies", Json::array()))
       leaderboard_.push_back({p.value("name", std::string()), p.value("mean_reward", 0.0), p.value("mean_gold", 0.0)});
   }
+  // Votes already given for this pair of policies: the tally continues where it stopped.
+  votes_path_ = dir + "/human_votes.jsonl";
+  if (std::filesystem::exists(votes_path_)) {
+    read_jsonl(votes_path_, [&](const Json& v, size_t line) {
+      if (v.value("a", std::string()) != a_ || v.value("b", std::string()) != b_) return;
+      const int64_t index = v.value("prompt_index", int64_t{-1});
+      if (index != static_cast<int64_t>(pos_) || !v.contains("outcome_a") || !v["outcome_a"].is_number())
+        jsonl_error(votes_path_, line, "vote out of order or without outcome_a; move the file aside to start over");
+      outcomes_.push_back(v["outcome_a"].get<double>());
+      ++pos_;
+    });
+  }
+  votes_ = JsonlWriter(votes_path_, /*append=*/true);
 }
 
 void CompareSession::vote(PairChoice choice) {
@@ -54,7 +67,11 @@ void CompareSession::vote(PairChoice choice) {
   double left = 0.5;
   if (choice == PairChoice::kLeft) left = 1;
   if (choice == PairChoice::kRight) left = 0;
-  outcomes_.push_back(a_on_left() ? left : 1 - left);
+  const double outcome = a_on_left() ? left : 1 - left;
+  static const char* names[] = {"left", "right", "tie", "both_bad"};
+  votes_.write({{"a", a_}, {"b", b_}, {"prompt_index", pos_}, {"a_on_left", a_on_left()},
+                {"choice", names[static_cast<int>(choice)]}, {"outcome_a", outcome}});
+  outcomes_.push_back(outcome);
   reveal_ = "previous prompt: A was " + (a_on_left() ? a_ : b_) + ", B was " + (a_on_left() ? b_ : a_);
   ++pos_;
 }

@@ -1,7 +1,9 @@
 // The compare view's state: two policies' replies to the same validation
 // prompts (from `rlhf compare`'s replies.jsonl), shown blind in a random
 // order per prompt; the person votes and a running win tally with its
-// bootstrap 95% interval is kept. The leaderboard from compare.json is shown
+// bootstrap 95% interval is kept. Each vote is appended to
+// human_votes.jsonl in the same folder as it is cast, and a later session
+// continues the tally from there. The leaderboard from compare.json is shown
 // alongside. Tested without a window.
 #pragma once
 
@@ -10,6 +12,7 @@
 #include <vector>
 
 #include "common/config.h"
+#include "common/jsonl.h"
 #include "common/stats.h"
 #include "feedback-ui/rater_session.h"
 
@@ -54,6 +57,8 @@ class CompareSession {
   std::vector<double> outcomes_;  // for policy a: 1 win, 0.5 tie, 0 loss
   std::vector<LeaderboardRow> leaderboard_;
   std::string reveal_;
+  std::string votes_path_;
+  JsonlWriter votes_;
   size_t pos_ = 0;
   uint64_t seed_;
 };

@@ -206,7 +206,15 @@ TEST(CompareSession, VotesAsShownBecomeATallyForPolicyA) {
   EXPECT_DOUBLE_EQ(t.rate, 1.0);
   EXPECT_EQ(c.leaderboard().at(0).name, "ppo");
   EXPECT_NE(c.last_reveal().find("ppo"), std::string::npos);
+  // The votes were saved as cast: a new session starts where this one stopped.
+  EXPECT_EQ(test::file_lines(dir.file("human_votes.jsonl")).size(), 20u);
+  {
+    CompareSession again(dir.path(), "ppo", "sft");
+    EXPECT_TRUE(again.done());
+    EXPECT_EQ(again.tally().wins, 20);
+  }
 
+  remove_all(dir.file("human_votes.jsonl"));
   write_file_atomic(dir.file("replies.jsonl"), "{\"prompt\": []}\n");
   EXPECT_NE(test::error_of([&] { CompareSession bad(dir.path(), "", ""); }).find(":1"), std::string::npos);
 }
