@@ -16,6 +16,7 @@
 #include "reward/rm_train.h"
 #include "rollout/ppo.h"
 #include "test_util.h"
+#include "tiny_preferences.h"
 #include "tiny_fixtures.h"
 #include "train/distributed.h"
 
@@ -184,14 +185,8 @@ TEST(Distributed, TwoProcessesOfPpoMatchOneWithTheSameGlobalBatchAndOnlyRankZero
   test::TempDir dir("ddp-ppo-cli");
   test::write_tiny_ppo_inputs(dir.path());
   {  // A tiny reward model from the policy: a few Bradley-Terry steps.
-    std::vector<PreferencePair> pairs;
-    for (int i = 0; i < 8; ++i) {
-      PreferencePair p;
-      p.prompt = {{"user", "Where is order #" + std::to_string(10000 + i) + "?"}};
-      p.chosen = "Hi, it shipped today. Have a great day!";
-      p.rejected = "No.";
-      pairs.push_back(p);
-    }
+    const std::vector<PreferencePair> pairs =
+        test::polite_over_curt_pairs(8, "Hi, it shipped today. Have a great day!", "No.");
     RewardTrainConfig rm;
     rm.out_dir = dir.file("rm");
     rm.init_from = dir.file("policy");

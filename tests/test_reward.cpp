@@ -8,6 +8,7 @@
 #include "train/safetensors.h"
 #include "reward/rm_train.h"
 #include "test_util.h"
+#include "tiny_preferences.h"
 #include "tiny_fixtures.h"
 
 namespace rlhf {
@@ -64,14 +65,9 @@ TEST(RewardModel, HeadStartsNearTheDocumentedScaleAndTrainingLearnsAPreference) 
   Tokenizer tok = test::tiny_support_tokenizer(data);
   test::write_tiny_checkpoint(dir.file("sft"), tok);
   // The preference: polite replies beat curt ones.
-  std::vector<PreferencePair> pairs;
-  for (int i = 0; i < 64; ++i) {
-    PreferencePair p;
-    p.prompt = {{"user", "Where is order #" + std::to_string(10000 + i) + "?"}};
-    p.chosen = "Hi, thanks for reaching out. It shipped today. Have a great day!";
-    p.rejected = "Read the policy next time.";
-    pairs.push_back(p);
-  }
+  const std::vector<PreferencePair> pairs =
+      test::polite_over_curt_pairs(64, "Hi, thanks for reaching out. It shipped today. Have a great day!",
+                                   "Read the policy next time.");
   RewardTrainConfig cfg;
   cfg.out_dir = dir.file("rm");
   cfg.init_from = dir.file("sft");
@@ -101,14 +97,8 @@ TEST(RewardModel, FrozenBackboneParametersStayAsInTheStartingModel) {
   auto data = test::tiny_support_data(32, 8, 4);
   Tokenizer tok = test::tiny_support_tokenizer(data);
   test::write_tiny_checkpoint(dir.file("sft"), tok);
-  std::vector<PreferencePair> pairs;
-  for (int i = 0; i < 16; ++i) {
-    PreferencePair p;
-    p.prompt = {{"user", "Where is order #" + std::to_string(10000 + i) + "?"}};
-    p.chosen = "Hi, it shipped today. Have a great day!";
-    p.rejected = "No.";
-    pairs.push_back(p);
-  }
+  const std::vector<PreferencePair> pairs =
+      test::polite_over_curt_pairs(16, "Hi, it shipped today. Have a great day!", "No.");
   RewardTrainConfig cfg;
   cfg.out_dir = dir.file("rm");
   cfg.init_from = dir.file("sft");
