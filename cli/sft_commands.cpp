@@ -140,8 +140,7 @@ void run_generate(const PolicyArgs& a, const std::string& prompts_path, const st
     Generation g = generate(p.policy.model, prompts, a.sampling, p.chat->stop_tokens(), p.chat->end_of_text(), seeds);
     for (size_t r = 0; r < prompts.size(); ++r) {
       const int64_t n = g.lengths[r].item<int64_t>();
-      std::vector<int32_t> ids;
-      for (int64_t t = 0; t < n; ++t) ids.push_back(static_cast<int32_t>(g.tokens[r][t].item<int64_t>()));
+      const std::vector<int32_t> ids = row_tokens(g.tokens, g.lengths, static_cast<int64_t>(r));
       tokens += n;
       Json row = {{"prompt", conversation_to_json(items[which[r]].conv)},
                   {"response", p.chat->decode_reply(ids)},

@@ -66,13 +66,15 @@ std::optional<RatingTask> RatingDesk::next_task(const Rater& rater, const std::v
     (c.is_gold ? gold : regular).push_back(std::move(c));
   }
   // A comparison is available while its labels plus other raters' live leases
-  // leave room for one more rater.
+  // leave room for one more rater. The store already returned only those with
+  // fewer labels than required, so labels are counted only where others hold leases.
   std::vector<const Comparison*> available;
   const Comparison* preferred = nullptr;
   for (const Comparison& c : regular) {
     size_t leased = 0;
-    leased_by_other(c.id, rater.id, &leased);
-    if (store_.labels_of_comparison(c.id).size() + leased >= static_cast<size_t>(c.required_raters)) continue;
+    if (leased_by_other(c.id, rater.id, &leased) &&
+        store_.labels_of_comparison(c.id).size() + leased >= static_cast<size_t>(c.required_raters))
+      continue;
     available.push_back(&c);
     if (c.id == prefer) preferred = &c;
   }

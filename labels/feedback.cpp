@@ -76,10 +76,7 @@ CandidatesResult queue_candidates(const CandidatesConfig& c) {
         Generation g = generate(policy.model, prompts, sc, chat.stop_tokens(), chat.end_of_text(), seeds);
         for (size_t r = r0; r < r1; ++r) {
           const int64_t row = static_cast<int64_t>(r - r0);
-          std::vector<int32_t> ids;
-          for (int64_t t = 0; t < g.lengths[row].item<int64_t>(); ++t) {
-            ids.push_back(static_cast<int32_t>(g.tokens[row][t].item<int64_t>()));
-          }
+          const std::vector<int32_t> ids = row_tokens(g.tokens, g.lengths, row);
           Item& item = items[rows[r].first];
           const int64_t id = store.add_candidate(item.prompt_id, chat.decode_reply(ids), g.finished[row].item<bool>(),
                                                  policy.dir, sampling);

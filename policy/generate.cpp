@@ -192,4 +192,10 @@ Generation generate_uncached(GPT& model, const std::vector<std::vector<int32_t>>
   return g;
 }
 
+std::vector<int32_t> row_tokens(const torch::Tensor& tokens, const torch::Tensor& lengths, int64_t row) {
+  const int64_t n = lengths[row].item<int64_t>();
+  const torch::Tensor ids = tokens[row].narrow(0, 0, n).to(torch::kCPU, torch::kInt).contiguous();
+  return std::vector<int32_t>(ids.data_ptr<int32_t>(), ids.data_ptr<int32_t>() + n);
+}
+
 }  // namespace rlhf

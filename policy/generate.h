@@ -39,6 +39,10 @@ struct Generation {
   torch::Tensor logprobs;  // [B, N] log-prob of each token under logits / temperature (0 after stop)
 };
 
+// The first lengths[row] ids of tokens[row] (a generated reply, its stop
+// token included), copied to the host in one go.
+std::vector<int32_t> row_tokens(const torch::Tensor& tokens, const torch::Tensor& lengths, int64_t row);
+
 // Called after each step with the new token of every row ([B]) and which
 // rows were still running before it; for streaming output.
 using TokenCallback = std::function<void(const torch::Tensor& tokens, const torch::Tensor& running)>;

@@ -151,9 +151,7 @@ CompareReport run_compare(const CompareConfig& c) {
                               chat.end_of_text(), {seeds.begin() + b, seeds.begin() + e});
       for (size_t r = b; r < e; ++r) {
         const int64_t row = static_cast<int64_t>(r - b);
-        std::vector<int32_t> reply;
-        for (int64_t t = 0; t < g.lengths[row].item<int64_t>(); ++t) reply.push_back(static_cast<int32_t>(g.tokens[row][t].item<int64_t>()));
-        replies[i].push_back(chat.decode_reply(reply));
+        replies[i].push_back(chat.decode_reply(row_tokens(g.tokens, g.lengths, row)));
         finished[i].push_back(g.finished[row].item<bool>());
         length[i].push_back(static_cast<double>(g.lengths[row].item<int64_t>()));
       }

@@ -347,8 +347,7 @@ PpoResult run_ppo(const PpoConfig& cfg, const RewardFn& custom_reward, const Dis
     double gold = 0, gold_n = 0;
     for (int i = 0; i < local_n; ++i) {
       const PromptItem& p = prompts[ro.prompt_index[i]];
-      std::vector<int32_t> reply;
-      for (int64_t t = 0; t < reply_lengths[i].item<int64_t>(); ++t) reply.push_back(static_cast<int32_t>(ro.response_ids[i][t].item<int64_t>()));
+      const std::vector<int32_t> reply = row_tokens(ro.response_ids, reply_lengths, i);
       const double gs = gold_of(p.metadata, p.conversation, chat.decode_reply(reply), ro.finished[i].item<bool>());
       if (!std::isnan(gs)) {
         gold += gs;
@@ -366,10 +365,9 @@ PpoResult run_ppo(const PpoConfig& cfg, const RewardFn& custom_reward, const Dis
       std::vector<FreshPair> pairs;
       for (int i = 0; i < k; ++i) {
         const PromptItem& p = prompts[ro.prompt_index[i]];
-        std::vector<int32_t> a, b;
-        for (int64_t t = 0; t < reply_lengths[i].item<int64_t>(); ++t) a.push_back(static_cast<int32_t>(ro.response_ids[i][t].item<int64_t>()));
-        for (int64_t t = 0; t < extra.lengths[i].item<int64_t>(); ++t) b.push_back(static_cast<int32_t>(extra.tokens[i][t].item<int64_t>()));
-        pairs.push_back({conversation_to_json(p.conversation), p.metadata, chat.decode_reply(a), chat.decode_reply(b),
+        pairs.push_back({conversation_to_json(p.conversation), p.metadata,
+                         chat.decode_reply(row_tokens(ro.response_ids, reply_lengths, i)),
+                         chat.decode_reply(row_tokens(extra.tokens, extra.lengths, i)),
                          ro.finished[i].item<bool>(), extra.finished[i].item<bool>(), it + 1});
       }
       feedback(pairs);

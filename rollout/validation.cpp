@@ -73,9 +73,7 @@ PolicyReplies validation_replies(GPT& policy, GPT& reference, ScalarHeadModel& r
     const torch::Tensor reward = reward_model->normalized(reward_model->forward(full, full_mask));
     for (size_t k = i; k < end; ++k) {
       const int64_t r = static_cast<int64_t>(k - i);
-      std::vector<int32_t> reply;
-      for (int64_t t = 0; t < g.lengths[r].item<int64_t>(); ++t) reply.push_back(static_cast<int32_t>(g.tokens[r][t].item<int64_t>()));
-      out.text.push_back(chat.decode_reply(reply));
+      out.text.push_back(chat.decode_reply(row_tokens(g.tokens, g.lengths, r)));
       out.finished.push_back(g.finished[r].item<bool>());
       out.tokens.push_back(g.lengths[r].item<int64_t>());
       out.kl.push_back(kl[r].item<double>());
