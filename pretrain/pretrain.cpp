@@ -46,6 +46,7 @@ PreparedData prepare_data(const PretrainConfig& cfg, const RunDir& run, const Di
   const Json want = {{"corpus", corpus.fingerprint},
                      {"tokenizer", cfg.data.tokenizer},
                      {"vocab_size", cfg.data.vocab_size},
+                     {"split_digits", cfg.data.split_digits},
                      {"val_fraction", cfg.data.val_fraction},
                      {"seed", cfg.train.seed}};
   if (path_exists(meta_path) && path_exists(out.train_path) && path_exists(out.val_path)) {
@@ -67,6 +68,7 @@ PreparedData prepare_data(const PretrainConfig& cfg, const RunDir& run, const Di
   if (cfg.data.tokenizer.empty()) {
     TokenizerTrainOptions options;
     options.vocab_size = cfg.data.vocab_size;
+    options.split_digits = cfg.data.split_digits;
     out.tokenizer = Tokenizer::train(corpus.documents, options);
     out.tokenizer.save(tok_dir);
     log_info("tokenizer: trained ", out.tokenizer.vocab_size(), " tokens (", out.tokenizer.num_merges(),

@@ -19,12 +19,14 @@ struct PretrainDataConfig {
   std::vector<std::string> extensions = {".txt", ".md", ".jsonl"};  // files taken from folders
   std::string tokenizer;        // an existing tokenizer folder (e.g. GPT-2's); empty: train one
   int vocab_size = 4096;        // when training a tokenizer, e.g. 8192
+  bool split_digits = true;     // when training a tokenizer: every digit its own token (numbers copy digit by digit)
   double val_fraction = 0.05;   // share of tokens held out for validation, e.g. 0.05
   template <class V> void visit(V& v) {
     v("corpus", corpus);
     v("extensions", extensions);
     v("tokenizer", tokenizer);
     v("vocab_size", vocab_size);
+    v("split_digits", split_digits);
     v("val_fraction", val_fraction);
   }
 };

@@ -66,6 +66,28 @@ TEST(Tokenizer, TrainingIsDeterministicAndCompresses) {
   EXPECT_LT(a.encode(text).size(), text.size() / 2) << "merges should compress seen text";
 }
 
+TEST(Tokenizer, DigitsStayTokensOfTheirOwnSoNumbersReadDigitByDigit) {
+  std::vector<std::string> docs;
+  for (int i = 0; i < 50; ++i) docs.push_back("Your order 60685 ships in 2024. Call 555-0100 about order 60685.");
+  TokenizerTrainOptions o;
+  o.vocab_size = 350;
+  const Tokenizer split = Tokenizer::train(docs, o);
+  const std::vector<int32_t> ids = split.encode(" order 60685");
+  ASSERT_EQ(ids.size(), 7u) << "' order', ' ', then one token per digit";
+  for (size_t i = 2; i < ids.size(); ++i) EXPECT_EQ(split.decode_token(ids[i]).size(), 1u);
+  for (int32_t id = 0; id < split.vocab_size(); ++id) {
+    const std::string t = split.decode_token(id);
+    if (t.size() > 1 && !split.is_special(id)) {
+      EXPECT_EQ(t.find_first_of("0123456789"), std::string::npos) << "merged token '" << t << "' holds a digit";
+    }
+  }
+  EXPECT_EQ(split.decode(split.encode(docs[0])), docs[0]);
+  // Plain GPT-2 BPE learns the repeated number as a few pieces.
+  o.split_digits = false;
+  const Tokenizer merged = Tokenizer::train(docs, o);
+  EXPECT_LT(merged.encode(" order 60685").size(), 4u);
+}
+
 TEST(Tokenizer, SpecialTokensAreReservedAndNeverProducedByText) {
   Tokenizer tok = small_tokenizer();
   for (const auto& name : special::defaults()) {

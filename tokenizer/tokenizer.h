@@ -35,6 +35,11 @@ const std::vector<std::string>& defaults();
 struct TokenizerTrainOptions {
   int vocab_size = 8192;        // total, bytes + merges + special tokens, e.g. 8192
   int64_t min_frequency = 2;    // a pair seen fewer times is never merged
+  // Never merge a digit: every digit stays a token of its own (as LLaMA's
+  // tokenizer does), so an order number reads, and is copied, digit by digit
+  // instead of as arbitrary BPE pieces ("60685" -> "606" "85"). Encoding
+  // needs nothing special: no merge involving a digit exists.
+  bool split_digits = true;
   std::vector<std::string> special_tokens = special::defaults();
 };
 

@@ -80,8 +80,17 @@ Tokenizer Tokenizer::train(const std::vector<std::string>& documents,
   for (auto& [chunk, count] : sorted) {
     Word w;
     w.count = count;
-    for (unsigned char c : chunk) w.symbols.push_back(byte_id[c]);
-    words.push_back(std::move(w));
+    for (unsigned char c : chunk) {
+      // With split_digits a digit ends the word it is in and is a word of
+      // its own (one symbol: no pair, so never merged).
+      if (options.split_digits && c >= '0' && c <= '9') {
+        if (!w.symbols.empty()) words.push_back({std::move(w.symbols), count});
+        w.symbols.clear();
+        continue;
+      }
+      w.symbols.push_back(byte_id[c]);
+    }
+    if (!w.symbols.empty()) words.push_back(std::move(w));
   }
   sorted.clear();
 
