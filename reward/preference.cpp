@@ -1,5 +1,7 @@
 #include "reward/preference.h"
 
+#include <unordered_map>
+
 #include "common/error.h"
 #include "common/hash.h"
 #include "common/jsonl.h"
@@ -14,6 +16,12 @@ std::string text_of(const Json& r, const std::string& where, const char* field) 
     return r.back()["content"].get<std::string>();
   }
   fail(ErrorKind::kData, where, ": \"", field, "\" must be a string (or a list of messages)");
+}
+
+bool flag(const Json& row, const char* field, const std::string& where) {
+  if (!row.contains(field)) return true;
+  if (!row[field].is_boolean()) fail(ErrorKind::kData, where, ": \"", field, "\" must be true or false");
+  return row[field].get<bool>();
 }
 
 }  // namespace
@@ -40,6 +48,15 @@ std::vector<PreferencePair> preference_pairs(const std::vector<Json>& rows, cons
         fail(ErrorKind::kData, where, ": a ranking needs \"responses\" (2 or more) and one rank per response in \"ranking\"");
       }
       const size_t k = responses.size();
+      const Json finished = row.value("finished", Json());
+      if (!finished.is_null() && (!finished.is_array() || finished.size() != k)) {
+        fail(ErrorKind::kData, where, ": \"finished\" must hold one true/false per response");
+      }
+      auto finished_at = [&](size_t i) {
+        if (finished.is_null()) return true;
+        if (!finished[i].is_boolean()) fail(ErrorKind::kData, where, ": \"finished\" must hold true or false");
+        return finished[i].get<bool>();
+      };
       const double w = 2.0 / static_cast<double>(k * (k - 1));
       for (size_t a = 0; a < k; ++a) {
         for (size_t b = a + 1; b < k; ++b) {
@@ -51,6 +68,8 @@ std::vector<PreferencePair> preference_pairs(const std::vector<Json>& rows, cons
           p.prompt = prompt;
           p.chosen = text_of(responses[ra <= rb ? a : b], where, "responses");
           p.rejected = text_of(responses[ra <= rb ? b : a], where, "responses");
+          p.chosen_finished = finished_at(ra <= rb ? a : b);
+          p.rejected_finished = finished_at(ra <= rb ? b : a);
           p.tie = ra == rb;
           p.weight = w;
           p.metadata = metadata;
@@ -66,6 +85,8 @@ std::vector<PreferencePair> preference_pairs(const std::vector<Json>& rows, cons
       p.prompt = prompt;
       p.chosen = text_of(row["chosen"], where, "chosen");
       p.rejected = text_of(row["rejected"], where, "rejected");
+      p.chosen_finished = flag(row, "chosen_finished", where);
+      p.rejected_finished = flag(row, "rejected_finished", where);
       if (row.contains("tie")) {
         if (!row["tie"].is_boolean()) fail(ErrorKind::kData, where, ": \"tie\" must be true or false");
         p.tie = row["tie"].get<bool>();
@@ -91,6 +112,17 @@ std::vector<PreferencePair> load_preference_jsonl(const std::string& path) {
   });
   if (rows.empty()) fail(ErrorKind::kData, path, ": no preference records");
   return preference_pairs(rows, path, lines);
+}
+
+std::vector<std::vector<size_t>> group_by_prompt(const std::vector<PreferencePair>& pairs) {
+  std::vector<std::vector<size_t>> groups;
+  std::unordered_map<std::string, size_t> index;
+  for (size_t i = 0; i < pairs.size(); ++i) {
+    const auto [it, added] = index.emplace(conversation_to_json(pairs[i].prompt).dump(), groups.size());
+    if (added) groups.emplace_back();
+    groups[it->second].push_back(i);
+  }
+  return groups;
 }
 
 std::pair<std::vector<PreferencePair>, std::vector<PreferencePair>> split_by_prompt(

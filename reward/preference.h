@@ -17,6 +17,10 @@ struct PreferencePair {
   Conversation prompt;    // ends with the customer's turn
   std::string chosen;     // the better reply (either one if tie)
   std::string rejected;
+  // false: the reply was cut off at the length limit (no end-of-turn token).
+  // Scored as the policy produced it; "chosen_finished"/"rejected_finished"
+  // in JSONL, present only when false.
+  bool chosen_finished = true, rejected_finished = true;
   bool tie = false;       // equally good: trained towards P(chosen > rejected) = 0.5
   double margin = 0;      // Bradley-Terry margin (how much better), e.g. 1.0
   double weight = 1;      // 1 for a pair, 1 / C(K,2) for a pair from a ranking
@@ -34,5 +38,12 @@ std::vector<PreferencePair> load_preference_jsonl(const std::string& path);
 // `fraction` of prompts goes to the second list.
 std::pair<std::vector<PreferencePair>, std::vector<PreferencePair>> split_by_prompt(
     std::vector<PreferencePair> pairs, double fraction, uint64_t seed);
+
+// Indices of `pairs` grouped by prompt (the same conversation), groups in
+// order of first appearance. The reward model scores each distinct reply of a
+// group once and trains on every labelled pair among them: K replies cost K
+// forward passes for up to C(K,2) pairs (InstructGPT's batching), and no
+// reply is seen more often than another within an epoch.
+std::vector<std::vector<size_t>> group_by_prompt(const std::vector<PreferencePair>& pairs);
 
 }  // namespace rlhf

@@ -23,10 +23,10 @@ using labels::LabelStore;
 using test::error_of;
 
 const char* kInput =
-    R"({"prompt": "Where is my order #12345?", "chosen": "It shipped today, Maria.", "rejected": "Dunno."}
+    R"({"prompt": "Where is my order #12345?", "chosen": "It shipped today, Maria.", "rejected": "Dunno, the", "rejected_finished": false}
 {"prompt": [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Refund?"}], "chosen": "Your refund is on its way.", "rejected": "No.", "margin": 1.5}
 {"prompt": "Cancel order 55555", "chosen": "Cancelled.", "rejected": "Order cancelled.", "tie": true, "metadata": {"intent": "cancel_order", "order": "55555"}}
-{"prompt": "Reset my password", "responses": ["Use the Forgot password link.", "Reset it online.", "No idea."], "ranking": [1, 2, 3]}
+{"prompt": "Reset my password", "responses": ["Use the Forgot password link.", "Reset it online.", "No idea, I"], "ranking": [1, 2, 3], "finished": [true, true, false]}
 {"prompt": "Invoice please", "responses": ["Emailed.", "Sent to your email.", "Nope."], "ranking": [1, 1, 2]}
 )";
 
@@ -49,6 +49,11 @@ TEST(LabelStore, ImportThenExportEqualsTheInput) {
   EXPECT_EQ(stats.rankings, 2u);
   store.export_jsonl(dir.file("out.jsonl"));
   EXPECT_EQ(parse_lines(read_file(dir.file("out.jsonl"))), parse_lines(kInput));
+  // Replies cut off at the length limit stay marked, to be scored without the end-of-turn token.
+  for (const PreferencePair& p : labels::store_preferences(store, 0, nullptr)) {
+    EXPECT_TRUE(p.chosen_finished);
+    EXPECT_EQ(p.rejected_finished, p.rejected != "Dunno, the" && p.rejected != "No idea, I") << p.rejected;
+  }
   // Importing the same file again queues nothing twice.
   store.import_jsonl(dir.file("in.jsonl"), "alice");
   EXPECT_EQ(store.count_labels(), 5u);
@@ -66,6 +71,8 @@ TEST(LabelStore, MalformedJsonlIsAnErrorNamingFileAndLineAndImportsNothing) {
       {R"({"prompt": "a", "responses": ["x", "y"], "ranking": [1]})", "one rank per response"},
       {R"({"prompt": "a", "chosen": "b", "rejected": "c", "tie": "yes"})", "\"tie\""},
       {R"({"prompt": "a", "chosen": 5, "rejected": "c"})", "\"chosen\" must be a string"},
+      {R"({"prompt": "a", "chosen": "b", "rejected": "c", "chosen_finished": "no"})", "\"chosen_finished\""},
+      {R"({"prompt": "a", "responses": ["x", "y"], "ranking": [1, 2], "finished": [true]})", "one true/false per response"},
   };
   for (const auto& [line, expect] : cases) {
     write_file_atomic(dir.file("in.jsonl"), good + "\n" + line + "\n");
