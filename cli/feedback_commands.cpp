@@ -190,7 +190,7 @@ void register_feedback_commands(CLI::App& app) {
     });
 
     struct EvalArgs {
-      std::string model, preferences;
+      std::string model, preferences, dump;
       double eval_fraction = 0.1;
       bool all = false;
       int64_t seed = 42;
@@ -203,13 +203,20 @@ void register_feedback_commands(CLI::App& app) {
     ev->add_option("--eval-fraction", e->eval_fraction, "held-out share of prompts (same split as training)")->capture_default_str();
     ev->add_option("--seed", e->seed, "split seed (train.seed of the run)")->capture_default_str();
     ev->add_flag("--all", e->all, "evaluate on every pair, not only the held-out split");
+    ev->add_option("--dump", e->dump, "write one JSONL record per pair (rewards, gold findings) for error analysis");
     ev->add_option("--threads", e->threads)->capture_default_str();
     add_action(ev, [e] {
       set_torch_threads(e->threads);
       LoadedRewardModel m = load_reward_model(e->model);
       Pairs p = load_pairs(e->preferences, e->all ? 1.0 : e->eval_fraction, 0, static_cast<uint64_t>(e->seed));
       const ChatTemplate chat(m.tokenizer);
-      const RewardEval r = evaluate_reward_model(m.model, chat, p.eval, 32, torch::kCPU);
+      std::vector<Json> records;
+      const RewardEval r =
+          evaluate_reward_model(m.model, chat, p.eval, 32, torch::kCPU, e->dump.empty() ? nullptr : &records);
+      if (!e->dump.empty()) {
+        JsonlWriter out(e->dump, /*append=*/false);
+        for (const Json& rec : records) out.write(rec);
+      }
       std::printf("%s\n", r.to_json().dump(2).c_str());
     });
 

@@ -33,9 +33,14 @@ torch::Tensor ScalarHeadModelImpl::forward(const torch::Tensor& input_ids, const
 }
 
 torch::Tensor bradley_terry_per_pair(const torch::Tensor& r_chosen, const torch::Tensor& r_rejected,
-                                     const torch::Tensor& margin, const torch::Tensor& tie) {
+                                     const torch::Tensor& margin, const torch::Tensor& tie, double label_noise) {
   torch::Tensor d = r_chosen - r_rejected;
   torch::Tensor strict = -torch::log_sigmoid(d - margin);
+  if (label_noise > 0) {
+    // P(label) = (1 - e) sigmoid(d - m) + e sigmoid(m - d), in log space.
+    strict = -torch::logaddexp(std::log1p(-label_noise) + torch::log_sigmoid(d - margin),
+                               std::log(label_noise) + torch::log_sigmoid(margin - d));
+  }
   torch::Tensor tied = -0.5 * (torch::log_sigmoid(d) + torch::log_sigmoid(-d));
   return torch::where(tie.to(torch::kBool), tied, strict);
 }

@@ -43,8 +43,11 @@ torch::Tensor last_token_index(const torch::Tensor& attention_mask);
 // Bradley-Terry loss per pair: -log sigmoid(r_chosen - r_rejected - margin);
 // ties train towards 0.5: -(log sigmoid(d) + log sigmoid(-d)) / 2 with
 // d = r_chosen - r_rejected. All inputs [B]; returns [B].
+// `label_noise` e > 0: the labels are taken to be flipped with probability
+// e, -log((1 - e) sigmoid(d - margin) + e sigmoid(margin - d)), so a pair the
+// model is sure was mislabelled pulls with a bounded force.
 torch::Tensor bradley_terry_per_pair(const torch::Tensor& r_chosen, const torch::Tensor& r_rejected,
-                                     const torch::Tensor& margin, const torch::Tensor& tie);
+                                     const torch::Tensor& margin, const torch::Tensor& tie, double label_noise = 0.0);
 // The weighted mean of bradley_terry_per_pair.
 torch::Tensor bradley_terry_loss(const torch::Tensor& r_chosen, const torch::Tensor& r_rejected,
                                  const torch::Tensor& margin, const torch::Tensor& tie, const torch::Tensor& weight);

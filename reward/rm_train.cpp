@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <set>
+#include <map>
 
 #include "common/error.h"
 #include "common/fs.h"
@@ -17,6 +18,8 @@
 
 namespace rlhf {
 namespace {
+
+constexpr int kScoringBatch = 32;  // sequences per forward pass when scoring without gradients
 
 struct Start {
   ScalarHeadModel model{nullptr};
@@ -74,16 +77,20 @@ std::vector<double> score_replies(ScalarHeadModel& model, const ChatTemplate& ch
 }
 
 RewardEval evaluate_reward_model(ScalarHeadModel& model, const ChatTemplate& chat,
-                                 const std::vector<PreferencePair>& pairs, int batch_size, torch::Device device) {
+                                 const std::vector<PreferencePair>& pairs, int batch_size, torch::Device device,
+                                 std::vector<Json>* per_pair) {
   std::vector<const Conversation*> prompts;
   std::vector<const std::string*> replies;
+  std::vector<bool> finished;
   for (const auto& p : pairs) {
     prompts.push_back(&p.prompt);
     replies.push_back(&p.chosen);
+    finished.push_back(p.chosen_finished);
     prompts.push_back(&p.prompt);
     replies.push_back(&p.rejected);
+    finished.push_back(p.rejected_finished);
   }
-  const std::vector<double> s = score_replies(model, chat, prompts, replies, batch_size, device);
+  const std::vector<double> s = score_replies(model, chat, prompts, replies, batch_size, device, finished);
   RewardEval e;
   size_t right = 0, gold_right = 0;
   double margin = 0;
@@ -96,19 +103,69 @@ RewardEval evaluate_reward_model(ScalarHeadModel& model, const ChatTemplate& cha
       margin += d;
     }
     const support::CaseFacts facts = support::facts_from_metadata(p.metadata);
+    Json record;
+    if (per_pair != nullptr) {
+      record = Json{{"prompt", p.prompt.empty() ? std::string() : p.prompt.back().content}, {"chosen", p.chosen},
+                    {"rejected", p.rejected}, {"tie", p.tie}, {"reward_chosen", s[2 * i]},
+                    {"reward_rejected", s[2 * i + 1]}};
+    }
     if (!facts.intent.empty()) {
-      const double gc = support::gold_score(facts, p.chosen, true).total;
-      const double gr = support::gold_score(facts, p.rejected, true).total;
-      if (gc != gr) {
+      const support::GoldScore gc = support::gold_score(facts, p.chosen, p.chosen_finished);
+      const support::GoldScore gr = support::gold_score(facts, p.rejected, p.rejected_finished);
+      if (gc.total != gr.total) {
         ++e.gold_pairs;
-        gold_right += (d > 0) == (gc > gr);
+        gold_right += (d > 0) == (gc.total > gr.total);
+      }
+      if (per_pair != nullptr) {
+        record["gold_chosen"] = gc.to_json();
+        record["gold_rejected"] = gr.to_json();
+        record["intent"] = facts.intent;
       }
     }
+    if (per_pair != nullptr) per_pair->push_back(std::move(record));
   }
   e.label_accuracy = e.pairs ? static_cast<double>(right) / e.pairs : 0;
   e.mean_margin = e.pairs ? margin / e.pairs : 0;
   e.gold_accuracy = e.gold_pairs ? static_cast<double>(gold_right) / e.gold_pairs : 0;
   return e;
+}
+
+PairBatch pair_batch(const std::vector<PreferencePair>& pairs, const std::vector<const std::vector<size_t>*>& groups) {
+  PairBatch b;
+  for (const std::vector<size_t>* group : groups) {
+    std::map<std::pair<std::string, bool>, int64_t> seen;  // (reply, finished) -> index, within this prompt
+    auto index_of = [&](const PreferencePair& p, const std::string& reply, bool finished) {
+      const auto [it, added] = seen.emplace(std::make_pair(reply, finished), static_cast<int64_t>(b.replies.size()));
+      if (added) {
+        b.prompts.push_back(&p.prompt);
+        b.replies.push_back(&reply);
+        b.finished.push_back(finished);
+      }
+      return it->second;
+    };
+    for (size_t i : *group) {
+      const PreferencePair& p = pairs[i];
+      b.chosen.push_back(index_of(p, p.chosen, p.chosen_finished));
+      b.rejected.push_back(index_of(p, p.rejected, p.rejected_finished));
+      b.margin.push_back(static_cast<float>(p.margin));
+      b.tie.push_back(p.tie ? 1.0f : 0.0f);
+      b.weight.push_back(static_cast<float>(p.weight));
+    }
+  }
+  return b;
+}
+
+torch::Tensor pair_batch_losses(ScalarHeadModel& model, const ChatTemplate& chat, const PairBatch& batch,
+                                torch::Device device, double label_noise, torch::Tensor* r_chosen,
+                                torch::Tensor* r_rejected) {
+  const ScoringBatch sb = reward_batch(chat, batch.prompts, batch.replies, model->config().n_positions, batch.finished);
+  torch::Tensor r = model->forward(sb.input_ids.to(device), sb.attention_mask.to(device), /*right_padded=*/true);
+  torch::Tensor rc = r.index_select(0, torch::tensor(batch.chosen).to(device));
+  torch::Tensor rr = r.index_select(0, torch::tensor(batch.rejected).to(device));
+  if (r_chosen != nullptr) *r_chosen = rc.detach();
+  if (r_rejected != nullptr) *r_rejected = rr.detach();
+  return bradley_terry_per_pair(rc, rr, torch::tensor(batch.margin).to(device), torch::tensor(batch.tie).to(device),
+                                label_noise);
 }
 
 RewardTrainResult run_reward_training(const RewardTrainConfig& cfg, const std::vector<PreferencePair>& train,
@@ -129,14 +186,15 @@ RewardTrainResult run_reward_training(const RewardTrainConfig& cfg, const std::v
   const std::vector<NamedParameter> params = apply_freeze(*model, model->config().n_layer, cfg.freeze);
   AdamW optimizer(params, cfg.optim);
 
+  // A step trains on `global_batch` prompts with all their labelled pairs;
+  // each distinct reply is scored once (group_by_prompt).
+  const std::vector<std::vector<size_t>> groups = group_by_prompt(train);
   const int64_t global_batch = static_cast<int64_t>(tc.batch_size) * tc.grad_accum * dist.world_size;
   const int64_t total_steps =
-      std::max<int64_t>(1, static_cast<int64_t>(std::ceil(tc.epochs * train.size() / global_batch)));
-  // Plain shuffled order: grouping pairs by length measured no faster here
-  // (chosen and rejected share a prompt) and a little less accurate.
-  EpochOrder order(static_cast<int64_t>(train.size()), mix_seed({static_cast<uint64_t>(tc.seed), 0x0de5u}));
-  log_info("rm: ", train.size(), " training pairs, ", eval.size(), " held-out pairs, ", total_steps, " steps of ",
-           global_batch, " pairs, ", threads, " threads");
+      std::max<int64_t>(1, static_cast<int64_t>(std::ceil(tc.epochs * groups.size() / global_batch)));
+  EpochOrder order(static_cast<int64_t>(groups.size()), mix_seed({static_cast<uint64_t>(tc.seed), 0x0de5u}));
+  log_info("rm: ", train.size(), " training pairs on ", groups.size(), " prompts, ", eval.size(),
+           " held-out pairs, ", total_steps, " steps of ", global_batch, " prompts, ", threads, " threads");
 
   int64_t start_step = 0;
   if (auto latest = latest_checkpoint(cfg.out_dir)) {
@@ -174,36 +232,21 @@ RewardTrainResult run_reward_training(const RewardTrainConfig& cfg, const std::v
   };
 
   ProgressMeter progress("rm", total_steps, tc.log_interval);
-  const int64_t ctx = model->config().n_positions;
   for (int64_t step = start_step; step < total_steps; ++step) {
     double step_weight = 0;
-    for (int64_t k = step * global_batch; k < (step + 1) * global_batch; ++k) step_weight += train[order.at(k)].weight;
+    for (int64_t k = step * global_batch; k < (step + 1) * global_batch; ++k) {
+      for (size_t i : groups[order.at(k)]) step_weight += train[i].weight;
+    }
     double step_loss = 0, step_acc = 0;
     for (int m = 0; m < tc.grad_accum; ++m) {
-      std::vector<const PreferencePair*> batch;
+      std::vector<const std::vector<size_t>*> micro;
       for (int64_t k : micro_batch_samples(step, m, tc.batch_size, tc.grad_accum, dist.rank, dist.world_size)) {
-        batch.push_back(&train[order.at(k)]);
+        micro.push_back(&groups[order.at(k)]);
       }
-      const auto B = static_cast<int64_t>(batch.size());
-      std::vector<const Conversation*> prompts;
-      std::vector<const std::string*> replies;
-      std::vector<float> margin, tie, weight;
-      for (const auto* p : batch) {
-        prompts.push_back(&p->prompt);
-        replies.push_back(&p->chosen);
-        margin.push_back(static_cast<float>(p->margin));
-        tie.push_back(p->tie ? 1.0f : 0.0f);
-        weight.push_back(static_cast<float>(p->weight));
-      }
-      for (const auto* p : batch) {
-        prompts.push_back(&p->prompt);
-        replies.push_back(&p->rejected);
-      }
-      ScoringBatch sb = reward_batch(chat, prompts, replies, ctx);
-      torch::Tensor r = model->forward(sb.input_ids.to(device), sb.attention_mask.to(device), /*right_padded=*/true);
-      torch::Tensor rc = r.narrow(0, 0, B), rr = r.narrow(0, B, B);
-      torch::Tensor w = torch::tensor(weight).to(device);
-      torch::Tensor per_pair = bradley_terry_per_pair(rc, rr, torch::tensor(margin).to(device), torch::tensor(tie).to(device));
+      const PairBatch batch = pair_batch(train, micro);
+      torch::Tensor rc, rr;
+      torch::Tensor per_pair = pair_batch_losses(model, chat, batch, device, tc.label_noise, &rc, &rr);
+      torch::Tensor w = torch::tensor(batch.weight).to(device);
       torch::Tensor loss = (per_pair * w).sum() / step_weight;  // this rank's share; gradients are summed
       if (m == tc.grad_accum - 1) sync.arm();
       loss.backward();
@@ -218,11 +261,12 @@ RewardTrainResult run_reward_training(const RewardTrainConfig& cfg, const std::v
     optimizer.step(lr);
     optimizer.zero_grad();
     const int64_t done = step + 1;
+
     run.log_metrics({{"step", done}, {"loss/train", step_loss}, {"accuracy/train", step_acc}, {"lr", lr},
                      {"grad_norm", grad_norm}});
-    progress.step_done(done, step_loss, lr, static_cast<double>(global_batch), "pairs");
+    progress.step_done(done, step_loss, lr, static_cast<double>(global_batch), "prompts");
     if (tc.eval_interval > 0 && done % tc.eval_interval == 0 && done != total_steps && !eval.empty()) {
-      const RewardEval e = evaluate_reward_model(model, chat, eval, tc.batch_size * 2, device);
+      const RewardEval e = evaluate_reward_model(model, chat, eval, kScoringBatch, device);
       log_info("eval step ", done, " | accuracy vs labels ", e.label_accuracy, " | vs gold ", e.gold_accuracy);
       run.log_metrics({{"step", done}, {"accuracy/eval_labels", e.label_accuracy}, {"accuracy/eval_gold", e.gold_accuracy}});
       save(done, false, e);
@@ -235,18 +279,20 @@ RewardTrainResult run_reward_training(const RewardTrainConfig& cfg, const std::v
   {
     std::vector<const Conversation*> prompts;
     std::vector<const std::string*> replies;
+    std::vector<bool> finished;
     std::set<std::string> seen;
     for (const auto& p : train) {
-      for (const std::string* r : {&p.chosen, &p.rejected}) {
+      for (const auto& [r, f] : {std::make_pair(&p.chosen, p.chosen_finished), std::make_pair(&p.rejected, p.rejected_finished)}) {
         if (seen.insert(*r).second && prompts.size() < 4000) {
           prompts.push_back(&p.prompt);
           replies.push_back(r);
+          finished.push_back(f);
         }
       }
     }
     model->gain = 1.0;
     model->bias = 0.0;
-    const std::vector<double> s = score_replies(model, chat, prompts, replies, tc.batch_size * 2, device);
+    const std::vector<double> s = score_replies(model, chat, prompts, replies, kScoringBatch, device, finished);
     double mean = 0, var = 0;
     for (double x : s) mean += x / s.size();
     for (double x : s) var += (x - mean) * (x - mean) / s.size();
@@ -257,7 +303,7 @@ RewardTrainResult run_reward_training(const RewardTrainConfig& cfg, const std::v
   }
 
   RewardTrainResult result;
-  if (!eval.empty()) result.eval = evaluate_reward_model(model, chat, eval, tc.batch_size * 2, device);
+  if (!eval.empty()) result.eval = evaluate_reward_model(model, chat, eval, kScoringBatch, device);
   log_info("rm: held-out accuracy vs labels ", result.eval.label_accuracy, " on ", result.eval.pairs,
            " pairs; vs gold ", result.eval.gold_accuracy, " on ", result.eval.gold_pairs, " pairs");
   run.log_metrics({{"step", total_steps}, {"accuracy/eval_labels", result.eval.label_accuracy},

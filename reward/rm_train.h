@@ -28,10 +28,11 @@ struct RewardDataConfig {
 };
 
 struct RewardLoopConfig {
-  int batch_size = 16;         // pairs per micro-batch
+  int batch_size = 16;         // prompts per micro-batch, each with all its labelled pairs (one pair per prompt: pairs)
   int grad_accum = 1;
   double epochs = 1.0;         // passes over the training pairs (1 is standard: RMs overfit fast)
   double grad_clip = 1.0;
+  double label_noise = 0.0;    // assumed share of flipped labels in the loss (0 = plain Bradley-Terry), e.g. 0.1
   int64_t seed = 42;
   int threads = 0;
   std::string device = "cpu";
@@ -42,6 +43,7 @@ struct RewardLoopConfig {
     v("grad_accum", grad_accum);
     v("epochs", epochs);
     v("grad_clip", grad_clip);
+    v("label_noise", label_noise);
     v("seed", seed);
     v("threads", threads);
     v("device", device);
@@ -95,13 +97,35 @@ struct RewardTrainResult {
   int64_t last_label_id = 0;
 };
 
+// What one micro-batch trains on: the distinct replies of some prompts'
+// labelled pairs (each scored once), and every pair as indices into them.
+struct PairBatch {
+  std::vector<const Conversation*> prompts;
+  std::vector<const std::string*> replies;
+  std::vector<bool> finished;             // per reply: ended with the end-of-turn token
+  std::vector<int64_t> chosen, rejected;  // per pair: index into replies
+  std::vector<float> margin, tie, weight;  // per pair
+};
+// `groups` are groups of indices into `pairs` (group_by_prompt).
+PairBatch pair_batch(const std::vector<PreferencePair>& pairs, const std::vector<const std::vector<size_t>*>& groups);
+
+// Bradley-Terry loss per pair [P] from one forward pass over the batch's
+// distinct replies; optionally the pairs' rewards (detached).
+torch::Tensor pair_batch_losses(ScalarHeadModel& model, const ChatTemplate& chat, const PairBatch& batch,
+                                torch::Device device, double label_noise = 0.0, torch::Tensor* r_chosen = nullptr,
+                                torch::Tensor* r_rejected = nullptr);
+
 // `train_pairs`/`eval_pairs` come from the caller (label store or JSONL).
 RewardTrainResult run_reward_training(const RewardTrainConfig& config, const std::vector<PreferencePair>& train_pairs,
                                       const std::vector<PreferencePair>& eval_pairs, int64_t last_label_id,
                                       const DistInfo& dist = {});
 
+// `per_pair`, if given, receives one record per pair (both rewards, and the
+// gold findings of both replies where the case's facts are known): what
+// `rlhf rm eval --dump` writes for error analysis.
 RewardEval evaluate_reward_model(ScalarHeadModel& model, const ChatTemplate& chat,
-                                 const std::vector<PreferencePair>& pairs, int batch_size, torch::Device device);
+                                 const std::vector<PreferencePair>& pairs, int batch_size, torch::Device device,
+                                 std::vector<Json>* per_pair = nullptr);
 
 // Raw scores for (prompt, reply) pairs, batched, under no_grad.
 std::vector<double> score_replies(ScalarHeadModel& model, const ChatTemplate& chat,

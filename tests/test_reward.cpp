@@ -37,6 +37,29 @@ TEST(BradleyTerry, LossAndGradientMatchAHandComputedCase) {
   EXPECT_TRUE(torch::allclose(rr.grad(), -rc.grad()));
 }
 
+TEST(BradleyTerry, LabelNoiseBoundsThePullOfAConfidentlyContradictedPair) {
+  // d = 1 with e = 0.1: -log(0.9 sigmoid(1) + 0.1 sigmoid(-1)); the gradient
+  // d/dd = -(0.9 - 0.1) s(1) s(-1) / (0.9 s(1) + 0.1 s(-1)).
+  const double s1 = 1 / (1 + std::exp(-1.0)), p = 0.9 * s1 + 0.1 * (1 - s1);
+  torch::Tensor rc = torch::tensor({2.0, -8.0}, torch::kDouble).requires_grad_();
+  torch::Tensor rr = torch::tensor({1.0, 2.0}, torch::kDouble);
+  const torch::Tensor none = torch::zeros({2}, torch::kDouble);
+  torch::Tensor per = bradley_terry_per_pair(rc, rr, none, none, 0.1);
+  EXPECT_NEAR(per[0].item<double>(), -std::log(p), 1e-12);
+  per.sum().backward();
+  EXPECT_NEAR(rc.grad()[0].item<double>(), -0.8 * s1 * (1 - s1) / p, 1e-12);
+  // A pair the model contradicts by 10: plain Bradley-Terry pulls with ~1,
+  // the noise-aware loss with almost nothing (it may be a flipped label).
+  EXPECT_LT(std::abs(rc.grad()[1].item<double>()), 0.01);
+  torch::Tensor plain_rc = torch::tensor({-8.0}, torch::kDouble).requires_grad_();
+  bradley_terry_per_pair(plain_rc, torch::tensor({2.0}, torch::kDouble), none.narrow(0, 0, 1), none.narrow(0, 0, 1))
+      .sum()
+      .backward();
+  EXPECT_NEAR(plain_rc.grad()[0].item<double>(), -1.0, 1e-4);
+  // e = 0 is plain Bradley-Terry.
+  EXPECT_NEAR(bradley_terry_per_pair(rc, rr, none, none, 0.0)[0].item<double>(), std::log1p(std::exp(-1.0)), 1e-12);
+}
+
 TEST(RewardModel, ScoreIsReadAtTheLastRealTokenWhateverThePadding) {
   torch::manual_seed(0);
   GPTConfig c = test::tiny_gpt_config(300, 64);
@@ -90,6 +113,38 @@ TEST(RewardModel, HeadStartsNearTheDocumentedScaleAndTrainingLearnsAPreference) 
   const Json config = read_json_file(r.checkpoint + "/config.json");
   EXPECT_EQ(config["architectures"][0], "GPT2ForSequenceClassification");
   EXPECT_EQ(config["num_labels"], 1);
+}
+
+TEST(RewardModel, PairsOfOnePromptShareOneForwardPassWithTheSameLossAsPairByPair) {
+  torch::manual_seed(0);
+  auto data = test::tiny_support_data(16, 4, 2);
+  Tokenizer tok = test::tiny_support_tokenizer(data);
+  tok.add_special_tokens(special::defaults());
+  GPTConfig c = test::tiny_gpt_config(tok.vocab_size(), 64);
+  ScalarHeadModel rm(c);
+  init_gpt_weights(*rm->transformer, c, 3);
+  const ChatTemplate chat(tok);
+  // A K = 3 ranking of one prompt as its three pairs, then another prompt's pair.
+  const Conversation q1 = {{"user", "Where is order 12345?"}}, q2 = {{"user", "Can I return it?"}};
+  std::vector<PreferencePair> pairs(4);
+  pairs[0] = {q1, "It shipped today.", "No idea."};
+  pairs[1] = {q1, "It shipped today.", "Read the policy."};
+  pairs[2] = {q1, "No idea.", "Read the policy."};
+  pairs[2].tie = true;
+  pairs[3] = {q2, "Yes, within 30 days.", "No."};
+  pairs[3].margin = 0.5;
+  const auto groups = group_by_prompt(pairs);
+  ASSERT_EQ(groups, (std::vector<std::vector<size_t>>{{0, 1, 2}, {3}}));
+  const PairBatch b = pair_batch(pairs, {&groups[0], &groups[1]});
+  EXPECT_EQ(b.replies.size(), 5u) << "three distinct replies for the first prompt, two for the second";
+  EXPECT_EQ(b.chosen, (std::vector<int64_t>{0, 0, 1, 3}));
+  EXPECT_EQ(b.rejected, (std::vector<int64_t>{1, 2, 2, 4}));
+  const torch::Tensor grouped = pair_batch_losses(rm, chat, b, torch::kCPU);
+  for (size_t i = 0; i < pairs.size(); ++i) {
+    const std::vector<size_t> one = {i};
+    const torch::Tensor alone = pair_batch_losses(rm, chat, pair_batch(pairs, {&one}), torch::kCPU);
+    EXPECT_NEAR(grouped[static_cast<int64_t>(i)].item<double>(), alone[0].item<double>(), 1e-5) << "pair " << i;
+  }
 }
 
 TEST(RewardModel, FrozenBackboneParametersStayAsInTheStartingModel) {
