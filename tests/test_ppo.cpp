@@ -11,6 +11,7 @@
 #include "policy/checkpoint.h"
 #include "labels/store.h"
 #include "rollout/live_feedback.h"
+#include "rollout/pipeline.h"
 #include "rollout/ppo.h"
 #include "rollout/ppo_math.h"
 #include "test_util.h"
@@ -21,6 +22,17 @@ namespace {
 
 torch::Tensor t2(std::vector<float> v, int64_t rows) {
   return torch::tensor(v).view({rows, static_cast<int64_t>(v.size()) / rows});
+}
+
+TEST(Configs, EveryShippedConfigLoadsWithoutUnknownKeys) {
+  const std::string dir = std::string(RLHF_SOURCE_DIR) + "/configs/";
+  load_config<PretrainConfig>(dir + "pretrain.toml", {});
+  load_config<SftConfig>(dir + "sft.toml", {});
+  load_config<RewardTrainConfig>(dir + "rm.toml", {});
+  load_config<PpoConfig>(dir + "ppo.toml", {});
+  const auto demo = load_config<PipelineConfig>(dir + "demo.toml", {});
+  EXPECT_EQ(demo.rm.train.label_noise, 0.1);
+  load_config<PipelineConfig>(dir + "ci.toml", {});
 }
 
 TEST(PpoMath, GaeMatchesAHandComputedCaseAndStopsAtTheEnd) {
