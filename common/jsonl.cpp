@@ -10,6 +10,25 @@ void jsonl_error(const std::string& path, size_t line, const std::string& what) 
   fail(ErrorKind::kData, path, ":", line, ": ", what);
 }
 
+std::vector<bool> preference_finished_flags(const Json& row, const std::string& path, size_t line) {
+  auto flag = [&](const Json& v, const char* field) {
+    if (!v.is_boolean()) jsonl_error(path, line, str_cat("\"", field, "\" must be true or false"));
+    return v.get<bool>();
+  };
+  if (row.contains("responses")) {
+    const size_t k = row["responses"].size();
+    if (!row.contains("finished")) return std::vector<bool>(k, true);
+    if (!row["finished"].is_array() || row["finished"].size() != k) {
+      jsonl_error(path, line, "\"finished\" must hold one true/false per response");
+    }
+    std::vector<bool> out;
+    for (const Json& v : row["finished"]) out.push_back(flag(v, "finished"));
+    return out;
+  }
+  return {!row.contains("chosen_finished") || flag(row["chosen_finished"], "chosen_finished"),
+          !row.contains("rejected_finished") || flag(row["rejected_finished"], "rejected_finished")};
+}
+
 void read_jsonl(const std::string& path,
                 const std::function<void(const Json&, size_t line)>& fn) {
   std::ifstream in(path, std::ios::binary);

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "common/config.h"
 
@@ -21,6 +22,12 @@ void read_jsonl(const std::string& path,
 // Reads a required string field, or fails naming file, line and field.
 std::string jsonl_string(const Json& obj, const char* field, const std::string& path,
                          size_t line);
+
+// Whether each reply of a preference record ended with the end-of-turn
+// token (false: cut off at the length limit): "finished", one per response,
+// for a ranking; "chosen_finished"/"rejected_finished" for a pair (in that
+// order); absent means true. A malformed value fails naming file and line.
+std::vector<bool> preference_finished_flags(const Json& row, const std::string& path, size_t line);
 
 // Appends one JSON object per line and flushes each line, so a killed
 // process leaves whole lines behind. Owns the FILE*.

@@ -387,32 +387,6 @@ size_t LabelStore::count_labels() {
   return static_cast<size_t>(s.int64(0));
 }
 
-namespace {
-
-// Whether each reply ended with the end-of-turn token (false: cut off at the
-// length limit): "finished" per response for a ranking,
-// "chosen_finished"/"rejected_finished" for a pair; absent means true.
-std::vector<bool> finished_flags(const Json& row, const std::string& path, size_t line) {
-  auto flag = [&](const Json& v, const char* field) {
-    if (!v.is_boolean()) jsonl_error(path, line, std::string("\"") + field + "\" must be true or false");
-    return v.get<bool>();
-  };
-  if (row.contains("responses")) {
-    const size_t k = row["responses"].size();
-    if (!row.contains("finished")) return std::vector<bool>(k, true);
-    if (!row["finished"].is_array() || row["finished"].size() != k) {
-      jsonl_error(path, line, "\"finished\" must hold one true/false per response");
-    }
-    std::vector<bool> out;
-    for (const Json& v : row["finished"]) out.push_back(flag(v, "finished"));
-    return out;
-  }
-  return {!row.contains("chosen_finished") || flag(row["chosen_finished"], "chosen_finished"),
-          !row.contains("rejected_finished") || flag(row["rejected_finished"], "rejected_finished")};
-}
-
-}  // namespace
-
 ImportStats LabelStore::import_jsonl(const std::string& path, const std::string& rater_name) {
   // Validate every line before writing anything: a bad file imports nothing.
   std::vector<std::pair<Json, size_t>> rows;
@@ -440,7 +414,7 @@ ImportStats LabelStore::import_jsonl(const std::string& path, const std::string&
       if (row.contains("tie") && !row["tie"].is_boolean()) jsonl_error(path, line, "\"tie\" must be true or false");
       if (row.contains("margin") && !row["margin"].is_number()) jsonl_error(path, line, "\"margin\" must be a number");
     }
-    finished_flags(row, path, line);
+    preference_finished_flags(row, path, line);
     rows.emplace_back(row, line);
   });
 
@@ -459,7 +433,7 @@ ImportStats LabelStore::import_jsonl(const std::string& path, const std::string&
       texts = {response_text(row["chosen"], path, line, "chosen"), response_text(row["rejected"], path, line, "rejected")};
     }
     std::vector<int64_t> ids;
-    const std::vector<bool> finished = finished_flags(row, path, line);
+    const std::vector<bool> finished = preference_finished_flags(row, path, line);
     for (size_t i = 0; i < texts.size(); ++i) ids.push_back(add_candidate(prompt_id, texts[i], finished[i], "imported", nullptr));
     stats.candidates += ids.size();
     const auto comparison = add_comparison(prompt_id, ids);

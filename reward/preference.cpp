@@ -18,12 +18,6 @@ std::string text_of(const Json& r, const std::string& where, const char* field) 
   fail(ErrorKind::kData, where, ": \"", field, "\" must be a string (or a list of messages)");
 }
 
-bool flag(const Json& row, const char* field, const std::string& where) {
-  if (!row.contains(field)) return true;
-  if (!row[field].is_boolean()) fail(ErrorKind::kData, where, ": \"", field, "\" must be true or false");
-  return row[field].get<bool>();
-}
-
 }  // namespace
 
 std::vector<PreferencePair> preference_pairs(const std::vector<Json>& rows, const std::string& source,
@@ -48,15 +42,7 @@ std::vector<PreferencePair> preference_pairs(const std::vector<Json>& rows, cons
         fail(ErrorKind::kData, where, ": a ranking needs \"responses\" (2 or more) and one rank per response in \"ranking\"");
       }
       const size_t k = responses.size();
-      const Json finished = row.value("finished", Json());
-      if (!finished.is_null() && (!finished.is_array() || finished.size() != k)) {
-        fail(ErrorKind::kData, where, ": \"finished\" must hold one true/false per response");
-      }
-      auto finished_at = [&](size_t i) {
-        if (finished.is_null()) return true;
-        if (!finished[i].is_boolean()) fail(ErrorKind::kData, where, ": \"finished\" must hold true or false");
-        return finished[i].get<bool>();
-      };
+      const std::vector<bool> finished = preference_finished_flags(row, source, line);
       const double w = 2.0 / static_cast<double>(k * (k - 1));
       for (size_t a = 0; a < k; ++a) {
         for (size_t b = a + 1; b < k; ++b) {
@@ -68,8 +54,8 @@ std::vector<PreferencePair> preference_pairs(const std::vector<Json>& rows, cons
           p.prompt = prompt;
           p.chosen = text_of(responses[ra <= rb ? a : b], where, "responses");
           p.rejected = text_of(responses[ra <= rb ? b : a], where, "responses");
-          p.chosen_finished = finished_at(ra <= rb ? a : b);
-          p.rejected_finished = finished_at(ra <= rb ? b : a);
+          p.chosen_finished = finished[ra <= rb ? a : b];
+          p.rejected_finished = finished[ra <= rb ? b : a];
           p.tie = ra == rb;
           p.weight = w;
           p.metadata = metadata;
@@ -85,8 +71,9 @@ std::vector<PreferencePair> preference_pairs(const std::vector<Json>& rows, cons
       p.prompt = prompt;
       p.chosen = text_of(row["chosen"], where, "chosen");
       p.rejected = text_of(row["rejected"], where, "rejected");
-      p.chosen_finished = flag(row, "chosen_finished", where);
-      p.rejected_finished = flag(row, "rejected_finished", where);
+      const std::vector<bool> finished = preference_finished_flags(row, source, line);
+      p.chosen_finished = finished[0];
+      p.rejected_finished = finished[1];
       if (row.contains("tie")) {
         if (!row["tie"].is_boolean()) fail(ErrorKind::kData, where, ": \"tie\" must be true or false");
         p.tie = row["tie"].get<bool>();
