@@ -2,6 +2,7 @@
 
 #include <map>
 
+#include "common/error.h"
 #include "common/fs.h"
 #include "common/hash.h"
 #include "support/catalog.h"
@@ -436,6 +437,12 @@ class Writer {
 };
 
 }  // namespace
+
+const std::vector<std::string>& good_reply_templates(const std::string& intent_id) {
+  const auto it = good_actions().find(intent_id);
+  if (it == good_actions().end()) fail(ErrorKind::kData, "unknown support intent '", intent_id, "'");
+  return it->second;
+}
 
 SupportData generate_support_data(const GeneratorConfig& config) {
   SupportData out;

@@ -62,6 +62,11 @@ struct SupportData {
 
 SupportData generate_support_data(const GeneratorConfig& config);
 
+// The templates of a good agent's answer to `intent`, with their {oref},
+// {product}, {date} and {answer} holes unfilled (the rubric reads which store
+// actions belong to an intent from them). Throws on an unknown intent.
+const std::vector<std::string>& good_reply_templates(const std::string& intent);
+
 // Writes train.jsonl, val.jsonl, heldout_prompts.jsonl and rl_prompts.jsonl into `dir`.
 void write_support_data(const SupportData& data, const std::string& dir);
 

@@ -5,9 +5,11 @@
 #include <map>
 #include <regex>
 #include <set>
+#include <unordered_set>
 #include <sstream>
 
 #include "support/catalog.h"
+#include "support/generator.h"
 
 namespace rlhf::support {
 namespace {
@@ -15,7 +17,8 @@ namespace {
 // Points (docs/rubric.md).
 constexpr double kIntent = 4, kOrder = 2, kInventedOrder = -2, kName = 1, kWrongName = -1, kInventedPolicy = -3,
                  kPolite = 1, kRude = -3, kClosing = 1, kGoodLength = 1, kClipped = -2, kRambling = -2,
-                 kRepetitive = -2, kEnded = 1, kCutOff = -2;
+                 kRepetitive = -2, kEnded = 1, kCutOff = -2, kWrongProduct = -3, kGarbled = -4,
+                 kWrongAction = -3;
 
 std::string lower(std::string s) {
   for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
@@ -98,7 +101,140 @@ bool addresses_intent(const CaseFacts& f, const std::string& text_lower) {
   });
 }
 
+// The same 3-word fragment twice within a few words of one sentence ("I'm
+// sorry the Tariq, I'm sorry the trouble."): a stutter no person writes.
+bool stutters(const std::string& reply) {
+  constexpr size_t kWindow = 8;
+  size_t begin = 0;
+  while (begin < reply.size()) {
+    size_t end = reply.find_first_of(".!?", begin);
+    if (end == std::string::npos) end = reply.size();
+    const std::vector<std::string> w = words_of(reply.substr(begin, end - begin));
+    for (size_t i = 0; i + 2 < w.size(); ++i) {
+      for (size_t j = i + 1; j <= i + kWindow && j + 2 < w.size(); ++j) {
+        if (w[i] == w[j] && w[i + 1] == w[j + 1] && w[i + 2] == w[j + 2]) return true;
+      }
+    }
+    begin = end + 1;
+  }
+  return false;
+}
+
+bool has_digit(const std::string& word) {
+  return std::any_of(word.begin(), word.end(), [](char c) { return std::isdigit(static_cast<unsigned char>(c)); });
+}
+
+// Every word the support generator writes, in any split, with every product
+// and name: what a coherent Larkspur reply is made of.
+const std::unordered_set<std::string>& lexicon() {
+  static const std::unordered_set<std::string> kWords = [] {
+    std::unordered_set<std::string> out;
+    auto add = [&](const std::string& text) {
+      for (const std::string& word : words_of(text)) out.insert(word);
+    };
+    const SupportData data = generate_support_data(GeneratorConfig());
+    for (const auto* split : {&data.train, &data.val, &data.heldout, &data.rl}) {
+      for (const Json& row : *split) {
+        for (const Json& m : row.contains("messages") ? row["messages"] : row["prompt"]) add(m.value("content", ""));
+      }
+    }
+    for (const Product& p : products()) add(p.name + " " + p.question + " " + p.answer);
+    for (bool heldout : {false, true}) {
+      for (const auto& n : first_names(heldout)) add(n);
+      for (const auto& n : last_names(heldout)) add(n);
+    }
+    for (const Intent& in : intents()) {
+      for (const auto& t : good_reply_templates(in.id)) add(t);
+    }
+    return out;
+  }();
+  return kWords;
+}
+
+bool named_at_word_boundary(const std::string& text_lower, const std::string& name_lower) {
+  for (size_t p = text_lower.find(name_lower); p != std::string::npos; p = text_lower.find(name_lower, p + 1)) {
+    const size_t end = p + name_lower.size();
+    const bool left = p == 0 || !std::isalnum(static_cast<unsigned char>(text_lower[p - 1]));
+    const bool right = end == text_lower.size() || !std::isalnum(static_cast<unsigned char>(text_lower[end]));
+    if (left && right) return true;
+  }
+  return false;
+}
+
+// Store actions and the phrases that perform them (docs/rubric.md).
+struct ActionPhrases {
+  std::string action;
+  std::vector<std::string> phrases;
+};
+const std::vector<ActionPhrases>& action_table() {
+  static const std::vector<ActionPhrases> kTable = {
+      {"cancel", {"cancelled", "canceled", "cancelling", "canceling"}},
+      {"replace", {"replacement", "reship", "replace it", "repair or replace"}},
+      {"refund", {"refund"}},
+      {"return_label", {"return label"}},
+      {"exchange", {"exchange label"}},
+      {"address", {"delivery address", "shipping address"}},
+      {"investigate", {"investigation", "investigate"}},
+      {"warranty", {"warranty"}},
+      {"escalate", {"escalated", "supervisor"}},
+      {"discount", {"% off", "discount", "can't be combined"}},
+      {"invoice", {"invoice"}},
+      {"password", {"reset link", "forgot password"}},
+      {"payment", {"declined"}},
+      {"shipped", {"shipped on", "in transit", "tracking link"}},
+  };
+  return kTable;
+}
+
 }  // namespace
+
+std::vector<std::string> products_named(const std::string& text) {
+  const std::string t = lower(text);
+  std::vector<std::string> out;
+  for (const Product& p : products()) {
+    const std::string full = lower(p.name);
+    const size_t space = full.find(' ');
+    const std::string tail = space == std::string::npos ? full : full.substr(space + 1);
+    if (named_at_word_boundary(t, full) || named_at_word_boundary(t, tail)) out.push_back(p.name);
+  }
+  return out;
+}
+
+std::vector<std::string> unknown_words(const std::string& text) {
+  std::vector<std::string> out;
+  for (const std::string& word : words_of(text)) {
+    if (!has_digit(word) && !lexicon().count(word)) out.push_back(word);
+  }
+  return out;
+}
+
+std::vector<std::string> actions_in(const std::string& reply) {
+  const std::string t = lower(reply);
+  std::vector<std::string> out;
+  for (const ActionPhrases& a : action_table()) {
+    if (std::any_of(a.phrases.begin(), a.phrases.end(), [&](const std::string& p) { return contains(t, p); })) {
+      out.push_back(a.action);
+    }
+  }
+  return out;
+}
+
+const std::vector<std::string>& actions_for_intent(const std::string& intent_id) {
+  static const std::map<std::string, std::vector<std::string>> kAllowed = [] {
+    std::map<std::string, std::vector<std::string>> out;
+    for (const Intent& in : intents()) {
+      std::set<std::string> acts;
+      for (const std::string& t : good_reply_templates(in.id)) {
+        for (const std::string& a : actions_in(t)) acts.insert(a);
+      }
+      out[in.id] = {acts.begin(), acts.end()};
+    }
+    return out;
+  }();
+  const auto it = kAllowed.find(intent_id);
+  if (it == kAllowed.end()) intent(intent_id);  // throws, naming the intent
+  return it->second;
+}
 
 CaseFacts facts_from_metadata(const Json& m) {
   CaseFacts f;
@@ -124,6 +260,8 @@ CaseFacts infer_facts(const std::vector<std::string>& customer_turns) {
       while (!w.empty() && !std::isalpha(static_cast<unsigned char>(w.back()))) w.pop_back();
       if (f.first_name.empty() && is_known_first_name(w)) f.first_name = w;
     }
+    const std::vector<std::string> named = products_named(turn);
+    if (!named.empty()) f.product = named.back();
   }
   return f;
 }
@@ -180,6 +318,20 @@ GoldScore gold_score(const CaseFacts& f, const std::string& reply, bool finished
   g.repetitive = repeats(w);
   if (g.repetitive) g.total += kRepetitive;
 
+  for (const std::string& p : products_named(reply)) {
+    if (p != f.product) g.wrong_product = true;
+  }
+  if (g.wrong_product) g.total += kWrongProduct;
+  g.garbled = stutters(reply) || !unknown_words(reply).empty();
+  if (g.garbled) g.total += kGarbled;
+  if (!f.intent.empty()) {
+    const std::vector<std::string>& allowed = actions_for_intent(f.intent);
+    for (const std::string& a : actions_in(reply)) {
+      if (std::find(allowed.begin(), allowed.end(), a) == allowed.end()) g.wrong_action = true;
+    }
+  }
+  if (g.wrong_action) g.total += kWrongAction;
+
   size_t end = reply.find_last_not_of(" \n\t");
   g.ended = finished && end != std::string::npos && std::string(".!?").find(reply[end]) != std::string::npos;
   if (g.ended) g.total += kEnded;
@@ -192,7 +344,8 @@ Json GoldScore::to_json() const {
               {"invented_order", invented_order}, {"used_name", used_name}, {"wrong_name", wrong_name},
               {"invented_policy", invented_policy}, {"polite", polite}, {"rude", rude},
               {"closing", closing}, {"clipped", clipped}, {"rambling", rambling},
-              {"repetitive", repetitive}, {"ended", ended}, {"words", words}};
+              {"repetitive", repetitive}, {"ended", ended}, {"wrong_product", wrong_product},
+              {"garbled", garbled}, {"wrong_action", wrong_action}, {"words", words}};
 }
 
 }  // namespace rlhf::support

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "common/config.h"
 
@@ -15,12 +16,13 @@ struct CaseFacts {
   std::string intent;      // e.g. "refund_status"; empty = unknown (intent not scored)
   std::string first_name;  // empty when the customer gave none
   std::string order;       // five digits; empty when the case has no order
-  std::string product;     // product name (product questions)
+  std::string product;     // the customer's product; empty when unknown
 };
 
 CaseFacts facts_from_metadata(const Json& metadata);
 // Order number: the last five-digit number the customer wrote; first name:
-// a known first name the customer wrote. The intent cannot be inferred.
+// a known first name the customer wrote; product: the last catalogue product
+// the customer named. The intent cannot be inferred.
 CaseFacts infer_facts(const std::vector<std::string>& customer_turns);
 
 struct GoldScore {
@@ -29,6 +31,11 @@ struct GoldScore {
   bool on_intent = false, right_order = false, invented_order = false, used_name = false, wrong_name = false,
        invented_policy = false, polite = false, rude = false, closing = false, clipped = false, rambling = false,
        repetitive = false, ended = false;
+  // What a customer would not accept however the rest reads: a catalogue
+  // product other than theirs, broken or repeated fragments of words, and an
+  // action that belongs to another request (a cancellation when they asked
+  // where the order is).
+  bool wrong_product = false, garbled = false, wrong_action = false;
   int words = 0;
   Json to_json() const;
 };
@@ -38,5 +45,20 @@ GoldScore gold_score(const CaseFacts& facts, const std::string& reply, bool fini
 
 // The highest score the rubric gives (every point earned).
 double gold_max();
+
+// Catalogue products a text names, by full name or by the name without its
+// first word ("Tower Fan" for the Breeze Tower Fan); each product once.
+std::vector<std::string> products_named(const std::string& text);
+
+// Words of `text` (lower case, digits-only words and order numbers left out)
+// that Larkspur's vocabulary does not have: the words of every conversation,
+// prompt, product and name the support generator writes.
+std::vector<std::string> unknown_words(const std::string& text);
+
+// Which store actions a reply performs ("cancel", "replace", "refund", ...):
+// see docs/rubric.md for the phrases.
+std::vector<std::string> actions_in(const std::string& reply);
+// The actions that belong to an intent (its good replies perform them).
+const std::vector<std::string>& actions_for_intent(const std::string& intent);
 
 }  // namespace rlhf::support

@@ -11,6 +11,7 @@
 #include "labels/store.h"
 #include "reward/preference.h"
 #include "reward/simulated_rater.h"
+#include "support/generator.h"
 #include "support/rubric.h"
 #include "test_util.h"
 
@@ -257,6 +258,83 @@ TEST(GoldRubric, RewardsWhatTheDocumentedRubricSays) {
   const auto inferred = support::infer_facts({"Hi, I'm Maria. Where is order #48213?"});
   EXPECT_EQ(inferred.first_name, "Maria");
   EXPECT_EQ(inferred.order, "48213");
+}
+
+// The stricter judge (issue: a gold judge that catches what a customer
+// would): the PPO replies quoted in the issue, each caught by its finding.
+TEST(GoldRubric, CatchesWhatACustomerWouldNotAccept) {
+  // Broken words and a stutter scored 7, above a coherent reply at 6.
+  const support::CaseFacts tariq{"damaged_item", "Tariq", "80412", "Glow Smart Bulb"};
+  const auto garbled = support::gold_score(
+      tariq, "I'm sorry the Tariq, I'm sorry the trouble. I've arranged a replacement Tari there's no cost.", true);
+  EXPECT_TRUE(garbled.garbled);
+  EXPECT_EQ(support::unknown_words("I've arranged a replacement Tari there's no cost."), std::vector<std::string>{"tari"});
+  const auto coherent = support::gold_score(
+      tariq, "Hi Tariq, I'm sorry the Glow Smart Bulb arrived damaged. I've sent a free replacement.", true);
+  EXPECT_FALSE(coherent.garbled);
+  EXPECT_GT(coherent.total, garbled.total);
+  const support::CaseFacts complaint{"complaint", "", "91234", "Aero Blender"};
+  EXPECT_TRUE(support::gold_score(complaint, "Hello E supervisor has your order. We'll email you a 28 hours.", true).garbled);
+  // The same fragment in two sentences is not a stutter (the generator's
+  // own good replies say "I'm sorry about this. I'm sorry about ...").
+  EXPECT_FALSE(support::gold_score(complaint, "I'm sorry about this. I'm sorry about your experience with your order.", true)
+                   .garbled);
+
+  // A product other than the customer's.
+  const support::CaseFacts runner{"return_item", "", "85555", "Meadow Table Runner"};
+  const auto fan = support::gold_score(
+      runner, "You can return your order within 30 days. I've emailed you a free return label; please pack the Breeze "
+              "Tower Fan unused in its original box.",
+      true);
+  EXPECT_TRUE(fan.wrong_product);
+  EXPECT_FALSE(support::gold_score(runner, "Please pack the Table Runner unused in its original box.", true).wrong_product);
+  const support::CaseFacts warranty{"warranty_claim", "", "85555", "Breeze Tower Fan"};
+  EXPECT_TRUE(support::gold_score(warranty, "Your Memory Pillow Office Chair is covered by our 1-year warranty.", true)
+                  .wrong_product);
+  EXPECT_EQ(support::products_named("the Memory Pillow Office Chair"),
+            (std::vector<std::string>{"Willow Office Chair", "Drift Memory Pillow"}));
+
+  // An action that contradicts the intent.
+  const support::CaseFacts status{"order_status", "", "85555", "Breeze Tower Fan"};
+  const auto replaced = support::gold_score(
+      status, "I've arranged a replacement Breeze Tower Fan for your order at no cost. There's no need to send the "
+              "damaged item back.",
+      true);
+  EXPECT_TRUE(replaced.wrong_action);
+  const auto cancelled = support::gold_score(status, "Thanks for reaching out. I've cancelled it.", true);
+  EXPECT_TRUE(cancelled.wrong_action);
+  EXPECT_FALSE(support::gold_score(status, "Your order shipped on May 3 and is in transit.", true).wrong_action);
+  EXPECT_EQ(support::actions_for_intent("cancel_order"), (std::vector<std::string>{"cancel", "refund"}));
+
+  // Inferred facts include the product the customer named.
+  EXPECT_EQ(support::infer_facts({"Hi, my Breeze Tower Fan from order 81234 is broken."}).product, "Breeze Tower Fan");
+}
+
+// The new findings never fire on the generator's good replies, and catch
+// its off-topic ones (an answer to another intent).
+TEST(GoldRubric, StricterFindingsSpareGoodRepliesAndCatchOffTopicOnes) {
+  const support::SupportData data = support::generate_support_data(support::GeneratorConfig());
+  int good = 0, off_topic = 0, off_topic_caught = 0;
+  for (const Json& row : data.train) {
+    const Json& md = row["metadata"];
+    if (!md.contains("styles")) continue;
+    std::string last;
+    for (const Json& m : row["messages"]) {
+      if (m["role"] == "assistant") last = m["content"];
+    }
+    const std::string style = md["styles"].back();
+    const support::GoldScore g = support::gold_score(support::facts_from_metadata(md), last, true);
+    if (style == "good") {
+      ++good;
+      EXPECT_FALSE(g.wrong_product || g.garbled || g.wrong_action) << last;
+    } else if (style == "off_topic") {
+      ++off_topic;
+      off_topic_caught += g.wrong_action;
+    }
+  }
+  EXPECT_GT(good, 1500);
+  EXPECT_GT(off_topic, 100);
+  EXPECT_GT(off_topic_caught, 0.9 * off_topic);
 }
 
 TEST(GoldItems, OnlyComparisonsWithAClearAnswerBecomeGoldWithThatAnswer) {
