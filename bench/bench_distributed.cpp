@@ -163,7 +163,7 @@ Result launch(const Options& o, int world, int threads, int port) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  ensure_blas_environment(argc, argv);
+  ensure_process_environment(argc, argv);
   Options o;
   std::string out;
   for (int i = 1; i + 1 < argc; i += 2) {

@@ -1,13 +1,21 @@
 // Benchmark: training throughput and model FLOPs utilisation (MFU), and
-// generation speed with and without the KV cache, measured in one run so
-// the ratios compare like with like on a shared machine.
+// decoding speed at rollout batch sizes against the two bounds measured in
+// the same run, so the ratios compare like with like on a shared machine.
 //
-//   build/bench/bench_model [--threads N] [--steps N] [--gen-tokens N]
+//   build/bench/bench_model [--threads N] [--steps N] [--batch N] [--gen-tokens N]
 //
 // Model: 6 layers, 6 heads, 384 wide, 256 context (the reference
-// size), vocabulary 4096 (the default pretraining tokenizer). MFU counts
-// (6N + 6 L C T) FLOPs per token, N = non-embedding parameters + the tied
-// LM head, over the fp32 GEMM rate measured here (2048^3 matmuls).
+// size), vocabulary 4096 (the default pretraining tokenizer).
+// - GEMM reference: the best fp32 rate this process reaches on square
+//   matmuls of 1024, 2048 and 3072 (with the allocation settings printed).
+// - Training MFU: (6N + 6 L C T) FLOPs per token, N = non-embedding
+//   parameters + the tied LM head, over the GEMM reference.
+// - Decoding bounds, per generated token at mean context t:
+//     GEMM bound   = GEMM rate / (2N + 4 L C t)           [tokens/s]
+//     memory bound = B * bandwidth / (W + B * 2 L C t * 4) [tokens/s]
+//   with W the bytes of weights read once per step for all B rows, the KV
+//   cache read per row, and bandwidth the read rate of a 256 MB tensor.
+//   The lower of the two is the best a decode step can do here.
 #include <torch/torch.h>
 
 #include <chrono>
@@ -40,9 +48,22 @@ static double gemm_gflops(int n, int reps) {
   return best;
 }
 
+// Read bandwidth: the best of several sums over a 256 MB fp32 tensor.
+static double read_gbytes_per_s() {
+  torch::Tensor x = torch::rand({64 << 20});
+  double best = 0;
+  for (int r = 0; r < 5; ++r) {
+    auto t0 = Clock::now();
+    const float s = x.sum().item<float>();
+    (void)s;
+    best = std::max(best, x.numel() * 4.0 / since(t0) / 1e9);
+  }
+  return best;
+}
+
 int main(int argc, char** argv) {
-  ensure_blas_environment(argc, argv);
-  int threads = 0, steps = 8, gen_tokens = 256, batch = 16, gen_batch = 8;
+  ensure_process_environment(argc, argv);
+  int threads = 0, steps = 8, gen_tokens = 256, batch = 16;
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--threads")) threads = std::atoi(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--steps")) steps = std::atoi(argv[i + 1]);
@@ -50,11 +71,16 @@ int main(int argc, char** argv) {
     else if (!std::strcmp(argv[i], "--batch")) batch = std::atoi(argv[i + 1]);
   }
   threads = set_torch_threads(threads);
-  const char* core = std::getenv("OPENBLAS_CORETYPE");
-  std::printf("threads %d, OPENBLAS_CORETYPE=%s, LibTorch %s\n", threads, core ? core : "(auto)", TORCH_VERSION);
+  std::printf("threads %d, LibTorch %s, %s\n", threads, TORCH_VERSION, process_environment_summary().c_str());
 
-  const double gemm = gemm_gflops(2048, 5);
-  std::printf("fp32 GEMM (2048^3): %.1f GFLOP/s\n", gemm);
+  double gemm = 0;
+  for (int n : {1024, 2048, 3072}) {
+    const double g = gemm_gflops(n, n >= 3072 ? 2 : 5);
+    std::printf("fp32 GEMM %d^3: %.1f GFLOP/s\n", n, g);
+    gemm = std::max(gemm, g);
+  }
+  const double bandwidth = read_gbytes_per_s();
+  std::printf("GEMM reference (best of the above): %.1f GFLOP/s; memory read bandwidth: %.1f GB/s\n", gemm, bandwidth);
 
   GPTConfig cfg;
   cfg.vocab_size = 4096;
@@ -82,24 +108,46 @@ int main(int argc, char** argv) {
   for (int s = 0; s < steps; ++s) train_step();
   const double secs = since(t0);
   const double tok_s = static_cast<double>(batch) * T * steps / secs;
-  const double flops_per_token = 6.0 * cfg.num_parameters() + 6.0 * cfg.n_layer * cfg.n_embd * T;
+  const double N = static_cast<double>(cfg.num_parameters());
+  const double flops_per_token = 6.0 * N + 6.0 * cfg.n_layer * cfg.n_embd * T;
   const double achieved = tok_s * flops_per_token / 1e9;
-  std::printf("training: batch %d x %lld tokens, %.0f tokens/s, %.1f GFLOP/s model, MFU %.1f%% of measured GEMM\n",
+  std::printf("training: batch %d x %lld tokens, %.0f tokens/s, %.1f GFLOP/s model, MFU %.1f%% of the GEMM reference\n",
               batch, static_cast<long long>(T), tok_s, achieved, 100.0 * achieved / gemm);
 
-  // Generation: gen_batch prompts of 8 tokens, gen_tokens new tokens each.
-  std::vector<std::vector<int32_t>> prompts(gen_batch, std::vector<int32_t>{1, 2, 3, 4, 5, 6, 7, 8});
+  // Decoding: B prompts of 8 tokens, gen_tokens new tokens each, no stop
+  // token, so every row runs to the end.
+  const int new_tokens = std::min<int>(gen_tokens, static_cast<int>(T) - 8);
+  const double L = cfg.n_layer, C = cfg.n_embd, t_mean = 8 + new_tokens / 2.0;
+  const double weight_bytes = 4.0 * N;
+  const double kv_row_bytes = 2.0 * L * C * t_mean * 4.0;
   SamplingConfig sc;
   sc.temperature = 1.0;
-  sc.max_new_tokens = std::min<int>(gen_tokens, static_cast<int>(T) - 8);
-  generate(model, prompts, sc, {}, 0);  // warm-up
+  sc.max_new_tokens = new_tokens;
+  for (int rows : {8, 64}) {
+    std::vector<std::vector<int32_t>> prompts(rows, std::vector<int32_t>{1, 2, 3, 4, 5, 6, 7, 8});
+    generate(model, prompts, sc, {}, 0);  // warm-up
+    double best = 0;
+    for (int r = 0; r < 2; ++r) {
+      t0 = Clock::now();
+      Generation g = generate(model, prompts, sc, {}, 0);
+      best = std::max(best, g.lengths.sum().item<double>() / since(t0));
+    }
+    const double gemm_bound = gemm * 1e9 / (2.0 * N + 4.0 * L * C * t_mean);
+    const double memory_bound = rows * bandwidth * 1e9 / (weight_bytes + rows * kv_row_bytes);
+    const double bound = std::min(gemm_bound, memory_bound);
+    std::printf("decode %2d rows x %d new tokens: %.0f tokens/s; GEMM bound %.0f, memory bound %.0f: %.1f%% of the lower\n",
+                rows, new_tokens, best, gemm_bound, memory_bound, 100.0 * best / bound);
+  }
+
+  // The KV cache against recomputing the whole prefix, 8 rows.
+  std::vector<std::vector<int32_t>> prompts(8, std::vector<int32_t>{1, 2, 3, 4, 5, 6, 7, 8});
   t0 = Clock::now();
   Generation g = generate(model, prompts, sc, {}, 0);
   const double cached = g.lengths.sum().item<double>() / since(t0);
   t0 = Clock::now();
   Generation u = generate_uncached(model, prompts, sc, {}, 0);
   const double uncached = u.lengths.sum().item<double>() / since(t0);
-  std::printf("generation (%d rows x %d new tokens): KV cache %.0f tokens/s, full recompute %.0f tokens/s, speed-up %.1fx\n",
-              gen_batch, sc.max_new_tokens, cached, uncached, cached / uncached);
+  std::printf("generation (8 rows x %d new tokens): KV cache %.0f tokens/s, full recompute %.0f tokens/s, speed-up %.1fx\n",
+              new_tokens, cached, uncached, cached / uncached);
   return 0;
 }

@@ -10,7 +10,7 @@
 #include "common/runtime.h"
 
 int main(int argc, char** argv) {
-  rlhf::ensure_blas_environment(argc, argv);
+  rlhf::ensure_process_environment(argc, argv);
   CLI::App app{
       "rlhf: pretrain, fine-tune, collect feedback, train reward models and run PPO, in one toolchain.\n"
       "Stages read a TOML config (--config FILE) plus --section.key=value overrides;\n"

@@ -4,26 +4,74 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <cstring>
+#include <fstream>
 #include <thread>
 
 namespace rlhf {
+namespace {
 
-void ensure_blas_environment(int argc, char** argv) {
-  (void)argc;
-  if (std::getenv("OPENBLAS_CORETYPE") != nullptr) return;
-  const char* no_reexec = std::getenv("RLHF_NO_REEXEC");
-  if (no_reexec != nullptr && no_reexec[0] == '1') return;
+bool env_is(const char* name, const char* value) {
+  const char* v = std::getenv(name);
+  return v != nullptr && std::strcmp(v, value) == 0;
+}
+
+// The bracketed mode of /sys/kernel/mm/transparent_hugepage/enabled:
+// "always", "madvise", "never", or "" when the kernel has no THP.
+std::string thp_mode() {
+  std::ifstream in("/sys/kernel/mm/transparent_hugepage/enabled");
+  std::string line;
+  std::getline(in, line);
+  const size_t open = line.find('['), close = line.find(']');
+  if (open == std::string::npos || close == std::string::npos || close < open) return "";
+  return line.substr(open + 1, close - open - 1);
+}
+
+bool tunables_set_hugetlb() {
+  const char* t = std::getenv("GLIBC_TUNABLES");
+  return t != nullptr && std::strstr(t, "glibc.malloc.hugetlb") != nullptr;
+}
+
+bool wants_avx512_coretype() {
 #if defined(__x86_64__)
   __builtin_cpu_init();
-  const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
-  if (!avx512) return;
-  ::setenv("OPENBLAS_CORETYPE", "SkylakeX", 1);
-  ::execv("/proc/self/exe", argv);
-  // If exec fails we carry on: slower BLAS, same results.
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
 #else
-  (void)argv;
+  return false;
 #endif
+}
+
+}  // namespace
+
+void ensure_process_environment(int argc, char** argv) {
+  (void)argc;
+  if (env_is("RLHF_NO_REEXEC", "1")) return;
+  bool changed = false;
+  if (std::getenv("OPENBLAS_CORETYPE") == nullptr && wants_avx512_coretype()) {
+    ::setenv("OPENBLAS_CORETYPE", "SkylakeX", 1);
+    changed = true;
+  }
+  // With THP "always" the kernel already backs large mappings with huge
+  // pages; with "never" advice does nothing.
+  if (!env_is("RLHF_HUGE_PAGES", "0") && !tunables_set_hugetlb() && thp_mode() == "madvise") {
+    const char* old = std::getenv("GLIBC_TUNABLES");
+    std::string tunables = old != nullptr && old[0] != '\0' ? std::string(old) + ":" : std::string();
+    tunables += "glibc.malloc.hugetlb=1";
+    ::setenv("GLIBC_TUNABLES", tunables.c_str(), 1);
+    changed = true;
+  }
+  if (changed) ::execv("/proc/self/exe", argv);
+  // If exec fails we carry on: slower, same results.
+}
+
+std::string process_environment_summary() {
+  const char* core = std::getenv("OPENBLAS_CORETYPE");
+  const char* t = std::getenv("GLIBC_TUNABLES");
+  const bool hugetlb = t != nullptr && std::strstr(t, "glibc.malloc.hugetlb=1") != nullptr;
+  const std::string mode = thp_mode();
+  return std::string("OPENBLAS_CORETYPE=") + (core ? core : "(auto)") + ", malloc huge pages " +
+         (hugetlb || mode == "always" ? "on" : "off") + " (THP " + (mode.empty() ? "absent" : mode) + ")";
 }
 
 int available_cpus() {

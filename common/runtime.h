@@ -1,15 +1,26 @@
 // Process start-up that must happen before any numeric library loads.
 #pragma once
 
+#include <string>
+
 namespace rlhf {
 
-// OpenBLAS reads OPENBLAS_CORETYPE once, when it loads, and 0.3.21
-// misdetects some AVX-512 CPUs (measured: ~38 instead of ~300 GFLOP/s).
-// When the variable is unset and the CPU has AVX-512, this sets it to
-// SkylakeX and re-executes the program, so the setting is in place before the
-// library loads. A value already set is respected; RLHF_NO_REEXEC=1 disables
-// the re-exec. Call first thing in main().
-void ensure_blas_environment(int argc, char** argv);
+// Settings that the C library and OpenBLAS read once, at start-up, chosen by
+// measurement (docs/performance.md). Call first thing in main(); when one of
+// them is missing this sets it and re-executes the program so that it takes
+// effect:
+// - OPENBLAS_CORETYPE=SkylakeX on AVX-512 CPUs: OpenBLAS 0.3.21 misdetects
+//   some of them (measured: ~38 instead of ~300 GFLOP/s).
+// - glibc.malloc.hugetlb=1 in GLIBC_TUNABLES while transparent huge pages are
+//   in `madvise` mode: glibc's malloc then advises huge pages for its large
+//   mappings, so LibTorch's tensors stop living on 4 KB pages (2048^2 GEMM
+//   ~215 -> ~330 GFLOP/s here). RLHF_HUGE_PAGES=0 turns this one off.
+// Values already set are respected; RLHF_NO_REEXEC=1 disables the re-exec.
+void ensure_process_environment(int argc, char** argv);
+
+// What ensure_process_environment left in place, for benchmark reports:
+// e.g. "OPENBLAS_CORETYPE=SkylakeX, malloc huge pages on (THP madvise)".
+std::string process_environment_summary();
 
 // Number of CPUs this process may run on (affinity-aware).
 int available_cpus();

@@ -4,7 +4,7 @@
 #include "common/runtime.h"
 
 int main(int argc, char** argv) {
-  rlhf::ensure_blas_environment(argc, argv);
+  rlhf::ensure_process_environment(argc, argv);
   ::testing::InitGoogleTest(&argc, argv);
   return RUN_ALL_TESTS();
 }
