@@ -57,26 +57,29 @@ void register_rollout_commands(CLI::App& app) {
   CLI::App* pipe = app.add_subcommand(
       "pipeline", "Run every stage: pretrain, SFT, candidates, simulated labels, reward model, PPO, comparison");
   pipe->add_option("--config", pargs->config, "TOML config (configs/demo.toml; configs/ci.toml is the small one)");
+  auto report_dir = std::make_shared<std::string>();
+  pipe->add_option("--report", *report_dir,
+                   "Print the stage table and headline results of the finished run in DIR (from its summary.json) "
+                   "and exit");
   pipe->allow_extras();
-  pipe->footer("Overrides: --section.key=value, e.g. --ppo.train.iterations=10. Finished stages are skipped;\n"
-               "a killed run continues where it stopped.");
-  add_action(pipe, [pargs, pipe] {
+  pipe->footer("Overrides: --section.key=value, e.g. --ppo.train.iterations=10, --seed=2 (every stage's seed).\n"
+               "Finished stages are skipped while their inputs are unchanged; a killed run continues where it stopped.");
+  add_action(pipe, [pargs, pipe, report_dir] {
+    if (!report_dir->empty()) {
+      std::printf("%s", pipeline_report(read_json_file(join_path(*report_dir, "summary.json"))).c_str());
+      return;
+    }
     auto cfg = load_config<PipelineConfig>(pargs->config, pargs->overrides(pipe));
     if (init_distributed().world_size > 1) {
       fail(ErrorKind::kUsage, "rlhf pipeline runs as one process; launch the training stages (pretrain, sft, "
                               "rm train, ppo) with torchrun instead");
     }
     const Json s = run_pipeline(cfg);
-    std::printf("\n== pipeline finished: %s\n", cfg.out_dir.c_str());
-    for (auto it = s.begin(); it != s.end(); ++it) {
-      if (it.value().is_object() && it.value().contains("seconds")) {
-        std::printf("  %-10s %6.0f s\n", it.key().c_str(), it.value()["seconds"].get<double>());
-      }
-    }
-    if (s.contains("rm")) std::printf("reward model held-out accuracy: %s\n", s["rm"]["eval"].dump().c_str());
+    std::printf("\n== pipeline finished: %s\n\n%s", cfg.out_dir.c_str(), pipeline_report(s).c_str());
     const std::string md = cfg.out_dir + "/compare/compare.md";
     if (s.contains("compare") && path_exists(md)) std::printf("\n%s", read_file(md).c_str());
-    std::printf("\nvalidation over PPO: %s/ppo/validation.md\n", cfg.out_dir.c_str());
+    std::printf("\nvalidation over PPO: %s/ppo/validation.md; this report: %s/report.md\n", cfg.out_dir.c_str(),
+                cfg.out_dir.c_str());
   });
 }
 

@@ -1,12 +1,21 @@
 #include "rollout/pipeline.h"
 
+#include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+#include <map>
 
 #include "common/error.h"
 #include "common/fs.h"
+#include "common/hash.h"
 #include "common/log.h"
+#include "common/version.h"
 #include "policy/checkpoint.h"
+#include "rollout/stage_fingerprint.h"
 #include "train/run_dir.h"
 
 namespace rlhf {
@@ -16,6 +25,132 @@ const std::vector<std::string> kStages = {"pretrain", "sft", "candidates", "labe
 
 std::string marker(const PipelineConfig& c, const std::string& stage) {
   return join_path(c.out_dir, "stages/" + stage + ".done");
+}
+
+std::string fingerprint_file(const PipelineConfig& c, const std::string& stage) {
+  return join_path(c.out_dir, "stages/" + stage + ".fingerprint.json");
+}
+
+// The stages whose output each stage reads.
+const std::map<std::string, std::vector<std::string>>& upstream_stages() {
+  static const std::map<std::string, std::vector<std::string>> kUp = {
+      {"pretrain", {}},           {"sft", {"pretrain"}},         {"candidates", {"sft"}},
+      {"label", {"candidates"}},  {"rm", {"sft", "label"}},      {"ppo", {"sft", "rm"}},
+      {"compare", {"ppo", "sft", "rm"}}};
+  return kUp;
+}
+
+// What each stage writes, under out_dir. Candidates and labels share the
+// label store, so running either again moves the store (and both) aside.
+std::vector<std::string> stage_outputs(const std::string& stage) {
+  if (stage == "candidates" || stage == "label") return {"labels.sqlite", "labels.sqlite-wal", "labels.sqlite-shm"};
+  return {stage};
+}
+
+Json stage_settings(const PipelineConfig& c, const std::string& stage) {
+  if (stage == "pretrain") return config_to_json(c.pretrain);
+  if (stage == "sft") return config_to_json(c.sft);
+  if (stage == "candidates") return config_to_json(c.candidates);
+  if (stage == "label") return Json{{"rater", c.simulated_rater}, {"simulated", config_to_json(c.label)}};
+  if (stage == "rm") return config_to_json(c.rm);
+  if (stage == "ppo") return config_to_json(c.ppo);
+  return config_to_json(c.compare);
+}
+
+std::map<std::string, StageFingerprint> current_fingerprints(const PipelineConfig& c) {
+  std::map<std::string, StageFingerprint> out;
+  for (const std::string& stage : kStages) {
+    StageFingerprint f;
+    f.stage = stage;
+    f.program = program_version();
+    f.config = stage_settings(c, stage);
+    f.inputs = input_hashes(f.config, c.out_dir);
+    f.upstream = Json::object();
+    for (const std::string& up : upstream_stages().at(stage)) f.upstream[up] = out.at(up).hash();
+    out[stage] = f;
+  }
+  return out;
+}
+
+// Why the stage's recorded fingerprint differs from `now`; empty when it
+// does not, or when the stage never started.
+std::vector<std::string> stale_reasons(const PipelineConfig& c, const StageFingerprint& now) {
+  const std::string file = fingerprint_file(c, now.stage);
+  if (!path_exists(file)) {
+    if (path_exists(marker(c, now.stage))) return {"it finished without a fingerprint (an older version of rlhf ran it)"};
+    return {};
+  }
+  const StageFingerprint recorded = StageFingerprint::from_json(read_json_file(file), file);
+  if (recorded.hash() == now.hash()) return {};
+  std::vector<std::string> why = fingerprint_changes(recorded, now);
+  if (why.empty()) why.push_back("its fingerprint changed");
+  return why;
+}
+
+std::string utc_stamp() {
+  const std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof(buf), "%Y%m%d-%H%M%S", &tm);
+  return buf;
+}
+
+// Moves a stage's output, done marker and fingerprint into `dest`.
+void move_aside(const PipelineConfig& c, const std::string& stage, const std::string& dest) {
+  make_dirs(dest);
+  std::vector<std::pair<std::string, std::string>> moves;
+  for (const std::string& name : stage_outputs(stage)) moves.push_back({join_path(c.out_dir, name), join_path(dest, name)});
+  moves.push_back({marker(c, stage), join_path(dest, stage + ".done")});
+  moves.push_back({fingerprint_file(c, stage), join_path(dest, stage + ".fingerprint.json")});
+  for (const auto& [from, to] : moves) {
+    if (!path_exists(from) || path_exists(to)) continue;
+    if (std::rename(from.c_str(), to.c_str()) != 0) {
+      fail(ErrorKind::kIo, "cannot move ", from, " to ", to, " (", std::strerror(errno), "); move it away by hand");
+    }
+  }
+}
+
+// Finds the stages whose recorded fingerprint differs from now and, as
+// on_change says, moves them aside or refuses. Returns nothing; afterwards
+// every scheduled stage either matches its record or has none.
+void handle_changed_stages(const PipelineConfig& c, const std::map<std::string, StageFingerprint>& now) {
+  std::map<std::string, std::vector<std::string>> stale;
+  for (const std::string& stage : kStages) {
+    std::vector<std::string> why = stale_reasons(c, now.at(stage));
+    if (!why.empty()) stale[stage] = why;
+  }
+  // The label store holds both the candidates and their labels.
+  for (const auto& [a, b] : {std::pair<std::string, std::string>{"candidates", "label"}, {"label", "candidates"}}) {
+    if (stale.count(a) && !stale.count(b) && (path_exists(marker(c, b)) || path_exists(fingerprint_file(c, b)))) {
+      stale[b] = {"it shares the label store with " + a + ", which runs again"};
+    }
+  }
+  if (stale.empty()) return;
+  const auto scheduled = [&](const std::string& s) { return std::find(c.stages.begin(), c.stages.end(), s) != c.stages.end(); };
+  std::string report;
+  for (const std::string& stage : kStages) {
+    if (!stale.count(stage)) continue;
+    report += "\n  " + stage + ":";
+    for (const auto& why : stale[stage]) report += "\n    - " + why;
+    if (!scheduled(stage)) {
+      fail(ErrorKind::kConfig, "pipeline: stage ", stage, " in ", c.out_dir, " was made from other inputs than now, ",
+           "but pipeline.stages does not run it:", report, "\nAdd it to pipeline.stages, or start a new out_dir.");
+    }
+  }
+  if (c.on_change == "refuse") {
+    fail(ErrorKind::kConfig, "pipeline: these stages in ", c.out_dir, " were made from other inputs than now:", report,
+         "\nRun with --on_change=rerun to move their output to ", join_path(c.out_dir, "stale/"),
+         " and run them again, or start a new out_dir.");
+  }
+  const std::string dest = join_path(c.out_dir, "stale/" + utc_stamp());
+  for (const std::string& stage : kStages) {
+    if (!stale.count(stage)) continue;
+    std::string why;
+    for (const auto& w : stale[stage]) why += (why.empty() ? "" : "; ") + w;
+    log_info("== ", stage, ": inputs changed since it ran (", why, "); its output moves to ", dest, " and it runs again");
+    move_aside(c, stage, dest);
+  }
 }
 
 }  // namespace
@@ -37,6 +172,19 @@ PipelineConfig wire_pipeline(PipelineConfig c) {
   c.compare.names = {"ppo", "sft"};
   c.compare.reward_model = in("rm");
   c.compare.out = in("compare");
+  if (c.seed != 0) {
+    const auto derive = [&](uint64_t stage) {
+      return static_cast<int64_t>(mix_seed({static_cast<uint64_t>(c.seed), stage}) >> 33);
+    };
+    c.pretrain.train.seed = derive(1);
+    c.sft.train.seed = derive(2);
+    c.candidates.seed = derive(3);
+    c.label.seed = derive(4);
+    c.rm.train.seed = derive(5);
+    c.ppo.train.seed = derive(6);
+    c.ppo.validation.seed = derive(7);
+    c.compare.sampling.seed = derive(8);
+  }
   return c;
 }
 
@@ -48,17 +196,25 @@ Json run_pipeline(const PipelineConfig& config) {
            "'; stages are pretrain, sft, candidates, label, rm, ppo, compare");
     }
   }
+  if (c.on_change != "rerun" && c.on_change != "refuse") {
+    fail(ErrorKind::kConfig, "pipeline.on_change: '", c.on_change, "' is neither \"rerun\" nor \"refuse\"");
+  }
   make_dirs(join_path(c.out_dir, "stages"));
+  const std::map<std::string, StageFingerprint> fingerprints = current_fingerprints(c);
+  handle_changed_stages(c, fingerprints);
   write_file_atomic(join_path(c.out_dir, "config.toml"), json_to_toml(config_to_json(c)));
   const std::string summary_path = join_path(c.out_dir, "summary.json");
   Json summary = path_exists(summary_path) ? read_json_file(summary_path) : Json::object();
+  summary["program"] = program_version();
 
   for (const std::string& stage : c.stages) {
+    const StageFingerprint& fp = fingerprints.at(stage);
     if (path_exists(marker(c, stage))) {
-      log_info("== ", stage, ": done already (delete ", marker(c, stage), " to run it again)");
+      log_info("== ", stage, ": done already with the same inputs (fingerprint ", fp.hash(), ")");
       continue;
     }
-    log_info("== ", stage);
+    log_info("== ", stage, " (fingerprint ", fp.hash(), ")");
+    write_file_atomic(fingerprint_file(c, stage), fp.to_json().dump(2));
     const auto t0 = std::chrono::steady_clock::now();
     Json result = Json::object();
     if (stage == "pretrain") {
@@ -92,6 +248,8 @@ Json run_pipeline(const PipelineConfig& config) {
     }
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     result["seconds"] = seconds;
+    result["fingerprint"] = fp.hash();
+    result["program"] = fp.program;
     summary[stage] = result;
     write_file_atomic(summary_path, summary.dump(2));
     write_file_atomic(marker(c, stage), result.dump(2));
@@ -102,8 +260,96 @@ Json run_pipeline(const PipelineConfig& config) {
     if (it.value().is_object() && it.value().contains("seconds")) total += it.value()["seconds"].get<double>();
   }
   summary["total_seconds"] = total;
+  summary["seed"] = c.seed;
   write_file_atomic(summary_path, summary.dump(2));
+  write_file_atomic(join_path(c.out_dir, "report.md"), pipeline_report(summary));
   return summary;
+}
+
+namespace {
+
+std::string fixed(double v, int digits) {
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "%.*f", digits, v);
+  return buf;
+}
+
+std::string percent(double v) { return fixed(100 * v, 1) + "%"; }
+
+std::string with_commas(int64_t n) {
+  std::string s = std::to_string(n);
+  for (int i = static_cast<int>(s.size()) - 3; i > 0; i -= 3) s.insert(static_cast<size_t>(i), ",");
+  return s;
+}
+
+// One line of what a stage produced, from its summary entry.
+std::string stage_result(const std::string& stage, const Json& r) {
+  if (stage == "pretrain" && r.contains("val_loss")) {
+    const double loss = r["val_loss"];
+    return "validation loss " + fixed(loss, 3) + " (perplexity " + fixed(std::exp(loss), 1) + ")";
+  }
+  if (stage == "sft" && r.contains("best_val_loss")) return "best validation loss " + fixed(r["best_val_loss"], 3);
+  if (stage == "candidates") {
+    return with_commas(r.value("candidates", 0)) + " replies to " + with_commas(r.value("prompts", 0)) + " prompts, " +
+           with_commas(r.value("comparisons", 0)) + " comparisons";
+  }
+  if (stage == "label") return with_commas(r.value("labels", 0)) + " simulated labels";
+  if (stage == "rm" && r.contains("eval")) {
+    const Json& e = r["eval"];
+    return "held-out accuracy " + percent(e.value("gold_accuracy", 0.0)) + " vs gold (" +
+           with_commas(e.value("gold_pairs", 0)) + " pairs), " + percent(e.value("label_accuracy", 0.0)) +
+           " vs labels (" + with_commas(e.value("pairs", 0)) + ")";
+  }
+  if (stage == "ppo" && r.contains("validations") && !r["validations"].empty()) {
+    std::string gold, kl;
+    for (const Json& v : r["validations"]) {
+      if (v.contains("gold")) gold += (gold.empty() ? "" : ", ") + fixed(v["gold"], 2);
+      kl += (kl.empty() ? "" : ", ") + fixed(v["kl"], 1);
+    }
+    return "validation gold " + gold + "; KL " + kl + " (iterations " +
+           std::to_string(r["validations"].front().value("iteration", 0)) + " to " +
+           std::to_string(r["validations"].back().value("iteration", 0)) + ")";
+  }
+  if (stage == "compare" && r.contains("policies")) {
+    std::string out;
+    for (const Json& p : r["policies"]) {
+      out += (out.empty() ? "" : "; ") + p.value("name", std::string("?"));
+      if (p.contains("mean_gold")) out += " mean gold " + fixed(p["mean_gold"], 2);
+    }
+    return out;
+  }
+  return "";
+}
+
+}  // namespace
+
+std::string pipeline_report(const Json& s) {
+  std::string md = "Program " + s.value("program", std::string("(unknown)")) + ", pipeline seed " +
+                   std::to_string(s.value("seed", int64_t{0})) + " (0: each stage's configured seed).\n\n";
+  md += "| stage | time | result |\n|---|---:|---|\n";
+  for (const std::string& stage : kStages) {
+    if (!s.contains(stage) || !s[stage].is_object()) continue;
+    const Json& r = s[stage];
+    md += "| " + stage + " | " + format_duration(r.value("seconds", 0.0)) + " | " + stage_result(stage, r) + " |\n";
+  }
+  md += "| total | " + format_duration(s.value("total_seconds", 0.0)) + " | |\n";
+  if (s.contains("compare") && s["compare"].contains("pairwise")) {
+    md += "\n";
+    for (const Json& p : s["compare"]["pairwise"]) {
+      md += "- " + p.value("a", std::string()) + " vs " + p.value("b", std::string()) + " by " +
+            p.value("judge", std::string()) + ": " + p.value("a", std::string()) + " wins " +
+            percent(p.value("a_win_rate", 0.0)) + " (ties half), 95% interval [" + percent(p["ci95"][0].get<double>()) +
+            ", " + percent(p["ci95"][1].get<double>()) + "], " + std::to_string(p.value("wins", 0)) + " / " +
+            std::to_string(p.value("ties", 0)) + " / " + std::to_string(p.value("losses", 0)) + " of " +
+            std::to_string(p.value("n", 0)) + " prompts\n";
+    }
+  }
+  if (s.contains("ppo") && s["ppo"].contains("validations") && !s["ppo"]["validations"].empty()) {
+    const Json& last = s["ppo"]["validations"].back();
+    md += "- PPO at its last validation: mean KL to the SFT reference " + fixed(last.value("kl", 0.0), 2) +
+          " nats per reply, mean length " + fixed(last.value("length", 0.0), 1) + " tokens\n";
+  }
+  return md;
 }
 
 }  // namespace rlhf

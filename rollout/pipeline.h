@@ -2,7 +2,11 @@
 // pretrain -> SFT -> candidates -> simulated labels -> reward model -> PPO
 // (with validation) -> comparison of SFT and PPO. Each stage writes into
 // its own folder of one run; a finished stage is skipped when the pipeline
-// runs again, and a killed stage resumes from its checkpoints.
+// runs again, and a killed stage resumes from its checkpoints, but only while
+// its fingerprint (settings, input files, the stages it reads, the program
+// version: rollout/stage_fingerprint.h) is the one it ran with. A stage whose
+// fingerprint changed is run again (its old output moved to
+// <out_dir>/stale/) or the pipeline refuses, as `on_change` says.
 #pragma once
 
 #include <string>
@@ -21,6 +25,15 @@ struct PipelineConfig {
   std::string out_dir = "runs/demo";  // one folder per stage inside
   std::vector<std::string> stages = {"pretrain", "sft", "candidates", "label", "rm", "ppo", "compare"};
   std::string simulated_rater = "simulated-1";  // rater name of the simulated labels
+  // When a finished or started stage's fingerprint differs from now:
+  // "rerun" moves its output to <out_dir>/stale/TIME/ and runs it again (the
+  // stages that read it follow, their fingerprints having changed too);
+  // "refuse" stops before running anything and says which stage and why.
+  std::string on_change = "rerun";
+  // 0: every stage keeps its own seed. Otherwise each stage's seeds (data
+  // order, initialisation, sampling, label noise, held-out split) derive
+  // from this one, so `--seed=1,2,3` runs are the pipeline over seeds.
+  int64_t seed = 0;
   // Stage settings. Paths that link stages (out_dir, init_from, policy,
   // reward_model, db, preferences, policies, out) are set by the pipeline.
   PretrainConfig pretrain;
@@ -34,6 +47,8 @@ struct PipelineConfig {
     v("out_dir", out_dir);
     v("stages", stages);
     v("simulated_rater", simulated_rater);
+    v("on_change", on_change);
+    v("seed", seed);
     v.section("pretrain", pretrain);
     v.section("sft", sft);
     v.section("candidates", candidates);
@@ -47,7 +62,12 @@ struct PipelineConfig {
 // Sets the linking paths of every stage under config.out_dir.
 PipelineConfig wire_pipeline(PipelineConfig config);
 
-// Runs the stages in order; returns the summary written to summary.json.
+// Runs the stages in order; returns the summary written to summary.json
+// (and writes report.md from it).
 Json run_pipeline(const PipelineConfig& config);
+
+// The stage table and the headline results of a run, in Markdown, from its
+// summary.json alone: what the README and docs/results.md quote.
+std::string pipeline_report(const Json& summary);
 
 }  // namespace rlhf

@@ -1,6 +1,8 @@
 // The whole pipeline on the CI config (configs/ci.toml): every stage runs,
 // a run killed mid-way continues where it stopped, finished stages are
-// skipped, and the reports are written.
+// skipped while their inputs are the same, a changed setting reruns its
+// stage and those after it (or is refused, saying which and why), and the
+// reports are written.
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -57,6 +59,39 @@ TEST(PipelineE2E, RunsEveryStageAndResumesAfterAKill) {
   // Running again does nothing but report.
   ASSERT_EQ(test::run_cli(args, dir.file("third.log"), "", test::source_dir()), 0);
   EXPECT_NE(read_file(dir.file("third.log")).find("compare: done already"), std::string::npos);
+
+  // A changed reward-model setting, refused: nothing runs, nothing moves,
+  // and the message names the stage, the setting and the stages it feeds.
+  std::vector<std::string> changed = args;
+  changed.push_back("--rm.train.epochs=2");
+  std::vector<std::string> refuse = changed;
+  refuse.push_back("--on_change=refuse");
+  EXPECT_NE(test::run_cli(refuse, dir.file("refused.log"), "", test::source_dir()), 0);
+  const std::string refused = read_file(dir.file("refused.log"));
+  EXPECT_NE(refused.find("rm:"), std::string::npos) << refused;
+  EXPECT_NE(refused.find("setting train.epochs: 1.0 -> 2.0"), std::string::npos) << refused;
+  EXPECT_NE(refused.find("upstream stage rm changed"), std::string::npos) << refused;
+  EXPECT_EQ(refused.find("sft:"), std::string::npos) << refused;
+  EXPECT_TRUE(path_exists(out + "/stages/rm.done"));
+  EXPECT_FALSE(path_exists(out + "/stale"));
+
+  // The same change, rerun: the stages before rm are reused, rm and the
+  // stages that read it run again, and the old ones are kept in stale/.
+  ASSERT_EQ(test::run_cli(changed, dir.file("rerun.log"), "", test::source_dir()), 0) << read_file(dir.file("rerun.log"));
+  const std::string rerun = read_file(dir.file("rerun.log"));
+  for (const char* stage : {"pretrain", "sft", "candidates", "label"}) {
+    EXPECT_NE(rerun.find(std::string(stage) + ": done already"), std::string::npos) << stage << "\n" << rerun;
+  }
+  for (const char* stage : {"rm", "ppo", "compare"}) {
+    EXPECT_EQ(rerun.find(std::string(stage) + ": done already"), std::string::npos) << stage << "\n" << rerun;
+    EXPECT_NE(rerun.find(std::string("== ") + stage + ": inputs changed"), std::string::npos) << stage;
+  }
+  bool kept = false;
+  for (const std::string& f : list_files(out + "/stale", {".done"})) kept |= f.find("rm.done") != std::string::npos;
+  EXPECT_TRUE(kept) << "the old reward model's marker is kept under stale/";
+  const Json after = Json::parse(read_file(out + "/summary.json"));
+  EXPECT_NE(after["rm"]["fingerprint"], summary["rm"].value("fingerprint", Json()));
+  EXPECT_EQ(after["sft"]["fingerprint"], summary["sft"]["fingerprint"]);
 }
 
 }  // namespace
