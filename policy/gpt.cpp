@@ -76,6 +76,25 @@ torch::Tensor attend(const torch::Tensor& q, const torch::Tensor& k, const torch
 #endif
 }
 
+// One query position against the first t cached keys (decoding), through
+// kernels::attend_one_query. q [B,H,1,D] contiguous, caches [B,H,cap,D],
+// bias [B,1,1,t]. Returns [B,H,1,D].
+torch::Tensor attend_cached_query(const torch::Tensor& q, const torch::Tensor& k_cache, const torch::Tensor& v_cache,
+                                  int64_t t, const torch::Tensor& bias) {
+  const int64_t B = q.size(0), H = q.size(1), D = q.size(3), cap = k_cache.size(2);
+  const torch::Tensor qc = q.contiguous(), b = bias.reshape({B, t}).to(torch::kFloat).contiguous();
+  torch::Tensor out = torch::empty_like(qc);
+  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
+  const float *qp = qc.data_ptr<float>(), *kp = k_cache.data_ptr<float>(), *vp = v_cache.data_ptr<float>();
+  const float* bp = b.data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> scratch(static_cast<size_t>(t));
+    kernels::attend_one_query(qp, kp, vp, bp, op, begin, end, H, t, cap, D, scale, scratch.data());
+  });
+  return out;
+}
+
 }  // namespace
 
 torch::Tensor gelu_tanh(const torch::Tensor& x) {
@@ -189,7 +208,10 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor
     v = cache->v[layer_].narrow(2, 0, past + T);
   }
   const double p = is_training() ? dropout_ : 0.0;
-  torch::Tensor y = attend(q, k, v, bias, /*causal=*/true, p);
+  const bool decoding = cache != nullptr && T == 1 && p == 0 && bias.defined() && x.device().is_cpu() &&
+                        x.scalar_type() == torch::kFloat && !torch::GradMode::is_enabled();
+  torch::Tensor y = decoding ? attend_cached_query(q, cache->k[layer_], cache->v[layer_], cache->length + 1, bias)
+                             : attend(q, k, v, bias, /*causal=*/true, p);
   y = y.transpose(1, 2).reshape({B, T, C});
   y = c_proj(y);
   if (p > 0) y = torch::dropout(y, p, true);

@@ -31,4 +31,36 @@ void gelu_tanh_backward(const float* __restrict g, const float* __restrict x, fl
   }
 }
 
+__attribute__((target_clones("avx512f", "avx2", "default")))
+void attend_one_query(const float* __restrict q, const float* __restrict k, const float* __restrict v,
+                      const float* __restrict bias, float* __restrict out, int64_t begin, int64_t end, int64_t heads,
+                      int64_t t, int64_t cap, int64_t D, float scale, float* __restrict scratch) {
+  for (int64_t r = begin; r < end; ++r) {
+    const float* qr = q + r * D;
+    const float* kr = k + r * cap * D;
+    const float* vr = v + r * cap * D;
+    const float* br = bias + (r / heads) * t;
+    float top = -3.0e38f;
+    for (int64_t j = 0; j < t; ++j) {
+      const float* kj = kr + j * D;
+      float dot = 0.0f;
+      for (int64_t d = 0; d < D; ++d) dot += qr[d] * kj[d];
+      scratch[j] = dot * scale + br[j];
+      top = scratch[j] > top ? scratch[j] : top;
+    }
+    float total = 0.0f;
+    for (int64_t j = 0; j < t; ++j) {
+      scratch[j] = std::exp(scratch[j] - top);
+      total += scratch[j];
+    }
+    float* o = out + r * D;
+    for (int64_t d = 0; d < D; ++d) o[d] = 0.0f;
+    for (int64_t j = 0; j < t; ++j) {
+      const float p = scratch[j] / total;
+      const float* vj = vr + j * D;
+      for (int64_t d = 0; d < D; ++d) o[d] += p * vj[d];
+    }
+  }
+}
+
 }  // namespace rlhf::kernels
