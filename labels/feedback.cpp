@@ -9,6 +9,7 @@
 #include "policy/chat.h"
 #include "policy/checkpoint.h"
 #include "support/rubric.h"
+#include "train/progress.h"
 #include "train/runtime.h"
 
 namespace rlhf::labels {
@@ -20,6 +21,8 @@ CandidatesResult queue_candidates(const CandidatesConfig& c) {
     fail(ErrorKind::kConfig, "candidates.pairs must be \"adjacent\", \"all\" or \"ranking\", not \"", c.pairs, "\"");
   }
   set_torch_threads(c.threads);
+  PhaseTimer times;
+  times.start("store");
   LabelStore store(c.db);
   struct Item {
     Json source, metadata;
@@ -46,6 +49,7 @@ CandidatesResult queue_candidates(const CandidatesConfig& c) {
   CandidatesResult result;
   result.prompts = items.size();
   for (size_t pi = 0; pi < c.policies.size(); ++pi) {
+    times.start("load");
     LoadedPolicy policy = load_policy(resolve_checkpoint(c.policies[pi], /*prefer_best=*/true));
     policy.tokenizer.add_special_tokens(special::defaults());
     const ChatTemplate chat(policy.tokenizer);
@@ -73,7 +77,9 @@ CandidatesResult queue_candidates(const CandidatesConfig& c) {
           seeds.push_back(mix_seed({static_cast<uint64_t>(c.seed), static_cast<uint64_t>(items[rows[r].first].prompt_id),
                                     static_cast<uint64_t>(rows[r].second)}));
         }
+        times.start("generation");
         Generation g = generate(policy.model, prompts, sc, chat.stop_tokens(), chat.end_of_text(), seeds);
+        times.start("store");
         for (size_t r = r0; r < r1; ++r) {
           const int64_t row = static_cast<int64_t>(r - r0);
           const std::vector<int32_t> ids = row_tokens(g.tokens, g.lengths, row);
@@ -86,7 +92,7 @@ CandidatesResult queue_candidates(const CandidatesConfig& c) {
           }
         }
         log_info("candidates: ", std::min(r1, rows.size()), "/", rows.size(), " replies from ", policy.dir,
-                 " at temperature ", sc.temperature);
+                 " at temperature ", sc.temperature, " | ", times.summary());
       }
     }
   }
@@ -106,6 +112,8 @@ CandidatesResult queue_candidates(const CandidatesConfig& c) {
     }
     for (const auto& t : tasks) result.comparisons += store.add_comparison(item.prompt_id, t, c.required_raters).has_value();
   }
+  times.stop();
+  result.times = times.metrics();
   return result;
 }
 

@@ -44,6 +44,7 @@ struct CandidatesConfig {
 
 struct CandidatesResult {
   size_t prompts = 0, candidates = 0, comparisons = 0;
+  Json times;  // seconds by phase: {"time/load_s", "time/generation_s", "time/store_s", "time/iteration_s"}
 };
 CandidatesResult queue_candidates(const CandidatesConfig& config);
 

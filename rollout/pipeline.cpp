@@ -8,6 +8,7 @@
 #include <cstring>
 #include <ctime>
 #include <map>
+#include <set>
 
 #include "common/error.h"
 #include "common/fs.h"
@@ -128,16 +129,29 @@ void handle_changed_stages(const PipelineConfig& c, const std::map<std::string, 
   }
   if (stale.empty()) return;
   const auto scheduled = [&](const std::string& s) { return std::find(c.stages.begin(), c.stages.end(), s) != c.stages.end(); };
+  // Stages whose output a scheduled stage reads, directly or not.
+  std::set<std::string> read;
+  for (auto it = kStages.rbegin(); it != kStages.rend(); ++it) {
+    if (scheduled(*it) || read.count(*it)) {
+      for (const std::string& up : upstream_stages().at(*it)) read.insert(up);
+    }
+  }
   std::string report;
   for (const std::string& stage : kStages) {
     if (!stale.count(stage)) continue;
+    if (!scheduled(stage) && !read.count(stage)) {
+      log_info("== ", stage, ": made from other inputs than now; not in pipeline.stages, so left as it is");
+      stale.erase(stage);
+      continue;
+    }
     report += "\n  " + stage + ":";
     for (const auto& why : stale[stage]) report += "\n    - " + why;
     if (!scheduled(stage)) {
       fail(ErrorKind::kConfig, "pipeline: stage ", stage, " in ", c.out_dir, " was made from other inputs than now, ",
-           "but pipeline.stages does not run it:", report, "\nAdd it to pipeline.stages, or start a new out_dir.");
+           "and a stage in pipeline.stages reads it:", report, "\nAdd it to pipeline.stages, or start a new out_dir.");
     }
   }
+  if (stale.empty()) return;
   if (c.on_change == "refuse") {
     fail(ErrorKind::kConfig, "pipeline: these stages in ", c.out_dir, " were made from other inputs than now:", report,
          "\nRun with --on_change=rerun to move their output to ", join_path(c.out_dir, "stale/"),
@@ -225,7 +239,7 @@ Json run_pipeline(const PipelineConfig& config) {
       result = {{"checkpoint", r.best_checkpoint}, {"best_val_loss", r.best_val_loss}, {"samples", r.samples}};
     } else if (stage == "candidates") {
       const auto r = labels::queue_candidates(c.candidates);
-      result = {{"prompts", r.prompts}, {"candidates", r.candidates}, {"comparisons", r.comparisons}};
+      result = {{"prompts", r.prompts}, {"candidates", r.candidates}, {"comparisons", r.comparisons}, {"times", r.times}};
     } else if (stage == "label") {
       labels::LabelStore store(c.candidates.db);
       const auto r = labels::label_simulated(store, c.simulated_rater, c.label);

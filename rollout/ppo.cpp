@@ -12,6 +12,7 @@
 #include "rollout/ppo_math.h"
 #include "support/rubric.h"
 #include "train/data_order.h"
+#include "train/progress.h"
 #include "train/distributed.h"
 #include "train/run_dir.h"
 #include "train/runtime.h"
@@ -19,8 +20,6 @@
 namespace rlhf {
 namespace {
 
-using Clock = std::chrono::steady_clock;
-double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
 struct PromptItem {
   Conversation conversation;
@@ -234,7 +233,8 @@ PpoResult run_ppo(const PpoConfig& cfg, const RewardFn& custom_reward, const Dis
   for (int64_t it = start; it < tc.iterations; ++it) {
     // 1. Rollouts: pure sampling from the current policy. Row i of the
     // iteration always gets the same prompt and seed, whoever generates it.
-    auto t0 = Clock::now();
+    PhaseTimer times;
+    times.start("generation");
     Rollout ro;
     std::vector<std::vector<int32_t>> query_ids;
     std::vector<uint64_t> seeds;
@@ -263,19 +263,22 @@ PpoResult run_ppo(const PpoConfig& cfg, const RewardFn& custom_reward, const Dis
     ro.response_mask = ppo::response_mask(ro.response_ids, chat.stop_tokens());
     ro.finished = torch::cat(finished, 0);
     const torch::Tensor reply_lengths = torch::cat(lengths, 0);
-    const double gen_s = since(t0);
 
     // 2. Scoring: old log-probs, reference log-probs, values, reward.
-    t0 = Clock::now();
+    times.start("policy_logprobs");
     const int64_t tq = ro.query_ids.size(1), n = ro.response_ids.size(1);
     const torch::Tensor full = ro.full_ids(), full_mask = ro.full_mask();
     {
       torch::NoGradGuard no_grad;
       ro.logprobs = response_logprobs(m.policy, full, full_mask, tq, ro.response_ids, temperature);
+      times.start("reference");
       ro.ref_logprobs = response_logprobs(m.reference, full, full_mask, tq, ro.response_ids, temperature);
+      times.start("value");
       ro.values = m.value->forward_tokens(full, full_mask).narrow(1, tq - 1, n);
+      times.start("reward");
       ro.raw_scores = custom_reward ? custom_reward(ro).to(torch::kFloat)
                                     : m.reward->normalized(m.reward->forward(full, full_mask));
+      times.start("advantages");
       ro.scores = ppo::apply_missing_eos_penalty(ro.raw_scores, ro.finished, rc.missing_eos_penalty);
       const torch::Tensor kl = ppo::kl_estimate(ro.logprobs, ro.ref_logprobs, cfg.kl.estimator);
       ro.rewards = ppo::token_rewards(ro.scores, kl, ro.response_mask, kl_ctl.value());
@@ -289,11 +292,10 @@ PpoResult run_ppo(const PpoConfig& cfg, const RewardFn& custom_reward, const Dis
         ro.advantages = (ro.advantages - mean) / std::sqrt(var + 1e-8) * ro.response_mask;
       }
     }
-    const double score_s = since(t0);
 
     // 3. PPO epochs over shuffled minibatches (of the global batch) of
     // micro-batches; each rank trains on its rows of each minibatch.
-    t0 = Clock::now();
+    times.start("update");
     const double frac = tc.anneal_lr ? 1.0 - static_cast<double>(it) / static_cast<double>(tc.iterations) : 1.0;
     const int mb_size = G / tc.minibatches;
     TrainStats st;
@@ -340,9 +342,9 @@ PpoResult run_ppo(const PpoConfig& cfg, const RewardFn& custom_reward, const Dis
         value_opt.zero_grad();
       }
     }
-    const double train_s = since(t0);
 
     // 4. Statistics over every rank's rollouts, the KL controller, metrics.
+    times.start("statistics");
     torch::NoGradGuard no_grad;
     double gold = 0, gold_n = 0;
     for (int i = 0; i < local_n; ++i) {
@@ -357,6 +359,7 @@ PpoResult run_ppo(const PpoConfig& cfg, const RewardFn& custom_reward, const Dis
     // Online RLHF: a second sample for a few of this iteration's prompts,
     // paired with the rollout's reply, goes out for rating.
     if (feedback && dist.is_main() && cfg.feedback.every > 0 && (it + 1) % cfg.feedback.every == 0) {
+      times.start("feedback");
       const int k = std::min(local_n, cfg.feedback.prompts);
       std::vector<std::vector<int32_t>> q(query_ids.begin(), query_ids.begin() + k);
       std::vector<uint64_t> s2;
@@ -371,6 +374,7 @@ PpoResult run_ppo(const PpoConfig& cfg, const RewardFn& custom_reward, const Dis
                          ro.finished[i].item<bool>(), extra.finished[i].item<bool>(), it + 1});
       }
       feedback(pairs);
+      times.start("statistics");
     }
     const torch::Tensor kl_tokens = ppo::kl_k1(ro.logprobs, ro.ref_logprobs) * ro.response_mask;
     const auto g = all_reduce_sum(dist, {kl_tokens.sum().item<double>(), ro.raw_scores.sum().item<double>(),
@@ -402,21 +406,14 @@ PpoResult run_ppo(const PpoConfig& cfg, const RewardFn& custom_reward, const Dis
                 {"val/explained_variance", g[15] > 0 ? 1.0 - g[14] / g[15] : 0.0},
                 {"reply/length", g[4] / rows},
                 {"reply/finished", g[5] / rows},
-                {"lr", tc.lr * frac},
-                {"time/generation_s", gen_s},
-                {"time/scoring_s", score_s},
-                {"time/training_s", train_s}};
+                {"lr", tc.lr * frac}};
     if (g[7] > 0) row["env/gold_mean"] = g[6] / g[7];
-    run.log_metrics(row);
-    log_info("ppo iter ", done, "/", tc.iterations, " | reward ", reward_mean,
-             g[7] > 0 ? str_cat(" | gold ", g[6] / g[7]) : std::string(), " | kl ", mean_kl, " | entropy ", g[13] / c,
-             " | clipfrac ", g[10] / c, " | len ", g[4] / rows, " | gen ", gen_s, "s score ", score_s, "s train ",
-             train_s, "s");
 
     // 5. Validation (rank 0; the others wait) and checkpoints.
     const bool last = done == tc.iterations;
     bool best = false;
     if (validate && ((cfg.validation.interval > 0 && done % cfg.validation.interval == 0) || last)) {
+      times.start("validation");
       if (dist.is_main()) {
         last_policy_replies = validation_replies(m.policy, m.reference, m.reward, chat, val_prompts, cfg.validation);
         const ValidationResult v = summarise(last_policy_replies, done);
@@ -433,7 +430,17 @@ PpoResult run_ppo(const PpoConfig& cfg, const RewardFn& custom_reward, const Dis
       }
       barrier(dist);
     }
-    if (best || last || (tc.checkpoint_interval > 0 && done % tc.checkpoint_interval == 0)) save(done, best);
+    if (best || last || (tc.checkpoint_interval > 0 && done % tc.checkpoint_interval == 0)) {
+      times.start("checkpoint");
+      save(done, best);
+    }
+    // The iteration's time by phase (rank 0's), then the line and the row.
+    times.stop();
+    row.update(times.metrics());
+    run.log_metrics(row);
+    log_info("ppo iter ", done, "/", tc.iterations, " | reward ", reward_mean,
+             g[7] > 0 ? str_cat(" | gold ", g[6] / g[7]) : std::string(), " | kl ", mean_kl, " | entropy ", g[13] / c,
+             " | clipfrac ", g[10] / c, " | len ", g[4] / rows, " | ", times.summary());
   }
 
   barrier(dist);

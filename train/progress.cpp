@@ -1,6 +1,7 @@
 #include "train/progress.h"
 
 #include <algorithm>
+#include <cstdio>
 
 #include "common/log.h"
 
@@ -34,5 +35,49 @@ void ProgressMeter::step_done(int64_t done, double loss, double lr, double units
 }
 
 void ProgressMeter::pause_done() { last_ = Clock::now(); }
+
+void PhaseTimer::start(const std::string& phase) {
+  stop();
+  auto it = std::find_if(phases_.begin(), phases_.end(), [&](const auto& p) { return p.first == phase; });
+  if (it == phases_.end()) it = phases_.insert(phases_.end(), {phase, 0.0});
+  running_ = static_cast<int>(it - phases_.begin());
+  since_ = Clock::now();
+}
+
+void PhaseTimer::stop() {
+  if (running_ < 0) return;
+  phases_[static_cast<size_t>(running_)].second += std::chrono::duration<double>(Clock::now() - since_).count();
+  running_ = -1;
+}
+
+double PhaseTimer::seconds(const std::string& phase) const {
+  for (const auto& [name, s] : phases_) {
+    if (name == phase) return s;
+  }
+  return 0;
+}
+
+double PhaseTimer::total() const {
+  double t = 0;
+  for (const auto& p : phases_) t += p.second;
+  return t;
+}
+
+Json PhaseTimer::metrics() const {
+  Json out = Json::object();
+  for (const auto& [name, s] : phases_) out["time/" + name + "_s"] = s;
+  out["time/iteration_s"] = total();
+  return out;
+}
+
+std::string PhaseTimer::summary() const {
+  std::string out;
+  char buf[64];
+  for (const auto& [name, s] : phases_) {
+    std::snprintf(buf, sizeof(buf), "%s%s %.1fs", out.empty() ? "" : " ", name.c_str(), s);
+    out += buf;
+  }
+  return out;
+}
 
 }  // namespace rlhf

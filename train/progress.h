@@ -5,6 +5,10 @@
 #include <chrono>
 #include <cstdint>
 #include <string>
+#include <utility>
+#include <vector>
+
+#include "common/config.h"
 
 namespace rlhf {
 
@@ -26,6 +30,28 @@ class ProgressMeter {
   int window_steps_ = 0;
   int64_t timed_steps_ = 0;
   Clock::time_point last_;
+};
+
+// Wall-clock seconds per named phase of one iteration of an online loop
+// (generation, reward scoring, reference pass, update, ...), for metrics and
+// the progress line. start() ends the running phase and starts the next; a
+// phase started twice adds up.
+class PhaseTimer {
+ public:
+  void start(const std::string& phase);
+  void stop();  // ends the running phase
+  double seconds(const std::string& phase) const;  // 0 if never started
+  double total() const;
+  // {"time/<phase>_s": seconds, ..., "time/iteration_s": total}
+  Json metrics() const;
+  // "generation 3.1s | reference 0.4s | ..." in the order first started.
+  std::string summary() const;
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  std::vector<std::pair<std::string, double>> phases_;
+  int running_ = -1;
+  Clock::time_point since_;
 };
 
 }  // namespace rlhf
