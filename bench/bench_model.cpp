@@ -2,7 +2,7 @@
 // decoding speed at rollout batch sizes against the two bounds measured in
 // the same run, so the ratios compare like with like on a shared machine.
 //
-//   build/bench/bench_model [--threads N] [--steps N] [--batch N] [--gen-tokens N]
+//   build/bench/bench_model [--threads N] [--steps N] [--batch N] [--gen-tokens N] [--gemm-only 1]
 //
 // Model: 6 layers, 6 heads, 384 wide, 256 context (the reference
 // size), vocabulary 4096 (the default pretraining tokenizer).
@@ -63,12 +63,13 @@ static double read_gbytes_per_s() {
 
 int main(int argc, char** argv) {
   ensure_process_environment(argc, argv);
-  int threads = 0, steps = 8, gen_tokens = 256, batch = 16;
+  int threads = 0, steps = 8, gen_tokens = 256, batch = 16, gemm_only = 0;
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--threads")) threads = std::atoi(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--steps")) steps = std::atoi(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--gen-tokens")) gen_tokens = std::atoi(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--batch")) batch = std::atoi(argv[i + 1]);
+    else if (!std::strcmp(argv[i], "--gemm-only")) gemm_only = std::atoi(argv[i + 1]);
   }
   threads = set_torch_threads(threads);
   std::printf("threads %d, LibTorch %s, %s\n", threads, TORCH_VERSION, process_environment_summary().c_str());
@@ -81,6 +82,7 @@ int main(int argc, char** argv) {
   }
   const double bandwidth = read_gbytes_per_s();
   std::printf("GEMM reference (best of the above): %.1f GFLOP/s; memory read bandwidth: %.1f GB/s\n", gemm, bandwidth);
+  if (gemm_only) return 0;
 
   GPTConfig cfg;
   cfg.vocab_size = 4096;
