@@ -1,6 +1,7 @@
 #include "common/config.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <sstream>
@@ -165,6 +166,25 @@ Json toml_string_to_json(const std::string& text, const std::string& source) {
     fail(ErrorKind::kConfig, source, ":", where.line, ":", where.column,
          ": TOML syntax error: ", e.description());
   }
+}
+
+std::string Range::describe() const {
+  const bool lo = std::isfinite(min), hi = std::isfinite(max);
+  if (lo && hi) return str_cat("between ", min, " and ", max);
+  if (lo) return str_cat("at least ", min);
+  if (hi) return str_cat("at most ", max);
+  return "a number";
+}
+
+Json parse_json(std::string_view text, const std::string& source) {
+  const Json::parser_callback_t limit = [&source](int depth, Json::parse_event_t, Json&) {
+    if (depth > kMaxJsonDepth) {
+      fail(ErrorKind::kData, source, ": JSON nested more than ", kMaxJsonDepth, " levels deep; no file this program ",
+           "reads needs that many. Check that it is the file you meant.");
+    }
+    return true;
+  };
+  return Json::parse(text.begin(), text.end(), limit);
 }
 
 Json toml_file_to_json(const std::string& path) {

@@ -19,8 +19,10 @@
 
 #include <cstdint>
 #include <nlohmann/json.hpp>
+#include <limits>
 #include <set>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/error.h"
@@ -32,6 +34,17 @@ using Json = nlohmann::ordered_json;
 // Parses a TOML file into JSON (tables -> objects). Syntax errors name the
 // file, line and column.
 Json toml_file_to_json(const std::string& path);
+
+// JSON from outside (files, the network, the label store) nests at most this
+// deep: HF configs and tokenizer.json need 5 or 6, chat messages 4.
+inline constexpr int kMaxJsonDepth = 128;
+// Json::parse with a depth limit checked while parsing, before the deep value
+// is built (a hostile "[[[[..." 200,000 deep would otherwise overflow the
+// stack when copied or printed). Bad JSON throws what Json::parse throws (a
+// nlohmann::json::exception: parse_error, or out_of_range for a number such
+// as 1e400); nesting deeper than kMaxJsonDepth is a data error naming
+// `source`.
+Json parse_json(std::string_view text, const std::string& source);
 Json toml_string_to_json(const std::string& text, const std::string& source);
 // Renders a JSON object of sections and scalars as TOML.
 std::string json_to_toml(const Json& value);
@@ -78,11 +91,26 @@ bool read_scalar(const Json& j, T& out) {
 
 }  // namespace config_detail
 
+// A numeric field's allowed values, checked when a config is read, before
+// any stage runs or writes: v("batch_size", batch_size, Range::at_least(1)).
+struct Range {
+  double min = -std::numeric_limits<double>::infinity();
+  double max = std::numeric_limits<double>::infinity();
+  static Range at_least(double lo) { return {lo, std::numeric_limits<double>::infinity()}; }
+  static Range between(double lo, double hi) { return {lo, hi}; }
+  bool contains(double v) const { return v >= min && v <= max; }
+  std::string describe() const;  // "at least 1", "between 0 and 1"
+};
+
 // Writes a config struct into JSON (the order of visit()).
 class ConfigWriter {
  public:
   template <class T>
   void operator()(const char* key, const T& field) {
+    out_[key] = field;
+  }
+  template <class T>
+  void operator()(const char* key, const T& field, Range) {
     out_[key] = field;
   }
   template <class S>
@@ -110,6 +138,12 @@ class ConfigReader {
            " must be ", kind_name(field), ", not ", it->dump(),
            ". Fix the value or remove the key to use the default.");
     }
+  }
+
+  template <class T>
+  void operator()(const char* key, T& field, Range range) {
+    (*this)(key, field);
+    check_range(key, field, range);
   }
 
   template <class S>
@@ -152,6 +186,20 @@ class ConfigReader {
     out = std::move(values);
     return true;
   }
+  template <class T>
+  void check_range(const char* key, const T& value, Range range) const {
+    if constexpr (std::is_arithmetic_v<T> && !std::is_same_v<T, bool>) {
+      if (!range.contains(static_cast<double>(value))) {
+        fail(ErrorKind::kConfig, "config key '", prefix_, key, "' in ", source_, " must be ", range.describe(),
+             ", not ", value, ". Fix the value or remove the key to use the default.");
+      }
+    }
+  }
+  template <class T>
+  void check_range(const char* key, const std::vector<T>& values, Range range) const {
+    for (const T& v : values) check_range(key, v, range);
+  }
+
   template <class T>
   static std::string kind_name(const T&) { return config_detail::Kind<T>::name; }
   template <class T>

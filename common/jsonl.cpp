@@ -1,8 +1,11 @@
 #include "common/jsonl.h"
 
 #include <cerrno>
+#include <cmath>
 #include <cstring>
 #include <fstream>
+
+#include "common/fs.h"
 
 namespace rlhf {
 
@@ -29,8 +32,52 @@ std::vector<bool> preference_finished_flags(const Json& row, const std::string& 
           !row.contains("rejected_finished") || flag(row["rejected_finished"], "rejected_finished")};
 }
 
+void check_preference_record(const Json& row, const std::string& path, size_t line) {
+  if (row.contains("responses") || row.contains("ranking")) {
+    const Json& responses = row.contains("responses") ? row["responses"] : Json();
+    const Json& ranking = row.contains("ranking") ? row["ranking"] : Json();
+    if (!responses.is_array() || responses.size() < 2) {
+      jsonl_error(path, line, "\"responses\" must be a list of two or more replies");
+    }
+    if (!ranking.is_array() || ranking.size() != responses.size()) {
+      jsonl_error(path, line, "\"ranking\" must give one rank per response (1 = best; equal ranks are ties)");
+    }
+    constexpr size_t kMaxResponses = 64;  // a person cannot rank more; keeps the checks below small
+    if (responses.size() > kMaxResponses) {
+      jsonl_error(path, line, str_cat("a ranking of ", responses.size(), " responses; at most ", kMaxResponses));
+    }
+    for (size_t i = 0; i < responses.size(); ++i) {
+      for (size_t j = i + 1; j < responses.size(); ++j) {
+        if (responses[i] == responses[j]) {
+          jsonl_error(path, line, str_cat("responses ", i + 1, " and ", j + 1, " are the same reply; rank different ones"));
+        }
+      }
+    }
+    const int64_t k = static_cast<int64_t>(responses.size());
+    for (const Json& r : ranking) {
+      // Read as 64 bits before any narrowing: 4294967297 is not rank 1.
+      if (!r.is_number_integer() || r.get<int64_t>() < 1 || r.get<int64_t>() > k) {
+        jsonl_error(path, line, str_cat("ranks in \"ranking\" must be integers from 1 (best) to ", k, ", not ", r.dump()));
+      }
+    }
+  } else {
+    if (!row.contains("chosen") || !row.contains("rejected")) {
+      jsonl_error(path, line, "expected \"chosen\" and \"rejected\" (a pair) or \"responses\" and \"ranking\"");
+    }
+    if (row["chosen"] == row["rejected"]) {
+      jsonl_error(path, line, "\"chosen\" and \"rejected\" are the same reply; a preference needs two different ones");
+    }
+    if (row.contains("tie") && !row["tie"].is_boolean()) jsonl_error(path, line, "\"tie\" must be true or false");
+    if (row.contains("margin") && (!row["margin"].is_number() || !std::isfinite(row["margin"].get<double>()))) {
+      jsonl_error(path, line, "\"margin\" must be a finite number");
+    }
+  }
+  preference_finished_flags(row, path, line);
+}
+
 void read_jsonl(const std::string& path,
                 const std::function<void(const Json&, size_t line)>& fn) {
+  if (is_directory(path)) fail(ErrorKind::kIo, "'", path, "' is a folder; name a .jsonl file");
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     fail(ErrorKind::kIo, "cannot open '", path, "': ", std::strerror(errno),
@@ -44,8 +91,8 @@ void read_jsonl(const std::string& path,
     if (text.find_first_not_of(" \t") == std::string::npos) continue;
     Json obj;
     try {
-      obj = Json::parse(text);
-    } catch (const nlohmann::json::parse_error& e) {
+      obj = parse_json(text, str_cat(path, ":", line));
+    } catch (const nlohmann::json::exception& e) {
       jsonl_error(path, line, str_cat("not valid JSON (", e.what(),
                                       "). Each line must be one JSON object."));
     }

@@ -23,6 +23,13 @@ void read_jsonl(const std::string& path,
 std::string jsonl_string(const Json& obj, const char* field, const std::string& path,
                          size_t line);
 
+// The shape of one preference record, checked before anything reads it:
+// either "chosen" and "rejected" (different texts; "tie" a boolean, "margin" a
+// finite number) or "responses" (2 or more) with one integer rank in 1..K per
+// response in "ranking". Fails naming file, line and field. Shared by the
+// label store's import and the reward model's loader.
+void check_preference_record(const Json& row, const std::string& path, size_t line);
+
 // Whether each reply of a preference record ended with the end-of-turn
 // token (false: cut off at the length limit): "finished", one per response,
 // for a ranking; "chosen_finished"/"rejected_finished" for a pair (in that

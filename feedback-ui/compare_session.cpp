@@ -40,7 +40,7 @@ CompareSession::CompareSession(const std::string& dir, std::string a, std::strin
   if (std::filesystem::exists(report)) {
     Json j;
     try {
-      j = Json::parse(read_file(report));
+      j = parse_json(read_file(report), report);
     } catch (const Json::exception& e) {
       fail(ErrorKind::kCorrupt, "'", report, "' is not valid JSON (", e.what(), "); rerun `rlhf compare`");
     }

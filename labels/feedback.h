@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "common/config.h"
 #include "labels/store.h"
 #include "policy/generate.h"
 #include "reward/preference.h"
@@ -30,15 +31,15 @@ struct CandidatesConfig {
     v("db", db);
     v("prompts", prompts);
     v("policies", policies);
-    v("temperatures", temperatures);
-    v("k", k);
-    v("max_prompts", max_prompts);
+    v("temperatures", temperatures, Range::at_least(0));
+    v("k", k, Range::at_least(2));
+    v("max_prompts", max_prompts, Range::at_least(0));
     v("pairs", pairs);
-    v("required_raters", required_raters);
-    v("max_new_tokens", max_new_tokens);
-    v("batch_size", batch_size);
+    v("required_raters", required_raters, Range::at_least(1));
+    v("max_new_tokens", max_new_tokens, Range::at_least(1));
+    v("batch_size", batch_size, Range::at_least(1));
     v("seed", seed);
-    v("threads", threads);
+    v("threads", threads, Range::at_least(0));
   }
 };
 

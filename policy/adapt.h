@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "common/config.h"
 #include "policy/checkpoint.h"
 #include "policy/gpt.h"
 #include "train/optim.h"
@@ -18,7 +19,7 @@ struct FreezeConfig {
   std::vector<std::string> patterns;  // globs over parameter names, e.g. "transformer.h.*.attn.*"
   template <class V> void visit(V& v) {
     v("embeddings", embeddings);
-    v("first_layers", first_layers);
+    v("first_layers", first_layers, Range::at_least(0));
     v("patterns", patterns);
   }
 };
@@ -30,8 +31,8 @@ struct LoraConfig {
   std::vector<std::string> targets = {"c_attn", "c_proj", "c_fc"};  // Conv1D layer names to adapt
   template <class V> void visit(V& v) {
     v("enabled", enabled);
-    v("rank", rank);
-    v("alpha", alpha);
+    v("rank", rank, Range::at_least(1));
+    v("alpha", alpha, Range::at_least(0));
     v("targets", targets);
   }
 };

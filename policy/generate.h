@@ -13,6 +13,7 @@
 #include <functional>
 #include <vector>
 
+#include "common/config.h"
 #include "policy/gpt.h"
 
 namespace rlhf {
@@ -24,10 +25,10 @@ struct SamplingConfig {
   int max_new_tokens = 64;     // per row, e.g. 128
   int64_t seed = 1234;         // sampling seed; rows use mix(seed, row) unless given
   template <class V> void visit(V& v) {
-    v("temperature", temperature);
-    v("top_k", top_k);
-    v("top_p", top_p);
-    v("max_new_tokens", max_new_tokens);
+    v("temperature", temperature, Range::at_least(0));
+    v("top_k", top_k, Range::at_least(0));
+    v("top_p", top_p, Range::between(1e-9, 1));
+    v("max_new_tokens", max_new_tokens, Range::at_least(1));
     v("seed", seed);
   }
 };

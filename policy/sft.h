@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "common/config.h"
 #include "policy/adapt.h"
 #include "policy/chat.h"
 #include "policy/generate.h"
@@ -38,18 +39,18 @@ struct SftLoopConfig {
   int checkpoint_interval = 100;    // steps between checkpoints (0 = only at the end)
   int keep_checkpoints = 2;         // step checkpoints kept on disk (the best is always kept)
   template <class V> void visit(V& v) {
-    v("batch_size", batch_size);
-    v("grad_accum", grad_accum);
-    v("epochs", epochs);
-    v("max_steps", max_steps);
-    v("grad_clip", grad_clip);
+    v("batch_size", batch_size, Range::at_least(1));
+    v("grad_accum", grad_accum, Range::at_least(1));
+    v("epochs", epochs, Range::at_least(0));
+    v("max_steps", max_steps, Range::at_least(0));
+    v("grad_clip", grad_clip, Range::at_least(0));
     v("seed", seed);
-    v("threads", threads);
+    v("threads", threads, Range::at_least(0));
     v("device", device);
-    v("log_interval", log_interval);
-    v("eval_interval", eval_interval);
-    v("checkpoint_interval", checkpoint_interval);
-    v("keep_checkpoints", keep_checkpoints);
+    v("log_interval", log_interval, Range::at_least(1));
+    v("eval_interval", eval_interval, Range::at_least(0));
+    v("checkpoint_interval", checkpoint_interval, Range::at_least(0));
+    v("keep_checkpoints", keep_checkpoints, Range::at_least(1));
   }
 };
 
@@ -64,7 +65,7 @@ struct SftSampleConfig {
   }();
   template <class V> void visit(V& v) {
     v("prompts_file", prompts_file);
-    v("count", count);
+    v("count", count, Range::at_least(0));
     v.section("sampling", sampling);
   }
 };

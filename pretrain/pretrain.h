@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "common/config.h"
 #include "policy/generate.h"
 #include "policy/gpt.h"
 #include "tokenizer/tokenizer.h"
@@ -25,9 +26,9 @@ struct PretrainDataConfig {
     v("corpus", corpus);
     v("extensions", extensions);
     v("tokenizer", tokenizer);
-    v("vocab_size", vocab_size);
+    v("vocab_size", vocab_size, Range::at_least(257));
     v("split_digits", split_digits);
-    v("val_fraction", val_fraction);
+    v("val_fraction", val_fraction, Range::between(0, 0.5));
   }
 };
 
@@ -45,18 +46,18 @@ struct PretrainLoopConfig {
   int checkpoint_interval = 200;   // steps between checkpoints (0 = only at the end)
   int keep_checkpoints = 2;        // step checkpoints kept on disk
   template <class V> void visit(V& v) {
-    v("batch_size", batch_size);
-    v("grad_accum", grad_accum);
-    v("max_steps", max_steps);
-    v("grad_clip", grad_clip);
+    v("batch_size", batch_size, Range::at_least(1));
+    v("grad_accum", grad_accum, Range::at_least(1));
+    v("max_steps", max_steps, Range::at_least(0));
+    v("grad_clip", grad_clip, Range::at_least(0));
     v("seed", seed);
-    v("threads", threads);
+    v("threads", threads, Range::at_least(0));
     v("device", device);
-    v("log_interval", log_interval);
-    v("eval_interval", eval_interval);
-    v("eval_batches", eval_batches);
-    v("checkpoint_interval", checkpoint_interval);
-    v("keep_checkpoints", keep_checkpoints);
+    v("log_interval", log_interval, Range::at_least(1));
+    v("eval_interval", eval_interval, Range::at_least(0));
+    v("eval_batches", eval_batches, Range::at_least(1));
+    v("checkpoint_interval", checkpoint_interval, Range::at_least(0));
+    v("keep_checkpoints", keep_checkpoints, Range::at_least(1));
   }
 };
 
@@ -77,6 +78,11 @@ struct SampleConfig {
 
 struct PretrainConfig {
   std::string out_dir = "runs/pretrain";  // the run folder
+  // Continue pretraining this checkpoint (ours or a Hugging Face GPT-2
+  // folder) instead of random weights: its config.json sets the model and
+  // its tokenizer encodes the corpus ([model] and data.tokenizer must be
+  // left unset). Empty: a new model from [model].
+  std::string init_from;
   PretrainDataConfig data;
   GPTConfig model = [] {
     GPTConfig m;
@@ -89,6 +95,7 @@ struct PretrainConfig {
   SampleConfig sample;
   template <class V> void visit(V& v) {
     v("out_dir", out_dir);
+    v("init_from", init_from);
     v.section("data", data);
     v.section("model", model);
     v.section("train", train);

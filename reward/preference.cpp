@@ -28,6 +28,7 @@ std::vector<PreferencePair> preference_pairs(const std::vector<Json>& rows, cons
     const size_t line = i < lines.size() ? lines[i] : i + 1;
     const std::string where = str_cat(source, ":", line);
     if (!row.contains("prompt")) fail(ErrorKind::kData, where, ": missing the field \"prompt\"");
+    check_preference_record(row, source, line);
     Conversation prompt;
     if (row["prompt"].is_string()) {
       prompt = {{"user", row["prompt"].get<std::string>()}};

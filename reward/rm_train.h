@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "common/config.h"
 #include "policy/adapt.h"
 #include "reward/preference.h"
 #include "reward/reward_model.h"
@@ -22,7 +23,7 @@ struct RewardDataConfig {
   int64_t since_label = 0;      // from a label store: only labels with a larger id; -1 = those newer than init_from's reward model
   template <class V> void visit(V& v) {
     v("preferences", preferences);
-    v("eval_fraction", eval_fraction);
+    v("eval_fraction", eval_fraction, Range::between(0, 0.9));
     v("since_label", since_label);
   }
 };
@@ -39,16 +40,16 @@ struct RewardLoopConfig {
   int log_interval = 10;
   int eval_interval = 0;       // steps between evaluations (0 = only at the end)
   template <class V> void visit(V& v) {
-    v("batch_size", batch_size);
-    v("grad_accum", grad_accum);
-    v("epochs", epochs);
-    v("grad_clip", grad_clip);
-    v("label_noise", label_noise);
+    v("batch_size", batch_size, Range::at_least(1));
+    v("grad_accum", grad_accum, Range::at_least(1));
+    v("epochs", epochs, Range::at_least(0));
+    v("grad_clip", grad_clip, Range::at_least(0));
+    v("label_noise", label_noise, Range::between(0, 0.5));
     v("seed", seed);
-    v("threads", threads);
+    v("threads", threads, Range::at_least(0));
     v("device", device);
-    v("log_interval", log_interval);
-    v("eval_interval", eval_interval);
+    v("log_interval", log_interval, Range::at_least(1));
+    v("eval_interval", eval_interval, Range::at_least(0));
   }
 };
 

@@ -12,6 +12,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "common/config.h"
+
 namespace rlhf {
 
 struct SimulatedRaterConfig {
@@ -19,8 +21,8 @@ struct SimulatedRaterConfig {
   double tie = 0.05;   // probability of answering "tie", e.g. 0.05
   int64_t seed = 1;    // two raters with different seeds disagree like two people
   template <class V> void visit(V& v) {
-    v("flip", flip);
-    v("tie", tie);
+    v("flip", flip, Range::between(0, 0.5));
+    v("tie", tie, Range::between(0, 1));
     v("seed", seed);
   }
 };

@@ -38,14 +38,14 @@ struct CompareConfig {
     v("policies", policies);
     v("names", names);
     v("prompts", prompts);
-    v("max_prompts", max_prompts);
+    v("max_prompts", max_prompts, Range::at_least(0));
     v("reward_model", reward_model);
     v("gold", gold);
     v.section("sampling", sampling);
-    v("samples", samples);
-    v("bootstrap", bootstrap);
+    v("samples", samples, Range::at_least(1));
+    v("bootstrap", bootstrap, Range::at_least(0));
     v("out", out);
-    v("threads", threads);
+    v("threads", threads, Range::at_least(0));
   }
 };
 

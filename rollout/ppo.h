@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "common/config.h"
 #include "policy/chat.h"
 #include "policy/gpt.h"
 #include "rollout/validation.h"
@@ -24,11 +25,11 @@ struct PpoRolloutConfig {
   int max_new_tokens = 80;       // reply length limit
   double missing_eos_penalty = 1.0;  // subtracted from the score of replies cut off at the limit
   template <class V> void visit(V& v) {
-    v("batch_size", batch_size);
-    v("generation_batch", generation_batch);
-    v("temperature", temperature);
-    v("max_new_tokens", max_new_tokens);
-    v("missing_eos_penalty", missing_eos_penalty);
+    v("batch_size", batch_size, Range::at_least(1));
+    v("generation_batch", generation_batch, Range::at_least(1));
+    v("temperature", temperature, Range::at_least(0));
+    v("max_new_tokens", max_new_tokens, Range::at_least(1));
+    v("missing_eos_penalty", missing_eos_penalty, Range::at_least(0));
   }
 };
 
@@ -52,24 +53,24 @@ struct PpoLoopConfig {
   std::string device = "cpu";
   int checkpoint_interval = 10;  // iterations between checkpoints (0 = only at the end)
   template <class V> void visit(V& v) {
-    v("iterations", iterations);
-    v("ppo_epochs", ppo_epochs);
-    v("minibatches", minibatches);
-    v("micro_batch", micro_batch);
-    v("lr", lr);
-    v("value_lr", value_lr);
+    v("iterations", iterations, Range::at_least(1));
+    v("ppo_epochs", ppo_epochs, Range::at_least(1));
+    v("minibatches", minibatches, Range::at_least(1));
+    v("micro_batch", micro_batch, Range::at_least(1));
+    v("lr", lr, Range::at_least(0));
+    v("value_lr", value_lr, Range::at_least(0));
     v("anneal_lr", anneal_lr);
-    v("clip", clip);
-    v("value_clip", value_clip);
-    v("vf_coef", vf_coef);
-    v("gamma", gamma);
-    v("lambda", lambda);
+    v("clip", clip, Range::at_least(0));
+    v("value_clip", value_clip, Range::at_least(0));
+    v("vf_coef", vf_coef, Range::at_least(0));
+    v("gamma", gamma, Range::between(0, 1));
+    v("lambda", lambda, Range::between(0, 1));
     v("whiten_advantages", whiten_advantages);
-    v("grad_clip", grad_clip);
+    v("grad_clip", grad_clip, Range::at_least(0));
     v("seed", seed);
-    v("threads", threads);
+    v("threads", threads, Range::at_least(0));
     v("device", device);
-    v("checkpoint_interval", checkpoint_interval);
+    v("checkpoint_interval", checkpoint_interval, Range::at_least(0));
   }
 };
 
@@ -81,10 +82,10 @@ struct KLConfig {
   double horizon = 10000;        // adaptation horizon in rollouts
   template <class V> void visit(V& v) {
     v("estimator", estimator);
-    v("coef", coef);
+    v("coef", coef, Range::at_least(0));
     v("adaptive", adaptive);
-    v("target", target);
-    v("horizon", horizon);
+    v("target", target, Range::at_least(0));
+    v("horizon", horizon, Range::at_least(1));
   }
 };
 
@@ -98,9 +99,9 @@ struct PpoFeedbackConfig {
   int required_raters = 1;      // raters each pushed comparison needs
   template <class V> void visit(V& v) {
     v("db", db);
-    v("every", every);
+    v("every", every, Range::at_least(0));
     v("prompts", prompts);
-    v("required_raters", required_raters);
+    v("required_raters", required_raters, Range::at_least(1));
   }
 };
 

@@ -26,12 +26,12 @@ struct ValidationConfig {
   int samples = 4;          // replies written side by side with the reference's
   template <class V> void visit(V& v) {
     v("prompts", prompts);
-    v("interval", interval);
-    v("max_prompts", max_prompts);
-    v("temperature", temperature);
-    v("max_new_tokens", max_new_tokens);
+    v("interval", interval, Range::at_least(0));
+    v("max_prompts", max_prompts, Range::at_least(0));
+    v("temperature", temperature, Range::at_least(0));
+    v("max_new_tokens", max_new_tokens, Range::at_least(1));
     v("seed", seed);
-    v("samples", samples);
+    v("samples", samples, Range::at_least(1));
   }
 };
 

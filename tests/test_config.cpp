@@ -2,6 +2,8 @@
 #include <gtest/gtest.h>
 
 #include "common/config.h"
+#include "common/fs.h"
+#include "common/jsonl.h"
 #include "test_util.h"
 
 namespace rlhf {
@@ -73,6 +75,24 @@ TEST(Config, ResolvedConfigRoundTripsThroughToml) {
   EXPECT_EQ(back.inner.lr, c.inner.lr);
   EXPECT_EQ(back.inner.names, c.inner.names);
   EXPECT_EQ(back.steps, 42);
+}
+
+// JSON 200,000 levels deep crashed `labels import` and the safetensors
+// reader (issue "Hardening"): nesting is capped while parsing.
+TEST(Json, DeepNestingIsAClearErrorNeverACrash) {
+  const std::string deep = std::string(200000, '[') + std::string(200000, ']');
+  const std::string msg = error_of([&] { parse_json(deep, "hostile.json"); });
+  EXPECT_NE(msg.find("hostile.json"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("nested more than 128 levels"), std::string::npos) << msg;
+  const std::string fine = std::string(kMaxJsonDepth, '[') + std::string(kMaxJsonDepth, ']');
+  EXPECT_EQ(parse_json(fine, "fine.json").size(), 1u);
+  EXPECT_THROW(parse_json("{\"a\": [1, 2", "cut.json"), nlohmann::json::parse_error);
+
+  test::TempDir dir("deepjsonl");
+  const std::string path = dir.file("pairs.jsonl");
+  write_file_atomic(path, "{\"prompt\": \"hi\"}\n{\"prompt\": " + deep + "}\n");
+  const std::string line_msg = error_of([&] { read_jsonl(path, [](const Json&, size_t) {}); });
+  EXPECT_NE(line_msg.find("pairs.jsonl:2"), std::string::npos) << line_msg;
 }
 
 }  // namespace

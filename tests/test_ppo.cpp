@@ -35,6 +35,25 @@ TEST(Configs, EveryShippedConfigLoadsWithoutUnknownKeys) {
   load_config<PipelineConfig>(dir + "ci.toml", {});
 }
 
+// `rm train` with batch_size 0 trained on nothing and exited 0; `ppo` with
+// negative iterations rewrote the run's config.toml before failing (issue
+// "Hardening"): numeric ranges are checked when the config loads, before any
+// stage runs or writes, and the error names the key and the allowed range.
+TEST(Configs, OutOfRangeNumbersAreRefusedWhenTheConfigLoads) {
+  std::string msg = test::error_of([] { load_config<RewardTrainConfig>("", {"--train.batch_size=0"}); });
+  EXPECT_NE(msg.find("'train.batch_size'"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("at least 1"), std::string::npos) << msg;
+  msg = test::error_of([] { load_config<PpoConfig>("", {"--train.iterations=-3"}); });
+  EXPECT_NE(msg.find("'train.iterations'"), std::string::npos) << msg;
+  msg = test::error_of([] { load_config<PipelineConfig>("", {"--label.flip=0.7"}); });
+  EXPECT_NE(msg.find("'label.flip'"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("between 0 and 0.5"), std::string::npos) << msg;
+  msg = test::error_of([] { load_config<PipelineConfig>("", {"--ppo.rollout.temperature=-1"}); });
+  EXPECT_NE(msg.find("'ppo.rollout.temperature'"), std::string::npos) << msg;
+  // The defaults themselves are in range.
+  load_config<PipelineConfig>("", {});
+}
+
 TEST(PpoMath, GaeMatchesAHandComputedCaseAndStopsAtTheEnd) {
   auto [adv, ret] = ppo::gae(t2({0, 0, 1}, 1), t2({0.5, 0.6, 0.7}, 1), t2({1, 1, 1}, 1), 1.0, 0.95);
   EXPECT_TRUE(torch::allclose(adv, t2({0.46575f, 0.385f, 0.3f}, 1), 1e-6, 1e-6)) << adv;

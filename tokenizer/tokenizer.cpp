@@ -300,8 +300,8 @@ Tokenizer Tokenizer::load_vocab_merges(const std::string& vocab_path,
                                        const std::string& merges_path) {
   Json vocab;
   try {
-    vocab = Json::parse(read_file(vocab_path));
-  } catch (const nlohmann::json::parse_error& e) {
+    vocab = parse_json(read_file(vocab_path), vocab_path);
+  } catch (const nlohmann::json::exception& e) {
     fail(ErrorKind::kData, vocab_path, ": not valid JSON (", e.what(), ")");
   }
   if (!vocab.is_object() || vocab.empty()) {
@@ -363,8 +363,8 @@ Tokenizer Tokenizer::load(const std::string& dir) {
   }
   Json root;
   try {
-    root = Json::parse(read_file(json_path));
-  } catch (const nlohmann::json::parse_error& e) {
+    root = parse_json(read_file(json_path), json_path);
+  } catch (const nlohmann::json::exception& e) {
     fail(ErrorKind::kData, json_path, ": not valid JSON (", e.what(), ")");
   }
   const Json* model = root.contains("model") ? &root["model"] : nullptr;
@@ -470,8 +470,9 @@ void Tokenizer::save(const std::string& dir) const {
                  {"bos_token", eos}, {"eos_token", eos}, {"unk_token", eos},
                  {"additional_special_tokens", special_names_},
                  // Our chat template (see policy/chat_template.h), for transformers.
+                 // It starts with <|endoftext|>, as ChatTemplate::render does.
                  {"chat_template",
-                  "{% for m in messages %}{{ '<|' + m['role'] + '|>' + m['content'] + '<|end|>' }}"
+                  "{{ '<|endoftext|>' }}{% for m in messages %}{{ '<|' + m['role'] + '|>' + m['content'] + '<|end|>' }}"
                   "{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}"}};
   write_file_atomic(join_path(dir, "vocab.json"), vocab.dump());
   write_file_atomic(join_path(dir, "merges.txt"), merges_txt);

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "common/config.h"
 #include "train/safetensors.h"
 
 namespace rlhf {
@@ -19,10 +20,10 @@ struct AdamWConfig {
   double eps = 1e-8;           // denominator floor
   double weight_decay = 0.1;   // applied to matrices only, e.g. 0.1
   template <class V> void visit(V& v) {
-    v("beta1", beta1);
-    v("beta2", beta2);
-    v("eps", eps);
-    v("weight_decay", weight_decay);
+    v("beta1", beta1, Range::between(0, 0.999999));
+    v("beta2", beta2, Range::between(0, 0.999999));
+    v("eps", eps, Range::at_least(0));
+    v("weight_decay", weight_decay, Range::at_least(0));
   }
 };
 
@@ -69,9 +70,9 @@ struct ScheduleConfig {
   int64_t warmup_steps = 100;  // linear warm-up from 0, e.g. 2% of the steps
   std::string decay = "cosine";  // "cosine", "linear" or "constant" after warm-up
   template <class V> void visit(V& v) {
-    v("lr", lr);
-    v("min_lr", min_lr);
-    v("warmup_steps", warmup_steps);
+    v("lr", lr, Range::at_least(0));
+    v("min_lr", min_lr, Range::at_least(0));
+    v("warmup_steps", warmup_steps, Range::at_least(0));
     v("decay", decay);
   }
 };

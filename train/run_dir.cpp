@@ -64,9 +64,9 @@ void RunDir::open_metrics(int64_t resume_step) {
     while (std::getline(in, line)) {
       if (line.empty()) continue;
       try {
-        const Json row = Json::parse(line);
+        const Json row = parse_json(line, path);
         if (row.value("step", int64_t{0}) > resume_step) continue;
-      } catch (const nlohmann::json::parse_error&) {
+      } catch (const nlohmann::json::exception&) {
         continue;  // a line cut short by a kill
       }
       kept += line + "\n";

@@ -88,8 +88,8 @@ SafetensorsFile parse_safetensors(const uint8_t* data, size_t size, const std::s
   if (n > size - 8) corrupt("the header claims ", n, " bytes but only ", size - 8, " follow");
   Json header;
   try {
-    header = Json::parse(data + 8, data + 8 + n);
-  } catch (const nlohmann::json::parse_error& e) {
+    header = parse_json(std::string_view(reinterpret_cast<const char*>(data + 8), n), source + " (header)");
+  } catch (const nlohmann::json::exception& e) {
     corrupt("the header is not valid JSON (", e.what(), ")");
   }
   if (!header.is_object()) corrupt("the header is not a JSON object");
