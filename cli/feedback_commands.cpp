@@ -53,7 +53,7 @@ int64_t labels_seen_by(const std::string& reward_model) {
   const std::string path = join_path(ckpt, "trainer_state.json");
   Json state;
   try {
-    state = Json::parse(read_file(path));
+    state = parse_json(read_file(path), path);
   } catch (const Json::exception& e) {
     fail(ErrorKind::kCorrupt, "'", path, "' is not valid JSON: ", e.what());
   }
@@ -118,6 +118,26 @@ void register_feedback_commands(CLI::App& app) {
                   "again)\n",
                   name->c_str(), db->c_str(), token.c_str());
     });
+    CLI::App* revoke = raters->add_subcommand("revoke", "Invalidate a rater's token (their labels stay)");
+    revoke->add_option("name", *name, "rater name")->required();
+    revoke->add_option("--db", *db, "label store")->capture_default_str();
+    add_action(revoke, [=] {
+      labels::LabelStore store(*db);
+      store.set_token_hash(*name, "");
+      std::printf("rater '%s': token revoked; a running label service refuses it from the next connection\n",
+                  name->c_str());
+    });
+    CLI::App* rotate = raters->add_subcommand("rotate", "Give a rater a new token (the old one stops working)");
+    rotate->add_option("name", *name, "rater name")->required();
+    rotate->add_option("--db", *db, "label store")->capture_default_str();
+    add_action(rotate, [=] {
+      labels::LabelStore store(*db);
+      const std::string token = labels::new_rater_token();
+      store.set_token_hash(*name, labels::sha256_hex(token));
+      std::printf("rater '%s': new token: %s\n(the old token no longer works; this one is not stored and cannot be "
+                  "shown again)\n",
+                  name->c_str(), token.c_str());
+    });
     CLI::App* list = raters->add_subcommand("list", "List raters");
     list->add_option("--db", *db, "label store")->capture_default_str();
     add_action(list, [=] {
@@ -139,7 +159,12 @@ void register_feedback_commands(CLI::App& app) {
     add_action(imp, [=] {
       labels::LabelStore store(*db);
       const auto s = store.import_jsonl(*file, *rater);
-      std::printf("imported %zu pairs and %zu rankings into %s\n", s.pairs, s.rankings, db->c_str());
+      std::printf("imported %zu pairs and %zu rankings into %s", s.pairs, s.rankings, db->c_str());
+      if (s.already_there > 0) std::printf("; %zu were there already from '%s'", s.already_there, rater->c_str());
+      if (s.disagreements > 0) {
+        std::printf("; %zu disagree with another rater's label (see `rlhf labels stats`)", s.disagreements);
+      }
+      std::printf("\n");
     });
     CLI::App* stats = labels_cmd->add_subcommand(
         "stats", "Labels per rater, agreement (Cohen's kappa per pair, Krippendorff's alpha) and gold accuracy");

@@ -20,6 +20,7 @@
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <deque>
 #include <memory>
 #include <optional>
@@ -40,7 +41,7 @@ using namespace rlhf::ui;
 namespace {
 
 struct Options {
-  std::string server, token, db, rater = "me", guidelines_file, compare_dir, script, screenshot;
+  std::string server, token, token_file, db, rater = "me", guidelines_file, compare_dir, script, screenshot;
   int width = 1280, height = 800, settle_frames = 6;
 };
 
@@ -288,12 +289,28 @@ class KeyScript {
   int down_ = -1;
 };
 
+// The token from --token_file, --token or RLHF_RATER_TOKEN, in that order.
+std::string rater_token(const Options& o) {
+  std::string token = o.token;
+  if (!o.token_file.empty()) {
+    const std::string text = read_file(o.token_file);
+    token = text.substr(0, text.find_first_of("\r\n"));
+  } else if (token.empty() && std::getenv("RLHF_RATER_TOKEN") != nullptr) {
+    token = std::getenv("RLHF_RATER_TOKEN");
+  }
+  if (token.empty()) {
+    fail(ErrorKind::kUsage, "--server needs your rater token: RLHF_RATER_TOKEN, --token_file FILE or --token ",
+         "(from `rlhf raters add NAME`)");
+  }
+  return token;
+}
+
 int run(const Options& o) {
   std::unique_ptr<RatingBackend> backend;
   if (!o.server.empty()) {
-    if (o.token.empty()) fail(ErrorKind::kUsage, "--server needs --token (from `rlhf raters add NAME`)");
+    const std::string token = rater_token(o);
     const auto [host, port] = labels::parse_host_port(o.server);
-    backend = make_remote_backend(host, port, o.token);
+    backend = make_remote_backend(host, port, token);
   } else if (!o.db.empty()) {
     backend = make_local_backend(o.db, o.rater, labels::DeskConfig{});
   } else {
@@ -380,7 +397,10 @@ int main(int argc, char** argv) {
   Options o;
   CLI::App cli{"rlhf-rater: rate model replies for the label store (Dear ImGui)"};
   cli.add_option("--server", o.server, "label service HOST:PORT (rlhf serve-labels)");
-  cli.add_option("--token", o.token, "your rater token (from rlhf raters add NAME)");
+  cli.add_option("--token", o.token,
+                 "your rater token (from rlhf raters add NAME); visible to other users in `ps`, so prefer "
+                 "RLHF_RATER_TOKEN or --token_file");
+  cli.add_option("--token_file", o.token_file, "read the token from this file (its first line)");
   cli.add_option("--db", o.db, "rate a local label store instead of a server");
   cli.add_option("--rater", o.rater, "rater name for --db")->capture_default_str();
   cli.add_option("--guidelines", o.guidelines_file, "text file shown in the Guidelines tab (e.g. docs/rubric.md)");

@@ -98,6 +98,8 @@ int64_t RatingDesk::submit(const Rater& rater, Label label) {
   std::sort(stored.begin(), stored.end());
   if (shown != stored)
     fail(ErrorKind::kData, "shown_order must list the comparison's ", c.candidates.size(), " candidates once each");
+  // Every list is checked against the task's shape before it is read:
+  // ranks and ratings are indexed by the shown order below.
   if (c.is_ranking()) {
     if (label.choice != Choice::kRanking || label.ranking.size() != c.candidates.size())
       fail(ErrorKind::kData, "comparison ", c.id, " is a ranking of ", c.candidates.size(),
@@ -105,8 +107,8 @@ int64_t RatingDesk::submit(const Rater& rater, Label label) {
     for (int r : label.ranking)
       if (r < 1 || r > static_cast<int>(c.candidates.size()))
         fail(ErrorKind::kData, "rank ", r, " is out of range 1..", c.candidates.size());
-  } else if (label.choice == Choice::kRanking) {
-    fail(ErrorKind::kData, "comparison ", c.id, " is a pair: choose a, b, tie or both_bad");
+  } else if (label.choice == Choice::kRanking || !label.ranking.empty()) {
+    fail(ErrorKind::kData, "comparison ", c.id, " is a pair: choose a, b, tie or both_bad, and send no ranking");
   }
   if (!label.ratings.empty()) {
     if (label.ratings.size() != c.candidates.size())

@@ -1,10 +1,16 @@
 #include "labels/service.h"
 
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <unistd.h>
 
 #include <boost/asio.hpp>
+#include <array>
+#include <cerrno>
 #include <cstring>
+#include <map>
 
 #include "common/error.h"
 #include "common/log.h"
@@ -29,13 +35,38 @@ std::string error_frame(const std::string& text) {
 
 struct LabelServer::Impl {
   ServiceConfig config;
+  int serving_lock = -1;  // flock on <db>.serving while this server runs
   LabelStore store;
   RatingDesk desk;
+  // Open connections, in all and per remote address (the I/O thread only).
+  // Declared before io: sessions still queued in io count down on its
+  // destruction.
+  size_t open_sessions = 0;
+  std::map<std::string, size_t> open_per_address;
   asio::io_context io;
   tcp::acceptor acceptor{io};
+  asio::steady_timer accept_retry{io};
   size_t next_session = 1;
 
-  explicit Impl(const ServiceConfig& c) : config(c), store(c.db), desk(store, c.desk) {}
+  explicit Impl(const ServiceConfig& c) : config(c), serving_lock(lock_for_serving(c.db)), store(c.db), desk(store, c.desk) {}
+  ~Impl() {
+    if (serving_lock >= 0) ::close(serving_lock);
+  }
+
+  // Leases live in one server's memory, so two servers on one store would
+  // hand the same comparison to two raters: the second is refused. flock is
+  // released when the process dies, SIGKILL included.
+  static int lock_for_serving(const std::string& db) {
+    const std::string path = db + ".serving";
+    const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) fail(ErrorKind::kIo, "label service: cannot open ", path, ": ", std::strerror(errno));
+    if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+      ::close(fd);
+      fail(ErrorKind::kUsage, "label service: another `rlhf serve-labels` is serving ", db,
+           " (it holds ", path, "); raters should all use that one");
+    }
+    return fd;
+  }
 
   void accept();
   // Handles one decoded request; sets `close` when the connection must end.
@@ -44,22 +75,39 @@ struct LabelServer::Impl {
 
 namespace {
 
+// What a client sent, fit for one log line: control characters (a newline
+// would forge a line) become '?', and it is cut at 80 characters.
+std::string printable(const std::string& s) {
+  std::string out;
+  for (char c : s.substr(0, 80)) out += (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) ? '?' : c;
+  return s.size() > 80 ? out + "..." : out;
+}
+
 class Session : public std::enable_shared_from_this<Session> {
  public:
-  Session(tcp::socket socket, LabelServer::Impl& server, size_t id)
-      : socket_(std::move(socket)), timer_(socket_.get_executor()), server_(server) {
+  Session(tcp::socket socket, LabelServer::Impl& server, size_t id, std::string address)
+      : socket_(std::move(socket)), timer_(socket_.get_executor()), server_(server), address_(std::move(address)) {
     boost::system::error_code ec;
     const auto ep = socket_.remote_endpoint(ec);
-    peer_ = "#" + std::to_string(id) + " " + (ec ? std::string("?") : ep.address().to_string() + ":" + std::to_string(ep.port()));
+    peer_ = "#" + std::to_string(id) + " " + (ec ? std::string("?") : address_ + ":" + std::to_string(ep.port()));
+    ++server_.open_sessions;
+    ++server_.open_per_address[address_];
+  }
+  ~Session() {
+    --server_.open_sessions;
+    if (--server_.open_per_address[address_] == 0) server_.open_per_address.erase(address_);
   }
   void start() { read_header(); }
 
  private:
+  bool authenticated() const { return rater_.has_value(); }
   void arm_timer() {
-    timer_.expires_after(std::chrono::seconds(server_.config.idle_timeout_s));
-    timer_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
+    const int seconds = authenticated() ? server_.config.idle_timeout_s : server_.config.hello_timeout_s;
+    timer_.expires_after(std::chrono::seconds(seconds));
+    timer_.async_wait([self = shared_from_this(), seconds](const boost::system::error_code& ec) {
       if (ec) return;  // cancelled: activity
-      log_info("label service: ", self->peer_, " idle for ", self->server_.config.idle_timeout_s, " s; closing");
+      log_info("label service: ", self->peer_, self->authenticated() ? " idle for " : " said no hello in ", seconds,
+               " s; closing");
       self->close();
     });
   }
@@ -83,25 +131,36 @@ class Session : public std::enable_shared_from_this<Session> {
         return;
       }
       const uint32_t len = decode_frame_length(self->header_);
-      if (len == 0 || len > static_cast<uint64_t>(self->server_.config.max_frame_bytes)) {
-        self->reject("frame of " + std::to_string(len) + " bytes is outside 1.." +
-                     std::to_string(self->server_.config.max_frame_bytes));
+      const int64_t limit = self->authenticated()
+                                ? self->server_.config.max_frame_bytes
+                                : std::min(self->server_.config.hello_frame_bytes, self->server_.config.max_frame_bytes);
+      if (len == 0 || len > static_cast<uint64_t>(limit)) {
+        self->reject("frame of " + std::to_string(len) + " bytes is outside 1.." + std::to_string(limit) +
+                     (self->authenticated() ? "" : " (before hello)"));
         return;
       }
-      self->body_.assign(len, '\0');
-      self->read_body();
+      self->body_.clear();
+      self->read_body(len);
     });
   }
-  void read_body() {
-    asio::async_read(socket_, asio::buffer(body_), [self = shared_from_this()](const boost::system::error_code& ec,
-                                                                               size_t n) {
+  // The body as it arrives, a chunk at a time: a frame that is declared
+  // but never sent holds one chunk, not its declared size.
+  void read_body(size_t want) {
+    const size_t n = std::min(chunk_.size(), want - body_.size());
+    socket_.async_read_some(asio::buffer(chunk_.data(), n), [self = shared_from_this(), want](
+                                                                const boost::system::error_code& ec, size_t got) {
       if (ec) {
-        log_info("label service: ", self->peer_, ": truncated frame (", n, " of ", self->body_.size(),
+        log_info("label service: ", self->peer_, ": truncated frame (", self->body_.size() + got, " of ", want,
                  " bytes); closing");
         self->close();
         return;
       }
-      self->handle();
+      self->body_.append(self->chunk_.data(), got);
+      if (self->body_.size() < want) {
+        self->read_body(want);
+      } else {
+        self->handle();
+      }
     });
   }
   void handle() {
@@ -137,8 +196,9 @@ class Session : public std::enable_shared_from_this<Session> {
   tcp::socket socket_;
   asio::steady_timer timer_;
   LabelServer::Impl& server_;
-  std::string peer_;
+  std::string address_, peer_;
   uint8_t header_[4] = {};
+  std::array<char, 16384> chunk_{};
   std::string body_, out_;
   std::optional<Rater> rater_;
 };
@@ -148,7 +208,30 @@ class Session : public std::enable_shared_from_this<Session> {
 void LabelServer::Impl::accept() {
   acceptor.async_accept([this](const boost::system::error_code& ec, tcp::socket socket) {
     if (ec == asio::error::operation_aborted) return;
-    if (!ec) std::make_shared<Session>(std::move(socket), *this, next_session++)->start();
+    if (ec) {
+      // Out of file descriptors (or another transient failure): retrying at
+      // once would spin; wait a little so open connections can finish.
+      log_info("label service: cannot accept a connection (", ec.message(), "); retrying in 100 ms");
+      accept_retry.expires_after(std::chrono::milliseconds(100));
+      accept_retry.async_wait([this](const boost::system::error_code& e) {
+        if (!e) accept();
+      });
+      return;
+    }
+    boost::system::error_code addr_ec;
+    const auto ep = socket.remote_endpoint(addr_ec);
+    const std::string address = addr_ec ? std::string("?") : ep.address().to_string();
+    const auto it = open_per_address.find(address);
+    const size_t from_address = it == open_per_address.end() ? 0 : it->second;
+    if (open_sessions >= static_cast<size_t>(config.max_connections) ||
+        from_address >= static_cast<size_t>(config.max_connections_per_address)) {
+      log_info("label service: refusing a connection from ", address, " (", open_sessions, " open, ", from_address,
+               " from that address)");
+      boost::system::error_code ignored;
+      socket.close(ignored);
+    } else {
+      std::make_shared<Session>(std::move(socket), *this, next_session++, address)->start();
+    }
     accept();
   });
 }
@@ -163,7 +246,8 @@ std::string LabelServer::Impl::dispatch(std::optional<Rater>& rater, wire::Reque
       close = true;
       res.setError("unknown rater token: ask the operator for yours (`rlhf raters add NAME` prints it once)");
     } else {
-      log_info("label service: rater '", rater->name, "' connected (", to_std(req.getHello().getClient()), ")");
+      log_info("label service: rater '", printable(rater->name), "' connected (",
+               printable(to_std(req.getHello().getClient())), ")");
       res.setWelcome(text(rater->name));
     }
     return encode_frame(m);

@@ -10,6 +10,7 @@
 #include <memory>
 #include <string>
 
+#include "common/config.h"
 #include "labels/desk.h"
 
 namespace rlhf::labels {
@@ -20,13 +21,24 @@ struct ServiceConfig {
   int port = 7461;                            // 0 = any free port (tests)
   int64_t max_frame_bytes = 1 << 20;          // larger frames close the connection
   int idle_timeout_s = 900;                   // a silent connection is closed after this long
+  // Before a valid hello a connection costs the server almost nothing: its
+  // frames may declare at most this many bytes, bodies are read as they
+  // arrive, and it must say hello within hello_timeout_s.
+  int64_t hello_frame_bytes = 4096;
+  int hello_timeout_s = 10;
+  int max_connections = 512;                  // open connections in all; more are closed on accept
+  int max_connections_per_address = 64;       // from one IP address
   DeskConfig desk;                            // task assignment
   template <class V> void visit(V& v) {
     v("db", db);
     v("host", host);
-    v("port", port);
-    v("max_frame_bytes", max_frame_bytes);
-    v("idle_timeout_s", idle_timeout_s);
+    v("port", port, Range::between(0, 65535));
+    v("max_frame_bytes", max_frame_bytes, Range::between(4096, 64 << 20));
+    v("idle_timeout_s", idle_timeout_s, Range::at_least(1));
+    v("hello_frame_bytes", hello_frame_bytes, Range::between(64, 1 << 20));
+    v("hello_timeout_s", hello_timeout_s, Range::at_least(1));
+    v("max_connections", max_connections, Range::at_least(1));
+    v("max_connections_per_address", max_connections_per_address, Range::at_least(1));
     v.section("desk", desk);
   }
 };

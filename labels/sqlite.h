@@ -66,6 +66,9 @@ class Db {
 };
 
 // BEGIN IMMEDIATE ... COMMIT; rolls back if destroyed uncommitted.
+// BEGIN IMMEDIATE ... COMMIT, rolled back unless committed. Inside another
+// transaction it is a savepoint, so a bulk operation (an import) can hold one
+// transaction around many calls that each open their own.
 class Transaction {
  public:
   explicit Transaction(Db& db);
@@ -74,6 +77,7 @@ class Transaction {
 
  private:
   Db& db_;
+  bool nested_ = false;
   bool done_ = false;
 };
 

@@ -47,7 +47,7 @@ CREATE UNIQUE INDEX labels_by_client_id ON labels(rater_id, client_id) WHERE cli
 constexpr int kLatest = static_cast<int>(sizeof(kMigrations) / sizeof(kMigrations[0]));
 
 std::string to_text(const Json& j) { return j.is_null() ? std::string() : j.dump(); }
-Json from_text(const std::string& s) { return s.empty() ? Json() : Json::parse(s); }
+Json from_text(const std::string& s) { return s.empty() ? Json() : parse_json(s, "the label store"); }
 
 template <class T>
 std::string list_json(const std::vector<T>& v) {
@@ -56,7 +56,7 @@ std::string list_json(const std::vector<T>& v) {
 template <class T>
 std::vector<T> list_from(const std::string& s) {
   if (s.empty()) return {};
-  return Json::parse(s).get<std::vector<T>>();
+  return parse_json(s, "the label store").get<std::vector<T>>();
 }
 
 std::string candidate_key(std::vector<int64_t> ids) {
@@ -169,7 +169,7 @@ Prompt LabelStore::prompt(int64_t id) {
   sql::Statement s(db_, "SELECT id, messages, metadata FROM prompts WHERE id = ?");
   s.bind(1, id);
   if (!s.step()) fail(ErrorKind::kData, "label store '", db_.path(), "': no prompt ", id);
-  return Prompt{s.int64(0), Json::parse(s.text(1)), from_text(s.text(2))};
+  return Prompt{s.int64(0), parse_json(s.text(1), "the label store"), from_text(s.text(2))};
 }
 
 int64_t LabelStore::add_candidate(int64_t prompt_id, const std::string& text, bool finished,
@@ -216,6 +216,13 @@ std::optional<int64_t> LabelStore::add_comparison(int64_t prompt_id, const std::
   const int64_t id = db_.last_insert_id();
   tx.commit();
   return id;
+}
+
+std::optional<int64_t> LabelStore::comparison_with(const std::vector<int64_t>& candidates) {
+  sql::Statement s(db_, "SELECT id FROM comparisons WHERE candidate_key = ?");
+  s.bind(1, candidate_key(candidates));
+  if (!s.step()) return std::nullopt;
+  return s.int64(0);
 }
 
 namespace {
@@ -279,6 +286,13 @@ int64_t LabelStore::add_rater(const std::string& name, const std::string& token_
   const int64_t id = db_.last_insert_id();
   tx.commit();
   return id;
+}
+
+void LabelStore::set_token_hash(const std::string& name, const std::string& token_hash) {
+  sql::Statement s(db_, "UPDATE raters SET token_hash = ? WHERE name = ?");
+  s.bind(1, token_hash).bind(2, name);
+  s.run();
+  if (db_.changes() == 0) fail(ErrorKind::kUsage, "no rater named '", name, "' in ", db_.path(), " (see `rlhf raters list`)");
 }
 
 std::optional<Rater> LabelStore::rater_by_name(const std::string& name) {
@@ -392,32 +406,20 @@ ImportStats LabelStore::import_jsonl(const std::string& path, const std::string&
   std::vector<std::pair<Json, size_t>> rows;
   read_jsonl(path, [&](const Json& row, size_t line) {
     check_prompt(row, path, line);
-    if (row.contains("responses") || row.contains("ranking")) {
-      if (!row.contains("responses") || !row["responses"].is_array() || row["responses"].size() < 2) {
-        jsonl_error(path, line, "\"responses\" must be a list of two or more replies");
-      }
-      if (!row.contains("ranking") || !row["ranking"].is_array() || row["ranking"].size() != row["responses"].size()) {
-        jsonl_error(path, line, "\"ranking\" must give one rank per response (1 = best; equal ranks are ties)");
-      }
-      for (size_t i = 0; i < row["responses"].size(); ++i) {
-        response_text(row["responses"][i], path, line, "responses");
-        if (!row["ranking"][i].is_number_integer() || row["ranking"][i].get<int>() < 1) {
-          jsonl_error(path, line, "ranks in \"ranking\" must be integers >= 1");
-        }
-      }
+    check_preference_record(row, path, line);
+    if (row.contains("responses")) {
+      for (const Json& r : row["responses"]) response_text(r, path, line, "responses");
     } else {
-      if (!row.contains("chosen") || !row.contains("rejected")) {
-        jsonl_error(path, line, "expected \"chosen\" and \"rejected\" (a pair) or \"responses\" and \"ranking\"");
-      }
       response_text(row["chosen"], path, line, "chosen");
       response_text(row["rejected"], path, line, "rejected");
-      if (row.contains("tie") && !row["tie"].is_boolean()) jsonl_error(path, line, "\"tie\" must be true or false");
-      if (row.contains("margin") && !row["margin"].is_number()) jsonl_error(path, line, "\"margin\" must be a number");
     }
-    preference_finished_flags(row, path, line);
     rows.emplace_back(row, line);
   });
 
+  // One transaction for the whole file: a killed import leaves nothing
+  // half-done (a comparison without its label), and running it again
+  // imports everything.
+  sql::Transaction file_tx(db_);
   ImportStats stats;
   int64_t rater_id;
   if (auto r = rater_by_name(rater_name)) rater_id = r->id;
@@ -436,23 +438,42 @@ ImportStats LabelStore::import_jsonl(const std::string& path, const std::string&
     const std::vector<bool> finished = preference_finished_flags(row, path, line);
     for (size_t i = 0; i < texts.size(); ++i) ids.push_back(add_candidate(prompt_id, texts[i], finished[i], "imported", nullptr));
     stats.candidates += ids.size();
-    const auto comparison = add_comparison(prompt_id, ids);
-    if (!comparison) continue;  // the same comparison was imported before
+    // The same replies compared before (by this file or another) share one
+    // comparison; each rater's label on it is kept, once.
+    std::optional<int64_t> comparison_id = add_comparison(prompt_id, ids);
+    if (!comparison_id) comparison_id = comparison_with(ids);
+    RLHF_CHECK(comparison_id.has_value(), "a comparison that exists was not found");
+    const std::vector<Label> existing = labels_of_comparison(*comparison_id);
+    if (std::any_of(existing.begin(), existing.end(), [&](const Label& e) { return e.rater_id == rater_id; })) {
+      ++stats.already_there;
+      continue;
+    }
+    // The file's order is the shown order; the label is stored relative to
+    // the comparison's own candidate order (an earlier import may have
+    // stored the pair the other way round).
+    const std::vector<int64_t> stored = comparison(*comparison_id).candidates;
     Label l;
-    l.comparison_id = *comparison;
+    l.comparison_id = *comparison_id;
     l.rater_id = rater_id;
     l.shown_order = ids;
     if (row.contains("responses")) {
       l.choice = Choice::kRanking;
-      l.ranking = row["ranking"].get<std::vector<int>>();
+      const std::vector<int64_t> ranks = row["ranking"].get<std::vector<int64_t>>();
+      for (int64_t id : stored) {
+        l.ranking.push_back(static_cast<int>(ranks[std::find(ids.begin(), ids.end(), id) - ids.begin()]));
+      }
       ++stats.rankings;
     } else {
-      l.choice = row.value("tie", false) ? Choice::kTie : Choice::kA;
+      l.choice = row.value("tie", false) ? Choice::kTie : stored.front() == ids.front() ? Choice::kA : Choice::kB;
       if (row.contains("margin")) l.margin = row["margin"].get<double>();
       ++stats.pairs;
     }
+    stats.disagreements += std::any_of(existing.begin(), existing.end(), [&](const Label& e) {
+      return e.choice != l.choice || (l.choice == Choice::kRanking && e.ranking != l.ranking);
+    });
     add_label(l);
   }
+  file_tx.commit();
   return stats;
 }
 
@@ -468,7 +489,7 @@ std::vector<Json> LabelStore::export_records(int64_t since_label_id) {
     sql::Statement p(db_, "SELECT source, metadata FROM prompts WHERE id = ?");
     p.bind(1, c.prompt_id);
     p.step();
-    Json row = {{"prompt", Json::parse(p.text(0))}};
+    Json row = {{"prompt", parse_json(p.text(0), "the label store")}};
     const Json metadata = from_text(p.text(1));
     if (l.choice == Choice::kRanking) {
       Json responses = Json::array();

@@ -71,6 +71,8 @@ struct Label {
 
 struct ImportStats {
   size_t pairs = 0, rankings = 0, prompts = 0, candidates = 0;
+  size_t already_there = 0;  // records this rater had labelled before (a rerun): skipped
+  size_t disagreements = 0;  // imported labels that differ from another rater's on the same comparison
 };
 
 class LabelStore {
@@ -94,6 +96,8 @@ class LabelStore {
                                         int required_raters = 1, bool is_gold = false,
                                         const Json& gold_answer = nullptr);
   Comparison comparison(int64_t id);
+  // The comparison of exactly these candidates, if there is one.
+  std::optional<int64_t> comparison_with(const std::vector<int64_t>& candidates);
   // Makes a comparison a gold item with a known answer ({"choice": "a"}).
   void set_gold(int64_t id, const Json& answer);
   std::vector<Comparison> comparisons();
@@ -101,6 +105,9 @@ class LabelStore {
   std::vector<Comparison> open_comparisons_for(int64_t rater_id, size_t limit = SIZE_MAX);
 
   int64_t add_rater(const std::string& name, const std::string& token_hash, const std::string& kind);
+  // Replaces a rater's token hash ("" revokes: no token matches it). Their
+  // labels stay. Fails when there is no such rater.
+  void set_token_hash(const std::string& name, const std::string& token_hash);
   std::optional<Rater> rater_by_name(const std::string& name);
   std::optional<Rater> rater_by_token_hash(const std::string& token_hash);
   std::vector<Rater> raters();

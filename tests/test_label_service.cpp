@@ -221,6 +221,35 @@ TEST(RatingDesk, RanksAndRatingsAsShownAreStoredPerCandidate) {
   EXPECT_NE(test::error_of([&] { desk.submit(ann, bad); }).find("out of range"), std::string::npos);
 }
 
+// A pair labelled with a ranking of the wrong length was read past the end
+// of that list and heap contents stored as ranks (issue "Hardening").
+TEST(RatingDesk, ListsThatDoNotFitTheTaskAreRefusedBeforeUse) {
+  test::TempDir dir("shape");
+  LabelStore store(dir.file("l.sqlite"));
+  test::fill_label_store(store, 1, 1);
+  store.add_rater("ann", "", "human");
+  RatingDesk desk(store, {});
+  const Rater ann = *store.rater_by_name("ann");
+  const auto t = desk.next_task(ann);
+  ASSERT_TRUE(t && !t->ranking);
+  Label l;
+  l.comparison_id = t->comparison_id;
+  l.choice = Choice::kA;
+  for (auto& r : t->replies) l.shown_order.push_back(r.candidate_id);
+  for (const std::vector<int>& ranking : {std::vector<int>{1}, std::vector<int>{1, 2}, std::vector<int>{2, 1, 3}}) {
+    Label bad = l;
+    bad.ranking = ranking;
+    EXPECT_NE(test::error_of([&] { desk.submit(ann, bad); }).find("send no ranking"), std::string::npos);
+  }
+  Label short_ratings = l;
+  short_ratings.ratings = {5};
+  EXPECT_NE(test::error_of([&] { desk.submit(ann, short_ratings); }).find("one 1-7 rating per reply"), std::string::npos);
+  EXPECT_EQ(store.count_labels(), 0u);
+  desk.submit(ann, l);
+  EXPECT_EQ(store.count_labels(), 1u);
+  EXPECT_TRUE(store.labels().at(0).ranking.empty());
+}
+
 TEST(RatingDesk, GoldItemsAreMixedInAndScored) {
   test::TempDir dir("gold");
   LabelStore store(dir.file("l.sqlite"));
@@ -256,8 +285,7 @@ std::string read_file_if_exists(const std::string& path) { return path_exists(pa
 
 // A server on a free loopback port, run on its own thread.
 struct ServerThread {
-  explicit ServerThread(const std::string& db, DeskConfig desk = {}) {
-    ServiceConfig c;
+  explicit ServerThread(const std::string& db, DeskConfig desk = {}, ServiceConfig c = {}) {
     c.db = db;
     c.port = 0;
     c.max_frame_bytes = 64 * 1024;
@@ -444,6 +472,119 @@ TEST(LabelService, HostileFramesCloseOnlyTheirOwnConnection) {
   EXPECT_EQ(good.stats().labels, 1u);
 }
 
+// Before hello a client could declare a 1 MiB frame and send nothing; the
+// server zero-filled it (1,000 such connections: 160 MB -> 1.19 GB) and
+// kept the connection 15 minutes (issue "Hardening").
+TEST(LabelService, UnauthenticatedConnectionsAreCheapAndShortLived) {
+  test::TempDir dir("svc-prehello");
+  const std::string token = test::store_with_rater(dir.file("l.sqlite"), 3);
+  ServiceConfig cfg;
+  cfg.hello_timeout_s = 1;
+  cfg.max_connections_per_address = 8;
+  ServerThread server(dir.file("l.sqlite"), {}, cfg);
+  {  // a large frame before hello is refused at its header
+    RawSocket s(server.port);
+    s.send(frame_header(60000));
+    const std::string got = s.read_until_closed();
+    EXPECT_TRUE(s.closed);
+    EXPECT_NE(error_in(got).find("before hello"), std::string::npos) << error_in(got);
+  }
+  {  // silence before hello ends the connection after hello_timeout_s
+    RawSocket s(server.port);
+    const auto t0 = std::chrono::steady_clock::now();
+    s.read_until_closed();
+    EXPECT_TRUE(s.closed);
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(4));
+  }
+  {  // past the per-address cap new connections are closed at once; an
+     // honest rater gets in again as soon as the others are gone
+    std::vector<std::unique_ptr<RawSocket>> held;
+    for (int i = 0; i < 8; ++i) held.push_back(std::make_unique<RawSocket>(server.port));
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    RawSocket extra(server.port);
+    extra.read_until_closed();
+    EXPECT_TRUE(extra.closed);
+    held.clear();
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    LabelClient ok("127.0.0.1", server.port, token);
+    EXPECT_TRUE(ok.next_task());
+  }
+}
+
+// Tokens can be revoked and rotated from the command line; labels stay.
+TEST(RaterTokens, RevokeAndRotate) {
+  test::TempDir dir("tokens");
+  const std::string db = dir.file("l.sqlite");
+  ASSERT_EQ(test::run_cli({"raters", "add", "ann", "--db", db}, dir.file("add.log")), 0);
+  const std::string add = read_file(dir.file("add.log"));
+  const std::string old_token = add.substr(add.find("token: ") + 7, 64);
+  ASSERT_EQ(test::run_cli({"raters", "rotate", "ann", "--db", db}, dir.file("rotate.log")), 0);
+  const std::string rot = read_file(dir.file("rotate.log"));
+  const std::string new_token = rot.substr(rot.find("new token: ") + 11, 64);
+  EXPECT_NE(old_token, new_token);
+  {
+    LabelStore store(db);
+    RatingDesk desk(store, {});
+    EXPECT_FALSE(desk.authenticate(old_token));
+    ASSERT_TRUE(desk.authenticate(new_token));
+    EXPECT_EQ(desk.authenticate(new_token)->name, "ann");
+  }
+  ASSERT_EQ(test::run_cli({"raters", "revoke", "ann", "--db", db}, dir.file("revoke.log")), 0);
+  {
+    LabelStore store(db);
+    RatingDesk desk(store, {});
+    EXPECT_FALSE(desk.authenticate(new_token));
+    EXPECT_TRUE(store.rater_by_name("ann")) << "the rater and their labels stay";
+  }
+  EXPECT_NE(test::run_cli({"raters", "revoke", "nobody", "--db", db}, dir.file("none.log")), 0);
+  EXPECT_NE(read_file(dir.file("none.log")).find("no rater named 'nobody'"), std::string::npos);
+}
+
+// Two servers on one store each kept their own leases (185 of 450
+// single-rater comparisons got two labels): the second is refused.
+TEST(LabelService, ASecondServerOnTheSameStoreIsRefused) {
+  test::TempDir dir("svc-two");
+  test::store_with_rater(dir.file("l.sqlite"), 2);
+  ServerThread first(dir.file("l.sqlite"));
+  ServiceConfig c;
+  c.db = dir.file("l.sqlite");
+  c.port = 0;
+  const std::string msg = test::error_of([&] { LabelServer second(c); });
+  EXPECT_NE(msg.find("another `rlhf serve-labels` is serving"), std::string::npos) << msg;
+}
+
+// A newline in hello's client text forged a log line.
+TEST(LabelService, ClientTextIsLoggedOnOneLine) {
+  test::TempDir dir("svc-logline");
+  const std::string token = test::store_with_rater(dir.file("l.sqlite"), 1);
+  const std::string log = dir.file("serve.log");
+  const pid_t pid = test::spawn_cli({"serve-labels", "--db", dir.file("l.sqlite"), "--port", "0"}, log);
+  int port = 0;
+  for (int i = 0; i < 200 && port == 0; ++i) {
+    const std::string text = read_file_if_exists(log);
+    const auto at = text.find("127.0.0.1:");
+    if (at != std::string::npos && text.find('\n', at) != std::string::npos) port = std::atoi(text.c_str() + at + 10);
+    else std::this_thread::sleep_for(std::chrono::milliseconds(25));
+  }
+  ASSERT_GT(port, 0) << read_file_if_exists(log);
+  {
+    RawSocket s(port);
+    capnp::MallocMessageBuilder m;
+    auto hello = m.initRoot<wire::Request>().initHello();
+    hello.setToken(token.c_str());
+    hello.setClient("rater\nlabel service: rater 'admin' connected");
+    s.send(encode_frame(m));
+    char buf[256];
+    ::recv(s.fd, buf, sizeof buf, 0);
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  ::kill(pid, SIGTERM);
+  test::wait_exit(pid);
+  const std::string text = read_file(log);
+  EXPECT_EQ(text.find("\nlabel service: rater 'admin'"), std::string::npos) << text;
+  EXPECT_NE(text.find("rater?label service"), std::string::npos) << text;
+}
+
 TEST(LabelService, AcknowledgedLabelsSurviveSigkillAndResendsAreNotDoubled) {
   test::TempDir dir("svc-kill");
   const std::string token = test::store_with_rater(dir.file("l.sqlite"), 40);
@@ -488,6 +629,22 @@ TEST(LabelService, AcknowledgedLabelsSurviveSigkillAndResendsAreNotDoubled) {
   EXPECT_EQ(c.stats().labels, 25u);
   ::kill(pid2, SIGTERM);
   EXPECT_EQ(test::wait_exit(pid2), 0);
+}
+
+// `serve-labels --db typo.sqlite` served a new empty store; --port 70000
+// bound port 4464 (issue "Hardening").
+TEST(LabelService, ServingNeedsAnExistingStoreAndAPortInRange) {
+  test::TempDir dir("serveargs");
+  const std::string typo = dir.file("typo.sqlite");
+  EXPECT_NE(test::run_cli({"serve-labels", "--db", typo, "--port", "0"}, dir.file("a.log")), 0);
+  EXPECT_NE(read_file(dir.file("a.log")).find("--create"), std::string::npos) << read_file(dir.file("a.log"));
+  EXPECT_FALSE(path_exists(typo)) << "nothing is created";
+  test::store_with_rater(dir.file("l.sqlite"), 1);
+  EXPECT_NE(test::run_cli({"serve-labels", "--db", dir.file("l.sqlite"), "--port", "70000"}, dir.file("b.log")), 0);
+  EXPECT_NE(read_file(dir.file("b.log")).find("70000"), std::string::npos) << read_file(dir.file("b.log"));
+  EXPECT_NE(test::run_cli({"serve-labels", "--db", dir.file("l.sqlite"), "--max_frame_bytes", "99999999999"},
+                          dir.file("c.log")),
+            0);
 }
 
 TEST(LabelService, HostPortIsParsedWithClearErrors) {

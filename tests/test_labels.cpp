@@ -9,6 +9,7 @@
 #include "labels/feedback.h"
 #include "labels/sqlite.h"
 #include "labels/store.h"
+#include "process_util.h"
 #include "reward/preference.h"
 #include "reward/simulated_rater.h"
 #include "support/generator.h"
@@ -74,6 +75,11 @@ TEST(LabelStore, MalformedJsonlIsAnErrorNamingFileAndLineAndImportsNothing) {
       {R"({"prompt": "a", "chosen": 5, "rejected": "c"})", "\"chosen\" must be a string"},
       {R"({"prompt": "a", "chosen": "b", "rejected": "c", "chosen_finished": "no"})", "\"chosen_finished\""},
       {R"({"prompt": "a", "responses": ["x", "y"], "ranking": [1, 2], "finished": [true]})", "one true/false per response"},
+      // Found from outside (issue "Hardening"): each was stored or crashed.
+      {R"({"prompt": "a", "chosen": "b", "rejected": "c", "margin": 1e400})", "number overflow parsing '1e400'"},
+      {R"({"prompt": "a", "responses": ["x", "y"], "ranking": [4294967297, 2]})", "from 1 (best) to 2"},
+      {R"({"prompt": "a", "responses": ["x", "y", "z"], "ranking": [1, 2, 4]})", "from 1 (best) to 3"},
+      {R"({"prompt": "a", "chosen": "b", "rejected": "b"})", "the same reply"},
   };
   for (const auto& [line, expect] : cases) {
     write_file_atomic(dir.file("in.jsonl"), good + "\n" + line + "\n");
@@ -82,6 +88,71 @@ TEST(LabelStore, MalformedJsonlIsAnErrorNamingFileAndLineAndImportsNothing) {
     EXPECT_NE(msg.find(expect), std::string::npos) << msg;
     EXPECT_EQ(store.count_labels(), 0u) << "a bad file must import nothing";
   }
+}
+
+// Importing the same pairs under a second rater added nothing; a rerun of
+// the same import must not double anything (issue "Hardening").
+TEST(LabelStore, EachRatersImportIsKeptOnceAndDisagreementIsCounted) {
+  test::TempDir dir("store-raters");
+  LabelStore store(dir.file("l.sqlite"));
+  write_file_atomic(dir.file("ann.jsonl"), R"({"prompt": "p", "chosen": "good", "rejected": "bad"}
+{"prompt": "q", "responses": ["x", "y", "z"], "ranking": [1, 2, 3]}
+)");
+  // Bob prefers the other reply and ranks the other way round.
+  write_file_atomic(dir.file("bob.jsonl"), R"({"prompt": "p", "chosen": "bad", "rejected": "good"}
+{"prompt": "q", "responses": ["z", "x", "y"], "ranking": [3, 1, 2]}
+)");
+  const auto ann = store.import_jsonl(dir.file("ann.jsonl"), "ann");
+  EXPECT_EQ(ann.pairs + ann.rankings, 2u);
+  const auto again = store.import_jsonl(dir.file("ann.jsonl"), "ann");
+  EXPECT_EQ(again.pairs + again.rankings, 0u);
+  EXPECT_EQ(again.already_there, 2u);
+  const auto bob = store.import_jsonl(dir.file("bob.jsonl"), "bob");
+  EXPECT_EQ(bob.pairs + bob.rankings, 2u);
+  EXPECT_EQ(bob.disagreements, 1u) << "the pair disagrees; the ranking is the same one, listed in another order";
+  EXPECT_EQ(store.count_labels(), 4u);
+  EXPECT_EQ(store.comparisons().size(), 2u);
+  // Exported, each rater's view survives: ann's chosen is "good", bob's "bad".
+  int good_first = 0, bad_first = 0;
+  for (const Json& r : store.export_records()) {
+    if (!r.contains("chosen")) continue;
+    good_first += r["chosen"] == "good";
+    bad_first += r["chosen"] == "bad";
+  }
+  EXPECT_EQ(good_first, 1);
+  EXPECT_EQ(bad_first, 1);
+}
+
+// `labels import` killed and run again left comparisons without their label
+// for good (2 of 3,000): the import is one transaction now.
+TEST(LabelStore, AnImportKilledAndRunAgainLeavesEveryComparisonLabelledOnce) {
+  test::TempDir dir("store-kill");
+  std::string text;
+  for (int i = 0; i < 3000; ++i) {
+    text += "{\"prompt\": \"question " + std::to_string(i) + "\", \"chosen\": \"yes " + std::to_string(i) +
+            "\", \"rejected\": \"no\"}\n";
+  }
+  write_file_atomic(dir.file("pairs.jsonl"), text);
+  const std::vector<std::string> args = {"labels", "import", dir.file("pairs.jsonl"), "--db", dir.file("l.sqlite")};
+  for (int delay_ms : {150, 400}) {
+    const pid_t pid = test::spawn_cli(args, dir.file("killed.log"));
+    std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
+    ::kill(pid, SIGKILL);
+    test::wait_exit(pid);
+  }
+  ASSERT_EQ(test::run_cli(args, dir.file("rerun.log")), 0) << read_file(dir.file("rerun.log"));
+  LabelStore store(dir.file("l.sqlite"));
+  EXPECT_EQ(store.comparisons().size(), 3000u);
+  EXPECT_EQ(store.count_labels(), 3000u);
+  for (const auto& c : store.comparisons()) ASSERT_EQ(store.labels_of_comparison(c.id).size(), 1u) << c.id;
+}
+
+TEST(LabelStore, AFolderInsteadOfAJsonlFileIsAnError) {
+  test::TempDir dir("store-dir");
+  LabelStore store(dir.file("l.sqlite"));
+  make_dirs(dir.file("pairs.jsonl"));
+  const std::string msg = error_of([&] { store.import_jsonl(dir.file("pairs.jsonl"), "bob"); });
+  EXPECT_NE(msg.find("is a folder"), std::string::npos) << msg;
 }
 
 TEST(LabelStore, ConcurrentWritersLoseNothing) {
