@@ -27,8 +27,8 @@ std::string trim(std::string s) {
 
 Json read_json_file(const std::string& path) {
   try {
-    return Json::parse(read_file(path));
-  } catch (const nlohmann::json::parse_error& e) {
+    return parse_json(read_file(path), path);
+  } catch (const nlohmann::json::exception& e) {
     fail(ErrorKind::kCorrupt, path, ": not valid JSON (", e.what(), ")");
   }
 }
@@ -40,14 +40,33 @@ TensorMap model_weights(torch::nn::Module& model) {
   return out;
 }
 
+Json special_token_ids(const Tokenizer& tokenizer) {
+  const int32_t eot = tokenizer.find_special(special::kEndOfText), end = tokenizer.find_special(special::kEndOfTurn);
+  Json out = Json::object();
+  if (eot < 0) return out;
+  out["bos_token_id"] = eot;
+  // A chat model stops at the end of its turn; a base model at end of text.
+  out["eos_token_id"] = end >= 0 ? Json::array({end, eot}) : Json(eot);
+  out["pad_token_id"] = eot;
+  return out;
+}
+
 void save_checkpoint(const std::string& dir, const CheckpointWrite& c) {
   RLHF_CHECK(!c.weights.empty(), "a checkpoint needs weights");
   const std::string tmp = dir + ".partial";
   remove_all(tmp);
   make_dirs(tmp);
   save_safetensors(join_path(tmp, "model.safetensors"), c.weights, {{"format", "pt"}});
-  write_file_atomic(join_path(tmp, "config.json"), c.hf_config.dump(2));
-  if (c.tokenizer != nullptr) c.tokenizer->save(tmp);
+  Json hf = c.hf_config;
+  if (c.tokenizer != nullptr) {
+    // Without these ids transformers falls back to GPT-2's 50256 (outside a
+    // small vocabulary) and generates until max_length.
+    const Json ids = special_token_ids(*c.tokenizer);
+    for (auto it = ids.begin(); it != ids.end(); ++it) hf[it.key()] = it.value();
+    if (!ids.empty()) write_file_atomic(join_path(tmp, "generation_config.json"), ids.dump(2));
+    c.tokenizer->save(tmp);
+  }
+  write_file_atomic(join_path(tmp, "config.json"), hf.dump(2));
   write_file_atomic(join_path(tmp, "trainer_state.json"), c.trainer_state.dump(2));
   if (!c.optimizer_state.empty()) save_safetensors(join_path(tmp, "optimizer.safetensors"), c.optimizer_state);
   for (const auto& [name, tensors] : c.extra_tensors) save_safetensors(join_path(tmp, name), tensors);
@@ -75,6 +94,16 @@ void load_weights(torch::nn::Module& model, const TensorMap& tensors, const std:
       fail(ErrorKind::kCorrupt, source, ": tensor '", raw_name, "' has shape ", tensor.sizes(),
            " but the model expects ", it->second.sizes(), "; check config.json against the weights");
     }
+    // A floating-point weight must come from a floating-point tensor: copy_
+    // would convert stored integers into a garbage model without a word.
+    if (it->second.is_floating_point() != tensor.is_floating_point()) {
+      fail(ErrorKind::kCorrupt, source, ": tensor '", raw_name, "' is stored as ", tensor.scalar_type(),
+           " but the model's weight is ", it->second.scalar_type(), "; the file is damaged or not a model checkpoint");
+    }
+    if (tensor.is_floating_point() && !torch::isfinite(tensor).all().item<bool>()) {
+      fail(ErrorKind::kCorrupt, source, ": tensor '", raw_name, "' holds NaN or infinite values; the run that wrote ",
+           "it diverged, or the file is damaged: load an earlier checkpoint");
+    }
     it->second.copy_(tensor);
     loaded.insert(name);
   }
@@ -92,11 +121,51 @@ std::string checkpoint_name(int64_t step) {
   return buf;
 }
 
+bool has_model_weights(const std::string& dir) {
+  return path_exists(join_path(dir, "model.safetensors")) || path_exists(join_path(dir, "model.safetensors.index.json"));
+}
+
+TensorMap load_model_tensors(const std::string& dir) {
+  const std::string single = join_path(dir, "model.safetensors");
+  if (path_exists(single)) return load_safetensors(single).tensors;
+  const std::string index_path = join_path(dir, "model.safetensors.index.json");
+  if (!path_exists(index_path)) {
+    fail(ErrorKind::kIo, dir, ": neither model.safetensors nor model.safetensors.index.json is there");
+  }
+  const Json index = read_json_file(index_path);
+  if (!index.contains("weight_map") || !index["weight_map"].is_object() || index["weight_map"].empty()) {
+    fail(ErrorKind::kCorrupt, index_path, ": \"weight_map\" (tensor name -> shard file) is missing or empty");
+  }
+  std::map<std::string, std::vector<std::string>> by_shard;
+  for (auto it = index["weight_map"].begin(); it != index["weight_map"].end(); ++it) {
+    const std::string shard = it.value().is_string() ? it.value().get<std::string>() : "";
+    // Shards live beside the index: a name with a path in it is refused.
+    if (shard.empty() || shard.find('/') != std::string::npos || shard == "." || shard == "..") {
+      fail(ErrorKind::kCorrupt, index_path, ": tensor '", it.key(), "' maps to ", it.value().dump(),
+           ", not a shard file name in the same folder");
+    }
+    by_shard[shard].push_back(it.key());
+  }
+  TensorMap out;
+  for (const auto& [shard, names] : by_shard) {
+    const std::string shard_path = join_path(dir, shard);
+    TensorMap tensors = load_safetensors(shard_path).tensors;
+    for (const std::string& name : names) {
+      auto t = tensors.find(name);
+      if (t == tensors.end()) {
+        fail(ErrorKind::kCorrupt, shard_path, ": the index says it holds '", name, "' but it does not");
+      }
+      out[name] = t->second;
+    }
+  }
+  return out;
+}
+
 std::optional<std::string> latest_checkpoint(const std::string& run_dir) {
   const std::string pointer = join_path(run_dir, "checkpoints/latest");
   if (!path_exists(pointer)) return std::nullopt;
   const std::string dir = join_path(run_dir, "checkpoints/" + trim(read_file(pointer)));
-  if (!path_exists(join_path(dir, "model.safetensors"))) return std::nullopt;
+  if (!has_model_weights(dir)) return std::nullopt;
   return dir;
 }
 
@@ -127,17 +196,18 @@ void prune_checkpoints(const std::string& run_dir, int keep) {
 }
 
 std::string resolve_checkpoint(const std::string& path, bool prefer_best) {
-  if (path_exists(join_path(path, "model.safetensors"))) return path;
+  if (has_model_weights(path)) return path;
   const std::string root = join_path(path, "checkpoints");
   for (const char* which : {prefer_best ? "best" : "latest", "latest"}) {
     const std::string pointer = join_path(root, which);
     if (path_exists(pointer)) {
       const std::string dir = join_path(root, trim(read_file(pointer)));
-      if (path_exists(join_path(dir, "model.safetensors"))) return dir;
+      if (has_model_weights(dir)) return dir;
     }
   }
   fail(ErrorKind::kIo, "no checkpoint at '", path,
-       "': expected a folder with model.safetensors, or a run folder with checkpoints/latest");
+       "': expected a folder with model.safetensors (or shards with model.safetensors.index.json), or a run folder ",
+       "with checkpoints/latest");
 }
 
 LoadedPolicy load_policy(const std::string& path, torch::Device device) {
@@ -148,8 +218,7 @@ LoadedPolicy load_policy(const std::string& path, torch::Device device) {
   GPTConfig config = gpt_config_from_hf(out.config, config_path);
   out.tokenizer = Tokenizer::load(out.dir);
   out.model = GPT(config);
-  load_weights(*out.model, load_safetensors(join_path(out.dir, "model.safetensors")).tensors,
-               join_path(out.dir, "model.safetensors"));
+  load_weights(*out.model, load_model_tensors(out.dir), out.dir);
   out.model->to(device);
   out.model->eval();
   const std::string state_path = join_path(out.dir, "trainer_state.json");

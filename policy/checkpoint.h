@@ -34,6 +34,18 @@ struct CheckpointWrite {
   std::map<std::string, Json> extra_json;
 };
 
+// bos/eos/pad token ids for config.json and generation_config.json, as
+// transformers reads them: bos = pad = <|endoftext|>, eos = [<|end|>,
+// <|endoftext|>] when the tokenizer has chat tokens. Empty without
+// <|endoftext|>.
+Json special_token_ids(const Tokenizer& tokenizer);
+
+// A checkpoint folder's weights: model.safetensors, or the shards that
+// model.safetensors.index.json lists (as transformers writes large models).
+// Every tensor the index names must be in its shard; errors name the file.
+TensorMap load_model_tensors(const std::string& dir);
+bool has_model_weights(const std::string& dir);
+
 // All parameters and buffers of a module by name (what model.safetensors holds).
 TensorMap model_weights(torch::nn::Module& model);
 

@@ -157,6 +157,17 @@ GPTConfig gpt_config_from_hf(const Json& hf, const std::string& source) {
     fail(ErrorKind::kData, source, ": activation_function \"", act,
          "\" is not supported (GPT-2 uses \"gelu_new\")");
   }
+  // Options that change the computation and that this implementation does
+  // not have: refuse them by name rather than load a silently wrong model.
+  auto refuse_if = [&](const char* key, const Json& unsupported, const char* why) {
+    if (hf.contains(key) && hf[key] == unsupported) {
+      fail(ErrorKind::kData, source, ": ", key, " = ", unsupported.dump(), " is not supported: ", why);
+    }
+  };
+  refuse_if("tie_word_embeddings", false, "the output head must be the token embedding (GPT-2's tied head)");
+  refuse_if("scale_attn_by_inverse_layer_idx", true, "attention scores are scaled by 1/sqrt(head size) only");
+  refuse_if("scale_attn_weights", false, "attention scores are always scaled by 1/sqrt(head size)");
+  refuse_if("add_cross_attention", true, "this is a decoder-only model");
   GPTConfig c;
   c.vocab_size = need_int("vocab_size");
   c.n_positions = hf.contains("n_positions") ? need_int("n_positions") : need_int("n_ctx");

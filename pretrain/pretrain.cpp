@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <optional>
 
 #include "common/error.h"
 #include "common/fs.h"
@@ -174,6 +175,21 @@ PretrainResult run_pretrain(const PretrainConfig& config_in, const DistInfo& dis
   }
   const int threads = set_torch_threads(tc.threads);
   const torch::Device device = parse_device(tc.device);
+  std::optional<LoadedPolicy> base;
+  if (!cfg.init_from.empty()) {
+    if (!cfg.data.tokenizer.empty()) {
+      fail(ErrorKind::kConfig, "init_from and data.tokenizer are both set; the checkpoint's tokenizer is used, so ",
+           "leave data.tokenizer empty");
+    }
+    if (config_to_json(cfg.model) != config_to_json(PretrainConfig().model)) {
+      fail(ErrorKind::kConfig, "init_from is set, so the model comes from ", cfg.init_from,
+           "/config.json; remove the [model] settings");
+    }
+    base = load_policy(cfg.init_from);
+    cfg.data.tokenizer = base->dir;
+    cfg.model = base->model->config();
+    cfg.model.vocab_size = 0;  // taken from the tokenizer below, grown for its special tokens if needed
+  }
   RunDir run(cfg.out_dir, dist.is_main());
 
   // Rank 0 prepares the token files; the others wait, then reuse them.
@@ -196,6 +212,14 @@ PretrainResult run_pretrain(const PretrainConfig& config_in, const DistInfo& dis
 
   GPT model(cfg.model);
   init_gpt_weights(*model, cfg.model, static_cast<uint64_t>(tc.seed));
+  if (base) {
+    // The checkpoint's weights; rows for special tokens it lacked start as
+    // the mean embedding (TransformerImpl::resize_vocab).
+    GPT start = base->model;
+    if (start->config().vocab_size < cfg.model.vocab_size) start->transformer->resize_vocab(cfg.model.vocab_size);
+    load_weights(*model, model_weights(*start), base->dir);
+    log_info("pretrain: starting from ", base->dir);
+  }
   model->to(device);
   model->train();
   std::vector<NamedParameter> params;
@@ -204,7 +228,7 @@ PretrainResult run_pretrain(const PretrainConfig& config_in, const DistInfo& dis
 
   int64_t start_step = 0;
   if (auto latest = latest_checkpoint(cfg.out_dir)) {
-    load_weights(*model, load_safetensors(join_path(*latest, "model.safetensors")).tensors, *latest);
+    load_weights(*model, load_model_tensors(*latest), *latest);
     optimizer.load_state(load_safetensors(join_path(*latest, "optimizer.safetensors")).tensors, *latest);
     start_step = read_json_file(join_path(*latest, "trainer_state.json")).at("step").get<int64_t>();
     log_info("resuming from ", *latest, " at step ", start_step);

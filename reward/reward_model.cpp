@@ -88,8 +88,7 @@ LoadedRewardModel load_reward_model(const std::string& path, torch::Device devic
     fail(ErrorKind::kData, out.dir, " is not a reward model (config.json has no num_labels); train one with `rlhf rm train`");
   }
   out.model = ScalarHeadModel(gpt_config_from_hf(config, config_path));
-  load_weights(*out.model, load_safetensors(join_path(out.dir, "model.safetensors")).tensors,
-               join_path(out.dir, "model.safetensors"));
+  load_weights(*out.model, load_model_tensors(out.dir), out.dir);
   if (config.contains("rlhf_reward_normalization")) {
     out.model->gain = config["rlhf_reward_normalization"].value("gain", 1.0);
     out.model->bias = config["rlhf_reward_normalization"].value("bias", 0.0);

@@ -240,6 +240,72 @@ TEST(Checkpoint, SaveAndLoadAreExact) {
   SafetensorsFile f = load_safetensors(dir.file("c/model.safetensors"));
   EXPECT_TRUE(f.tensors.count("transformer.h.0.attn.c_attn.weight"));
   EXPECT_EQ(f.metadata["format"], "pt");
+  // transformers needs the special ids to stop: config.json and
+  // generation_config.json carry them (issue "Bring your own model").
+  tok.add_special_tokens(special::defaults());
+  save_checkpoint(dir.file("chat"), w);
+  const int32_t eot = tok.special_id(special::kEndOfText), end = tok.special_id(special::kEndOfTurn);
+  for (const char* file : {"chat/config.json", "chat/generation_config.json"}) {
+    const Json j = read_json_file(dir.file(file));
+    EXPECT_EQ(j["bos_token_id"], eot) << file;
+    EXPECT_EQ(j["pad_token_id"], eot) << file;
+    EXPECT_EQ(j["eos_token_id"], Json::array({end, eot})) << file;
+  }
+  // The exported chat template begins as our chat format does.
+  const std::string tmpl = read_json_file(dir.file("chat/tokenizer_config.json"))["chat_template"];
+  EXPECT_EQ(tmpl.rfind("{{ '<|endoftext|>' }}", 0), 0u) << tmpl;
+}
+
+// transformers writes large models as shards with an index; they load as one.
+TEST(Checkpoint, ShardedSafetensorsLoadAsOneModel) {
+  test::TempDir dir("shards");
+  GPT m = tiny_model(9);
+  TokenizerTrainOptions to;
+  to.vocab_size = 300;
+  Tokenizer tok = Tokenizer::train({"hello world"}, to);
+  CheckpointWrite w;
+  w.weights = model_weights(*m);
+  w.hf_config = gpt_config_to_hf(tiny_config());
+  w.tokenizer = &tok;
+  save_checkpoint(dir.file("c"), w);
+  const TensorMap all = load_safetensors(dir.file("c/model.safetensors")).tensors;
+  TensorMap first, second;
+  Json map = Json::object();
+  size_t i = 0;
+  for (const auto& [name, t] : all) {
+    const bool one = i++ % 2 == 0;
+    (one ? first : second)[name] = t;
+    map[name] = one ? "model-00001-of-00002.safetensors" : "model-00002-of-00002.safetensors";
+  }
+  save_safetensors(dir.file("c/model-00001-of-00002.safetensors"), first);
+  save_safetensors(dir.file("c/model-00002-of-00002.safetensors"), second);
+  write_file_atomic(dir.file("c/model.safetensors.index.json"), Json{{"metadata", Json::object()}, {"weight_map", map}}.dump());
+  remove_all(dir.file("c/model.safetensors"));
+  LoadedPolicy p = load_policy(dir.file("c"));
+  for (const auto& [name, t] : named_parameters(*p.model)) EXPECT_TRUE(torch::equal(t, all.at(name))) << name;
+  // A shard that lacks a tensor the index names, and a shard path outside
+  // the folder, are errors naming the file.
+  map[all.begin()->first] = "model-00002-of-00002.safetensors";
+  map[std::next(all.begin())->first] = "model-00002-of-00002.safetensors";
+  write_file_atomic(dir.file("c/model.safetensors.index.json"), Json{{"weight_map", map}}.dump());
+  EXPECT_NE(error_of([&] { load_policy(dir.file("c")); }).find("the index says it holds"), std::string::npos);
+  map[all.begin()->first] = "../elsewhere.safetensors";
+  write_file_atomic(dir.file("c/model.safetensors.index.json"), Json{{"weight_map", map}}.dump());
+  EXPECT_NE(error_of([&] { load_policy(dir.file("c")); }).find("not a shard file name"), std::string::npos);
+}
+
+// Options that change GPT-2's computation and that we do not implement were
+// ignored with exit code 0; now each is an error naming the key.
+TEST(Checkpoint, UnsupportedGpt2OptionsAreErrorsNamingTheKey) {
+  for (const auto& [key, value] : std::vector<std::pair<std::string, Json>>{
+           {"tie_word_embeddings", false}, {"scale_attn_by_inverse_layer_idx", true}, {"scale_attn_weights", false}}) {
+    Json hf = gpt_config_to_hf(tiny_config());
+    hf[key] = value;
+    const std::string msg = error_of([&] { gpt_config_from_hf(hf, "model/config.json"); });
+    EXPECT_NE(msg.find("model/config.json"), std::string::npos) << msg;
+    EXPECT_NE(msg.find(key), std::string::npos) << msg;
+  }
+  gpt_config_from_hf(gpt_config_to_hf(tiny_config()), "ok");
 }
 
 TEST(Checkpoint, DamagedFilesAreClearErrorsNeverCrashes) {
@@ -276,6 +342,36 @@ TEST(Checkpoint, DamagedFilesAreClearErrorsNeverCrashes) {
     parse_safetensors(reinterpret_cast<const uint8_t*>(overlap.data()), overlap.size(), "overlap");
   });
   EXPECT_NE(msg.find("overlap"), std::string::npos) << msg;
+  // A header nested 100,000 deep is an error, not a stack overflow.
+  const std::string deep = "{\"a\":" + std::string(100000, '[') + std::string(100000, ']') + "}";
+  std::string nested(8, '\0');
+  for (int i = 0; i < 8; ++i) nested[i] = static_cast<char>((deep.size() >> (8 * i)) & 0xff);
+  nested += deep;
+  const std::string deep_msg = error_of([&] {
+    parse_safetensors(reinterpret_cast<const uint8_t*>(nested.data()), nested.size(), "deep");
+  });
+  EXPECT_NE(deep_msg.find("nested more than"), std::string::npos) << deep_msg;
+}
+
+// Integers where the model has floats were converted and loaded (a garbage
+// model, exit 0); non-finite weights went unnoticed (issue "Hardening").
+TEST(Checkpoint, WrongDtypesAndNonFiniteWeightsAreErrorsNamingTheTensor) {
+  GPT m = tiny_model();
+  TensorMap w = model_weights(*m);
+  const std::string name = "transformer.h.0.attn.c_attn.weight";
+  TensorMap ints = w;
+  ints[name] = w[name].to(torch::kInt);
+  std::string msg = error_of([&] { load_weights(*m, ints, "int.safetensors"); });
+  EXPECT_NE(msg.find(name), std::string::npos) << msg;
+  EXPECT_NE(msg.find("Int"), std::string::npos) << msg;
+  TensorMap nan = w;
+  nan[name] = w[name].clone();
+  nan[name].view(-1)[3] = std::numeric_limits<float>::quiet_NaN();
+  msg = error_of([&] { load_weights(*m, nan, "nan.safetensors"); });
+  EXPECT_NE(msg.find("NaN"), std::string::npos) << msg;
+  TensorMap half = w;
+  half[name] = w[name].to(torch::kBFloat16);
+  load_weights(*m, half, "bf16.safetensors");  // a float dtype converts, as Hugging Face checkpoints need
 }
 
 TEST(Checkpoint, TruncatedModelFileInACheckpointIsAClearError) {

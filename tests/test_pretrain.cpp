@@ -138,6 +138,34 @@ TEST(PretrainE2E, KilledRunResumesToExactlyTheUninterruptedResult) {
   EXPECT_EQ(read_file(a + "/optimizer.safetensors"), read_file(b + "/optimizer.safetensors"));
 }
 
+// Pretraining can continue a checkpoint (init_from), ours or a Hugging Face
+// GPT-2 folder: its config and tokenizer are used, its weights are the start.
+TEST(PretrainE2E, InitFromContinuesACheckpoint) {
+  test::TempDir dir("initfrom");
+  write_corpus(dir.file("corpus"));
+  ASSERT_EQ(test::run_cli(tiny_run_args(dir.file("corpus"), dir.file("first")), dir.file("first.log")), 0)
+      << read_file(dir.file("first.log"));
+  const std::string first = resolve_checkpoint(dir.file("first"));
+  // Zero learning rate: the continued run's weights are the checkpoint's.
+  const std::vector<std::string> args = {"pretrain", "--out_dir=" + dir.file("second"), "--init_from=" + first,
+                                         "--data.corpus=" + dir.file("corpus"), "--train.batch_size=4",
+                                         "--train.max_steps=2", "--train.eval_interval=2", "--train.eval_batches=1",
+                                         "--schedule.lr=0", "--schedule.min_lr=0", "--schedule.warmup_steps=0",
+                                         "--sample.prompts="};
+  ASSERT_EQ(test::run_cli(args, dir.file("second.log")), 0) << read_file(dir.file("second.log"));
+  EXPECT_NE(read_file(dir.file("second.log")).find("starting from"), std::string::npos);
+  const TensorMap a = load_safetensors(first + "/model.safetensors").tensors;
+  const TensorMap b = load_safetensors(resolve_checkpoint(dir.file("second")) + "/model.safetensors").tensors;
+  ASSERT_EQ(a.size(), b.size());
+  for (const auto& [name, t] : a) EXPECT_TRUE(torch::equal(t, b.at(name))) << name;
+  // A [model] setting beside init_from is refused, naming both.
+  std::vector<std::string> clash = args;
+  clash.push_back("--model.n_layer=3");
+  EXPECT_NE(test::run_cli(clash, dir.file("clash.log")), 0);
+  EXPECT_NE(read_file(dir.file("clash.log")).find("remove the [model] settings"), std::string::npos)
+      << read_file(dir.file("clash.log"));
+}
+
 TEST(PretrainE2E, MissingCorpusExitsWithAClearError) {
   test::TempDir dir("nocorpus");
   auto args = tiny_run_args(dir.file("missing"), dir.file("out"));
