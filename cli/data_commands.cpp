@@ -12,11 +12,14 @@
 namespace rlhf::cli {
 
 // Mean gold score and how often each rubric finding occurs, over replies
-// written by `rlhf generate` (prompt, response, finished, metadata).
-void report_gold(const std::string& path) {
+// written by `rlhf generate` (prompt, response, finished, metadata); with
+// `out`, each row again with its score and findings under "gold".
+void report_gold(const std::string& path, const std::string& out) {
   double total = 0;
   size_t n = 0;
   std::map<std::string, double> rates;
+  std::unique_ptr<JsonlWriter> writer;
+  if (!out.empty()) writer = std::make_unique<JsonlWriter>(out, /*append=*/false);
   read_jsonl(path, [&](const Json& row, size_t line) {
     std::vector<std::string> customer;
     for (const auto& m : row.value("prompt", Json::array())) {
@@ -32,6 +35,11 @@ void report_gold(const std::string& path) {
     for (auto it = findings.begin(); it != findings.end(); ++it) {
       if (it.value().is_boolean()) rates[it.key()] += it.value().get<bool>() ? 1 : 0;
     }
+    if (writer) {
+      Json scored = row;
+      scored["gold"] = findings;
+      writer->write(scored);
+    }
   });
   if (n == 0) fail(ErrorKind::kData, path, ": no replies");
   std::printf("%zu replies, mean gold score %.3f (max %.0f)\n", n, total / n, support::gold_max());
@@ -41,9 +49,11 @@ void report_gold(const std::string& path) {
 void register_data_commands(CLI::App& app) {
   {
     auto path = std::make_shared<std::string>();
+    auto out = std::make_shared<std::string>();
     CLI::App* sub = app.add_subcommand("gold", "Score replies (rlhf generate output) with the simulated rater's rubric");
     sub->add_option("replies", *path, "JSONL with prompt, response, finished, metadata")->required();
-    add_action(sub, [path] { report_gold(*path); });
+    sub->add_option("--out", *out, "also write each row with its score and findings (\"gold\") here");
+    add_action(sub, [path, out] { report_gold(*path, *out); });
   }
   auto args = std::make_shared<StageArgs>();
   auto out = std::make_shared<std::string>("data/support");

@@ -48,14 +48,27 @@ std::vector<std::string> stage_outputs(const std::string& stage) {
   return {stage};
 }
 
+// Removes the settings that change how fast a stage runs, not what it
+// computes, so that a run may resume on another machine: the thread count
+// (which changes float rounding only).
+void drop_speed_settings(Json& j) {
+  if (!j.is_object()) return;
+  j.erase("threads");
+  for (auto& [key, value] : j.items()) drop_speed_settings(value);
+}
+
+// A stage's settings as its fingerprint sees them.
 Json stage_settings(const PipelineConfig& c, const std::string& stage) {
-  if (stage == "pretrain") return config_to_json(c.pretrain);
-  if (stage == "sft") return config_to_json(c.sft);
-  if (stage == "candidates") return config_to_json(c.candidates);
-  if (stage == "label") return Json{{"rater", c.simulated_rater}, {"simulated", config_to_json(c.label)}};
-  if (stage == "rm") return config_to_json(c.rm);
-  if (stage == "ppo") return config_to_json(c.ppo);
-  return config_to_json(c.compare);
+  Json j;
+  if (stage == "pretrain") j = config_to_json(c.pretrain);
+  else if (stage == "sft") j = config_to_json(c.sft);
+  else if (stage == "candidates") j = config_to_json(c.candidates);
+  else if (stage == "label") j = Json{{"rater", c.simulated_rater}, {"simulated", config_to_json(c.label)}};
+  else if (stage == "rm") j = config_to_json(c.rm);
+  else if (stage == "ppo") j = config_to_json(c.ppo);
+  else j = config_to_json(c.compare);
+  drop_speed_settings(j);
+  return j;
 }
 
 std::map<std::string, StageFingerprint> current_fingerprints(const PipelineConfig& c) {
@@ -113,9 +126,10 @@ void move_aside(const PipelineConfig& c, const std::string& stage, const std::st
 }
 
 // Finds the stages whose recorded fingerprint differs from now and, as
-// on_change says, moves them aside or refuses. Returns nothing; afterwards
-// every scheduled stage either matches its record or has none.
-void handle_changed_stages(const PipelineConfig& c, const std::map<std::string, StageFingerprint>& now) {
+// on_change says, moves them aside or refuses. Returns the stages moved;
+// afterwards every scheduled stage either matches its record or has none.
+std::vector<std::string> handle_changed_stages(const PipelineConfig& c,
+                                               const std::map<std::string, StageFingerprint>& now) {
   std::map<std::string, std::vector<std::string>> stale;
   for (const std::string& stage : kStages) {
     std::vector<std::string> why = stale_reasons(c, now.at(stage));
@@ -127,7 +141,7 @@ void handle_changed_stages(const PipelineConfig& c, const std::map<std::string, 
       stale[b] = {"it shares the label store with " + a + ", which runs again"};
     }
   }
-  if (stale.empty()) return;
+  if (stale.empty()) return {};
   const auto scheduled = [&](const std::string& s) { return std::find(c.stages.begin(), c.stages.end(), s) != c.stages.end(); };
   // Stages whose output a scheduled stage reads, directly or not.
   std::set<std::string> read;
@@ -151,7 +165,7 @@ void handle_changed_stages(const PipelineConfig& c, const std::map<std::string, 
            "and a stage in pipeline.stages reads it:", report, "\nAdd it to pipeline.stages, or start a new out_dir.");
     }
   }
-  if (stale.empty()) return;
+  if (stale.empty()) return {};
   if (c.on_change == "refuse") {
     fail(ErrorKind::kConfig, "pipeline: these stages in ", c.out_dir, " were made from other inputs than now:", report,
          "\nRun with --on_change=rerun to move their output to ", join_path(c.out_dir, "stale/"),
@@ -165,6 +179,9 @@ void handle_changed_stages(const PipelineConfig& c, const std::map<std::string, 
     log_info("== ", stage, ": inputs changed since it ran (", why, "); its output moves to ", dest, " and it runs again");
     move_aside(c, stage, dest);
   }
+  std::vector<std::string> moved;
+  for (const auto& entry : stale) moved.push_back(entry.first);
+  return moved;
 }
 
 }  // namespace
@@ -215,10 +232,11 @@ Json run_pipeline(const PipelineConfig& config) {
   }
   make_dirs(join_path(c.out_dir, "stages"));
   const std::map<std::string, StageFingerprint> fingerprints = current_fingerprints(c);
-  handle_changed_stages(c, fingerprints);
+  const std::vector<std::string> moved = handle_changed_stages(c, fingerprints);
   write_file_atomic(join_path(c.out_dir, "config.toml"), json_to_toml(config_to_json(c)));
   const std::string summary_path = join_path(c.out_dir, "summary.json");
   Json summary = path_exists(summary_path) ? read_json_file(summary_path) : Json::object();
+  for (const std::string& stage : moved) summary.erase(stage);  // its figures went with its output
   summary["program"] = program_version();
 
   for (const std::string& stage : c.stages) {

@@ -4,7 +4,8 @@
 // its own folder of one run; a finished stage is skipped when the pipeline
 // runs again, and a killed stage resumes from its checkpoints, but only while
 // its fingerprint (settings, input files, the stages it reads, the program
-// version: rollout/stage_fingerprint.h) is the one it ran with. A stage whose
+// version: rollout/stage_fingerprint.h) is the one it ran with. The thread
+// counts are left out of it: they may change when a run resumes. A stage whose
 // fingerprint changed is run again (its old output moved to
 // <out_dir>/stale/) or the pipeline refuses, as `on_change` says.
 #pragma once
