@@ -12,6 +12,7 @@
 #include "labels/agreement.h"
 #include "labels/feedback.h"
 #include "labels/store.h"
+#include "labels/user_feedback.h"
 #include "labels/token.h"
 #include "reward/rm_train.h"
 #include "train/distributed.h"
@@ -110,10 +111,13 @@ void register_feedback_commands(CLI::App& app) {
     CLI::App* add = raters->add_subcommand("add", "Create a rater and print their token (shown once; only a hash is kept)");
     add->add_option("name", *name, "rater name")->required();
     add->add_option("--db", *db, "label store")->capture_default_str();
+    auto kind = std::make_shared<std::string>("human");
+    add->add_option("--kind", *kind, "human (rates in rlhf-rater) or api (an API key for rlhf serve; any token works as one)")
+        ->capture_default_str()->check(CLI::IsMember({"human", "api"}));
     add_action(add, [=] {
       labels::LabelStore store(*db);
       const std::string token = labels::new_rater_token();
-      store.add_rater(*name, labels::sha256_hex(token), "human");
+      store.add_rater(*name, labels::sha256_hex(token), *kind);
       std::printf("rater '%s' added to %s\ntoken: %s\n(give it to the rater; it is not stored and cannot be shown "
                   "again)\n",
                   name->c_str(), db->c_str(), token.c_str());
@@ -172,6 +176,12 @@ void register_feedback_commands(CLI::App& app) {
     add_action(stats, [=] {
       labels::LabelStore store(*db);
       std::printf("%s", labels::format_agreement(labels::agreement_report(store)).c_str());
+      const auto fb = labels::feedback_counts(store);
+      if (fb.up + fb.down + fb.comments > 0) {
+        std::printf("feedback from served replies: %zu thumbs up, %zu thumbs down (%zu paired into labels, %zu "
+                    "unpaired: `rlhf labels export --unpaired FILE`), %zu comments\n",
+                    fb.up, fb.down, fb.paired, fb.up + fb.down - fb.paired, fb.comments);
+      }
     });
     auto gold_count = std::make_shared<size_t>(50);
     auto gold_gap = std::make_shared<double>(3.0);
@@ -187,11 +197,21 @@ void register_feedback_commands(CLI::App& app) {
     });
     CLI::App* exp = labels_cmd->add_subcommand("export", "Export labels as preference JSONL");
     exp->add_option("--db", *db, "label store")->capture_default_str();
-    exp->add_option("--out", *file, "output JSONL")->required();
+    exp->add_option("--out", *file, "output JSONL");
     exp->add_option("--since", *since, "only labels with a larger id");
+    auto unpaired = std::make_shared<std::string>();
+    exp->add_option("--unpaired", *unpaired,
+                    "also write thumbs no pair used, as {prompt, completion, label} JSONL (KTO's unpaired shape)");
     add_action(exp, [=] {
+      if (file->empty() && unpaired->empty()) fail(ErrorKind::kUsage, "labels export needs --out FILE, --unpaired FILE or both");
       labels::LabelStore store(*db);
-      std::printf("exported %zu records to %s\n", store.export_jsonl(*file, *since), file->c_str());
+      if (!file->empty()) std::printf("exported %zu records to %s\n", store.export_jsonl(*file, *since), file->c_str());
+      if (!unpaired->empty()) {
+        const auto rows = labels::unpaired_feedback(store);
+        JsonlWriter w(*unpaired, /*append=*/false);
+        for (const auto& r : rows) w.write(r);
+        std::printf("exported %zu unpaired thumbs to %s\n", rows.size(), unpaired->c_str());
+      }
     });
   }
   {

@@ -43,6 +43,16 @@ CREATE INDEX candidates_by_prompt ON candidates(prompt_id);
 ALTER TABLE labels ADD COLUMN client_id TEXT;
 CREATE UNIQUE INDEX labels_by_client_id ON labels(rater_id, client_id) WHERE client_id IS NOT NULL;
 )sql",
+    // 3: replies served by `rlhf serve` and what their users said of them.
+    R"sql(
+CREATE TABLE served(
+  completion_id TEXT NOT NULL, choice INTEGER NOT NULL, candidate_id INTEGER NOT NULL REFERENCES candidates(id),
+  created_at TEXT NOT NULL, PRIMARY KEY(completion_id, choice));
+CREATE TABLE feedback(
+  id INTEGER PRIMARY KEY, candidate_id INTEGER NOT NULL REFERENCES candidates(id),
+  rater_id INTEGER NOT NULL REFERENCES raters(id), thumb INTEGER NOT NULL DEFAULT 0, comment TEXT NOT NULL DEFAULT '',
+  created_at TEXT NOT NULL, UNIQUE(candidate_id, rater_id));
+)sql",
 };
 constexpr int kLatest = static_cast<int>(sizeof(kMigrations) / sizeof(kMigrations[0]));
 
@@ -271,6 +281,56 @@ std::vector<Comparison> LabelStore::open_comparisons_for(int64_t rater_id, size_
   s.bind(1, rater_id);
   std::vector<Comparison> out;
   while (out.size() < limit && s.step()) out.push_back(read_comparison(s));
+  return out;
+}
+
+void LabelStore::record_served(const std::string& completion_id, const std::vector<int64_t>& candidates) {
+  sql::Transaction tx(db_);
+  sql::Statement ins(db_, "INSERT OR IGNORE INTO served(completion_id, choice, candidate_id, created_at) VALUES(?,?,?,?)");
+  for (size_t i = 0; i < candidates.size(); ++i) {
+    ins.reset();
+    ins.bind(1, completion_id).bind(2, static_cast<int64_t>(i)).bind(3, candidates[i]).bind(4, utc_now());
+    ins.run();
+  }
+  tx.commit();
+}
+
+std::vector<int64_t> LabelStore::served_candidates(const std::string& completion_id) {
+  sql::Statement s(db_, "SELECT candidate_id FROM served WHERE completion_id = ? ORDER BY choice");
+  s.bind(1, completion_id);
+  std::vector<int64_t> out;
+  while (s.step()) out.push_back(s.int64(0));
+  return out;
+}
+
+int64_t LabelStore::set_feedback(const Feedback& f) {
+  RLHF_CHECK(f.thumb >= -1 && f.thumb <= 1, "a thumb is -1, 0 or 1");
+  sql::Transaction tx(db_);
+  sql::Statement up(db_,
+                    "INSERT INTO feedback(candidate_id, rater_id, thumb, comment, created_at) VALUES(?,?,?,?,?) "
+                    "ON CONFLICT(candidate_id, rater_id) DO UPDATE SET thumb = excluded.thumb, "
+                    "comment = CASE WHEN excluded.comment = '' THEN comment ELSE excluded.comment END, "
+                    "created_at = excluded.created_at");
+  up.bind(1, f.candidate_id).bind(2, f.rater_id).bind(3, int64_t{f.thumb}).bind(4, f.comment).bind(5, utc_now());
+  up.run();
+  sql::Statement id(db_, "SELECT id FROM feedback WHERE candidate_id = ? AND rater_id = ?");
+  id.bind(1, f.candidate_id).bind(2, f.rater_id);
+  id.step();
+  const int64_t out = id.int64(0);
+  tx.commit();
+  return out;
+}
+
+std::vector<Feedback> LabelStore::feedback(std::optional<int64_t> prompt_id) {
+  sql::Statement s(db_, prompt_id ? "SELECT f.id, f.candidate_id, f.rater_id, f.thumb, f.comment, f.created_at "
+                                    "FROM feedback f JOIN candidates c ON c.id = f.candidate_id "
+                                    "WHERE c.prompt_id = ? ORDER BY f.id"
+                                  : "SELECT id, candidate_id, rater_id, thumb, comment, created_at FROM feedback ORDER BY id");
+  if (prompt_id) s.bind(1, *prompt_id);
+  std::vector<Feedback> out;
+  while (s.step()) {
+    out.push_back({s.int64(0), s.int64(1), s.int64(2), static_cast<int>(s.int64(3)), s.text(4), s.text(5)});
+  }
   return out;
 }
 

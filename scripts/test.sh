@@ -3,7 +3,7 @@
 # Extra arguments go to ctest, e.g. `scripts/test.sh -L fast`.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-scripts/setup.sh
+RLHF_TEST_DEPS=1 scripts/setup.sh
 cd build
 # One test binary at a time: each uses every core for LibTorch.
 exec ctest --output-on-failure "$@"
