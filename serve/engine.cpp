@@ -3,6 +3,8 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <map>
+#include <tuple>
 
 #include "common/error.h"
 #include "common/hash.h"
@@ -35,47 +37,30 @@ struct Engine::Row {
   bool done = false;
 };
 
-KVCache merge_caches(const KVCache& old, const std::vector<std::pair<int64_t, int64_t>>& keep,
-                     const std::vector<const KVCache*>& added, int64_t headroom, int64_t max_positions) {
-  const auto& ref = !keep.empty() ? old : *added.at(0);
+KVCache merge_caches(const std::vector<CacheRow>& rows, int64_t headroom, int64_t max_positions) {
+  RLHF_CHECK(!rows.empty(), "merge_caches needs a row");
+  const KVCache& ref = *rows[0].cache;
   const int64_t layers = static_cast<int64_t>(ref.k.size());
   const int64_t H = ref.k[0].size(1), D = ref.k[0].size(3);
-  const int64_t B = static_cast<int64_t>(keep.size() + added.size());
+  const int64_t B = static_cast<int64_t>(rows.size());
   int64_t len = 0;
-  for (const auto& [row, filled] : keep) len = std::max(len, filled);
-  for (const KVCache* c : added) len = std::max(len, c->length);
+  for (const CacheRow& r : rows) len = std::max(len, r.filled);
   const int64_t capacity = std::max(len + 1, std::min(len + headroom, max_positions));
-  const auto opts = ref.k[0].options();
   KVCache out;
   out.length = len;
   out.key_mask = torch::zeros({B, capacity}, ref.key_mask.options());
   for (int64_t l = 0; l < layers; ++l) {
-    out.k.push_back(torch::zeros({B, H, capacity, D}, opts));
-    out.v.push_back(torch::zeros({B, H, capacity, D}, opts));
+    out.k.push_back(torch::zeros({B, H, capacity, D}, ref.k[0].options()));
+    out.v.push_back(torch::zeros({B, H, capacity, D}, ref.v[0].options()));
   }
-  if (!keep.empty()) {
-    // Every kept row's tokens lie in the last `len` (or fewer) filled
-    // positions of the old cache: move that block, right-aligned.
-    std::vector<int64_t> rows;
-    for (const auto& kr : keep) rows.push_back(kr.first);
-    const torch::Tensor index = torch::tensor(rows, torch::kLong).to(opts.device());
-    const int64_t n = std::min(len, old.length), src = old.length - n, dst = len - n;
-    const int64_t K = static_cast<int64_t>(keep.size());
+  for (int64_t b = 0; b < B; ++b) {
+    const CacheRow& r = rows[static_cast<size_t>(b)];
+    const int64_t n = r.filled, src = r.cache->length - n, dst = len - n;
     for (int64_t l = 0; l < layers; ++l) {
-      out.k[l].narrow(0, 0, K).narrow(2, dst, n).copy_(old.k[l].index_select(0, index).narrow(2, src, n));
-      out.v[l].narrow(0, 0, K).narrow(2, dst, n).copy_(old.v[l].index_select(0, index).narrow(2, src, n));
+      out.k[l][b].narrow(1, dst, n).copy_(r.cache->k[l][r.row].narrow(1, src, n));
+      out.v[l][b].narrow(1, dst, n).copy_(r.cache->v[l][r.row].narrow(1, src, n));
     }
-    out.key_mask.narrow(0, 0, K).narrow(1, dst, n).copy_(old.key_mask.index_select(0, index).narrow(1, src, n));
-  }
-  int64_t b = static_cast<int64_t>(keep.size());
-  for (const KVCache* c : added) {
-    const int64_t n = c->length, dst = len - n;
-    for (int64_t l = 0; l < layers; ++l) {
-      out.k[l][b].narrow(1, dst, n).copy_(c->k[l][0].narrow(1, 0, n));
-      out.v[l][b].narrow(1, dst, n).copy_(c->v[l][0].narrow(1, 0, n));
-    }
-    out.key_mask[b].narrow(0, dst, n).copy_(c->key_mask[0].narrow(0, 0, n));
-    ++b;
+    out.key_mask[b].narrow(0, dst, n).copy_(r.cache->key_mask[r.row].narrow(0, src, n));
   }
   return out;
 }
@@ -186,70 +171,124 @@ bool is_stop(int32_t token, const std::vector<int32_t>& stops) {
   return std::find(stops.begin(), stops.end(), token) != stops.end();
 }
 
-int32_t sample_row(const torch::Tensor& logits, const SamplingConfig& sampling, SplitMix& rng) {
-  const torch::Tensor u = torch::full({1}, static_cast<float>(rng.uniform()), torch::kFloat).to(logits.device());
-  return static_cast<int32_t>(sample_from_logits(logits.unsqueeze(0), sampling, u).item<int64_t>());
+// The next token of each row from logits [B, V] (on the CPU): one uniform
+// draw per row from its own stream, and one sampling call per group of rows
+// with the same settings (rows are independent in sample_from_logits).
+std::vector<int32_t> sample_rows(const torch::Tensor& logits, const std::vector<const SamplingConfig*>& settings,
+                                 std::vector<SplitMix*>& rngs) {
+  const size_t B = settings.size();
+  std::vector<float> uniform(B);
+  for (size_t b = 0; b < B; ++b) uniform[b] = static_cast<float>(rngs[b]->uniform());
+  std::map<std::tuple<double, int, double>, std::vector<int64_t>> groups;
+  for (size_t b = 0; b < B; ++b) {
+    const SamplingConfig& c = *settings[b];
+    groups[{c.temperature, c.top_k, c.top_p}].push_back(static_cast<int64_t>(b));
+  }
+  std::vector<int32_t> out(B);
+  for (const auto& [key, rows] : groups) {
+    const torch::Tensor index = torch::tensor(rows, torch::kLong);
+    std::vector<float> u;
+    for (int64_t r : rows) u.push_back(uniform[static_cast<size_t>(r)]);
+    const torch::Tensor picked = sample_from_logits(logits.index_select(0, index), *settings[rows[0]],
+                                                    torch::tensor(u, torch::kFloat))
+                                     .to(torch::kLong)
+                                     .contiguous();
+    const int64_t* p = picked.data_ptr<int64_t>();
+    for (size_t i = 0; i < rows.size(); ++i) out[static_cast<size_t>(rows[i])] = static_cast<int32_t>(p[i]);
+  }
+  return out;
 }
 
 }  // namespace
 
-void Engine::admit(std::vector<std::shared_ptr<Job>>& jobs, std::vector<Row>& rows, KVCache& cache) {
+torch::Tensor Engine::prefill(const std::vector<std::shared_ptr<Job>>& jobs, KVCache& cache) {
   const torch::Device device = model_->transformer->wte->weight.device();
-  std::vector<KVCache> prefilled;
-  std::vector<Row> joining;
-  uint64_t prompt_tokens = 0;
+  std::vector<std::vector<int32_t>> prompts;
+  for (const auto& job : jobs) prompts.push_back(job->request.prompt);
+  const PromptBatch batch = left_pad_prompts(prompts, model_config_.n_positions, 0, device);
+  const int64_t T = batch.ids.size(1);
+  cache = model_->make_cache(batch.ids.size(0), T);
+  return model_->forward(batch.ids, batch.mask, &cache).select(1, T - 1).to(torch::kCPU);
+}
+
+void Engine::admit(std::vector<std::shared_ptr<Job>>& jobs, std::vector<Row>& rows, KVCache& cache) {
+  std::vector<std::shared_ptr<Job>> live;
   for (auto& job : jobs) {
     if (job->handle->cancelled()) {
       job->on_event({-1, FinishReason::kCancelled});
-      continue;
-    }
-    const auto& p = job->request.prompt;
-    const int64_t T = static_cast<int64_t>(p.size());
-    torch::Tensor ids = torch::tensor(std::vector<int64_t>(p.begin(), p.end()), torch::kLong).view({1, T}).to(device);
-    KVCache c = model_->make_cache(1, T);
-    const torch::Tensor logits = model_->forward(ids, torch::ones({1, T}, torch::kLong).to(device), &c).select(1, T - 1);
-    prompt_tokens += static_cast<uint64_t>(T);
-    Row row;
-    row.job = job;
-    row.rng = SplitMix(job->request.seed);
-    row.filled = T;
-    row.max_new = job->request.sampling.max_new_tokens;
-    const int32_t token = sample_row(logits[0], job->request.sampling, row.rng);
-    row.generated = 1;
-    row.last = token;
-    if (is_stop(token, stop_tokens_)) {
-      job->on_event({token, FinishReason::kStop});
-    } else if (row.generated >= row.max_new) {
-      job->on_event({token, FinishReason::kLength});
     } else {
-      job->on_event({token, FinishReason::kRunning});
-      joining.push_back(std::move(row));
-      prefilled.push_back(std::move(c));
+      live.push_back(job);
+    }
+  }
+  KVCache prefilled;
+  std::vector<Row> joining;
+  std::vector<int64_t> joining_rows;  // their rows in `prefilled`
+  uint64_t prompt_tokens = 0;
+  if (!live.empty()) {
+    const torch::Tensor logits = prefill(live, prefilled);
+    std::vector<Row> fresh(live.size());
+    std::vector<const SamplingConfig*> settings;
+    std::vector<SplitMix*> rngs;
+    for (size_t i = 0; i < live.size(); ++i) {
+      fresh[i].rng = SplitMix(live[i]->request.seed);
+      settings.push_back(&live[i]->request.sampling);
+      rngs.push_back(&fresh[i].rng);
+    }
+    const std::vector<int32_t> tokens = sample_rows(logits, settings, rngs);
+    for (size_t i = 0; i < live.size(); ++i) {
+      const auto& job = live[i];
+      Row& row = fresh[i];
+      row.job = job;
+      row.filled = static_cast<int64_t>(job->request.prompt.size());
+      row.max_new = job->request.sampling.max_new_tokens;
+      prompt_tokens += static_cast<uint64_t>(row.filled);
+      const int32_t token = tokens[i];
+      row.generated = 1;
+      row.last = token;
+      if (is_stop(token, stop_tokens_)) {
+        job->on_event({token, FinishReason::kStop});
+      } else if (row.generated >= row.max_new) {
+        job->on_event({token, FinishReason::kLength});
+      } else {
+        job->on_event({token, FinishReason::kRunning});
+        joining.push_back(std::move(row));
+        joining_rows.push_back(static_cast<int64_t>(i));
+      }
     }
   }
   // Rebuild the batch cache when rows left or joined, or it is full.
-  std::vector<std::pair<int64_t, int64_t>> keep;
+  std::vector<size_t> keep;
   for (size_t i = 0; i < rows.size(); ++i) {
-    if (!rows[i].done) keep.emplace_back(static_cast<int64_t>(i), rows[i].filled);
+    if (!rows[i].done) keep.push_back(i);
   }
-  const bool changed = keep.size() != rows.size() || !joining.empty();
   const bool full = !keep.empty() && cache.length + 1 > cache.key_mask.size(1);
-  if (changed || full) {
+  if (joining.empty() && !full && keep.size() != rows.size() && !keep.empty()) {
+    // Rows left and none joined: drop them, no re-layout.
+    const torch::Tensor index =
+        torch::tensor(std::vector<int64_t>(keep.begin(), keep.end()), torch::kLong).to(cache.key_mask.device());
+    for (auto& t : cache.k) t = t.index_select(0, index);
+    for (auto& t : cache.v) t = t.index_select(0, index);
+    cache.key_mask = cache.key_mask.index_select(0, index);
     std::vector<Row> next;
-    for (const auto& [i, filled] : keep) next.push_back(std::move(rows[static_cast<size_t>(i)]));
-    for (Row& r : joining) next.push_back(std::move(r));
-    if (next.empty()) {
-      cache = KVCache();
-    } else {
-      std::vector<const KVCache*> added;
-      for (const auto& c : prefilled) added.push_back(&c);
-      cache = merge_caches(cache, keep, added, config_.cache_headroom, model_config_.n_positions);
+    for (size_t i : keep) next.push_back(std::move(rows[i]));
+    rows = std::move(next);
+  } else if (keep.size() != rows.size() || !joining.empty() || full) {
+    std::vector<CacheRow> sources;
+    std::vector<Row> next;
+    for (size_t i : keep) {
+      sources.push_back({&cache, static_cast<int64_t>(i), rows[i].filled});
+      next.push_back(std::move(rows[i]));
     }
+    for (size_t j = 0; j < joining.size(); ++j) {
+      sources.push_back({&prefilled, joining_rows[j], joining[j].filled});
+      next.push_back(std::move(joining[j]));
+    }
+    cache = sources.empty() ? KVCache() : merge_caches(sources, config_.cache_headroom, model_config_.n_positions);
     rows = std::move(next);
   }
   std::lock_guard<std::mutex> lock(mutex_);
   stats_.prompt_tokens += prompt_tokens;
-  stats_.tokens += jobs.size();
+  stats_.tokens += live.size();
 }
 
 void Engine::step(std::vector<Row>& rows, KVCache& cache) {
@@ -260,10 +299,17 @@ void Engine::step(std::vector<Row>& rows, KVCache& cache) {
   const torch::Tensor input = torch::tensor(last, torch::kLong).view({B, 1}).to(device);
   const torch::Tensor logits =
       model_->forward(input, torch::ones({B, 1}, torch::kLong).to(device), &cache).select(1, 0).to(torch::kCPU);
+  std::vector<const SamplingConfig*> settings;
+  std::vector<SplitMix*> rngs;
+  for (Row& row : rows) {
+    settings.push_back(&row.job->request.sampling);
+    rngs.push_back(&row.rng);
+  }
+  const std::vector<int32_t> tokens = sample_rows(logits, settings, rngs);
   for (int64_t b = 0; b < B; ++b) {
     Row& row = rows[b];
     row.filled += 1;
-    const int32_t token = sample_row(logits[b], row.job->request.sampling, row.rng);
+    const int32_t token = tokens[static_cast<size_t>(b)];
     row.generated += 1;
     row.last = token;
     FinishReason finish = FinishReason::kRunning;

@@ -109,6 +109,9 @@ class Engine {
   struct Row;
   void loop();
   void admit(std::vector<std::shared_ptr<Job>>& jobs, std::vector<Row>& rows, KVCache& cache);
+  // Prefills the prompts of `jobs` as one left-padded batch; returns its
+  // cache and the logits after each prompt [B, V].
+  torch::Tensor prefill(const std::vector<std::shared_ptr<Job>>& jobs, KVCache& cache);
   void step(std::vector<Row>& rows, KVCache& cache);
 
   GPT model_;
@@ -127,12 +130,16 @@ class Engine {
   std::thread thread_;
 };
 
-// Merges rows into a batch cache (see the layout above). `keep` are rows of
-// `old` to carry over, each with its filled length; `added` are single-row
-// caches of new rows. The result holds the kept rows first, in order, then
-// the added ones, with `headroom` free positions (at most `max_positions`).
-// Exposed for tests.
-KVCache merge_caches(const KVCache& old, const std::vector<std::pair<int64_t, int64_t>>& keep,
-                     const std::vector<const KVCache*>& added, int64_t headroom, int64_t max_positions);
+// One row of a cache to carry into a merged one: its real tokens are the
+// last `filled` filled positions of row `row` of `cache`.
+struct CacheRow {
+  const KVCache* cache = nullptr;
+  int64_t row = 0;
+  int64_t filled = 0;
+};
+// A batch cache holding `rows` in order, right-aligned (see the layout
+// above), as long as the longest row plus `headroom` free positions (at most
+// `max_positions`). Exposed for tests.
+KVCache merge_caches(const std::vector<CacheRow>& rows, int64_t headroom, int64_t max_positions);
 
 }  // namespace rlhf::serve

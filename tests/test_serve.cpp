@@ -230,7 +230,7 @@ TEST(Engine, MergedCacheKeepsRowsRightAligned) {
   old.key_mask[0].narrow(0, 0, 2).fill_(0);  // row 0 holds 4 tokens
   KVCache added = fill(1, 9, 50);
   // Keep rows 0 (4 tokens) and 2 (6 tokens), add a 9-token row.
-  KVCache m = serve::merge_caches(old, {{0, 4}, {2, 6}}, {&added}, 5, 128);
+  KVCache m = serve::merge_caches({{&old, 0, 4}, {&old, 2, 6}, {&added, 0, 9}}, 5, 128);
   EXPECT_EQ(m.length, 9);
   EXPECT_EQ(m.key_mask.size(0), 3);
   EXPECT_EQ(m.key_mask.size(1), 14);
@@ -654,6 +654,59 @@ TEST(Server, ShutdownCutsRunningStreamsAtTheDeadline) {
   bool done = false;
   stream_texts(r.body, 1, &done);
   EXPECT_TRUE(done);
+}
+
+// Serving to retraining: feedback given through the API trains a reward
+// model, and the next round's feedback continues it (the README's loop).
+TEST(Loop, FeedbackThroughTheApiTrainsAndContinuesARewardModel) {
+  const std::string dir = temp_dir("serve_loop");
+  const std::string db = join_path(dir, "labels.sqlite");
+  { labels::LabelStore store(db); }
+  serve::ServeConfig c = base_config();
+  c.checkpoint = fixture().long_checkpoint;
+  c.labels = db;
+  c.log_conversations = true;
+  Running s(c);
+  auto round = [&](int first, int count, bool thumbs) {
+    for (int i = first; i < first + count; ++i) {
+      Json body = chat_body("Order #" + std::to_string(30000 + i) + " arrived broken.", 12);
+      body["n"] = 2;
+      body["temperature"] = 1.0;
+      body["seed"] = i;
+      auto r = post(s.port, "/v1/chat/completions", body);
+      ASSERT_EQ(r.status, 200) << r.body;
+      const std::string id = Json::parse(r.body)["id"];
+      if (thumbs) {
+        ASSERT_EQ(post(s.port, "/v1/feedback", {{"id", id}, {"index", 1}, {"rating", "up"}}).status, 200);
+        ASSERT_EQ(post(s.port, "/v1/feedback", {{"id", id}, {"index", 0}, {"rating", "down"}}).status, 200);
+      } else {
+        ASSERT_EQ(post(s.port, "/v1/feedback", {{"id", id}, {"preferred", 0}}).status, 200);
+      }
+    }
+  };
+  round(0, 8, false);
+  auto last_label = [&] {
+    labels::LabelStore store(db);
+    return store.labels().back().id;
+  };
+  const int64_t first_round = last_label();
+  const std::vector<std::string> common = {"--data.preferences=" + db, "--data.eval_fraction=0",
+                                           "--train.batch_size=4", "--train.threads=1", "--train.log_interval=1"};
+  auto train = [&](const std::string& init, const std::string& out, const std::string& since) {
+    std::vector<std::string> args = {"rm", "train", "--init_from=" + init, "--out_dir=" + join_path(dir, out),
+                                     "--data.since_label=" + since};
+    args.insert(args.end(), common.begin(), common.end());
+    const std::string log = join_path(dir, out + ".log");
+    EXPECT_EQ(test::run_cli(args, log), 0) << read_file(log);
+    return read_json_file(join_path(resolve_checkpoint(join_path(dir, out)), "trainer_state.json"));
+  };
+  const Json rm1 = train(fixture().long_checkpoint, "rm1", "0");
+  EXPECT_EQ(rm1["train_pairs"], 8);
+  EXPECT_EQ(rm1["last_label_id"], first_round);
+  round(8, 6, true);  // thumbs up and down on each pair of replies
+  const Json rm2 = train(join_path(dir, "rm1"), "rm2", "-1");
+  EXPECT_EQ(rm2["train_pairs"], 6) << "continued on the new feedback only";
+  EXPECT_EQ(rm2["last_label_id"], last_label());
 }
 
 // --- real clients, against `rlhf serve` ---
