@@ -653,7 +653,7 @@ ChatServer::ChatServer(const ServeConfig& config) : impl_(std::make_unique<Impl>
   s.chat = std::make_unique<ChatTemplate>(s.policy.tokenizer);
   s.model_name = config.model_name;
   if (s.model_name.empty()) {
-    std::string dir = s.policy.dir;
+    std::string dir = config.checkpoint;  // what the user named ("runs/demo/ppo" -> "ppo"), not its step folder
     while (!dir.empty() && dir.back() == '/') dir.pop_back();
     s.model_name = dir.substr(dir.find_last_of('/') + 1);
     if (s.model_name.empty()) s.model_name = "policy";

@@ -20,7 +20,7 @@ struct ServeConfig {
   std::string checkpoint;            // policy checkpoint, or a run folder (its best, else latest)
   std::string host = "127.0.0.1";    // bind address; beyond loopback API keys are required
   int port = 8000;                   // TCP port (0: any free port)
-  std::string model_name;            // the "model" clients send; default: the checkpoint's folder name
+  std::string model_name;            // the "model" clients send; default: the last part of `checkpoint`
   std::string labels;                // label store: API keys (rater tokens) and feedback; "" = none
   bool log_conversations = false;    // store conversations and replies in the label store (needs labels)
   bool require_keys = false;         // API keys even on loopback (always on beyond it)

@@ -565,6 +565,27 @@ TEST(Server, HostileClientsGetTheirErrorOrAreClosedAndOthersAreServed) {
   EXPECT_EQ(post(s.port, "/v1/chat/completions", chat_body("Still there?", 4)).status, 200);
 }
 
+TEST(Server, AClientThatLeavesFreesItsRow) {
+  serve::ServeConfig c = base_config();
+  c.checkpoint = fixture().long_checkpoint;
+  c.engine.max_batch = 1;  // the next request needs the row the first one held
+  Running s(c);
+  const int fd = raw_connect(s.port);
+  const std::string body = chat_body("Tell me a long story.", 480, true).dump();
+  const std::string req = "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: " +
+                          std::to_string(body.size()) + "\r\n\r\n" + body;
+  ::send(fd, req.data(), req.size(), MSG_NOSIGNAL);
+  char buf[512];
+  ASSERT_GT(::recv(fd, buf, sizeof buf, 0), 0);  // the stream has started
+  ::close(fd);
+  // The row is freed: a new request gets it and finishes.
+  auto r = post(s.port, "/v1/chat/completions", chat_body("Hello?", 4));
+  EXPECT_EQ(r.status, 200) << r.body;
+  const std::string metrics = request(s.port, http::verb::get, "/metrics").body;
+  EXPECT_NE(metrics.find("rlhf_cancelled_requests_total 1"), std::string::npos) << metrics;
+  EXPECT_NE(metrics.find("rlhf_running_rows 0"), std::string::npos);
+}
+
 TEST(Server, KeysBeyondLoopbackAndFeedbackIntoTheLabelStore) {
   const std::string db = join_path(temp_dir("serve_feedback"), "labels.sqlite");
   const std::string key = labels::new_rater_token();

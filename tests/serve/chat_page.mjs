@@ -1,7 +1,7 @@
 // The chat page in headless Chromium, driven over the DevTools protocol as a
 // person would use it: type a message, watch the streamed reply, give it a
 // thumb up, then ask for two replies and pick the second. Saves a screenshot.
-//   node chat_page.mjs PAGE_URL WS_DIR CHROMIUM SCREENSHOT.png
+//   node chat_page.mjs PAGE_URL WS_DIR CHROMIUM SCREENSHOT.png [MODEL_NAME]
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import fs from "node:fs";
@@ -9,8 +9,8 @@ import os from "node:os";
 import path from "node:path";
 import { createRequire } from "node:module";
 
-const [pageUrl, wsDir, chromium, screenshot] = process.argv.slice(2);
-const WebSocket = createRequire(import.meta.url)(path.join(wsDir, "index.js"));
+const [pageUrl, wsDir, chromium, screenshot, modelName = "tiny"] = process.argv.slice(2);
+const WebSocket = createRequire(import.meta.url)(path.resolve(wsDir, "index.js"));
 const profile = fs.mkdtempSync(path.join(os.tmpdir(), "rlhf-chromium-"));
 const browser = spawn(chromium, [
   "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
@@ -77,7 +77,7 @@ try {
   await send("Page.enable");
   await send("Runtime.enable");
   await until(`document.readyState === "complete" && document.getElementById("model").textContent !== "…"`, "the page");
-  assert.equal(await evaluate(`document.getElementById("model").textContent`), "tiny");
+  assert.equal(await evaluate(`document.getElementById("model").textContent`), modelName);
 
   // One reply, streamed, then a thumb up.
   await type("Hi, my order #12345 has not arrived yet.");
