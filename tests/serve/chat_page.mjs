@@ -56,7 +56,8 @@ try {
   };
   const until = async (expression, what) => {
     while (Date.now() < deadline) {
-      if (await evaluate(expression)) return;
+      // While the page is still loading an expression may throw: try again.
+      if (await evaluate(expression).catch(() => false)) return;
       await sleep(100);
     }
     throw new Error(`waited too long for ${what}`);
@@ -76,7 +77,8 @@ try {
 
   await send("Page.enable");
   await send("Runtime.enable");
-  await until(`document.readyState === "complete" && document.getElementById("model").textContent !== "…"`, "the page");
+  await until(`location.href === ${JSON.stringify(pageUrl)} && document.readyState === "complete" &&
+               document.getElementById("model").textContent !== "…"`, "the page");
   assert.equal(await evaluate(`document.getElementById("model").textContent`), modelName);
 
   // One reply, streamed, then a thumb up.
@@ -104,6 +106,12 @@ try {
   ws.close();
 } finally {
   clearTimeout(timeout);
+  const exited = new Promise((r) => (browser.exitCode !== null ? r() : browser.once("exit", r)));
   browser.kill("SIGKILL");
-  fs.rmSync(profile, { recursive: true, force: true });
+  await exited;
+  try {
+    fs.rmSync(profile, { recursive: true, force: true, maxRetries: 5 });
+  } catch (e) {
+    console.error(`left ${profile}: ${e.message}`);
+  }
 }
