@@ -24,7 +24,7 @@
 #include "common/runtime.h"
 #include "policy/checkpoint.h"
 #include "serve/server.h"
-#include "support/generator.h"
+#include "tests/tiny_fixtures.h"
 #include "train/runtime.h"
 
 using namespace rlhf;
@@ -137,32 +137,12 @@ LevelResult run_level(const char* name, int port, int clients, int requests, int
 // A random policy with the demo's shape and a tokenizer trained on the
 // shipped support generator's conversations.
 std::string random_demo_policy(const std::string& dir) {
-  support::GeneratorConfig g;
-  g.train_dialogues = 400;
-  g.val_dialogues = 10;
-  g.heldout_prompts = 10;
-  const auto data = support::generate_support_data(g);
-  std::vector<std::string> docs;
-  for (const auto& row : data.train) {
-    for (const auto& m : row["messages"]) docs.push_back(m["content"].get<std::string>());
-  }
-  TokenizerTrainOptions o;
-  o.vocab_size = 4096;
-  const Tokenizer tok = Tokenizer::train(docs, o);
-  GPTConfig c;
-  c.vocab_size = tok.vocab_size();
-  c.n_positions = 256;
+  const Tokenizer tok = test::tiny_support_tokenizer(test::tiny_support_data(400, 10, 10), 4096);
+  GPTConfig c = test::tiny_gpt_config(tok.vocab_size(), 256);
   c.n_embd = 256;
   c.n_layer = 4;
   c.n_head = 4;
-  GPT m(c);
-  init_gpt_weights(*m, c, 1);
-  CheckpointWrite w;
-  w.weights = model_weights(*m);
-  w.hf_config = gpt_config_to_hf(c);
-  w.tokenizer = &tok;
-  save_checkpoint(dir, w);
-  return dir;
+  return test::write_random_checkpoint(dir, tok, c, 1);
 }
 
 }  // namespace

@@ -147,14 +147,21 @@ void parse_common(const Json& j, const RequestLimits& limits, CompletionRequest&
   }
 }
 
+// The settings both endpoints share; `field` (messages or prompt) must be there.
+CompletionRequest start_request(const Json& j, const RequestLimits& limits, bool chat) {
+  CompletionRequest r;
+  r.chat = chat;
+  parse_common(j, limits, r);
+  const char* field = chat ? "messages" : "prompt";
+  if (!j.contains(field)) bad(field, str_cat("\"", field, "\" is required"));
+  return r;
+}
+
 }  // namespace
 
 CompletionRequest parse_chat_request(const std::string& body, const RequestLimits& limits) {
   const Json j = parse_body(body);
-  CompletionRequest r;
-  r.chat = true;
-  parse_common(j, limits, r);
-  if (!j.contains("messages")) bad("messages", "\"messages\" is required");
+  CompletionRequest r = start_request(j, limits, /*chat=*/true);
   const Json& ms = j["messages"];
   if (!ms.is_array() || ms.empty()) bad("messages", "\"messages\" must be a non-empty list");
   for (size_t i = 0; i < ms.size(); ++i) {
@@ -176,10 +183,7 @@ CompletionRequest parse_chat_request(const std::string& body, const RequestLimit
 
 CompletionRequest parse_completion_request(const std::string& body, const RequestLimits& limits) {
   const Json j = parse_body(body);
-  CompletionRequest r;
-  r.chat = false;
-  parse_common(j, limits, r);
-  if (!j.contains("prompt")) bad("prompt", "\"prompt\" is required");
+  CompletionRequest r = start_request(j, limits, /*chat=*/false);
   const Json& p = j["prompt"];
   if (p.is_string()) {
     r.prompt = p.get<std::string>();

@@ -41,10 +41,9 @@ inline GPTConfig tiny_gpt_config(int vocab, int context = 256) {
   return c;
 }
 
-// A "pretrained" checkpoint (random weights) with the given tokenizer.
-inline std::string write_tiny_checkpoint(const std::string& dir, const Tokenizer& tok, uint64_t seed = 1,
-                                         int context = 256) {
-  GPTConfig c = tiny_gpt_config(tok.vocab_size(), context);
+// A checkpoint of random weights with the given shape and tokenizer.
+inline std::string write_random_checkpoint(const std::string& dir, const Tokenizer& tok, const GPTConfig& c,
+                                           uint64_t seed) {
   GPT m(c);
   init_gpt_weights(*m, c, seed);
   CheckpointWrite w;
@@ -53,6 +52,12 @@ inline std::string write_tiny_checkpoint(const std::string& dir, const Tokenizer
   w.tokenizer = &tok;
   save_checkpoint(dir, w);
   return dir;
+}
+
+// A "pretrained" checkpoint (random weights) with the given tokenizer.
+inline std::string write_tiny_checkpoint(const std::string& dir, const Tokenizer& tok, uint64_t seed = 1,
+                                         int context = 256) {
+  return write_random_checkpoint(dir, tok, tiny_gpt_config(tok.vocab_size(), context), seed);
 }
 
 // What the PPO tests start from: a random tiny policy at `dir`/policy and 32
