@@ -6,6 +6,7 @@
 
 #include "common/error.h"
 #include "common/fs.h"
+#include "policy/llama.h"
 
 namespace rlhf {
 namespace {
@@ -15,7 +16,13 @@ bool ends_with(const std::string& s, const std::string& suffix) {
 }
 
 bool ignorable(const std::string& name) {
-  return ends_with(name, ".attn.bias") || ends_with(name, ".attn.masked_bias") || name == "lm_head.weight";
+  return ends_with(name, ".attn.bias") || ends_with(name, ".attn.masked_bias");
+}
+
+// Llama-family checkpoints are stored with Hugging Face's names and layouts.
+bool hf_llama_names(const Json& hf_config) {
+  return hf_config.is_object() && hf_config.contains("model_type") && hf_config["model_type"].is_string() &&
+         is_llama_family(hf_config["model_type"].get<std::string>());
 }
 
 std::string trim(std::string s) {
@@ -56,7 +63,8 @@ void save_checkpoint(const std::string& dir, const CheckpointWrite& c) {
   const std::string tmp = dir + ".partial";
   remove_all(tmp);
   make_dirs(tmp);
-  save_safetensors(join_path(tmp, "model.safetensors"), c.weights, {{"format", "pt"}});
+  save_safetensors(join_path(tmp, "model.safetensors"),
+                   hf_llama_names(c.hf_config) ? llama_weights_to_hf(c.weights) : c.weights, {{"format", "pt"}});
   Json hf = c.hf_config;
   if (c.tokenizer != nullptr) {
     // Without these ids transformers falls back to GPT-2's 50256 (outside a
@@ -82,8 +90,9 @@ void load_weights(torch::nn::Module& model, const TensorMap& tensors, const std:
   std::set<std::string> loaded;
   torch::NoGradGuard no_grad;
   for (const auto& [raw_name, tensor] : tensors) {
-    if (ignorable(raw_name)) continue;
     std::string name = raw_name;
+    // A tied head's copy: the embedding is the head ("lm_head.weight" loads only into an untied one).
+    if (ignorable(raw_name) || (raw_name == "lm_head.weight" && !targets.count(raw_name))) continue;
     if (!targets.count(name) && targets.count("transformer." + name)) name = "transformer." + name;
     auto it = targets.find(name);
     if (it == targets.end()) {
@@ -125,7 +134,9 @@ bool has_model_weights(const std::string& dir) {
   return path_exists(join_path(dir, "model.safetensors")) || path_exists(join_path(dir, "model.safetensors.index.json"));
 }
 
-TensorMap load_model_tensors(const std::string& dir) {
+namespace {
+
+TensorMap read_model_tensors(const std::string& dir) {
   const std::string single = join_path(dir, "model.safetensors");
   if (path_exists(single)) return load_safetensors(single).tensors;
   const std::string index_path = join_path(dir, "model.safetensors.index.json");
@@ -159,6 +170,15 @@ TensorMap load_model_tensors(const std::string& dir) {
     }
   }
   return out;
+}
+
+}  // namespace
+
+TensorMap load_model_tensors(const std::string& dir) {
+  TensorMap tensors = read_model_tensors(dir);
+  const std::string config = join_path(dir, "config.json");
+  if (path_exists(config) && hf_llama_names(read_json_file(config))) return llama_weights_from_hf(tensors);
+  return tensors;
 }
 
 std::optional<std::string> latest_checkpoint(const std::string& run_dir) {

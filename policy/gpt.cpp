@@ -9,7 +9,9 @@
 #include <cmath>
 
 #include "common/error.h"
+#include "policy/attention.h"
 #include "policy/kernels.h"
+#include "policy/llama.h"
 
 namespace rlhf {
 namespace {
@@ -42,59 +44,6 @@ struct GeluTanh : torch::autograd::Function<GeluTanh> {
 };
 
 
-// Additive bias for masked attention. Finite, so a row with every key masked
-// (a left-padding query) gives a harmless uniform softmax instead of NaN.
-constexpr double kMasked = -1e30;
-
-// Scaled dot-product attention. q [B,H,T,D], k/v [B,H,Tk,D], bias [B,1,T,Tk]
-// additive or undefined (then causal when `causal`). Returns [B,H,T,D].
-torch::Tensor attend(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
-                     const torch::Tensor& bias, bool causal, double dropout) {
-#if TORCH_VERSION_MAJOR >= 2
-  return at::scaled_dot_product_attention(
-      q, k, v, bias.defined() ? c10::optional<at::Tensor>(bias.to(q.scalar_type())) : c10::nullopt,
-      dropout, causal && !bias.defined());
-#else
-  const int64_t B = q.size(0), H = q.size(1), T = q.size(2), D = q.size(3), Tk = k.size(2);
-  const double scale = 1.0 / std::sqrt(static_cast<double>(D));
-  torch::Tensor qf = q.reshape({B * H, T, D});
-  torch::Tensor kt = k.reshape({B * H, Tk, D}).transpose(1, 2);
-  torch::Tensor att;
-  if (bias.defined()) {
-    torch::Tensor b = bias.to(q.scalar_type()).expand({B, H, T, Tk}).reshape({B * H, T, Tk});
-    att = torch::baddbmm(b, qf, kt, 1.0, scale);
-  } else if (causal && T > 1) {
-    // Measured faster than bmm + masked_fill_ (bench/bench_model).
-    torch::Tensor mask = torch::full({T, Tk}, kMasked, q.options()).triu(Tk - T + 1);
-    att = torch::baddbmm(mask, qf, kt, 1.0, scale);
-  } else {
-    att = torch::bmm(qf, kt).mul_(scale);
-  }
-  att = torch::softmax(att, -1);
-  if (dropout > 0) att = torch::dropout(att, dropout, true);
-  return torch::bmm(att, v.reshape({B * H, Tk, D})).view({B, H, T, D});
-#endif
-}
-
-// One query position against the first t cached keys (decoding), through
-// kernels::attend_one_query. q [B,H,1,D] contiguous, caches [B,H,cap,D],
-// bias [B,1,1,t]. Returns [B,H,1,D].
-torch::Tensor attend_cached_query(const torch::Tensor& q, const torch::Tensor& k_cache, const torch::Tensor& v_cache,
-                                  int64_t t, const torch::Tensor& bias) {
-  const int64_t B = q.size(0), H = q.size(1), D = q.size(3), cap = k_cache.size(2);
-  const torch::Tensor qc = q.contiguous(), b = bias.reshape({B, t}).to(torch::kFloat).contiguous();
-  torch::Tensor out = torch::empty_like(qc);
-  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
-  const float *qp = qc.data_ptr<float>(), *kp = k_cache.data_ptr<float>(), *vp = v_cache.data_ptr<float>();
-  const float* bp = b.data_ptr<float>();
-  float* op = out.data_ptr<float>();
-  at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> scratch(static_cast<size_t>(t));
-    kernels::attend_one_query(qp, kp, vp, bp, op, begin, end, H, t, cap, D, scale, scratch.data());
-  });
-  return out;
-}
-
 }  // namespace
 
 torch::Tensor gelu_tanh(const torch::Tensor& x) {
@@ -106,21 +55,47 @@ void GPTConfig::validate() const {
   auto bad = [](const char* key, auto value, const char* why) {
     fail(ErrorKind::kConfig, "model.", key, " = ", value, ": ", why);
   };
+  if (arch != "gpt2" && arch != "llama") bad("arch", arch, "must be \"gpt2\" or \"llama\"");
   if (vocab_size < 1) bad("vocab_size", vocab_size, "must be positive");
   if (n_positions < 2) bad("n_positions", n_positions, "must be at least 2");
   if (n_layer < 1) bad("n_layer", n_layer, "must be at least 1");
   if (n_head < 1) bad("n_head", n_head, "must be at least 1");
-  if (n_embd < 1 || n_embd % n_head != 0) bad("n_embd", n_embd, "must be a positive multiple of n_head");
+  if (n_embd < 1 || (head_dim == 0 && n_embd % n_head != 0)) {
+    bad("n_embd", n_embd, "must be a positive multiple of n_head (or set head_dim)");
+  }
   if (dropout < 0 || dropout >= 1) bad("dropout", dropout, "must be in [0, 1)");
+  if (!is_llama()) {
+    if (n_kv_head != 0 && n_kv_head != n_head) bad("n_kv_head", n_kv_head, "GPT-2 has as many key/value heads as heads");
+    if (head_dim != 0 && head_dim != n_embd / n_head) bad("head_dim", head_dim, "GPT-2's head size is n_embd / n_head");
+    return;
+  }
+  if (!is_llama_family(model_type)) bad("model_type", model_type, "must be llama, mistral, qwen2 or qwen3");
+  if (kv_heads() < 1 || n_head % kv_heads() != 0) bad("n_kv_head", n_kv_head, "must divide n_head");
+  if (dim_head() < 2 || dim_head() % 2 != 0) bad("head_dim", dim_head(), "must be even (RoPE rotates pairs)");
+  if (rope_type != "default" && rope_type != "llama3") bad("rope_type", rope_type, "must be \"default\" or \"llama3\"");
+  if (rope_theta <= 0) bad("rope_theta", rope_theta, "must be positive");
+  if (model_type == "qwen2" && !qkv_bias) bad("qkv_bias", qkv_bias, "Qwen2 has q/k/v biases");
 }
 
 int64_t GPTConfig::num_parameters() const {
-  const int64_t C = n_embd;
-  const int64_t per_block = 12 * C * C + 13 * C;  // attn 4C^2+4C, mlp 8C^2+5C, 2 norms 4C
-  return n_layer * per_block + 2 * C + static_cast<int64_t>(vocab_size) * C;
+  // The token embedding is a lookup (no FLOPs); the head, tied or not, counts once.
+  const int64_t C = n_embd, V = vocab_size;
+  if (!is_llama()) {
+    const int64_t per_block = 12 * C * C + 13 * C;  // attn 4C^2+4C, mlp 8C^2+5C, 2 norms 4C
+    return n_layer * per_block + 2 * C + V * C;
+  }
+  const int64_t Q = static_cast<int64_t>(n_head) * dim_head(), K = static_cast<int64_t>(kv_heads()) * dim_head();
+  const int64_t I = mlp_width();
+  int64_t per_block = C * Q + 2 * C * K + Q * C + 3 * C * I + 2 * C;
+  if (qkv_bias) per_block += Q + 2 * K;
+  if (o_bias) per_block += C;
+  if (mlp_bias) per_block += 2 * I + C;
+  if (qk_norm) per_block += 2 * dim_head();
+  return n_layer * per_block + C + V * C;
 }
 
 Json gpt_config_to_hf(const GPTConfig& c) {
+  if (c.is_llama()) return llama_config_to_hf(c);
   return Json{{"architectures", {"GPT2LMHeadModel"}},
               {"model_type", "gpt2"},
               {"vocab_size", c.vocab_size},
@@ -137,7 +112,7 @@ Json gpt_config_to_hf(const GPTConfig& c) {
               {"layer_norm_epsilon", c.layer_norm_epsilon},
               {"initializer_range", 0.02},
               {"scale_attn_weights", true},
-              {"tie_word_embeddings", true},
+              {"tie_word_embeddings", c.tie_word_embeddings},
               {"torch_dtype", "float32"}};
 }
 
@@ -148,9 +123,12 @@ GPTConfig gpt_config_from_hf(const Json& hf, const std::string& source) {
     }
     return hf[key].get<int>();
   };
-  if (hf.value("model_type", "gpt2") != "gpt2") {
-    fail(ErrorKind::kData, source, ": model_type is \"", hf.value("model_type", ""),
-         "\"; only GPT-2-architecture checkpoints are supported");
+  const std::string type = hf.contains("model_type") && hf["model_type"].is_string() ? hf["model_type"].get<std::string>()
+                                                                                     : std::string("gpt2");
+  if (is_llama_family(type)) return llama_config_from_hf(hf, source);
+  if (type != "gpt2") {
+    fail(ErrorKind::kData, source, ": model_type \"", type,
+         "\" is not supported; supported are gpt2, llama, mistral, qwen2 and qwen3");
   }
   const std::string act = hf.value("activation_function", "gelu_new");
   if (act != "gelu_new" && act != "gelu_pytorch_tanh") {
@@ -164,11 +142,11 @@ GPTConfig gpt_config_from_hf(const Json& hf, const std::string& source) {
       fail(ErrorKind::kData, source, ": ", key, " = ", unsupported.dump(), " is not supported: ", why);
     }
   };
-  refuse_if("tie_word_embeddings", false, "the output head must be the token embedding (GPT-2's tied head)");
   refuse_if("scale_attn_by_inverse_layer_idx", true, "attention scores are scaled by 1/sqrt(head size) only");
   refuse_if("scale_attn_weights", false, "attention scores are always scaled by 1/sqrt(head size)");
   refuse_if("add_cross_attention", true, "this is a decoder-only model");
   GPTConfig c;
+  c.tie_word_embeddings = !(hf.contains("tie_word_embeddings") && hf["tie_word_embeddings"] == false);
   c.vocab_size = need_int("vocab_size");
   c.n_positions = hf.contains("n_positions") ? need_int("n_positions") : need_int("n_ctx");
   c.n_embd = need_int("n_embd");
@@ -185,16 +163,16 @@ GPTConfig gpt_config_from_hf(const Json& hf, const std::string& source) {
   return c;
 }
 
-Conv1DImpl::Conv1DImpl(int64_t in, int64_t out) {
+Conv1DImpl::Conv1DImpl(int64_t in, int64_t out, bool with_bias) {
   weight = register_parameter("weight", torch::empty({in, out}));
-  bias = register_parameter("bias", torch::zeros({out}));
+  if (with_bias) bias = register_parameter("bias", torch::zeros({out}));
 }
 
 torch::Tensor Conv1DImpl::forward(const torch::Tensor& x) {
   auto out_shape = x.sizes().vec();
   out_shape.back() = weight.size(1);
   torch::Tensor x2 = x.reshape({-1, weight.size(0)});
-  torch::Tensor y = torch::addmm(bias, x2, weight);
+  torch::Tensor y = bias.defined() ? torch::addmm(bias, x2, weight) : torch::mm(x2, weight);
   if (lora) y = torch::addmm(y, torch::mm(x2, lora->A), lora->B, 1.0, lora->scale);
   return y.view(out_shape);
 }
@@ -253,14 +231,39 @@ torch::Tensor BlockImpl::forward(const torch::Tensor& x, const torch::Tensor& bi
   return h + mlp(ln_2(h));
 }
 
+RMSNormImpl::RMSNormImpl(int64_t dim, double eps) : eps_(eps) {
+  weight = register_parameter("weight", torch::ones({dim}));
+}
+
+torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) {
+  const torch::Tensor xf = x.to(torch::kFloat);
+  const torch::Tensor normed = xf * torch::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + eps_);
+  return weight * normed.to(x.scalar_type());
+}
+
+LMHeadImpl::LMHeadImpl(int64_t vocab, int64_t width) {
+  weight = register_parameter("weight", torch::empty({vocab, width}));
+}
+
 TransformerImpl::TransformerImpl(const GPTConfig& c) : config_(c) {
   c.validate();
   wte = register_module("wte", torch::nn::Embedding(c.vocab_size, c.n_embd));
-  wpe = register_module("wpe", torch::nn::Embedding(c.n_positions, c.n_embd));
+  if (!c.is_llama()) wpe = register_module("wpe", torch::nn::Embedding(c.n_positions, c.n_embd));
   h = register_module("h", torch::nn::ModuleList());
-  for (int i = 0; i < c.n_layer; ++i) h->push_back(Block(c, i));
-  ln_f = register_module("ln_f", torch::nn::LayerNorm(
-                                     torch::nn::LayerNormOptions({c.n_embd}).eps(c.layer_norm_epsilon)));
+  for (int i = 0; i < c.n_layer; ++i) {
+    if (c.is_llama()) {
+      h->push_back(LlamaBlock(c, i));
+    } else {
+      h->push_back(Block(c, i));
+    }
+  }
+  if (c.is_llama()) {
+    rms_f = register_module("ln_f", RMSNorm(c.n_embd, c.layer_norm_epsilon));
+    rope_inv_freq_ = rope_inv_freq(c);
+  } else {
+    ln_f = register_module("ln_f", torch::nn::LayerNorm(
+                                       torch::nn::LayerNormOptions({c.n_embd}).eps(c.layer_norm_epsilon)));
+  }
 }
 
 torch::Tensor TransformerImpl::forward(const torch::Tensor& input_ids,
@@ -269,6 +272,10 @@ torch::Tensor TransformerImpl::forward(const torch::Tensor& input_ids,
   const int64_t past = cache != nullptr ? cache->length : 0;
   RLHF_CHECK(past + T <= config_.n_positions, "sequence of ", past + T,
              " tokens exceeds the context length ", config_.n_positions);
+  if (config_.sliding_window > 0 && past + T > config_.sliding_window) {
+    fail(ErrorKind::kData, "a sequence of ", past + T, " tokens is longer than the model's sliding window (",
+         config_.sliding_window, "); windowed attention is not implemented, so it would be computed wrongly");
+  }
   const auto long_opts = input_ids.options().dtype(torch::kLong);
   torch::Tensor pos, bias;
   if (!attention_mask.defined() && cache == nullptr) {
@@ -291,6 +298,13 @@ torch::Tensor TransformerImpl::forward(const torch::Tensor& input_ids,
                             keys.to(torch::kBool).view({B, 1, 1, past + T});
     bias = torch::zeros(allowed.sizes(), input_ids.options().dtype(torch::kFloat))
                .masked_fill_(allowed.logical_not(), kMasked);
+  }
+  if (config_.is_llama()) {
+    torch::Tensor x = wte(input_ids);
+    const auto [cos, sin] = rope_cos_sin(rope_inv_freq_, pos);
+    for (const auto& block : *h) x = block->as<LlamaBlock>()->forward(x, bias, cos, sin, cache);
+    if (cache != nullptr) cache->length += T;
+    return rms_f(x);
   }
   torch::Tensor x = wte(input_ids) + wpe(pos);
   if (is_training() && config_.dropout > 0) x = torch::dropout(x, config_.dropout, true);
@@ -316,6 +330,20 @@ void TransformerImpl::resize_vocab(int new_vocab_size) {
 
 GPTImpl::GPTImpl(const GPTConfig& config) {
   transformer = register_module("transformer", Transformer(config));
+  if (!config.tie_word_embeddings) head = register_module("lm_head", LMHead(config.vocab_size, config.n_embd));
+}
+
+void GPTImpl::resize_vocab(int new_vocab_size) {
+  const int old = config().vocab_size;
+  transformer->resize_vocab(new_vocab_size);
+  if (!head || new_vocab_size == old) return;
+  torch::NoGradGuard no_grad;
+  const torch::Tensor w = head->weight;
+  auto fresh = LMHead(new_vocab_size, w.size(1));
+  fresh->to(w.device(), w.scalar_type());
+  fresh->weight.narrow(0, 0, old).copy_(w);
+  fresh->weight.narrow(0, old, new_vocab_size - old).copy_(w.mean(0, true).expand({new_vocab_size - old, w.size(1)}));
+  head = replace_module("lm_head", fresh);
 }
 
 torch::Tensor GPTImpl::forward(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
@@ -324,17 +352,17 @@ torch::Tensor GPTImpl::forward(const torch::Tensor& input_ids, const torch::Tens
 }
 
 torch::Tensor GPTImpl::lm_head(const torch::Tensor& hidden) {
-  return at::linear(hidden, transformer->wte->weight);
+  return at::linear(hidden, head ? head->weight : transformer->wte->weight);
 }
 
 KVCache GPTImpl::make_cache(int64_t batch, int64_t capacity) {
   const GPTConfig& c = config();
   const torch::Tensor& w = transformer->wte->weight;
   KVCache cache;
-  const int64_t D = c.n_embd / c.n_head;
+  const int64_t D = c.dim_head(), H = c.kv_heads();
   for (int i = 0; i < c.n_layer; ++i) {
-    cache.k.push_back(torch::zeros({batch, c.n_head, capacity, D}, w.options()));
-    cache.v.push_back(torch::zeros({batch, c.n_head, capacity, D}, w.options()));
+    cache.k.push_back(torch::zeros({batch, H, capacity, D}, w.options()));
+    cache.v.push_back(torch::zeros({batch, H, capacity, D}, w.options()));
   }
   cache.key_mask = torch::zeros({batch, capacity}, w.options().dtype(torch::kLong));
   return cache;
@@ -346,14 +374,16 @@ void init_gpt_weights(torch::nn::Module& model, const GPTConfig& config, uint64_
   const double residual_std = 0.02 / std::sqrt(2.0 * config.n_layer);
   for (auto& [name, p] : named_parameters(model)) {
     const bool is_bias = name.size() >= 5 && name.compare(name.size() - 5, 5, ".bias") == 0;
-    const bool is_norm = name.find(".ln_") != std::string::npos;
+    const bool is_norm = name.find(".ln_") != std::string::npos || name.find("_norm.") != std::string::npos;
     torch::Tensor cpu = torch::empty(p.sizes(), torch::kFloat);
     if (is_norm) {
       cpu.fill_(is_bias ? 0.0 : 1.0);
     } else if (is_bias) {
       cpu.zero_();
     } else {
-      const bool residual = name.find("c_proj.weight") != std::string::npos;
+      const bool residual = name.find("c_proj.weight") != std::string::npos ||
+                            name.find("o_proj.weight") != std::string::npos ||
+                            name.find("down_proj.weight") != std::string::npos;
       cpu.normal_(0.0, residual ? residual_std : 0.02, gen);
     }
     p.copy_(cpu);

@@ -1,8 +1,18 @@
-// A decoder-only transformer with the GPT-2 architecture: learned position
-// embeddings, pre-LayerNorm blocks, tanh-GELU MLP, LM head tied to the token
-// embedding. Parameter names and layouts are Hugging Face GPT-2's
-// ("transformer.h.0.attn.c_attn.weight", Conv1D weights stored [in, out]), so
-// a checkpoint's model.safetensors + config.json opens in `transformers`.
+// Decoder-only transformers of two families, chosen by GPTConfig::arch:
+//
+// - "gpt2": learned position embeddings, pre-LayerNorm blocks, tanh-GELU
+//   MLP, LM head tied to the token embedding (or its own, untied).
+//   Parameter names and layouts are Hugging Face GPT-2's
+//   ("transformer.h.0.attn.c_attn.weight", Conv1D weights stored [in, out]).
+// - "llama": the Llama family (Llama 2/3.x, Mistral, Qwen2/2.5/3, SmolLM2,
+//   TinyLlama): RoPE, RMSNorm, SiLU-gated MLP, grouped-query attention, with
+//   the switches below (policy/llama.h). Inside, its layers use the same
+//   names scheme ("transformer.h.0.attn.q_proj.weight", [in, out]);
+//   checkpoints are read and written with Hugging Face's names and layouts
+//   ("model.layers.0.self_attn.q_proj.weight", [out, in]).
+//
+// Either way a checkpoint's model.safetensors + config.json opens in
+// `transformers`.
 //
 // Shapes: B = batch, T = time (tokens), C = channels (n_embd), H = heads,
 // D = C / H, V = vocabulary.
@@ -23,14 +33,33 @@
 namespace rlhf {
 
 struct GPTConfig {
+  std::string arch = "gpt2";     // "gpt2" or "llama" (the Llama family)
   int vocab_size = 8192;         // set from the tokenizer, e.g. 50257 for GPT-2
   int n_positions = 256;         // context length in tokens, e.g. 1024
   int n_embd = 384;              // width C, e.g. 768
   int n_layer = 6;               // transformer blocks, e.g. 12
-  int n_head = 6;                // attention heads (n_embd % n_head == 0), e.g. 12
+  int n_head = 6;                // attention heads (n_embd % n_head == 0 unless head_dim is set), e.g. 12
   double dropout = 0.0;          // embedding, attention and residual dropout, e.g. 0.1
-  double layer_norm_epsilon = 1e-5;
+  double layer_norm_epsilon = 1e-5;  // LayerNorm's (GPT-2) or RMSNorm's (llama) epsilon
+  bool tie_word_embeddings = true;   // the LM head is the token embedding; false: its own weight
+  // The Llama family only:
+  std::string model_type = "llama";  // Hugging Face model_type written back: llama, mistral, qwen2, qwen3
+  int n_kv_head = 0;             // key/value heads for grouped-query attention (0 = n_head), e.g. 8
+  int head_dim = 0;              // per head (0 = n_embd / n_head), e.g. 128 (Qwen3)
+  int intermediate_size = 0;     // gated MLP width (0 = 4 * n_embd), e.g. 14336
+  double rope_theta = 10000;     // RoPE base, e.g. 500000 (Llama 3)
+  std::string rope_type = "default";  // "default" or "llama3" (frequency-dependent scaling)
+  double rope_factor = 8;        // llama3 scaling: factor
+  double rope_low_freq_factor = 1;   // llama3 scaling: low_freq_factor
+  double rope_high_freq_factor = 4;  // llama3 scaling: high_freq_factor
+  int rope_original_positions = 8192;  // llama3 scaling: original_max_position_embeddings
+  bool qkv_bias = false;         // biases on q, k, v (Qwen2; Llama's attention_bias)
+  bool o_bias = false;           // a bias on the output projection (Llama's attention_bias)
+  bool mlp_bias = false;         // biases in the MLP (Llama's mlp_bias)
+  bool qk_norm = false;          // RMSNorm on each head's q and k (Qwen3)
+  int sliding_window = 0;        // Mistral: longest attention span (0 = none); longer sequences are refused
   template <class V> void visit(V& v) {
+    v("arch", arch);
     v("vocab_size", vocab_size);
     v("n_positions", n_positions);
     v("n_embd", n_embd);
@@ -38,20 +67,42 @@ struct GPTConfig {
     v("n_head", n_head);
     v("dropout", dropout);
     v("layer_norm_epsilon", layer_norm_epsilon);
+    v("tie_word_embeddings", tie_word_embeddings);
+    v("model_type", model_type);
+    v("n_kv_head", n_kv_head);
+    v("head_dim", head_dim);
+    v("intermediate_size", intermediate_size);
+    v("rope_theta", rope_theta);
+    v("rope_type", rope_type);
+    v("rope_factor", rope_factor);
+    v("rope_low_freq_factor", rope_low_freq_factor);
+    v("rope_high_freq_factor", rope_high_freq_factor);
+    v("rope_original_positions", rope_original_positions);
+    v("qkv_bias", qkv_bias);
+    v("o_bias", o_bias);
+    v("mlp_bias", mlp_bias);
+    v("qk_norm", qk_norm);
+    v("sliding_window", sliding_window);
   }
+  bool is_llama() const { return arch == "llama"; }
+  int kv_heads() const { return n_kv_head > 0 ? n_kv_head : n_head; }
+  int dim_head() const { return head_dim > 0 ? head_dim : n_embd / n_head; }
+  int mlp_width() const { return intermediate_size > 0 ? intermediate_size : 4 * n_embd; }
   // Fails with a message naming the field if the sizes are inconsistent.
   void validate() const;
-  // Non-embedding parameters + the tied LM head, as counted for FLOPs.
+  // Non-embedding parameters + the LM head (once, tied or not), as counted for FLOPs.
   int64_t num_parameters() const;
 };
 
-// config.json in Hugging Face GPT-2 form, and back.
+// config.json in Hugging Face form (GPT-2 or the Llama family's), and back.
+// An unknown model_type or an option this implementation does not have is
+// an error naming the key.
 Json gpt_config_to_hf(const GPTConfig& config);
 GPTConfig gpt_config_from_hf(const Json& hf, const std::string& source);
 
 // Per-layer key/value cache for incremental decoding.
 struct KVCache {
-  std::vector<torch::Tensor> k, v;  // per layer [B, H, capacity, D]
+  std::vector<torch::Tensor> k, v;  // per layer [B, H_kv, capacity, D]
   torch::Tensor key_mask;           // [B, capacity] 1 where the position is a real token
   int64_t length = 0;               // positions filled
 };
@@ -65,15 +116,36 @@ struct LoraBranch {
   double scale = 1.0;  // alpha / rank
 };
 
-// Hugging Face GPT-2's Conv1D: y = x W + b with W stored [in, out].
+// Hugging Face GPT-2's Conv1D: y = x W + b with W stored [in, out]. Also the
+// Llama family's projections (without a bias unless the config asks).
 class Conv1DImpl : public torch::nn::Module {
  public:
-  Conv1DImpl(int64_t in, int64_t out);
+  Conv1DImpl(int64_t in, int64_t out, bool with_bias = true);
   torch::Tensor forward(const torch::Tensor& x);  // [..., in] -> [..., out]
-  torch::Tensor weight, bias;
+  torch::Tensor weight, bias;  // bias undefined when there is none
   std::optional<LoraBranch> lora;  // set while LoRA adapters are attached
 };
 TORCH_MODULE(Conv1D);
+
+// Root-mean-square norm (Llama family): x / rms(x) * weight, in fp32.
+class RMSNormImpl : public torch::nn::Module {
+ public:
+  RMSNormImpl(int64_t dim, double eps);
+  torch::Tensor forward(const torch::Tensor& x);
+  torch::Tensor weight;
+
+ private:
+  double eps_;
+};
+TORCH_MODULE(RMSNorm);
+
+// An untied output head: logits = hidden W^T with W [V, C] (as nn.Linear).
+class LMHeadImpl : public torch::nn::Module {
+ public:
+  LMHeadImpl(int64_t vocab, int64_t width);
+  torch::Tensor weight;
+};
+TORCH_MODULE(LMHead);
 
 class AttentionImpl : public torch::nn::Module {
  public:
@@ -111,7 +183,8 @@ class BlockImpl : public torch::nn::Module {
 };
 TORCH_MODULE(Block);
 
-// The backbone ("GPT2Model" in transformers): embeddings, blocks, final norm.
+// The backbone ("GPT2Model" / "LlamaModel" in transformers): embeddings,
+// blocks, final norm.
 class TransformerImpl : public torch::nn::Module {
  public:
   explicit TransformerImpl(const GPTConfig& config);
@@ -127,29 +200,37 @@ class TransformerImpl : public torch::nn::Module {
   // rows start at the mean of the old ones.
   void resize_vocab(int new_vocab_size);
 
-  torch::nn::Embedding wte{nullptr}, wpe{nullptr};
-  torch::nn::ModuleList h{nullptr};
-  torch::nn::LayerNorm ln_f{nullptr};
+  torch::nn::Embedding wte{nullptr}, wpe{nullptr};  // wpe: GPT-2 only
+  torch::nn::ModuleList h{nullptr};                   // Block (GPT-2) or LlamaBlock
+  torch::nn::LayerNorm ln_f{nullptr};                 // GPT-2
+  RMSNorm rms_f{nullptr};                             // the Llama family (named "ln_f" too)
 
  private:
+  torch::Tensor rope_inv_freq_;  // the Llama family: RoPE frequencies [D / 2]
   GPTConfig config_;
 };
 TORCH_MODULE(Transformer);
 
-// The language model ("GPT2LMHeadModel"): backbone + LM head tied to wte.
+// The language model ("GPT2LMHeadModel" / "LlamaForCausalLM"): backbone + LM
+// head, tied to wte unless the config says otherwise.
 class GPTImpl : public torch::nn::Module {
  public:
   explicit GPTImpl(const GPTConfig& config);
   // Logits [B, T, V].
   torch::Tensor forward(const torch::Tensor& input_ids, const torch::Tensor& attention_mask = {},
                         KVCache* cache = nullptr);
-  // Hidden [B, T, C] -> logits [B, T, V] through the tied embedding.
+  // Hidden [B, T, C] -> logits [B, T, V] through the tied embedding (or the
+  // untied head).
   torch::Tensor lm_head(const torch::Tensor& hidden);
   // An empty cache for `batch` rows and up to `capacity` positions.
   KVCache make_cache(int64_t batch, int64_t capacity);
+  // Grows the vocabulary of the embedding and of an untied head (see
+  // TransformerImpl::resize_vocab).
+  void resize_vocab(int new_vocab_size);
   const GPTConfig& config() const { return transformer->config(); }
 
   Transformer transformer{nullptr};
+  LMHead head{nullptr};  // only when tie_word_embeddings is false ("lm_head.weight")
 };
 TORCH_MODULE(GPT);
 

@@ -128,7 +128,7 @@ SftResult run_sft(const SftConfig& cfg, const DistInfo& dist) {
   GPT model = base.model;
   Tokenizer tokenizer = base.tokenizer;
   tokenizer.add_special_tokens(special::defaults());
-  if (tokenizer.vocab_size() > model->config().vocab_size) model->transformer->resize_vocab(tokenizer.vocab_size());
+  if (tokenizer.vocab_size() > model->config().vocab_size) model->resize_vocab(tokenizer.vocab_size());
   if (cfg.random_init) init_gpt_weights(*model, model->config(), static_cast<uint64_t>(tc.seed));
   model->to(device);
   model->train();

@@ -216,7 +216,7 @@ PretrainResult run_pretrain(const PretrainConfig& config_in, const DistInfo& dis
     // The checkpoint's weights; rows for special tokens it lacked start as
     // the mean embedding (TransformerImpl::resize_vocab).
     GPT start = base->model;
-    if (start->config().vocab_size < cfg.model.vocab_size) start->transformer->resize_vocab(cfg.model.vocab_size);
+    if (start->config().vocab_size < cfg.model.vocab_size) start->resize_vocab(cfg.model.vocab_size);
     load_weights(*model, model_weights(*start), base->dir);
     log_info("pretrain: starting from ", base->dir);
   }

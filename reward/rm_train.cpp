@@ -39,7 +39,7 @@ Start initial_model(const std::string& path, uint64_t seed) {
   } else {
     LoadedPolicy p = load_policy(dir);
     p.tokenizer.add_special_tokens(special::defaults());
-    if (p.tokenizer.vocab_size() > p.model->config().vocab_size) p.model->transformer->resize_vocab(p.tokenizer.vocab_size());
+    if (p.tokenizer.vocab_size() > p.model->config().vocab_size) p.model->resize_vocab(p.tokenizer.vocab_size());
     s.model = reward_model_from_policy(p, seed);
     s.tokenizer = p.tokenizer;
   }
