@@ -6,6 +6,7 @@
 
 #include "common/error.h"
 #include "common/log.h"
+#include "policy/llama.h"
 
 namespace rlhf {
 
@@ -98,7 +99,8 @@ LoraAdapters::LoraAdapters(GPT& model, const LoraConfig& config, uint64_t seed)
   for (size_t i = 0; i < config.targets.size(); ++i) {
     if (!target_used[i]) {
       fail(ErrorKind::kConfig, "lora.targets: no layer is named '", config.targets[i],
-           "'; GPT-2 layers are c_attn, c_proj and c_fc");
+           model->config().is_llama() ? "'; Llama-family layers are q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj and down_proj"
+                                      : "'; GPT-2 layers are c_attn, c_proj and c_fc");
     }
   }
   for (auto& [name, p] : named_parameters(*model)) p.set_requires_grad(false);
@@ -133,11 +135,17 @@ TensorMap LoraAdapters::merged_weights() const {
   return out;
 }
 
+// PEFT's key for a layer: the base model's own parameter names.
+std::string LoraAdapters::peft_key(const std::string& layer, const char* which) const {
+  const std::string name = model_->config().is_llama() ? llama_name_to_hf(layer + ".") : layer + ".";
+  return "base_model.model." + name + which + ".weight";
+}
+
 TensorMap LoraAdapters::peft_state() const {
   TensorMap out;
   for (const auto& e : entries_) {
-    out["base_model.model." + e.name + ".lora_A.weight"] = e.layer->lora->A.detach().t().contiguous();
-    out["base_model.model." + e.name + ".lora_B.weight"] = e.layer->lora->B.detach().t().contiguous();
+    out[peft_key(e.name, "lora_A")] = e.layer->lora->A.detach().t().contiguous();
+    out[peft_key(e.name, "lora_B")] = e.layer->lora->B.detach().t().contiguous();
   }
   return out;
 }
@@ -145,14 +153,15 @@ TensorMap LoraAdapters::peft_state() const {
 Json LoraAdapters::peft_config() const {
   return Json{{"peft_type", "LORA"}, {"task_type", "CAUSAL_LM"}, {"r", config_.rank},
               {"lora_alpha", config_.alpha}, {"lora_dropout", 0.0}, {"target_modules", config_.targets},
-              {"fan_in_fan_out", true}, {"bias", "none"}};
+              // GPT-2's Conv1D stores weights [in, out]; the Llama family's nn.Linear [out, in].
+              {"fan_in_fan_out", !model_->config().is_llama()}, {"bias", "none"}};
 }
 
 void LoraAdapters::load_peft_state(const TensorMap& state, const std::string& source) {
   torch::NoGradGuard no_grad;
   for (auto& e : entries_) {
     for (const char* which : {"lora_A", "lora_B"}) {
-      const std::string key = "base_model.model." + e.name + "." + which + ".weight";
+      const std::string key = peft_key(e.name, which);
       auto it = state.find(key);
       if (it == state.end()) fail(ErrorKind::kCorrupt, source, ": adapter '", key, "' is missing");
       torch::Tensor& dst = std::string(which) == "lora_A" ? e.layer->lora->A : e.layer->lora->B;

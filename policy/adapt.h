@@ -71,6 +71,7 @@ class LoraAdapters {
     std::string name;  // "transformer.h.0.attn.c_attn"
     Conv1D layer;
   };
+  std::string peft_key(const std::string& layer, const char* which) const;
   mutable GPT model_;  // shared handle; reading weights needs a non-const Module
   LoraConfig config_;
   std::vector<Entry> entries_;

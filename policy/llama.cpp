@@ -262,6 +262,8 @@ TensorMap convert(const TensorMap& in, bool to_hf) {
 
 }  // namespace
 
+std::string llama_name_to_hf(const std::string& ours) { return rename(ours, /*to_hf=*/true); }
+
 TensorMap llama_weights_from_hf(const TensorMap& hf) { return convert(hf, /*to_hf=*/false); }
 TensorMap llama_weights_to_hf(const TensorMap& ours) { return convert(ours, /*to_hf=*/true); }
 

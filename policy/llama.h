@@ -66,5 +66,7 @@ Json llama_config_to_hf(const GPTConfig& config);
 // pass through unchanged (the load then says which tensor is unexpected).
 TensorMap llama_weights_from_hf(const TensorMap& hf);
 TensorMap llama_weights_to_hf(const TensorMap& ours);
+// One name, ours -> Hugging Face's (e.g. for PEFT adapter keys).
+std::string llama_name_to_hf(const std::string& ours);
 
 }  // namespace rlhf

@@ -70,7 +70,13 @@ ScalarHeadModel reward_model_from_policy(const LoadedPolicy& policy, uint64_t se
 
 Json reward_config_to_hf(const ScalarHeadModelImpl& model, int32_t pad_token_id) {
   Json c = gpt_config_to_hf(model.config());
-  c["architectures"] = {"GPT2ForSequenceClassification"};
+  // transformers' sequence-classification class of the same family.
+  std::string arch = c["architectures"][0].get<std::string>();
+  for (const char* suffix : {"LMHeadModel", "ForCausalLM"}) {
+    const size_t at = arch.find(suffix);
+    if (at != std::string::npos) arch = arch.substr(0, at) + "ForSequenceClassification";
+  }
+  c["architectures"] = {arch};
   c["num_labels"] = 1;
   c["id2label"] = {{"0", "LABEL_0"}};
   c["label2id"] = {{"LABEL_0", 0}};

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include "common/fs.h"
+#include "policy/adapt.h"
 #include "policy/checkpoint.h"
 #include "policy/generate.h"
 #include "policy/gpt.h"
@@ -107,6 +108,34 @@ TEST_P(Family, WrittenFolderLoadsWithTheSameLogits) {
 }
 
 INSTANTIATE_TEST_SUITE_P(HfFixtures, Family, testing::ValuesIn(kFamilies));
+
+// LoRA on the Llama family's projections: merged equals adapted, and the
+// adapter keys are PEFT's for that family (nn.Linear, so no fan_in_fan_out).
+TEST(LlamaLora, MergedEqualsAdaptedAndKeysArePefts) {
+  GPT model = load_hf(fixture_dir("qwen2"));
+  LoraConfig lc;
+  lc.enabled = true;
+  lc.rank = 4;
+  lc.targets = {"q_proj", "v_proj", "down_proj"};
+  LoraAdapters lora(model, lc, 3);
+  const torch::Tensor ids = torch::randint(4, 300, {2, 16});
+  torch::NoGradGuard no_grad;
+  const torch::Tensor before = model->forward(ids);
+  for (auto& p : lora.parameters()) p.tensor.normal_(0, 0.05);
+  const torch::Tensor adapted = model->forward(ids);
+  EXPECT_FALSE(torch::allclose(adapted, before, 1e-4, 1e-4));
+  GPT merged(model->config());
+  load_weights(*merged, lora.merged_weights(), "merged");
+  EXPECT_TRUE(torch::allclose(merged->forward(ids), adapted, 1e-4, 1e-4));
+  const TensorMap peft = lora.peft_state();
+  ASSERT_TRUE(peft.count("base_model.model.model.layers.1.self_attn.q_proj.lora_A.weight"));
+  EXPECT_EQ(peft.at("base_model.model.model.layers.1.mlp.down_proj.lora_B.weight").sizes(),
+            (std::vector<int64_t>{64, 4}));
+  EXPECT_EQ(lora.peft_config()["fan_in_fan_out"], false);
+  lc.targets = {"c_attn"};
+  EXPECT_NE(test::error_of([&] { GPT m = load_hf(fixture_dir("qwen2")); LoraAdapters x(m, lc, 1); }).find("q_proj"),
+            std::string::npos);
+}
 
 Json config_of(const std::string& family) { return read_json_file(join_path(fixture_dir(family), "config.json")); }
 

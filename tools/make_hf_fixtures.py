@@ -117,13 +117,29 @@ def check(folder, family):
     return diff
 
 
+def check_ours(folder):
+    """Loads a folder our pipeline wrote and compares transformers' logits with
+    ours (ours.safetensors, written by tests/test_llama_e2e.cpp)."""
+    from safetensors.torch import load_file
+    ours = load_file(os.path.join(folder, "ours.safetensors"))
+    model = transformers.AutoModelForCausalLM.from_pretrained(folder, torch_dtype=torch.float32).eval()
+    with torch.no_grad():
+        logits = model(ours["input_ids"]).logits
+    diff = (logits - ours["logits"]).abs().max().item()
+    print(f"{folder} ({type(model).__name__}): max |transformers - ours| = {diff:.3g}")
+    return diff
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--check", nargs=2, metavar=("DIR", "FAMILY"))
+    parser.add_argument("--check-ours", metavar="DIR")
     parser.add_argument("--only", default="")
     args = parser.parse_args()
     if args.check:
         sys.exit(0 if check(*args.check) <= 1e-4 else 1)
+    if args.check_ours:
+        sys.exit(0 if check_ours(args.check_ours) <= 1e-4 else 1)
     for name, (config, cls, dtype) in families().items():
         if args.only and name != args.only:
             continue
