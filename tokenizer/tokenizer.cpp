@@ -351,6 +351,47 @@ Tokenizer Tokenizer::load_vocab_merges(const std::string& vocab_path,
   return tok;
 }
 
+namespace {
+
+std::string component_type(const Json& j) {
+  return j.is_object() && j.contains("type") && j["type"].is_string() ? j["type"].get<std::string>() : j.dump();
+}
+
+// Only what this tokenizer computes may load: GPT-2's byte-level BPE. Any
+// other component would encode differently from `tokenizers` without a word,
+// so it is an error naming the component.
+void check_supported_components(const Json& root, const std::string& path) {
+  auto refuse = [&](const std::string& key, const std::string& what) {
+    fail(ErrorKind::kData, path, ": ", key, " ", what,
+         " is not supported yet; this tokenizer implements GPT-2's byte-level BPE (no normalizer, a ByteLevel "
+         "pre-tokenizer with GPT-2's regex, no byte fallback)");
+  };
+  auto byte_level = [](const Json& j) { return j.is_object() && j.value("type", "") == "ByteLevel"; };
+  if (root.contains("normalizer") && !root["normalizer"].is_null()) {
+    refuse("normalizer", component_type(root["normalizer"]));
+  }
+  if (root.contains("pre_tokenizer")) {
+    const Json& p = root["pre_tokenizer"];
+    if (!byte_level(p)) refuse("pre_tokenizer", component_type(p));
+    if (p.value("use_regex", true) == false) refuse("pre_tokenizer", "ByteLevel with use_regex = false");
+    if (p.value("add_prefix_space", false) == true) refuse("pre_tokenizer", "ByteLevel with add_prefix_space = true");
+  }
+  for (const char* key : {"decoder", "post_processor"}) {
+    if (root.contains(key) && !root[key].is_null() && !byte_level(root[key])) refuse(key, component_type(root[key]));
+  }
+  const Json& m = root["model"];
+  if (m.value("byte_fallback", false) == true) refuse("model.byte_fallback", "= true");
+  if (m.value("ignore_merges", false) == true) refuse("model.ignore_merges", "= true");
+  if (m.contains("dropout") && !m["dropout"].is_null()) refuse("model.dropout", m["dropout"].dump());
+  for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix"}) {
+    if (m.contains(key) && m[key].is_string() && !m[key].get<std::string>().empty()) {
+      refuse(std::string("model.") + key, "\"" + m[key].get<std::string>() + "\"");
+    }
+  }
+}
+
+}  // namespace
+
 Tokenizer Tokenizer::load(const std::string& dir) {
   const std::string json_path = join_path(dir, "tokenizer.json");
   if (!path_exists(json_path)) {
@@ -372,6 +413,7 @@ Tokenizer Tokenizer::load(const std::string& dir) {
       !model->contains("vocab") || !model->contains("merges")) {
     fail(ErrorKind::kData, json_path, ": expected a BPE model with \"vocab\" and \"merges\"");
   }
+  check_supported_components(root, json_path);
   const Json& vocab = (*model)["vocab"];
   std::vector<std::string> tokens(vocab.size());
   std::vector<bool> seen(vocab.size(), false);
