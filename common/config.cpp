@@ -176,15 +176,26 @@ std::string Range::describe() const {
   return "a number";
 }
 
-Json parse_json(std::string_view text, const std::string& source) {
-  const Json::parser_callback_t limit = [&source](int depth, Json::parse_event_t, Json&) {
+namespace {
+
+template <class J>
+J parse_json_as(std::string_view text, const std::string& source) {
+  const typename J::parser_callback_t limit = [&source](int depth, typename J::parse_event_t, J&) {
     if (depth > kMaxJsonDepth) {
       fail(ErrorKind::kData, source, ": JSON nested more than ", kMaxJsonDepth, " levels deep; no file this program ",
            "reads needs that many. Check that it is the file you meant.");
     }
     return true;
   };
-  return Json::parse(text.begin(), text.end(), limit);
+  return J::parse(text.begin(), text.end(), limit);
+}
+
+}  // namespace
+
+Json parse_json(std::string_view text, const std::string& source) { return parse_json_as<Json>(text, source); }
+
+nlohmann::json parse_json_unordered(std::string_view text, const std::string& source) {
+  return parse_json_as<nlohmann::json>(text, source);
 }
 
 Json toml_file_to_json(const std::string& path) {

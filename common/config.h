@@ -45,6 +45,10 @@ inline constexpr int kMaxJsonDepth = 128;
 // as 1e400); nesting deeper than kMaxJsonDepth is a data error naming
 // `source`.
 Json parse_json(std::string_view text, const std::string& source);
+// The same into a map-backed JSON value: key order is lost, but an object of
+// n keys parses in O(n log n) instead of ordered_json's O(n^2) (a 128k-token
+// vocabulary: 0.5 s instead of 11 s).
+nlohmann::json parse_json_unordered(std::string_view text, const std::string& source);
 Json toml_string_to_json(const std::string& text, const std::string& source);
 // Renders a JSON object of sections and scalars as TOML.
 std::string json_to_toml(const Json& value);

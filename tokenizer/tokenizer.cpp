@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <memory>
 #include <queue>
 
 #include "common/config.h"
@@ -11,6 +12,10 @@
 #include "tokenizer/pretokenizer.h"
 
 namespace rlhf {
+
+// tokenizer.json and vocab.json hold objects of 100k+ keys: parsed and built
+// map-backed (common/config.h's parse_json_unordered), never ordered_json.
+using JsonMap = nlohmann::json;
 namespace special {
 const std::vector<std::string>& defaults() {
   static const std::vector<std::string> kDefaults = {kEndOfText, kSystem, kUser, kAssistant,
@@ -119,7 +124,9 @@ Tokenizer::Tokenizer(const Tokenizer& other)
       merge_of_(other.merge_of_),
       byte_ids_(other.byte_ids_),
       special_names_(other.special_names_),
-      special_ids_(other.special_ids_) {}
+      special_ids_(other.special_ids_),
+      split_pattern_(other.split_pattern_),
+      ignore_merges_(other.ignore_merges_) {}
 
 Tokenizer& Tokenizer::operator=(const Tokenizer& other) {
   if (this != &other) {
@@ -130,6 +137,8 @@ Tokenizer& Tokenizer::operator=(const Tokenizer& other) {
     byte_ids_ = other.byte_ids_;
     special_names_ = other.special_names_;
     special_ids_ = other.special_ids_;
+    split_pattern_ = other.split_pattern_;
+    ignore_merges_ = other.ignore_merges_;
     std::lock_guard<std::mutex> lock(cache_mutex_);
     cache_.clear();
   }
@@ -209,6 +218,8 @@ uint64_t Tokenizer::fingerprint() const {
   uint64_t h = fnv1a64("rlhf-bpe-v1");
   for (const auto& t : tokens_) h = fnv1a64(t, h ^ t.size());
   for (const auto& [a, b] : merges_) h = splitmix64(h ^ pair_key(a, b));
+  if (!split_pattern_.empty()) h = fnv1a64(split_pattern_, h);
+  if (ignore_merges_) h = splitmix64(h ^ 1);
   return h;
 }
 
@@ -217,6 +228,13 @@ void Tokenizer::encode_chunk(std::string_view chunk, std::vector<int32_t>& out) 
   if (n == 1) {
     out.push_back(byte_ids_[static_cast<uint8_t>(chunk[0])]);
     return;
+  }
+  if (ignore_merges_) {
+    auto whole = token_ids_.find(std::string(chunk));
+    if (whole != token_ids_.end() && !is_special(whole->second)) {
+      out.push_back(whole->second);
+      return;
+    }
   }
   const bool cacheable = n <= kMaxCachedChunk;
   if (cacheable) {
@@ -276,8 +294,11 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text) const {
   RLHF_CHECK(!tokens_.empty(), "encode() on an empty tokenizer");
   std::vector<int32_t> out;
   out.reserve(text.size() / 3 + 1);
-  thread_local PreTokenizer pre;
-  pre.split(text, [&](std::string_view chunk) { encode_chunk(chunk, out); });
+  // One compiled pattern per thread and pattern (PCRE2 match data is not shared).
+  thread_local std::unordered_map<std::string, std::unique_ptr<PreTokenizer>> pres;
+  auto& pre = pres[split_pattern_];
+  if (!pre) pre = std::make_unique<PreTokenizer>(split_pattern_);
+  pre->split(text, [&](std::string_view chunk) { encode_chunk(chunk, out); });
   return out;
 }
 
@@ -298,9 +319,9 @@ std::string Tokenizer::decode(const std::vector<int32_t>& ids, bool skip_special
 
 Tokenizer Tokenizer::load_vocab_merges(const std::string& vocab_path,
                                        const std::string& merges_path) {
-  Json vocab;
+  JsonMap vocab;
   try {
-    vocab = parse_json(read_file(vocab_path), vocab_path);
+    vocab = parse_json_unordered(read_file(vocab_path), vocab_path);
   } catch (const nlohmann::json::exception& e) {
     fail(ErrorKind::kData, vocab_path, ": not valid JSON (", e.what(), ")");
   }
@@ -353,41 +374,68 @@ Tokenizer Tokenizer::load_vocab_merges(const std::string& vocab_path,
 
 namespace {
 
-std::string component_type(const Json& j) {
+std::string component_type(const JsonMap& j) {
   return j.is_object() && j.contains("type") && j["type"].is_string() ? j["type"].get<std::string>() : j.dump();
 }
 
-// Only what this tokenizer computes may load: GPT-2's byte-level BPE. Any
+// What a tokenizer.json asks of the pre-tokenizer and merges, if this
+// tokenizer computes it: GPT-2's byte-level BPE, or a Split regex followed by
+// byte-level mapping (Llama 3 style), with or without ignore_merges. Any
 // other component would encode differently from `tokenizers` without a word,
 // so it is an error naming the component.
-void check_supported_components(const Json& root, const std::string& path) {
+struct Components {
+  std::string split_pattern;  // empty: GPT-2's
+  bool ignore_merges = false;
+};
+
+Components supported_components(const JsonMap& root, const std::string& path) {
   auto refuse = [&](const std::string& key, const std::string& what) {
     fail(ErrorKind::kData, path, ": ", key, " ", what,
-         " is not supported yet; this tokenizer implements GPT-2's byte-level BPE (no normalizer, a ByteLevel "
-         "pre-tokenizer with GPT-2's regex, no byte fallback)");
+         " is not supported yet; this tokenizer implements byte-level BPE (no normalizer; GPT-2's ByteLevel "
+         "pre-tokenizer, or a Split regex then ByteLevel; no byte fallback)");
   };
-  auto byte_level = [](const Json& j) { return j.is_object() && j.value("type", "") == "ByteLevel"; };
+  auto byte_level = [](const JsonMap& j) { return j.is_object() && j.value("type", "") == "ByteLevel"; };
+  Components out;
   if (root.contains("normalizer") && !root["normalizer"].is_null()) {
     refuse("normalizer", component_type(root["normalizer"]));
   }
-  if (root.contains("pre_tokenizer")) {
-    const Json& p = root["pre_tokenizer"];
-    if (!byte_level(p)) refuse("pre_tokenizer", component_type(p));
-    if (p.value("use_regex", true) == false) refuse("pre_tokenizer", "ByteLevel with use_regex = false");
-    if (p.value("add_prefix_space", false) == true) refuse("pre_tokenizer", "ByteLevel with add_prefix_space = true");
+  if (root.contains("pre_tokenizer") && !root["pre_tokenizer"].is_null()) {
+    const JsonMap& p = root["pre_tokenizer"];
+    if (byte_level(p)) {
+      if (p.value("use_regex", true) == false) refuse("pre_tokenizer", "ByteLevel with use_regex = false");
+    } else if (p.is_object() && p.value("type", "") == "Sequence" && p.contains("pretokenizers") &&
+               p["pretokenizers"].is_array() && p["pretokenizers"].size() == 2) {
+      const JsonMap& split = p["pretokenizers"][0];
+      const JsonMap& bl = p["pretokenizers"][1];
+      const bool regex = split.is_object() && split.value("type", "") == "Split" && split.contains("pattern") &&
+                         split["pattern"].is_object() && split["pattern"].contains("Regex") &&
+                         split["pattern"]["Regex"].is_string();
+      if (!regex || split.value("behavior", "") != "Isolated" || split.value("invert", false) != false) {
+        refuse("pre_tokenizer", "Sequence whose first step is not Split(Regex, behavior Isolated)");
+      }
+      if (!byte_level(bl) || bl.value("use_regex", true) != false) {
+        refuse("pre_tokenizer", "Sequence whose second step is not ByteLevel with use_regex = false");
+      }
+      out.split_pattern = split["pattern"]["Regex"].get<std::string>();
+    } else {
+      refuse("pre_tokenizer", component_type(p));
+    }
+    if (p.value("add_prefix_space", false) == true) refuse("pre_tokenizer", "with add_prefix_space = true");
   }
+  // ByteLevel post-processing and decoding change offsets only, not ids or text.
   for (const char* key : {"decoder", "post_processor"}) {
     if (root.contains(key) && !root[key].is_null() && !byte_level(root[key])) refuse(key, component_type(root[key]));
   }
-  const Json& m = root["model"];
+  const JsonMap& m = root["model"];
   if (m.value("byte_fallback", false) == true) refuse("model.byte_fallback", "= true");
-  if (m.value("ignore_merges", false) == true) refuse("model.ignore_merges", "= true");
+  out.ignore_merges = m.value("ignore_merges", false) == true;
   if (m.contains("dropout") && !m["dropout"].is_null()) refuse("model.dropout", m["dropout"].dump());
   for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix"}) {
     if (m.contains(key) && m[key].is_string() && !m[key].get<std::string>().empty()) {
       refuse(std::string("model.") + key, "\"" + m[key].get<std::string>() + "\"");
     }
   }
+  return out;
 }
 
 }  // namespace
@@ -402,19 +450,19 @@ Tokenizer Tokenizer::load(const std::string& dir) {
     }
     return load_vocab_merges(vocab, merges);
   }
-  Json root;
+  JsonMap root;
   try {
-    root = parse_json(read_file(json_path), json_path);
+    root = parse_json_unordered(read_file(json_path), json_path);
   } catch (const nlohmann::json::exception& e) {
     fail(ErrorKind::kData, json_path, ": not valid JSON (", e.what(), ")");
   }
-  const Json* model = root.contains("model") ? &root["model"] : nullptr;
+  const JsonMap* model = root.contains("model") ? &root["model"] : nullptr;
   if (model == nullptr || !model->is_object() || model->value("type", "BPE") != "BPE" ||
       !model->contains("vocab") || !model->contains("merges")) {
     fail(ErrorKind::kData, json_path, ": expected a BPE model with \"vocab\" and \"merges\"");
   }
-  check_supported_components(root, json_path);
-  const Json& vocab = (*model)["vocab"];
+  const Components components = supported_components(root, json_path);
+  const JsonMap& vocab = (*model)["vocab"];
   std::vector<std::string> tokens(vocab.size());
   std::vector<bool> seen(vocab.size(), false);
   for (auto it = vocab.begin(); it != vocab.end(); ++it) {
@@ -472,38 +520,51 @@ Tokenizer Tokenizer::load(const std::string& dir) {
     }
     tok.add_merge(ia->second, ib->second, ir->second);
   }
+  tok.split_pattern_ = components.split_pattern;
+  tok.ignore_merges_ = components.ignore_merges;
+  if (!tok.split_pattern_.empty()) PreTokenizer check(tok.split_pattern_);  // a bad regex fails here, naming it
   tok.finish_loading(json_path);
   return tok;
 }
 
 void Tokenizer::save(const std::string& dir) const {
   make_dirs(dir);
-  Json vocab = Json::object();
+  JsonMap vocab = JsonMap::object();
   for (size_t id = 0; id < tokens_.size(); ++id) {
     vocab[is_special(static_cast<int32_t>(id)) ? tokens_[id] : to_unicode(tokens_[id])] = id;
   }
   std::string merges_txt = "#version: 0.2\n";
-  Json merges = Json::array();
+  JsonMap merges = JsonMap::array();
   for (const auto& [a, b] : merges_) {
     std::string line = to_unicode(tokens_[a]) + " " + to_unicode(tokens_[b]);
     merges_txt += line + "\n";
     merges.push_back(line);
   }
-  Json added = Json::array();
+  JsonMap added = JsonMap::array();
   for (size_t i = 0; i < special_ids_.size(); ++i) {
     added.push_back({{"id", special_ids_[i]}, {"content", special_names_[i]},
                      {"single_word", false}, {"lstrip", false}, {"rstrip", false},
                      {"normalized", false}, {"special", true}});
   }
-  const Json byte_level = {{"type", "ByteLevel"}, {"add_prefix_space", false},
+  const JsonMap byte_level = {{"type", "ByteLevel"}, {"add_prefix_space", false},
                            {"trim_offsets", true}, {"use_regex", true}};
-  Json root = {{"version", "1.0"}, {"truncation", nullptr}, {"padding", nullptr},
+  JsonMap pre_tokenizer = byte_level;
+  if (!split_pattern_.empty()) {
+    JsonMap bytes_only = byte_level;
+    bytes_only["use_regex"] = false;
+    pre_tokenizer = {{"type", "Sequence"},
+                     {"pretokenizers",
+                      {{{"type", "Split"}, {"pattern", {{"Regex", split_pattern_}}}, {"behavior", "Isolated"},
+                        {"invert", false}},
+                       bytes_only}}};
+  }
+  JsonMap root = {{"version", "1.0"}, {"truncation", nullptr}, {"padding", nullptr},
                {"added_tokens", added}, {"normalizer", nullptr},
-               {"pre_tokenizer", byte_level}, {"post_processor", byte_level},
+               {"pre_tokenizer", pre_tokenizer}, {"post_processor", byte_level},
                {"decoder", byte_level},
                {"model", {{"type", "BPE"}, {"dropout", nullptr}, {"unk_token", nullptr},
                           {"continuing_subword_prefix", ""}, {"end_of_word_suffix", ""},
-                          {"fuse_unk", false}, {"byte_fallback", false},
+                          {"fuse_unk", false}, {"byte_fallback", false}, {"ignore_merges", ignore_merges_},
                           {"vocab", vocab}, {"merges", merges}}}};
   const std::string eos = find_special(special::kEndOfText) >= 0 ? special::kEndOfText
                           : special_names_.empty() ? "" : special_names_[0];

@@ -75,8 +75,13 @@ class Tokenizer {
   // Appends special tokens that are missing (e.g. chat markers to GPT-2's).
   void add_special_tokens(const std::vector<std::string>& names);
   const std::vector<std::string>& special_tokens() const { return special_names_; }
-  // A stable digest of vocabulary and merges, to detect mismatched files.
+  // A stable digest of vocabulary and merges (and a non-default
+  // pre-tokenizer), to detect mismatched files.
   uint64_t fingerprint() const;
+  // Special tokens written in the text are encoded as the bytes they are made
+  // of, never as the special id, so user text cannot forge a turn marker:
+  // Hugging Face's split_special_tokens = true (encode_special_tokens in
+  // `tokenizers`). Chat markers come from the chat template only.
 
  private:
   struct Merge {
@@ -98,6 +103,8 @@ class Tokenizer {
   std::vector<int32_t> byte_ids_ = std::vector<int32_t>(256, -1);
   std::vector<std::string> special_names_;
   std::vector<int32_t> special_ids_;
+  std::string split_pattern_;   // the pre-tokenizer's regex; empty = GPT-2's
+  bool ignore_merges_ = false;  // a chunk that is a token as a whole is that token (Llama 3)
 
   // Chunk -> ids. Chunks repeat heavily in natural text, so this makes
   // encoding several times faster.
