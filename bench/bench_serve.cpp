@@ -8,8 +8,6 @@
 //
 // Without --checkpoint the model is random with the demo's shape (4 layers,
 // 256 wide, 4,096 tokens, 256 context), so every reply runs to max-tokens.
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -24,6 +22,7 @@
 #include "common/runtime.h"
 #include "policy/checkpoint.h"
 #include "serve/server.h"
+#include "tests/loopback.h"
 #include "tests/tiny_fixtures.h"
 #include "train/runtime.h"
 
@@ -42,15 +41,8 @@ struct Sample {
 // One streamed chat completion over a fresh connection.
 Sample stream_one(int port, int index, int max_tokens) {
   Sample s;
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(static_cast<uint16_t>(port));
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
-    ::close(fd);
-    return s;
-  }
+  const int fd = test::connect_loopback(port, 600);
+  if (fd < 0) return s;
   std::string text = "Hi, my order #" + std::to_string(40000 + index) + " has not arrived.";
   for (int r = 0; r < index % 4; ++r) text += " I ordered it two weeks ago.";
   const Json body = {{"messages", {{{"role", "user"}, {"content", text}}}},

@@ -183,19 +183,21 @@ AttentionImpl::AttentionImpl(const GPTConfig& c, int layer)
   c_proj = register_module("c_proj", Conv1D(c.n_embd, c.n_embd));
 }
 
+std::pair<torch::Tensor, torch::Tensor> KVCache::append(int layer, const torch::Tensor& new_k,
+                                                        const torch::Tensor& new_v) {
+  const int64_t T = new_k.size(2);
+  k[layer].narrow(2, length, T).copy_(new_k);
+  v[layer].narrow(2, length, T).copy_(new_v);
+  return {k[layer].narrow(2, 0, length + T), v[layer].narrow(2, 0, length + T)};
+}
+
 torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& bias,
                                      KVCache* cache) {
   const int64_t B = x.size(0), T = x.size(1), C = x.size(2), D = C / n_head_;
   // One copy into [3, B, H, T, D]; q, k, v are then contiguous views.
   auto qkv = c_attn(x).view({B, T, 3, n_head_, D}).permute({2, 0, 3, 1, 4}).contiguous().unbind(0);
   torch::Tensor q = qkv[0], k = qkv[1], v = qkv[2];
-  if (cache != nullptr) {
-    const int64_t past = cache->length;
-    cache->k[layer_].narrow(2, past, T).copy_(k);
-    cache->v[layer_].narrow(2, past, T).copy_(v);
-    k = cache->k[layer_].narrow(2, 0, past + T);
-    v = cache->v[layer_].narrow(2, 0, past + T);
-  }
+  if (cache != nullptr) std::tie(k, v) = cache->append(layer_, k, v);
   const double p = is_training() ? dropout_ : 0.0;
   const bool decoding = cache != nullptr && T == 1 && p == 0 && bias.defined() && x.device().is_cpu() &&
                         x.scalar_type() == torch::kFloat && !torch::GradMode::is_enabled();

@@ -105,6 +105,9 @@ struct KVCache {
   std::vector<torch::Tensor> k, v;  // per layer [B, H_kv, capacity, D]
   torch::Tensor key_mask;           // [B, capacity] 1 where the position is a real token
   int64_t length = 0;               // positions filled
+  // Writes a layer's new keys and values [B, H_kv, T, D] at `length` and
+  // returns all of that layer's so far (`length` moves after the last layer).
+  std::pair<torch::Tensor, torch::Tensor> append(int layer, const torch::Tensor& k, const torch::Tensor& v);
 };
 
 // A low-rank update beside a frozen weight (LoRA, Hu et al. 2021):

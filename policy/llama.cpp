@@ -67,13 +67,7 @@ torch::Tensor LlamaAttentionImpl::forward(const torch::Tensor& x, const torch::T
   q = apply_rope(q.transpose(1, 2), cos, sin);
   k = apply_rope(k.transpose(1, 2), cos, sin);
   torch::Tensor v = v_proj(x).view({B, T, Hk, D}).transpose(1, 2);
-  if (cache != nullptr) {
-    const int64_t past = cache->length;
-    cache->k[layer_].narrow(2, past, T).copy_(k);
-    cache->v[layer_].narrow(2, past, T).copy_(v);
-    k = cache->k[layer_].narrow(2, 0, past + T);
-    v = cache->v[layer_].narrow(2, 0, past + T);
-  }
+  if (cache != nullptr) std::tie(k, v) = cache->append(layer_, k, v);
   const double p = is_training() ? dropout_ : 0.0;
   torch::Tensor y;
   if (cache != nullptr && T == 1 && H == Hk && p == 0 && bias.defined() && x.device().is_cpu() &&

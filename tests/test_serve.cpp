@@ -26,6 +26,7 @@
 #include "serve/engine.h"
 #include "serve/openai.h"
 #include "serve/server.h"
+#include "tests/loopback.h"
 #include "tests/process_util.h"
 #include "tests/test_util.h"
 #include "tests/tiny_fixtures.h"
@@ -469,20 +470,7 @@ TEST(Server, ThirtyTwoStreamingClientsGetWhatEachGetsAlone) {
 }
 
 // Raw sockets for the hostile cases.
-int raw_connect(int port) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(static_cast<uint16_t>(port));
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
-    ::close(fd);
-    return -1;
-  }
-  timeval tv{20, 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  return fd;
-}
+int raw_connect(int port) { return test::connect_loopback(port); }
 
 // Everything the server sends until it closes (or 20 s pass).
 std::string read_all(int fd) {

@@ -105,29 +105,27 @@ def build(name, config, cls, dtype):
     print(f"{name}: {sum(p.numel() for p in ref.parameters())} parameters, {dtype} on disk")
 
 
-def check(folder, family):
-    """Loads a folder we wrote and compares its logits with the fixture's."""
+def compare(folder, reference):
+    """transformers' logits for a folder against stored ones ({input_ids, logits})."""
     from safetensors.torch import load_file
-    expected = load_file(os.path.join(OUT, family, "expected.safetensors"))
+    expected = load_file(reference)
     model = transformers.AutoModelForCausalLM.from_pretrained(folder, torch_dtype=torch.float32).eval()
     with torch.no_grad():
         logits = model(expected["input_ids"]).logits
     diff = (logits - expected["logits"]).abs().max().item()
-    print(f"{folder}: max |logits - fixture| = {diff:.3g}")
+    print(f"{folder} ({type(model).__name__}): max |transformers - {os.path.basename(reference)}| = {diff:.3g}")
     return diff
+
+
+def check(folder, family):
+    """A folder our code wrote from a fixture, against the fixture's logits."""
+    return compare(folder, os.path.join(OUT, family, "expected.safetensors"))
 
 
 def check_ours(folder):
-    """Loads a folder our pipeline wrote and compares transformers' logits with
-    ours (ours.safetensors, written by tests/test_llama_e2e.cpp)."""
-    from safetensors.torch import load_file
-    ours = load_file(os.path.join(folder, "ours.safetensors"))
-    model = transformers.AutoModelForCausalLM.from_pretrained(folder, torch_dtype=torch.float32).eval()
-    with torch.no_grad():
-        logits = model(ours["input_ids"]).logits
-    diff = (logits - ours["logits"]).abs().max().item()
-    print(f"{folder} ({type(model).__name__}): max |transformers - ours| = {diff:.3g}")
-    return diff
+    """A folder our pipeline wrote, against our own logits (ours.safetensors,
+    written by tests/test_llama_e2e.cpp)."""
+    return compare(folder, os.path.join(folder, "ours.safetensors"))
 
 
 def main():
