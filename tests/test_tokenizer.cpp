@@ -220,6 +220,15 @@ TEST(Tokenizer, MatchesHuggingFaceTokenizersOnRealFiles) {
     EXPECT_EQ(first_diff, want.size()) << family << ": first difference at token " << first_diff;
     EXPECT_EQ(tok.decode(got), text) << family;
   }
+  // RLHF_HF_WRITE_DIR=DIR: an exported tokenizer of ours and its ids on the
+  // same text, for `tools/make_tokenizer_fixtures.py --check-ours DIR/ours`
+  // (HF tokenizers loading our tokenizer.json must agree).
+  if (const char* keep = std::getenv("RLHF_HF_WRITE_DIR")) {
+    const std::string dir = std::string(keep) + "/ours";
+    const Tokenizer ours = small_tokenizer(1000);
+    ours.save(dir);
+    write_file_atomic(dir + "/parity_ids.json", Json{{"ids", ours.encode(text)}}.dump());
+  }
 }
 
 // Token ids from the reference GPT-2 encoder (npm gpt-3-encoder), made by

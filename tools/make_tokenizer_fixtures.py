@@ -14,6 +14,7 @@ import glob
 import json
 import os
 import random
+import sys
 
 from tokenizers import Tokenizer
 
@@ -62,7 +63,23 @@ def parity_text():
     return "\n".join(parts)
 
 
+def check_ours(folder):
+    """HF tokenizers loading a tokenizer.json we exported must give our ids
+    (parity_ids.json, written by tests/test_tokenizer.cpp) on the parity text."""
+    text = open(os.path.join(OUT, "parity_text.txt"), encoding="utf-8", newline="").read()
+    ours = json.load(open(os.path.join(folder, "parity_ids.json")))["ids"]
+    tok = Tokenizer.from_file(os.path.join(folder, "tokenizer.json"))
+    tok.encode_special_tokens = True
+    theirs = tok.encode(text, add_special_tokens=False).ids
+    same = sum(a == b for a, b in zip(ours, theirs))
+    print(f"{folder}: {len(ours)} ids ours, {len(theirs)} theirs, {same} equal in place;"
+          f" identical: {ours == theirs}")
+    return ours == theirs
+
+
 def main():
+    if len(sys.argv) == 3 and sys.argv[1] == "--check-ours":
+        sys.exit(0 if check_ours(sys.argv[2]) else 1)
     os.makedirs(OUT, exist_ok=True)
     text = parity_text()
     with open(os.path.join(OUT, "parity_text.txt"), "w", encoding="utf-8", newline="") as f:
