@@ -14,6 +14,7 @@
 
 #include "common/error.h"
 #include "common/log.h"
+#include "common/text.h"
 #include "labels/wire.h"
 
 namespace rlhf::labels {
@@ -74,14 +75,6 @@ struct LabelServer::Impl {
 };
 
 namespace {
-
-// What a client sent, fit for one log line: control characters (a newline
-// would forge a line) become '?', and it is cut at 80 characters.
-std::string printable(const std::string& s) {
-  std::string out;
-  for (char c : s.substr(0, 80)) out += (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) ? '?' : c;
-  return s.size() > 80 ? out + "..." : out;
-}
 
 class Session : public std::enable_shared_from_this<Session> {
  public:

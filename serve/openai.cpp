@@ -297,8 +297,9 @@ ReplyDecoder::ReplyDecoder(const Tokenizer& tokenizer, std::vector<std::string> 
 
 std::string ReplyDecoder::push(int32_t token) {
   if (stopped_) return {};
-  ids_.push_back(token);
-  const std::string full = tokenizer_->decode(ids_, /*skip_special=*/true);
+  ++tokens_;
+  decoded_ += tokenizer_->decode({token}, /*skip_special=*/true);
+  const std::string& full = decoded_;
   // A stop string may end in the new text or straddle what was held back.
   const size_t from = text_.size() > longest_stop_ ? text_.size() - longest_stop_ : 0;
   size_t cut = std::string::npos;
@@ -315,8 +316,7 @@ std::string ReplyDecoder::push(int32_t token) {
 
 std::string ReplyDecoder::finish() {
   if (stopped_) return {};
-  const std::string full = tokenizer_->decode(ids_, /*skip_special=*/true);
-  return release(full.size() > text_.size() ? full.substr(text_.size()) : std::string());
+  return release(decoded_.size() > text_.size() ? decoded_.substr(text_.size()) : std::string());
 }
 
 }  // namespace rlhf::serve

@@ -92,14 +92,15 @@ class ReplyDecoder {
   std::string finish();
   bool stopped() const { return stopped_; }
   const std::string& text() const { return sent_; }  // the reply so far, as sent (valid UTF-8)
-  int64_t tokens() const { return static_cast<int64_t>(ids_.size()); }
+  int64_t tokens() const { return tokens_; }
 
  private:
   const Tokenizer* tokenizer_;
   std::vector<std::string> stop_;
   size_t longest_stop_ = 0;
-  std::vector<int32_t> ids_;
-  std::string text_;  // raw bytes decoded so far and released
+  int64_t tokens_ = 0;
+  std::string decoded_;  // raw bytes of every token so far (byte-level BPE decodes token by token)
+  std::string text_;     // the part of decoded_ released
   std::string sent_;  // the same as valid UTF-8
   std::string release(std::string raw);
   bool stopped_ = false;

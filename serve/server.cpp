@@ -19,6 +19,7 @@
 #include "common/fs.h"
 #include "common/hash.h"
 #include "common/log.h"
+#include "common/text.h"
 #include "common/version.h"
 #include "labels/store.h"
 #include "labels/token.h"
@@ -276,12 +277,6 @@ class Session : public std::enable_shared_from_this<Session> {
     auto rater = srv_.store->rater_by_token_hash(labels::sha256_hex(key));
     if (!rater) throw ApiError(401, "the API key is not valid (revoked, or from another label store)", "", "invalid_api_key");
     rater_id_ = rater->id;
-  }
-
-  static std::string printable(const std::string& s) {
-    std::string out;
-    for (char c : s.substr(0, 200)) out += (c >= 0x20 && c < 0x7f) ? c : '?';
-    return out;
   }
 
   // --- completions ---
