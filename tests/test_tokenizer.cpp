@@ -3,12 +3,14 @@
 #include <gtest/gtest.h>
 
 #include <functional>
+#include <map>
 
 #include <random>
 
 #include "common/config.h"
 #include "common/fs.h"
 #include "test_util.h"
+#include "tokenizer/jinja.h"
 #include "tokenizer/pretokenizer.h"
 #include "tokenizer/tokenizer.h"
 
@@ -250,6 +252,121 @@ TEST(Tokenizer, MatchesTheReferenceGpt2Encoder) {
     EXPECT_EQ(gpt2.encode(text), want) << "text: " << text;
     EXPECT_EQ(gpt2.decode(want), text);
   }
+}
+
+}  // namespace
+}  // namespace rlhf
+
+// ---------------------------------------------------------------- chat templates (Jinja subset)
+
+namespace rlhf {
+namespace {
+
+std::string render(const std::string& source, const Json& context = Json::object()) {
+  return jinja::Template(source, "test").render(context).text;
+}
+
+// Every fixture family's chat template (tests/fixtures/chat_templates, made
+// by tools/make_chat_template_fixtures.py with transformers'
+// apply_chat_template): byte-identical text with and without a generation
+// prompt, the same conversations refused with the template's own message,
+// and {% generation %} ranges equal to return_assistant_tokens_mask's.
+TEST(ChatTemplateParity, RendersByteIdenticalToTransformers) {
+  const std::string dir = test::source_dir() + "/tests/fixtures/chat_templates/";
+  const Json families = Json::parse(read_file(dir + "families.json"));
+  const Json expected = Json::parse(read_file(dir + "expected.json"));
+  std::map<std::string, jinja::Template> templates;
+  for (auto it = families.begin(); it != families.end(); ++it) {
+    templates.emplace(it.key(), jinja::Template(read_file(dir + it.key() + ".jinja"), it.key() + ".jinja"));
+  }
+  int checked = 0, refused = 0;
+  for (const Json& c : expected["cases"]) {
+    const std::string family = c["family"];
+    Json context = families[family]["tokens"];
+    context["messages"] = expected["conversations"][c["conversation"].get<size_t>()];
+    context["add_generation_prompt"] = c["add_generation_prompt"];
+    context["tools"] = nullptr;
+    context["documents"] = nullptr;
+    const std::string label = str_cat(family, " conversation ", c["conversation"].get<int>(),
+                                      c["add_generation_prompt"].get<bool>() ? " with" : " without",
+                                      " a generation prompt");
+    if (c.contains("error")) {
+      const std::string err = error_of([&] { templates.at(family).render(context); });
+      EXPECT_NE(err.find(c["error"].get<std::string>()), std::string::npos) << label << ": " << err;
+      ++refused;
+      continue;
+    }
+    jinja::Rendered r;
+    ASSERT_NO_THROW(r = templates.at(family).render(context)) << label;
+    EXPECT_EQ(r.text, c["text"].get<std::string>()) << label;
+    if (c.contains("generation")) {
+      std::vector<std::pair<size_t, size_t>> want;
+      for (const Json& g : c["generation"]) want.emplace_back(g[0].get<size_t>(), g[1].get<size_t>());
+      EXPECT_EQ(r.generation, want) << label;
+    }
+    ++checked;
+  }
+  EXPECT_EQ(checked + refused, 160);
+  EXPECT_GT(refused, 10);
+}
+
+TEST(Jinja, ExpressionsFollowPython) {
+  EXPECT_EQ(render("{{ [1, 2, 3][::-1] }}|{{ 'héllo'[1:3] }}|{{ 'abc'[-1] }}"), "[3, 2, 1]|él|c");
+  EXPECT_EQ(render("{{ 7 // 2 }} {{ -7 // 2 }} {{ -7 % 3 }} {{ 7 / 2 }} {{ 2 ** 10 }} {{ 1.0 }}"), "3 -4 2 3.5 1024 1.0");
+  EXPECT_EQ(render("{{ none }} {{ true }} {{ {'a': 'x', 'b': [1, none]} }}"), "None True {'a': 'x', 'b': [1, None]}");
+  EXPECT_EQ(render("{{ 'a' ~ 1 ~ none }}|{{ 'x' if 0 else 'y' }}|{{ 'q' if 1 }}|{{ 'b' in 'abc' }}|{{ 3 not in [1] }}"),
+            "a1None|y|q|True|True");
+  EXPECT_EQ(render("{{ '  a b  '.strip() }}|{{ 'a,b,,c'.split(',') }}|{{ ' a  b '.split() }}|{{ 'xxa'.lstrip('x') }}"),
+            "a b|['a', 'b', '', 'c']|['a', 'b']|a");
+  EXPECT_EQ(render("{{ m.get('k', 'd') }}{{ m.missing is defined }}{{ m.n is none }}", {{"m", {{"n", nullptr}}}}),
+            "dFalseTrue");
+  EXPECT_EQ(render("{{ x | tojson }}", {{"x", {{"a", "é\n"}, {"b", {1, 2.5, true}}}}}),
+            "{\"a\": \"é\\n\", \"b\": [1, 2.5, true]}");
+  EXPECT_EQ(render("{{ x | tojson(indent=2) }}", {{"x", {{"a", 1}}}}), "{\n  \"a\": 1\n}");
+  EXPECT_EQ(render("{{ xs | map(attribute='n') | join(', ') }}|{{ xs | selectattr('n', 'equalto', 2) | list | length }}",
+                   {{"xs", {{{"n", 1}}, {{"n", 2}}}}}),
+            "1, 2|1");
+}
+
+TEST(Jinja, StatementsScopesAndWhitespace) {
+  // for-loop scope: a set inside the loop does not leak; a namespace does.
+  EXPECT_EQ(render("{% set x = 1 %}{% set ns = namespace(n=0) %}{% for i in range(3) %}{% set x = i %}"
+                   "{% set ns.n = ns.n + i %}{% endfor %}{{ x }} {{ ns.n }}"),
+            "1 3");
+  EXPECT_EQ(render("{% for i in [1,2,3,4] if i is even %}{{ loop.index }}/{{ loop.length }}{{ ',' if not loop.last }}"
+                   "{% else %}none{% endfor %}"),
+            "1/2,2/2");
+  EXPECT_EQ(render("{% for i in [] %}x{% else %}empty{% endfor %}"), "empty");
+  EXPECT_EQ(render("{% for i in range(5) %}{% if i == 3 %}{% break %}{% endif %}{{ i }}{% endfor %}"), "012");
+  EXPECT_EQ(render("{% for k, v in d.items() %}{{ k }}={{ v }};{% endfor %}", {{"d", {{"a", 1}, {"b", 2}}}}),
+            "a=1;b=2;");
+  EXPECT_EQ(render("{% macro greet(name, punct='!') %}Hi {{ name }}{{ punct }}{% endmacro %}{{ greet('Ann') }} "
+                   "{{ greet('Bo', punct='?') }}"),
+            "Hi Ann! Hi Bo?");
+  EXPECT_EQ(render("{% set block %}in {{ 1 + 1 }}{% endset %}[{{ block }}]"), "[in 2]");
+  // trim_blocks and lstrip_blocks, as transformers configures jinja2; "-" strips.
+  EXPECT_EQ(render("a\n  {% if true %}\n  b\n  {% endif %}\nc\n"), "a\n  b\nc");
+  EXPECT_EQ(render("a  {{- ' b ' -}}  c {# note #}\nd"), "a b c d");
+  EXPECT_EQ(render("{%- if true -%}\n\n x \n\n{%- endif -%}"), "x");
+}
+
+TEST(Jinja, UnsupportedOrBrokenTemplatesAreErrorsNamingTheConstructAndLine) {
+  EXPECT_NE(error_of([] { jinja::Template("line one\n{% include 'x.jinja' %}", "t.jinja"); })
+                .find("t.jinja line 2: the statement {% include %} is not supported"),
+            std::string::npos);
+  EXPECT_NE(error_of([] { render("{{ x | wordwrap }}", {{"x", "a"}}); }).find("the filter 'wordwrap' is not supported"),
+            std::string::npos);
+  EXPECT_NE(error_of([] { render("{{ x.zfill(3) }}", {{"x", "a"}}); }).find("zfill() of a string is not supported"),
+            std::string::npos);
+  EXPECT_NE(error_of([] { jinja::Template("{% if x %}never closed", "t"); }).find("expected {% endif %}"),
+            std::string::npos);
+  EXPECT_NE(error_of([] { jinja::Template("{{ 'open", "t"); }).find("never closed"), std::string::npos);
+  EXPECT_NE(error_of([] { render("{{ raise_exception('roles must alternate') }}"); })
+                .find("the chat template refused the conversation: roles must alternate"),
+            std::string::npos);
+  EXPECT_NE(error_of([] { render("{{ 'a' + 1 }}"); }).find("unsupported operand types for +: string and integer"),
+            std::string::npos);
+  EXPECT_NE(error_of([] { render("{{ x.y.z }}"); }).find("of an undefined value"), std::string::npos);
 }
 
 }  // namespace
