@@ -50,7 +50,7 @@ ChatPolicy load_chat_policy(const PolicyArgs& a) {
   set_torch_threads(a.threads);
   ChatPolicy p;
   p.policy = load_policy(resolve_checkpoint(a.checkpoint, /*prefer_best=*/true));
-  p.policy.tokenizer.add_special_tokens(special::defaults());
+  prepare_chat_tokenizer(p.policy.tokenizer);
   if (p.policy.tokenizer.vocab_size() > p.policy.model->config().vocab_size) {
     fail(ErrorKind::kData, p.policy.dir, ": the tokenizer has no chat tokens; fine-tune it with `rlhf sft` first");
   }
@@ -91,7 +91,7 @@ void run_chat(const PolicyArgs& a) {
     const auto stops = p.chat->stop_tokens();
     SamplingConfig sc = a.sampling;
     sc.seed = static_cast<int64_t>(mix_seed({static_cast<uint64_t>(a.sampling.seed), turn++}));
-    generate(p.policy.model, {p.chat->render_prompt(conv)}, sc, stops, p.chat->end_of_text(), {},
+    generate(p.policy.model, {p.chat->render_prompt(conv)}, sc, stops, p.chat->pad_id(), {},
              [&](const torch::Tensor& tokens, const torch::Tensor& running) {
                if (!open || !running[0].item<bool>()) return;
                const auto id = static_cast<int32_t>(tokens[0].item<int64_t>());
@@ -137,7 +137,7 @@ void run_generate(const PolicyArgs& a, const std::string& prompts_path, const st
         which.push_back(j);
       }
     }
-    Generation g = generate(p.policy.model, prompts, a.sampling, p.chat->stop_tokens(), p.chat->end_of_text(), seeds);
+    Generation g = generate(p.policy.model, prompts, a.sampling, p.chat->stop_tokens(), p.chat->pad_id(), seeds);
     for (size_t r = 0; r < prompts.size(); ++r) {
       const int64_t n = g.lengths[r].item<int64_t>();
       const std::vector<int32_t> ids = row_tokens(g.tokens, g.lengths, static_cast<int64_t>(r));

@@ -51,7 +51,7 @@ CandidatesResult queue_candidates(const CandidatesConfig& c) {
   for (size_t pi = 0; pi < c.policies.size(); ++pi) {
     times.start("load");
     LoadedPolicy policy = load_policy(resolve_checkpoint(c.policies[pi], /*prefer_best=*/true));
-    policy.tokenizer.add_special_tokens(special::defaults());
+    prepare_chat_tokenizer(policy.tokenizer);
     const ChatTemplate chat(policy.tokenizer);
     for (size_t ti = 0; ti < c.temperatures.size(); ++ti) {
       std::vector<int> samples_here;
@@ -78,7 +78,7 @@ CandidatesResult queue_candidates(const CandidatesConfig& c) {
                                     static_cast<uint64_t>(rows[r].second)}));
         }
         times.start("generation");
-        Generation g = generate(policy.model, prompts, sc, chat.stop_tokens(), chat.end_of_text(), seeds);
+        Generation g = generate(policy.model, prompts, sc, chat.stop_tokens(), chat.pad_id(), seeds);
         times.start("store");
         for (size_t r = r0; r < r1; ++r) {
           const int64_t row = static_cast<int64_t>(r - r0);

@@ -6,6 +6,7 @@
 
 #include "common/error.h"
 #include "common/fs.h"
+#include "policy/chat.h"
 #include "policy/llama.h"
 
 namespace rlhf {
@@ -48,13 +49,23 @@ TensorMap model_weights(torch::nn::Module& model) {
 }
 
 Json special_token_ids(const Tokenizer& tokenizer) {
-  const int32_t eot = tokenizer.find_special(special::kEndOfText), end = tokenizer.find_special(special::kEndOfTurn);
   Json out = Json::object();
-  if (eot < 0) return out;
-  out["bos_token_id"] = eot;
-  // A chat model stops at the end of its turn; a base model at end of text.
-  out["eos_token_id"] = end >= 0 ? Json::array({end, eot}) : Json(eot);
-  out["pad_token_id"] = eot;
+  const TokenizerConfig& tc = tokenizer.config();
+  const int32_t eot = tokenizer.find_special(special::kEndOfText);
+  const int32_t bos = tc.bos_token.empty() ? eot : tokenizer.token_id(tc.bos_token);
+  if (bos >= 0) out["bos_token_id"] = bos;
+  // A chat model stops at the end of its turn as well as at end of text.
+  std::vector<int32_t> eos;
+  try {
+    eos = ChatTemplate(tokenizer).stop_tokens();
+  } catch (const Error&) {  // a base model without chat markers or template
+    for (int32_t id : {tokenizer.token_id(tc.eos_token), eot}) if (id >= 0) eos.push_back(id);
+    eos.insert(eos.end(), tc.eos_token_ids.begin(), tc.eos_token_ids.end());
+  }
+  if (eos.empty()) return out;
+  out["eos_token_id"] = eos.size() == 1 ? Json(eos[0]) : Json(eos);
+  const int32_t pad = tokenizer.token_id(tc.pad_token);
+  out["pad_token_id"] = pad >= 0 ? pad : eot >= 0 ? eot : eos[0];
   return out;
 }
 
@@ -237,6 +248,21 @@ LoadedPolicy load_policy(const std::string& path, torch::Device device) {
   out.config = read_json_file(config_path);
   GPTConfig config = gpt_config_from_hf(out.config, config_path);
   out.tokenizer = Tokenizer::load(out.dir);
+  // Every id generation should stop on, as transformers reads them.
+  TokenizerConfig tc = out.tokenizer.config();
+  const std::string gen_path = join_path(out.dir, "generation_config.json");
+  for (const Json& source : {out.config, path_exists(gen_path) ? read_json_file(gen_path) : Json::object()}) {
+    const Json eos = source.value("eos_token_id", Json());
+    for (const Json& id : eos.is_array() ? eos : Json::array({eos})) {
+      if (!id.is_number_integer()) continue;
+      const auto v = id.get<int32_t>();
+      if (v >= 0 && v < out.tokenizer.vocab_size() &&
+          std::find(tc.eos_token_ids.begin(), tc.eos_token_ids.end(), v) == tc.eos_token_ids.end()) {
+        tc.eos_token_ids.push_back(v);
+      }
+    }
+  }
+  out.tokenizer.set_config(std::move(tc));
   out.model = GPT(config);
   load_weights(*out.model, load_model_tensors(out.dir), out.dir);
   out.model->to(device);

@@ -123,17 +123,18 @@ SftResult run_sft(const SftConfig& cfg, const DistInfo& dist) {
   // Resuming with another starting point or adaptation would mix two runs.
   run.save_config(config_to_json(cfg), {"data", "freeze", "lora"});
 
-  // The starting model and its tokenizer (chat markers added if missing).
+  // The starting model and its tokenizer, with its chat template (ours, and
+  // our markers, if it has none).
   LoadedPolicy base = load_policy(cfg.init_from);
   GPT model = base.model;
   Tokenizer tokenizer = base.tokenizer;
-  tokenizer.add_special_tokens(special::defaults());
+  prepare_chat_tokenizer(tokenizer, cfg.chat_template);
   if (tokenizer.vocab_size() > model->config().vocab_size) model->resize_vocab(tokenizer.vocab_size());
   if (cfg.random_init) init_gpt_weights(*model, model->config(), static_cast<uint64_t>(tc.seed));
   model->to(device);
   model->train();
   const ChatTemplate chat(tokenizer);
-  const int32_t pad = chat.end_of_text();
+  const int32_t pad = chat.pad_id();
 
   const int64_t ctx = model->config().n_positions;
   int64_t dropped = 0;

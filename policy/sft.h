@@ -74,6 +74,10 @@ struct SftConfig {
   std::string out_dir = "runs/sft";        // the run folder
   std::string init_from = "runs/pretrain";  // pretrained checkpoint or run folder
   bool random_init = false;  // keep only init_from's architecture and tokenizer (the no-pretraining baseline)
+  // A Jinja chat template file that replaces init_from's (tokenizer_config.json
+  // "chat_template"); empty: init_from's own, or ours if it has none. The SFT
+  // checkpoint carries it on to every later stage.
+  std::string chat_template;
   SftDataConfig data;
   SftLoopConfig train;
   AdamWConfig optim = [] {
@@ -95,6 +99,7 @@ struct SftConfig {
     v("out_dir", out_dir);
     v("init_from", init_from);
     v("random_init", random_init);
+    v("chat_template", chat_template);
     v.section("data", data);
     v.section("train", train);
     v.section("optim", optim);

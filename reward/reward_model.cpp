@@ -124,7 +124,7 @@ ScoringBatch reward_batch(const ChatTemplate& chat, const std::vector<const Conv
   }
   ScoringBatch b;
   const auto B = static_cast<int64_t>(rows.size());
-  b.input_ids = torch::full({B, T}, chat.end_of_text(), torch::kLong);
+  b.input_ids = torch::full({B, T}, chat.pad_id(), torch::kLong);
   b.attention_mask = torch::zeros({B, T}, torch::kLong);
   auto ids = b.input_ids.accessor<int64_t, 2>();
   auto m = b.attention_mask.accessor<int64_t, 2>();

@@ -38,7 +38,7 @@ Start initial_model(const std::string& path, uint64_t seed) {
     log_info("rm: continuing the reward model in ", dir);
   } else {
     LoadedPolicy p = load_policy(dir);
-    p.tokenizer.add_special_tokens(special::defaults());
+    prepare_chat_tokenizer(p.tokenizer);
     if (p.tokenizer.vocab_size() > p.model->config().vocab_size) p.model->resize_vocab(p.tokenizer.vocab_size());
     s.model = reward_model_from_policy(p, seed);
     s.tokenizer = p.tokenizer;
@@ -218,7 +218,7 @@ RewardTrainResult run_reward_training(const RewardTrainConfig& cfg, const std::v
     if (!dist.is_main()) return;
     CheckpointWrite w;
     w.weights = model_weights(*model);
-    w.hf_config = reward_config_to_hf(*model, chat.end_of_text());
+    w.hf_config = reward_config_to_hf(*model, chat.pad_id());
     w.tokenizer = &start.tokenizer;
     w.trainer_state = {{"stage", "rm"}, {"step", step}, {"done", done}, {"eval", e.to_json()},
                        {"last_label_id", last_label_id}, {"train_pairs", train.size()},

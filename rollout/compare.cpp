@@ -129,7 +129,7 @@ CompareReport run_compare(const CompareConfig& c) {
   std::vector<ValidationPrompt> prompts;
   for (size_t i = 0; i < k; ++i) {
     LoadedPolicy p = load_policy(resolve_checkpoint(c.policies[i], /*prefer_best=*/true));
-    p.tokenizer.add_special_tokens(special::defaults());
+    prepare_chat_tokenizer(p.tokenizer);
     const ChatTemplate chat(p.tokenizer);
     ValidationConfig vc;
     vc.prompts = c.prompts;
@@ -148,7 +148,7 @@ CompareReport run_compare(const CompareConfig& c) {
     for (size_t b = 0; b < ids.size(); b += 64) {
       const size_t e = std::min(ids.size(), b + 64);
       Generation g = generate(p.model, {ids.begin() + b, ids.begin() + e}, c.sampling, chat.stop_tokens(),
-                              chat.end_of_text(), {seeds.begin() + b, seeds.begin() + e});
+                              chat.pad_id(), {seeds.begin() + b, seeds.begin() + e});
       for (size_t r = b; r < e; ++r) {
         const int64_t row = static_cast<int64_t>(r - b);
         replies[i].push_back(chat.decode_reply(row_tokens(g.tokens, g.lengths, row)));

