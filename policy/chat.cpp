@@ -8,7 +8,9 @@
 
 namespace rlhf {
 
-void prepare_chat_tokenizer(Tokenizer& tokenizer, const std::string& template_file) {
+void prepare_chat_tokenizer(Tokenizer& tokenizer, const std::string& template_file,
+                            const std::vector<std::string>& special_tokens) {
+  tokenizer.add_special_tokens(special_tokens);
   TokenizerConfig config = tokenizer.config();
   if (!template_file.empty()) {
     if (!path_exists(template_file)) {

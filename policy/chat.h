@@ -43,9 +43,11 @@ struct ChatTokens {
 };
 
 // Makes `tokenizer` ready for chat: the template in `template_file` (if not
-// empty) replaces its own; a tokenizer with no template gets ours and our role
-// markers as special tokens (grow the model's vocabulary to match).
-void prepare_chat_tokenizer(Tokenizer& tokenizer, const std::string& template_file = "");
+// empty) replaces its own, and `special_tokens` it writes are added; a
+// tokenizer with no template gets ours and our role markers. Grow the
+// model's vocabulary to match.
+void prepare_chat_tokenizer(Tokenizer& tokenizer, const std::string& template_file = "",
+                            const std::vector<std::string>& special_tokens = {});
 
 class ChatTemplate {
  public:

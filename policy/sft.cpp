@@ -128,7 +128,7 @@ SftResult run_sft(const SftConfig& cfg, const DistInfo& dist) {
   LoadedPolicy base = load_policy(cfg.init_from);
   GPT model = base.model;
   Tokenizer tokenizer = base.tokenizer;
-  prepare_chat_tokenizer(tokenizer, cfg.chat_template);
+  prepare_chat_tokenizer(tokenizer, cfg.chat_template, cfg.chat_special_tokens);
   if (tokenizer.vocab_size() > model->config().vocab_size) model->resize_vocab(tokenizer.vocab_size());
   if (cfg.random_init) init_gpt_weights(*model, model->config(), static_cast<uint64_t>(tc.seed));
   model->to(device);

@@ -78,6 +78,10 @@ struct SftConfig {
   // "chat_template"); empty: init_from's own, or ours if it has none. The SFT
   // checkpoint carries it on to every later stage.
   std::string chat_template;
+  // Special tokens that template writes and init_from's tokenizer lacks, e.g.
+  // ["<|im_start|>", "<|im_end|>"] for ChatML; they are added and the model's
+  // vocabulary grows (new rows start at the mean embedding).
+  std::vector<std::string> chat_special_tokens;
   SftDataConfig data;
   SftLoopConfig train;
   AdamWConfig optim = [] {
@@ -100,6 +104,7 @@ struct SftConfig {
     v("init_from", init_from);
     v("random_init", random_init);
     v("chat_template", chat_template);
+    v("chat_special_tokens", chat_special_tokens);
     v.section("data", data);
     v.section("train", train);
     v.section("optim", optim);

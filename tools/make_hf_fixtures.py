@@ -124,8 +124,20 @@ def check(folder, family):
 
 def check_ours(folder):
     """A folder our pipeline wrote, against our own logits (ours.safetensors,
-    written by tests/test_llama_e2e.cpp)."""
-    return compare(folder, os.path.join(folder, "ours.safetensors"))
+    written by tests/test_llama_e2e.cpp), and its tokenizer and chat template
+    against our prompt ids (ours_prompt.json)."""
+    diff = compare(folder, os.path.join(folder, "ours.safetensors"))
+    prompt_path = os.path.join(folder, "ours_prompt.json")
+    if os.path.exists(prompt_path):
+        from transformers import AutoTokenizer
+        ours = json.load(open(prompt_path))
+        tok = AutoTokenizer.from_pretrained(folder)
+        theirs = tok.apply_chat_template(ours["conversation"], add_generation_prompt=True, tokenize=True)
+        same = theirs == ours["ids"]
+        print(f"chat prompt ids: {'identical' if same else 'DIFFERENT'} ({len(theirs)} tokens)")
+        if not same:
+            return float("inf")
+    return diff
 
 
 def main():
