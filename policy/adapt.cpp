@@ -68,11 +68,15 @@ std::vector<NamedParameter> apply_freeze(torch::nn::Module& model, int n_layer, 
 }
 
 LoraAdapters::LoraAdapters(GPT& model, const LoraConfig& config, uint64_t seed)
-    : model_(model), config_(config) {
+    : LoraAdapters(model.ptr(), model->config().is_llama(), config, seed) {}
+
+LoraAdapters::LoraAdapters(std::shared_ptr<torch::nn::Module> model, bool llama, const LoraConfig& config,
+                           uint64_t seed)
+    : model_(std::move(model)), llama_(llama), config_(config) {
   if (config.rank < 1) fail(ErrorKind::kConfig, "lora.rank must be at least 1, not ", config.rank);
   at::Generator gen = at::detail::createCPUGenerator(seed);
   std::vector<bool> target_used(config.targets.size(), false);
-  for (const auto& item : model->named_modules("", /*include_self=*/false)) {
+  for (const auto& item : model_->named_modules("", /*include_self=*/false)) {
     auto* conv = item.value()->as<Conv1DImpl>();
     if (conv == nullptr) continue;
     const std::string& name = item.key();
@@ -99,11 +103,11 @@ LoraAdapters::LoraAdapters(GPT& model, const LoraConfig& config, uint64_t seed)
   for (size_t i = 0; i < config.targets.size(); ++i) {
     if (!target_used[i]) {
       fail(ErrorKind::kConfig, "lora.targets: no layer is named '", config.targets[i],
-           model->config().is_llama() ? "'; Llama-family layers are q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj and down_proj"
+           llama_ ? "'; Llama-family layers are q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj and down_proj"
                                       : "'; GPT-2 layers are c_attn, c_proj and c_fc");
     }
   }
-  for (auto& [name, p] : named_parameters(*model)) p.set_requires_grad(false);
+  for (auto& [name, p] : named_parameters(*model_)) p.set_requires_grad(false);
 }
 
 LoraAdapters::~LoraAdapters() {
@@ -137,7 +141,7 @@ TensorMap LoraAdapters::merged_weights() const {
 
 // PEFT's key for a layer: the base model's own parameter names.
 std::string LoraAdapters::peft_key(const std::string& layer, const char* which) const {
-  const std::string name = model_->config().is_llama() ? llama_name_to_hf(layer + ".") : layer + ".";
+  const std::string name = llama_ ? llama_name_to_hf(layer + ".") : layer + ".";
   return "base_model.model." + name + which + ".weight";
 }
 
@@ -154,7 +158,7 @@ Json LoraAdapters::peft_config() const {
   return Json{{"peft_type", "LORA"}, {"task_type", "CAUSAL_LM"}, {"r", config_.rank},
               {"lora_alpha", config_.alpha}, {"lora_dropout", 0.0}, {"target_modules", config_.targets},
               // GPT-2's Conv1D stores weights [in, out]; the Llama family's nn.Linear [out, in].
-              {"fan_in_fan_out", !model_->config().is_llama()}, {"bias", "none"}};
+              {"fan_in_fan_out", !llama_}, {"bias", "none"}};
 }
 
 void LoraAdapters::load_peft_state(const TensorMap& state, const std::string& source) {

@@ -52,6 +52,9 @@ std::vector<NamedParameter> apply_freeze(torch::nn::Module& model, int n_layer, 
 class LoraAdapters {
  public:
   LoraAdapters(GPT& model, const LoraConfig& config, uint64_t seed);
+  // Any module with our layer names (e.g. a value model); `llama` picks
+  // PEFT's names and layout for the Llama family.
+  LoraAdapters(std::shared_ptr<torch::nn::Module> model, bool llama, const LoraConfig& config, uint64_t seed);
   ~LoraAdapters();
   LoraAdapters(const LoraAdapters&) = delete;
   LoraAdapters& operator=(const LoraAdapters&) = delete;
@@ -72,7 +75,8 @@ class LoraAdapters {
     Conv1D layer;
   };
   std::string peft_key(const std::string& layer, const char* which) const;
-  mutable GPT model_;  // shared handle; reading weights needs a non-const Module
+  std::shared_ptr<torch::nn::Module> model_;  // shared handle; reading weights needs a non-const Module
+  bool llama_ = false;
   LoraConfig config_;
   std::vector<Entry> entries_;
 };

@@ -241,6 +241,16 @@ std::string resolve_checkpoint(const std::string& path, bool prefer_best) {
        "with checkpoints/latest");
 }
 
+void share_weights(torch::nn::Module& dst, torch::nn::Module& src) {
+  const TensorMap from = model_weights(src);
+  torch::NoGradGuard no_grad;
+  for (auto& [name, tensor] : model_weights(dst)) {
+    auto it = from.find(name);
+    RLHF_CHECK(it != from.end() && it->second.sizes() == tensor.sizes(), "share_weights: no matching '", name, "'");
+    tensor.set_data(it->second);
+  }
+}
+
 LoadedPolicy load_policy(const std::string& path, torch::Device device) {
   LoadedPolicy out;
   out.dir = resolve_checkpoint(path);

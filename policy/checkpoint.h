@@ -72,6 +72,11 @@ struct LoadedPolicy {
   std::string dir;     // the resolved folder
 };
 
+// Makes every parameter and buffer of `dst` the very tensor `src` holds
+// under the same name (no copy): two modules over one set of weights, e.g.
+// PPO's reference beside a LoRA policy. Move both to their device first.
+void share_weights(torch::nn::Module& dst, torch::nn::Module& src);
+
 LoadedPolicy load_policy(const std::string& path, torch::Device device = torch::kCPU);
 
 Json read_json_file(const std::string& path);

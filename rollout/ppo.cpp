@@ -47,21 +47,31 @@ struct Models {
   ScalarHeadModel value{nullptr}, reward{nullptr};
   Tokenizer tokenizer;
   std::string system_prompt;
+  std::unique_ptr<LoraAdapters> policy_lora, value_lora;  // with lora.enabled
 };
 
 Models load_models(const PpoConfig& cfg, bool custom_reward, torch::Device device) {
   Models m;
+  const bool lora = cfg.lora.enabled;
+  const uint64_t seed = static_cast<uint64_t>(cfg.train.seed);
   const std::string policy_dir = resolve_checkpoint(cfg.policy, /*prefer_best=*/true);
-  LoadedPolicy policy = load_policy(policy_dir);
-  LoadedPolicy reference = load_policy(policy_dir);
+  LoadedPolicy policy = load_policy(policy_dir, device);
   prepare_chat_tokenizer(policy.tokenizer);
   if (policy.tokenizer.vocab_size() > policy.model->config().vocab_size) {
     fail(ErrorKind::kData, policy_dir, ": the tokenizer has no chat tokens; run PPO from an SFT checkpoint");
   }
   m.policy = policy.model;
-  m.reference = reference.model;
   m.tokenizer = policy.tokenizer;
   m.system_prompt = policy.trainer_state.value("system_prompt", "");
+  if (lora) {
+    // The reference is the policy's own base weights, seen without adapters.
+    m.policy_lora = std::make_unique<LoraAdapters>(m.policy, cfg.lora, mix_seed({seed, 0x10a4u}));
+    m.reference = GPT(m.policy->config());
+    m.reference->to(device);
+    share_weights(*m.reference, *m.policy);
+  } else {
+    m.reference = load_policy(policy_dir, device).model;
+  }
   for (auto& [n, p] : named_parameters(*m.reference)) p.set_requires_grad(false);
   if (!custom_reward || !cfg.reward_model.empty()) {
     LoadedRewardModel rm = load_reward_model(cfg.reward_model);
@@ -70,12 +80,16 @@ Models load_models(const PpoConfig& cfg, bool custom_reward, torch::Device devic
            " use different tokenizers; train the reward model from this policy's SFT checkpoint");
     }
     m.reward = rm.model;
+    m.reward->to(device);
     for (auto& [n, p] : named_parameters(*m.reward)) p.set_requires_grad(false);
     // The value model starts as the reward model with a zeroed head.
     m.value = ScalarHeadModel(rm.model->config());
-    load_weights(*m.value, model_weights(*rm.model), rm.dir);
+    m.value->to(device);
+    if (lora) share_weights(*m.value->transformer, *m.reward->transformer);
+    else load_weights(*m.value, model_weights(*rm.model), rm.dir);
   } else {
     m.value = ScalarHeadModel(m.policy->config());
+    m.value->to(device);
     TensorMap backbone;
     for (const auto& item : m.policy->transformer->named_parameters(true)) backbone["transformer." + item.key()] = item.value();
     load_weights(*m.value, backbone, policy_dir, /*allow_missing=*/true);
@@ -84,10 +98,11 @@ Models load_models(const PpoConfig& cfg, bool custom_reward, torch::Device devic
     torch::NoGradGuard no_grad;
     m.value->score->weight.zero_();
   }
-  m.policy->to(device);
-  m.reference->to(device);
-  m.value->to(device);
-  if (m.reward) m.reward->to(device);
+  if (lora) {
+    m.value_lora = std::make_unique<LoraAdapters>(m.value.ptr(), m.value->config().is_llama(), cfg.lora,
+                                                  mix_seed({seed, 0x7a1eu}));
+    m.value->score->weight.set_requires_grad(true);  // the head trains in full
+  }
   // Dropout off everywhere (Huang et al. detail 9): eval mode still trains.
   m.policy->eval();
   m.value->eval();
@@ -96,9 +111,13 @@ Models load_models(const PpoConfig& cfg, bool custom_reward, torch::Device devic
   return m;
 }
 
-std::vector<NamedParameter> trainable(torch::nn::Module& module) {
-  std::vector<NamedParameter> out;
-  for (auto& [name, p] : named_parameters(module)) out.push_back({name, p, false});
+// What the optimiser updates: every weight, or with LoRA the adapters (and
+// the value head).
+std::vector<NamedParameter> trainable(torch::nn::Module& module, const LoraAdapters* lora) {
+  std::vector<NamedParameter> out = lora ? lora->parameters() : std::vector<NamedParameter>{};
+  for (auto& [name, p] : named_parameters(module)) {
+    if (!lora || (p.requires_grad() && name.find("lora_") == std::string::npos)) out.push_back({name, p, false});
+  }
   return out;
 }
 
@@ -143,7 +162,8 @@ PpoResult run_ppo(const PpoConfig& cfg, const RewardFn& custom_reward, const Dis
   const double temperature = rc.temperature;
   if (temperature <= 0) fail(ErrorKind::kConfig, "rollout.temperature must be positive (PPO samples)");
 
-  std::vector<NamedParameter> policy_params = trainable(*m.policy), value_params = trainable(*m.value);
+  std::vector<NamedParameter> policy_params = trainable(*m.policy, m.policy_lora.get()),
+                              value_params = trainable(*m.value, m.value_lora.get());
   AdamWConfig oc;
   oc.weight_decay = 0.0;
   oc.beta2 = 0.999;
@@ -167,8 +187,16 @@ PpoResult run_ppo(const PpoConfig& cfg, const RewardFn& custom_reward, const Dis
   double best_objective = -std::numeric_limits<double>::infinity();
   if (auto latest = latest_checkpoint(cfg.out_dir)) {
     const Json state = read_json_file(join_path(*latest, "trainer_state.json"));
-    load_weights(*m.policy, load_safetensors(join_path(*latest, "model.safetensors")).tensors, *latest);
-    load_weights(*m.value, load_safetensors(join_path(*latest, "value_model.safetensors")).tensors, *latest);
+    if (m.policy_lora) {  // the base stays the SFT policy's; the adapters continue
+      m.policy_lora->load_peft_state(load_safetensors(join_path(*latest, "adapter_model.safetensors")).tensors, *latest);
+      const TensorMap value = load_safetensors(join_path(*latest, "value_adapters.safetensors")).tensors;
+      m.value_lora->load_peft_state(value, *latest);
+      torch::NoGradGuard no_grad;
+      m.value->score->weight.copy_(value.at("score.weight"));
+    } else {
+      load_weights(*m.policy, load_safetensors(join_path(*latest, "model.safetensors")).tensors, *latest);
+      load_weights(*m.value, load_safetensors(join_path(*latest, "value_model.safetensors")).tensors, *latest);
+    }
     TensorMap opt = load_safetensors(join_path(*latest, "optimizer.safetensors")).tensors;
     TensorMap po, vo;
     for (auto& [k, t] : opt) (k.rfind("policy/", 0) == 0 ? po : vo)[k.substr(k.find('/') + 1)] = t;
@@ -200,7 +228,7 @@ PpoResult run_ppo(const PpoConfig& cfg, const RewardFn& custom_reward, const Dis
   auto save = [&](int64_t iteration, bool mark_best) {
     if (!dist.is_main()) return;
     CheckpointWrite w;
-    w.weights = model_weights(*m.policy);
+    w.weights = m.policy_lora ? m.policy_lora->merged_weights() : model_weights(*m.policy);
     w.hf_config = gpt_config_to_hf(m.policy->config());
     w.tokenizer = &m.tokenizer;
     Json validations = Json::array();
@@ -210,7 +238,15 @@ PpoResult run_ppo(const PpoConfig& cfg, const RewardFn& custom_reward, const Dis
                        {"system_prompt", m.system_prompt}, {"config", config_to_json(cfg)}};
     for (const auto& [k, t] : policy_opt.state()) w.optimizer_state["policy/" + k] = t;
     for (const auto& [k, t] : value_opt.state()) w.optimizer_state["value/" + k] = t;
-    w.extra_tensors["value_model.safetensors"] = model_weights(*m.value);
+    if (m.policy_lora) {
+      w.extra_tensors["adapter_model.safetensors"] = m.policy_lora->peft_state();
+      w.extra_json["adapter_config.json"] = m.policy_lora->peft_config();
+      TensorMap value = m.value_lora->peft_state();
+      value["score.weight"] = m.value->score->weight.detach();
+      w.extra_tensors["value_adapters.safetensors"] = value;
+    } else {
+      w.extra_tensors["value_model.safetensors"] = model_weights(*m.value);
+    }
     const std::string name = checkpoint_name(iteration);
     save_checkpoint(join_path(cfg.out_dir, "checkpoints/" + name), w);
     mark_checkpoint(cfg.out_dir, name);

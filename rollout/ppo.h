@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "common/config.h"
+#include "policy/adapt.h"
 #include "policy/chat.h"
 #include "policy/gpt.h"
 #include "rollout/validation.h"
@@ -125,6 +126,10 @@ struct PpoConfig {
   KLConfig kl;
   ValidationConfig validation;
   PpoFeedbackConfig feedback;
+  // LoRA on the policy and the value model. The base weights then exist
+  // once: the reference is the policy without its adapters and the reward
+  // model the value model's backbone without its adapters (same tensors).
+  LoraConfig lora;
   template <class V> void visit(V& v) {
     v("out_dir", out_dir);
     v("policy", policy);
@@ -135,6 +140,7 @@ struct PpoConfig {
     v.section("kl", kl);
     v.section("validation", validation);
     v.section("feedback", feedback);
+    v.section("lora", lora);
   }
 };
 

@@ -223,6 +223,53 @@ TEST(Ppo, ResumeFromACheckpointEqualsTheUninterruptedRun) {
 }
 
 
+// PPO with LoRA: adapters train over the SFT policy's weights, which stay
+// as they were (the reference is those very tensors); the written policy is
+// the merged model with its PEFT adapters beside it; resuming continues the
+// adapters exactly.
+TEST(Ppo, LoraTrainsAdaptersOverTheUnchangedBaseAndResumes) {
+  PpoFixture f;
+  auto lora_config = [&](const std::string& out) {
+    PpoConfig c = f.config(out);
+    c.lora.enabled = true;
+    c.lora.rank = 4;
+    c.train.lr = 2e-2;
+    c.train.iterations = 4;
+    c.train.checkpoint_interval = 2;
+    return c;
+  };
+  PpoConfig straight = lora_config("lora-straight");
+  run_ppo(straight, f.reward());
+  const std::string out = resolve_checkpoint(straight.out_dir);
+  for (const char* file : {"adapter_model.safetensors", "adapter_config.json", "value_adapters.safetensors"}) {
+    EXPECT_TRUE(path_exists(join_path(out, file))) << file;
+  }
+  EXPECT_FALSE(path_exists(join_path(out, "value_model.safetensors")));
+  const TensorMap sft = load_safetensors(join_path(resolve_checkpoint(f.dir.file("policy")), "model.safetensors")).tensors;
+  const TensorMap ppo = load_safetensors(join_path(out, "model.safetensors")).tensors;
+  int changed = 0, same = 0;
+  for (const auto& [name, t] : sft) {
+    const bool adapted = name.find("c_attn") != std::string::npos || name.find("c_proj.weight") != std::string::npos ||
+                         name.find("c_fc.weight") != std::string::npos;
+    const bool equal = torch::equal(t, ppo.at(name));
+    if (adapted && name.find(".weight") != std::string::npos) changed += equal ? 0 : 1;
+    else EXPECT_TRUE(equal) << name << " is not adapted and must stay the SFT policy's";
+    same += equal ? 1 : 0;
+  }
+  EXPECT_GT(changed, 0) << "the adapters did not learn";
+  EXPECT_GT(same, 0);
+
+  PpoConfig killed = lora_config("lora-killed");
+  run_ppo(killed, f.reward());
+  remove_all(killed.out_dir + "/checkpoints/step-0000004");
+  mark_checkpoint(killed.out_dir, "step-0000002");
+  run_ppo(killed, f.reward());
+  for (const char* file : {"adapter_model.safetensors", "value_adapters.safetensors", "model.safetensors"}) {
+    EXPECT_EQ(read_file(join_path(resolve_checkpoint(killed.out_dir), file)), read_file(join_path(out, file))) << file;
+  }
+  EXPECT_EQ(reward_curve(killed.out_dir + "/metrics.jsonl"), reward_curve(straight.out_dir + "/metrics.jsonl"));
+}
+
 TEST(Ppo, FreshRepliesGoToTheLabelStoreWhileItRuns) {
   PpoFixture f;
   PpoConfig c = f.config("live");
