@@ -2,11 +2,14 @@
 // shape (24 layers, 896 wide, 14 heads with 2 key/value heads, a 4,864-wide
 // MLP, 151,936 tokens, tied embeddings, q/k/v biases), written as a
 // Hugging Face folder in bf16 and loaded back as a user's checkpoint would be.
-// Prints load time, peak memory, generation tokens/s at batch 1 and 16, and
-// LoRA fine-tuning tokens/s.
+// Prints load time, peak memory, generation tokens/s at batch 1 and 16,
+// LoRA fine-tuning tokens/s, and one PPO iteration with LoRA (policy,
+// reference, reward and value models of this shape) in a process of its own,
+// so its peak memory is its own.
 //
-//   build/bench/bench_hf_model [--threads 0] [--new-tokens 32] [--sft-steps 3]
+//   build/bench/bench_hf_model [--threads 0] [--new-tokens 32] [--sft-steps 3] [--ppo-rollouts 8]
 #include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -19,6 +22,8 @@
 #include "policy/checkpoint.h"
 #include "policy/generate.h"
 #include "policy/gpt.h"
+#include "reward/reward_model.h"
+#include "rollout/ppo.h"
 #include "train/runtime.h"
 
 using namespace rlhf;
@@ -53,15 +58,82 @@ GPTConfig qwen25_05b() {
   return c;
 }
 
+// The inputs of a PPO run from this shape: an SFT-like policy folder (with a
+// small tokenizer of ours: its chat markers and template), a reward model
+// from the same weights, and prompts.
+void write_ppo_inputs(const std::string& dir, const std::string& policy_folder) {
+  std::vector<std::string> docs;
+  for (int i = 0; i < 200; ++i) {
+    docs.push_back("Hello, I ordered a blue kettle (order #" + std::to_string(40000 + i * 7) +
+                   ") and it has not arrived. Could you check where it is and when it will come?");
+  }
+  TokenizerTrainOptions to;
+  to.vocab_size = 1000;
+  const Tokenizer tok = Tokenizer::train(docs, to);
+  LoadedPolicy p;  // the weights alone: the folder has no tokenizer
+  p.model = GPT(gpt_config_from_hf(read_json_file(join_path(policy_folder, "config.json")), policy_folder));
+  load_weights(*p.model, load_model_tensors(policy_folder), policy_folder);
+  CheckpointWrite w;
+  for (auto& [name, t] : model_weights(*p.model)) w.weights[name] = t.to(torch::kBFloat16);
+  w.hf_config = gpt_config_to_hf(p.model->config());
+  w.hf_config["torch_dtype"] = "bfloat16";
+  w.tokenizer = &tok;
+  save_checkpoint(join_path(dir, "policy"), w);
+  p.tokenizer = tok;
+  ScalarHeadModel rm = reward_model_from_policy(p, 3);
+  CheckpointWrite r;
+  for (auto& [name, t] : model_weights(*rm)) r.weights[name] = t.to(torch::kBFloat16);
+  r.hf_config = reward_config_to_hf(*rm, tok.special_id(special::kEndOfText));
+  r.tokenizer = &tok;
+  save_checkpoint(join_path(dir, "rm"), r);
+  std::string prompts;
+  for (int i = 0; i < 16; ++i) prompts += R"({"prompt": "Where is my order #)" + std::to_string(50000 + i) + "?\"}\n";
+  write_file_atomic(join_path(dir, "prompts.jsonl"), prompts);
+}
+
+// One PPO iteration with LoRA; run in a child process (--ppo-child DIR).
+int ppo_child(const std::string& dir, int threads, int rollouts) {
+  PpoConfig c;
+  c.out_dir = join_path(dir, "ppo");
+  c.policy = join_path(dir, "policy");
+  c.reward_model = join_path(dir, "rm");
+  c.prompts = join_path(dir, "prompts.jsonl");
+  c.validation.prompts = "";
+  c.rollout.batch_size = rollouts;
+  c.rollout.generation_batch = rollouts;
+  c.rollout.max_new_tokens = 32;
+  c.train.iterations = 1;
+  c.train.ppo_epochs = 1;
+  c.train.minibatches = 1;
+  c.train.micro_batch = std::min(4, rollouts);
+  c.train.threads = threads;
+  c.lora.enabled = true;
+  c.lora.rank = 16;
+  c.lora.alpha = 32;
+  c.lora.targets = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+  const auto t0 = Clock::now();
+  run_ppo(c);
+  std::printf("one PPO iteration with LoRA (rank 16, all projections; %d rollouts of up to 32 tokens, 1 epoch; "
+              "policy + reference + reward + value of this shape): %.1f s including loading; peak %.2f GiB\n",
+              rollouts, seconds_since(t0), peak_gib());
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   ensure_process_environment(argc, argv);
-  int threads = 0, new_tokens = 32, sft_steps = 3;
+  int threads = 0, new_tokens = 32, sft_steps = 3, rollouts = 8;
+  std::string ppo_dir;
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--threads")) threads = std::atoi(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--new-tokens")) new_tokens = std::atoi(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--sft-steps")) sft_steps = std::atoi(argv[i + 1]);
+    else if (!std::strcmp(argv[i], "--ppo-rollouts")) rollouts = std::atoi(argv[i + 1]);
+    else if (!std::strcmp(argv[i], "--ppo-child")) ppo_dir = argv[i + 1];
+  }
+  if (!ppo_dir.empty()) {
+    return ppo_child(ppo_dir, set_torch_threads(threads), rollouts);
   }
   threads = set_torch_threads(threads);
   const std::string dir = "/tmp/rlhf-bench-hf-" + std::to_string(::getpid());
@@ -79,6 +151,7 @@ int main(int argc, char** argv) {
   }
   const double written = peak_gib();
 
+  {  // the figures of this process; freed before PPO runs in its own
   auto t0 = Clock::now();
   GPT model(gpt_config_from_hf(read_json_file(join_path(dir, "config.json")), dir));
   load_weights(*model, load_model_tensors(dir), dir);
@@ -129,7 +202,20 @@ int main(int argc, char** argv) {
               "peak %.2f GiB\n",
               static_cast<double>(lora.num_parameters()) / 1e6, static_cast<long long>(B), static_cast<long long>(T),
               sft_steps * B * T / sft_s, peak_gib());
-  std::printf("one PPO iteration with LoRA: not measured yet (PPO still loads the reference as a second copy)\n");
+  }
+  // PPO in a process of its own: its peak memory is PPO's alone.
+  write_ppo_inputs(dir, dir);
+  std::fflush(stdout);
+  const pid_t pid = fork();
+  if (pid == 0) {
+    const std::string self = "/proc/self/exe";
+    const std::string t = std::to_string(threads), r = std::to_string(rollouts);
+    execl(self.c_str(), argv[0], "--ppo-child", dir.c_str(), "--threads", t.c_str(), "--ppo-rollouts", r.c_str(),
+          static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
   remove_all(dir);
-  return 0;
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 1;
 }

@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <set>
 
 #include "common/error.h"
 #include "common/fs.h"
@@ -108,6 +109,19 @@ Models load_models(const PpoConfig& cfg, bool custom_reward, torch::Device devic
   m.value->eval();
   m.reference->eval();
   if (m.reward) m.reward->eval();
+  // What the four models hold, counting a tensor shared by two once.
+  std::set<const void*> seen;
+  double bytes = 0;
+  for (torch::nn::Module* module : std::vector<torch::nn::Module*>{m.policy.get(), m.reference.get(), m.value.get(),
+                                                                    m.reward ? m.reward.get() : nullptr}) {
+    if (module == nullptr) continue;
+    for (const auto& [name, t] : model_weights(*module)) {
+      if (seen.insert(t.data_ptr()).second) bytes += static_cast<double>(t.numel() * t.element_size());
+    }
+  }
+  log_info("ppo: model weights in memory ", std::round(bytes / (1 << 30) * 100) / 100, " GiB",
+           lora ? " (LoRA: the reference shares the policy's base weights, the value model the reward model's)"
+                : " (policy, reference, value and reward model each hold their own)");
   return m;
 }
 
