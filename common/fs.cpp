@@ -170,7 +170,7 @@ std::string parent_path(const std::string& path) {
   return fs::path(path).parent_path().string();
 }
 
-MappedFile::MappedFile(const std::string& path) : path_(path) {
+MappedFile::MappedFile(const std::string& path, bool copy_on_write) : path_(path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) fail(ErrorKind::kIo, "cannot open '", path, "': ", errno_text());
   struct stat st {};
@@ -180,7 +180,7 @@ MappedFile::MappedFile(const std::string& path) : path_(path) {
   }
   size_ = static_cast<size_t>(st.st_size);
   if (size_ > 0) {
-    void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
+    void* p = ::mmap(nullptr, size_, PROT_READ | (copy_on_write ? PROT_WRITE : 0), MAP_PRIVATE, fd, 0);
     if (p == MAP_FAILED) {
       ::close(fd);
       fail(ErrorKind::kIo, "cannot map '", path, "': ", errno_text());

@@ -59,7 +59,9 @@ std::string parent_path(const std::string& path);
 // A read-only memory map of a whole file. Owns the mapping.
 class MappedFile {
  public:
-  explicit MappedFile(const std::string& path);
+  // `copy_on_write`: the pages may be written, privately (the file never
+  // changes), so data handed out as tensors tolerates in-place updates.
+  explicit MappedFile(const std::string& path, bool copy_on_write = false);
   ~MappedFile();
   MappedFile(const MappedFile&) = delete;
   MappedFile& operator=(const MappedFile&) = delete;

@@ -75,14 +75,19 @@ pid_t spawn_rank(const std::vector<std::string>& args, const std::string& log, i
 }
 
 
-TEST(Distributed, TwoRanksPretrainLikeOneProcessWithTheSameGlobalBatch) {
-  test::TempDir dir("ddp-pretrain");
+// Two ranks with half the batch each end where one process ends.
+void two_ranks_pretrain_like_one(const std::string& name, const std::vector<std::string>& model_args) {
+  test::TempDir dir(name);
   write_corpus(dir.file("corpus"));
-  ASSERT_EQ(test::run_cli(pretrain_args(dir.file("corpus"), dir.file("one"), 8), dir.file("one.log")), 0)
-      << read_file(dir.file("one.log"));
+  auto args = [&](const std::string& out, int batch) {
+    std::vector<std::string> a = pretrain_args(dir.file("corpus"), dir.file(out), batch);
+    a.insert(a.end(), model_args.begin(), model_args.end());
+    return a;
+  };
+  ASSERT_EQ(test::run_cli(args("one", 8), dir.file("one.log")), 0) << read_file(dir.file("one.log"));
   const int port = free_port();
-  const pid_t r0 = spawn_rank(pretrain_args(dir.file("corpus"), dir.file("two"), 4), dir.file("r0.log"), 0, 2, port);
-  const pid_t r1 = spawn_rank(pretrain_args(dir.file("corpus"), dir.file("two"), 4), dir.file("r1.log"), 1, 2, port);
+  const pid_t r0 = spawn_rank(args("two", 4), dir.file("r0.log"), 0, 2, port);
+  const pid_t r1 = spawn_rank(args("two", 4), dir.file("r1.log"), 1, 2, port);
   ASSERT_EQ(test::wait_exit(r0), 0) << read_file(dir.file("r0.log"));
   ASSERT_EQ(test::wait_exit(r1), 0) << read_file(dir.file("r1.log"));
   // Tolerance: fp32 sums in another order, 8 AdamW steps.
@@ -91,6 +96,17 @@ TEST(Distributed, TwoRanksPretrainLikeOneProcessWithTheSameGlobalBatch) {
   EXPECT_EQ(test::file_lines(dir.file("two/metrics.jsonl")).size(), test::file_lines(dir.file("one/metrics.jsonl")).size());
   EXPECT_EQ(read_file(dir.file("r1.log")), "");
   EXPECT_NE(read_file(dir.file("r0.log")).find("distributed: 2 ranks"), std::string::npos);
+}
+
+TEST(Distributed, TwoRanksPretrainLikeOneProcessWithTheSameGlobalBatch) {
+  two_ranks_pretrain_like_one("ddp-pretrain", {});
+}
+
+// The Llama family too (Qwen2-style: grouped-query attention, q/k/v biases, untied head).
+TEST(Distributed, TwoRanksTrainALlamaFamilyModelLikeOneProcess) {
+  two_ranks_pretrain_like_one("ddp-llama", {"--model.arch=llama", "--model.model_type=qwen2", "--model.qkv_bias=true",
+                                            "--model.n_kv_head=1", "--model.intermediate_size=64",
+                                            "--model.tie_word_embeddings=false"});
 }
 
 TEST(Distributed, ARankThatDiesStopsTheOthersWithAnErrorInBoundedTime) {

@@ -76,7 +76,8 @@ void save_safetensors(const std::string& path, const TensorMap& tensors,
   out.commit();
 }
 
-SafetensorsFile parse_safetensors(const uint8_t* data, size_t size, const std::string& source) {
+SafetensorsFile parse_safetensors(const uint8_t* data, size_t size, const std::string& source,
+                                  std::shared_ptr<const MappedFile> owner) {
   auto corrupt = [&](auto&&... what) {
     fail(ErrorKind::kCorrupt, source, ": not a valid safetensors file: ", what...,
          ". The file may be truncated or damaged; restore it from another checkpoint.");
@@ -136,8 +137,15 @@ SafetensorsFile parse_safetensors(const uint8_t* data, size_t size, const std::s
       corrupt("tensor '", name, "' needs ", numel * d->size, " bytes for its shape but spans ", end - begin);
     }
     ranges.emplace_back(begin, end);
+    const uint8_t* bytes = base + begin;
+    if (owner && end > begin && reinterpret_cast<uintptr_t>(bytes) % d->size == 0) {
+      // A view of the mapped file: loading a model reads each byte once.
+      out.tensors[name] = torch::from_blob(const_cast<uint8_t*>(bytes), shape, [owner](void*) {},
+                                           torch::TensorOptions().dtype(d->type));
+      continue;
+    }
     torch::Tensor t = torch::empty(shape, torch::TensorOptions().dtype(d->type));
-    if (end > begin) std::memcpy(t.data_ptr(), base + begin, end - begin);
+    if (end > begin) std::memcpy(t.data_ptr(), bytes, end - begin);
     out.tensors[name] = t;
   }
   std::sort(ranges.begin(), ranges.end());
@@ -151,8 +159,8 @@ SafetensorsFile parse_safetensors(const uint8_t* data, size_t size, const std::s
 
 SafetensorsFile load_safetensors(const std::string& path) {
   if (!path_exists(path)) fail(ErrorKind::kIo, "'", path, "' does not exist");
-  MappedFile file(path);
-  return parse_safetensors(file.data(), file.size(), path);
+  auto file = std::make_shared<const MappedFile>(path, /*copy_on_write=*/true);
+  return parse_safetensors(file->data(), file->size(), path, file);
 }
 
 }  // namespace rlhf

@@ -8,7 +8,10 @@
 #include <torch/types.h>
 
 #include <map>
+#include <memory>
 #include <string>
+
+#include "common/fs.h"
 
 namespace rlhf {
 
@@ -25,6 +28,9 @@ void save_safetensors(const std::string& path, const TensorMap& tensors,
                       const Metadata& metadata = {});
 SafetensorsFile load_safetensors(const std::string& path);
 // Same, from bytes in memory; `source` names them in errors.
-SafetensorsFile parse_safetensors(const uint8_t* data, size_t size, const std::string& source);
+// With `owner`, tensors whose bytes are aligned view them where they lie
+// (the mapping lives while a tensor does) instead of copying.
+SafetensorsFile parse_safetensors(const uint8_t* data, size_t size, const std::string& source,
+                                  std::shared_ptr<const MappedFile> owner = nullptr);
 
 }  // namespace rlhf
