@@ -8,6 +8,8 @@
 #include "common/fs.h"
 #include "common/jsonl.h"
 #include "common/log.h"
+#include "dpo/dpo.h"
+#include "dpo/dpo_loss.h"
 #include "policy/checkpoint.h"
 #include "labels/agreement.h"
 #include "labels/feedback.h"
@@ -233,6 +235,28 @@ void register_feedback_commands(CLI::App& app) {
                   r.checkpoint.c_str(), 100 * r.eval.label_accuracy, r.eval.pairs, 100 * r.eval.gold_accuracy,
                   r.eval.gold_pairs);
     });
+
+    // `rlhf dpo`: the same labels, straight into the policy (no reward model).
+    {
+      auto dargs = std::make_shared<StageArgs>();
+      CLI::App* dpo = app.add_subcommand(
+          "dpo", "Preference optimisation on labelled comparisons without a reward model (DPO, cDPO, robust, IPO, hinge)");
+      dpo->add_option("--config", dargs->config, "TOML config (see configs/dpo.toml)");
+      dpo->allow_extras();
+      add_action(dpo, [dargs, dpo] {
+        auto cfg = load_config<DpoConfig>(dargs->config, dargs->overrides(dpo));
+        parse_dpo_loss_type(cfg.dpo.loss_type);  // a typo fails before any model loads
+        Pairs p = load_pairs(cfg.data.preferences, cfg.data.eval_fraction, std::max<int64_t>(0, cfg.data.since_label),
+                             static_cast<uint64_t>(cfg.train.seed));
+        const DistInfo dist = init_distributed();
+        const DpoResult r = run_dpo(cfg, p.train, p.eval, p.last_label_id, dist);
+        if (!dist.is_main()) return;
+        std::printf("\npolicy: %s\nheld-out pairs: loss %.4f, accuracy %.1f%%, margin %.3f, log-probs chosen %.2f "
+                    "rejected %.2f\n",
+                    r.checkpoint.c_str(), r.eval.loss, 100 * r.eval.accuracy, r.eval.margin, r.eval.chosen_logp,
+                    r.eval.rejected_logp);
+      });
+    }
 
     struct EvalArgs {
       std::string model, preferences, dump;

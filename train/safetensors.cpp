@@ -1,5 +1,8 @@
 #include "train/safetensors.h"
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstring>
 
@@ -140,8 +143,17 @@ SafetensorsFile parse_safetensors(const uint8_t* data, size_t size, const std::s
     const uint8_t* bytes = base + begin;
     if (owner && end > begin && reinterpret_cast<uintptr_t>(bytes) % d->size == 0) {
       // A view of the mapped file: loading a model reads each byte once.
-      out.tensors[name] = torch::from_blob(const_cast<uint8_t*>(bytes), shape, [owner](void*) {},
-                                           torch::TensorOptions().dtype(d->type));
+      // When the view dies its whole pages leave memory (the file keeps them).
+      const size_t length = end - begin;
+      out.tensors[name] = torch::from_blob(
+          const_cast<uint8_t*>(bytes), shape,
+          [owner, length](void* p) {
+            const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+            const uintptr_t from = (reinterpret_cast<uintptr_t>(p) + page - 1) / page * page;
+            const uintptr_t to = (reinterpret_cast<uintptr_t>(p) + length) / page * page;
+            if (to > from) ::madvise(reinterpret_cast<void*>(from), to - from, MADV_DONTNEED);
+          },
+          torch::TensorOptions().dtype(d->type));
       continue;
     }
     torch::Tensor t = torch::empty(shape, torch::TensorOptions().dtype(d->type));

@@ -1,0 +1,347 @@
+#include "dpo/dpo.h"
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <limits>
+#include <memory>
+
+#include "common/error.h"
+#include "common/fs.h"
+#include "common/hash.h"
+#include "common/log.h"
+#include "dpo/dpo_loss.h"
+#include "policy/checkpoint.h"
+#include "train/data_order.h"
+#include "train/progress.h"
+#include "train/run_dir.h"
+#include "train/runtime.h"
+#include "train/safetensors.h"
+
+namespace rlhf {
+
+Json DpoStats::to_json(const std::string& prefix) const {
+  return {{prefix + "loss", loss}, {prefix + "rewards/accuracies", accuracy},
+          {prefix + "rewards/chosen", chosen_reward}, {prefix + "rewards/rejected", rejected_reward},
+          {prefix + "rewards/margins", margin}, {prefix + "logps/chosen", chosen_logp},
+          {prefix + "logps/rejected", rejected_logp}};
+}
+
+torch::Tensor reply_logprobs(GPT& model, const ChatTemplate& chat, const std::vector<const Conversation*>& prompts,
+                             const std::vector<const std::string*>& replies, const std::vector<bool>& finished,
+                             bool mean, torch::Device device) {
+  RLHF_CHECK(prompts.size() == replies.size() && prompts.size() == finished.size());
+  const int64_t n = static_cast<int64_t>(prompts.size());
+  const int64_t ctx = model->config().n_positions;
+  std::vector<std::vector<int32_t>> seqs(prompts.size());
+  std::vector<int64_t> reply_start(prompts.size());
+  int64_t longest = 1;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    std::vector<int32_t> prompt = chat.render_prompt(*prompts[i]);
+    std::vector<int32_t> reply = chat.tokenizer().encode(*replies[i]);
+    if (finished[i]) reply.push_back(chat.end_of_turn());
+    if (static_cast<int64_t>(reply.size()) > ctx - 1) reply.resize(static_cast<size_t>(ctx - 1));
+    const auto keep = static_cast<size_t>(std::max<int64_t>(1, ctx - static_cast<int64_t>(reply.size())));
+    if (prompt.size() > keep) prompt.erase(prompt.begin(), prompt.end() - static_cast<long>(keep));
+    reply_start[i] = static_cast<int64_t>(prompt.size());
+    seqs[i] = prompt;
+    seqs[i].insert(seqs[i].end(), reply.begin(), reply.end());
+    longest = std::max<int64_t>(longest, static_cast<int64_t>(seqs[i].size()));
+  }
+  // Right padding: the causal mask alone keeps it away from real tokens.
+  torch::Tensor ids = torch::full({n, longest}, chat.pad_id(), torch::kLong);
+  torch::Tensor targets = torch::zeros({n, longest}, torch::kLong);
+  torch::Tensor mask = torch::zeros({n, longest}, torch::kFloat);
+  auto ia = ids.accessor<int64_t, 2>(), ta = targets.accessor<int64_t, 2>();
+  auto ma = mask.accessor<float, 2>();
+  for (int64_t i = 0; i < n; ++i) {
+    const auto& s = seqs[static_cast<size_t>(i)];
+    for (size_t t = 0; t < s.size(); ++t) ia[i][static_cast<int64_t>(t)] = s[t];
+    // Position t predicts token t + 1: the reply's tokens are predicted from reply_start - 1 on.
+    for (int64_t t = reply_start[static_cast<size_t>(i)] - 1; t + 1 < static_cast<int64_t>(s.size()); ++t) {
+      ta[i][t] = s[static_cast<size_t>(t + 1)];
+      ma[i][t] = 1;
+    }
+  }
+  mask = mask.to(device);
+  const torch::Tensor logits = model->forward(ids.to(device));
+  const torch::Tensor logp =
+      torch::log_softmax(logits.to(torch::kFloat), -1).gather(-1, targets.to(device).unsqueeze(-1)).squeeze(-1);
+  const torch::Tensor sum = (logp * mask).sum(1);
+  return mean ? sum / mask.sum(1).clamp_min(1) : sum;
+}
+
+namespace {
+
+// The policy's log-probs of a micro-batch's chosen and rejected replies (one
+// forward pass over both).
+std::pair<torch::Tensor, torch::Tensor> pair_logprobs(GPT& model, const ChatTemplate& chat,
+                                                      const std::vector<const PreferencePair*>& pairs, bool mean,
+                                                      torch::Device device) {
+  std::vector<const Conversation*> prompts;
+  std::vector<const std::string*> replies;
+  std::vector<bool> finished;
+  for (int side = 0; side < 2; ++side) {
+    for (const PreferencePair* p : pairs) {
+      prompts.push_back(&p->prompt);
+      replies.push_back(side == 0 ? &p->chosen : &p->rejected);
+      finished.push_back(side == 0 ? p->chosen_finished : p->rejected_finished);
+    }
+  }
+  const torch::Tensor lp = reply_logprobs(model, chat, prompts, replies, finished, mean, device);
+  const auto P = static_cast<int64_t>(pairs.size());
+  return {lp.narrow(0, 0, P), lp.narrow(0, P, P)};
+}
+
+// The reference's log-probs of every chosen and rejected reply [2, N].
+torch::Tensor reference_logprobs(GPT& model, const ChatTemplate& chat, const std::vector<PreferencePair>& pairs,
+                                 bool mean, int batch, torch::Device device) {
+  torch::NoGradGuard no_grad;
+  std::vector<torch::Tensor> chosen, rejected;
+  for (size_t i = 0; i < pairs.size(); i += static_cast<size_t>(batch)) {
+    std::vector<const PreferencePair*> b;
+    for (size_t k = i; k < std::min(pairs.size(), i + static_cast<size_t>(batch)); ++k) b.push_back(&pairs[k]);
+    auto [c, r] = pair_logprobs(model, chat, b, mean, device);
+    chosen.push_back(c.cpu());
+    rejected.push_back(r.cpu());
+  }
+  if (pairs.empty()) return torch::zeros({2, 0});
+  return torch::stack({torch::cat(chosen), torch::cat(rejected)});
+}
+
+struct Objective {
+  DpoLossType type;
+  double beta, label_smoothing;
+  bool mean;
+};
+
+// Loss terms of some pairs, with their reference log-probs ([2, N] columns).
+DpoTerms pair_terms(const torch::Tensor& policy_chosen, const torch::Tensor& policy_rejected,
+                    const torch::Tensor& reference, const std::vector<int64_t>& index,
+                    const std::vector<const PreferencePair*>& pairs, const Objective& o) {
+  const torch::Tensor idx = torch::tensor(index, torch::kLong);
+  const torch::Tensor ref = reference.index_select(1, idx).to(policy_chosen.device());
+  std::vector<uint8_t> ties;
+  for (const PreferencePair* p : pairs) ties.push_back(p->tie ? 1 : 0);
+  const torch::Tensor tie = torch::tensor(ties, torch::kUInt8).to(torch::kBool).to(policy_chosen.device());
+  return dpo_loss(policy_chosen, policy_rejected, ref[0], ref[1], tie, o.beta, o.type, o.label_smoothing);
+}
+
+void accumulate(DpoStats& s, const DpoTerms& t, const torch::Tensor& chosen_logp, const torch::Tensor& rejected_logp,
+                const std::vector<const PreferencePair*>& pairs) {
+  for (size_t i = 0; i < pairs.size(); ++i) {
+    const auto k = static_cast<int64_t>(i);
+    const double rc = t.chosen_rewards[k].item<double>(), rr = t.rejected_rewards[k].item<double>();
+    s.pairs += 1;
+    s.loss += t.losses[k].item<double>();
+    s.accuracy += pairs[i]->tie ? 0.5 : (rc > rr ? 1.0 : 0.0);
+    s.chosen_reward += rc;
+    s.rejected_reward += rr;
+    s.margin += rc - rr;
+    s.chosen_logp += chosen_logp[k].item<double>();
+    s.rejected_logp += rejected_logp[k].item<double>();
+  }
+}
+
+DpoStats averaged(DpoStats s) {
+  const double n = std::max(1.0, s.pairs);
+  for (double* v : {&s.loss, &s.accuracy, &s.chosen_reward, &s.rejected_reward, &s.margin, &s.chosen_logp,
+                    &s.rejected_logp}) {
+    *v /= n;
+  }
+  return s;
+}
+
+DpoStats evaluate(GPT& model, const ChatTemplate& chat, const std::vector<PreferencePair>& pairs,
+                  const torch::Tensor& reference, const Objective& o, int batch, torch::Device device) {
+  torch::NoGradGuard no_grad;
+  DpoStats s;
+  for (size_t i = 0; i < pairs.size(); i += static_cast<size_t>(batch)) {
+    std::vector<const PreferencePair*> b;
+    std::vector<int64_t> index;
+    for (size_t k = i; k < std::min(pairs.size(), i + static_cast<size_t>(batch)); ++k) {
+      b.push_back(&pairs[k]);
+      index.push_back(static_cast<int64_t>(k));
+    }
+    auto [c, r] = pair_logprobs(model, chat, b, o.mean, device);
+    accumulate(s, pair_terms(c, r, reference, index, b, o), c, r, b);
+  }
+  return averaged(s);
+}
+
+}  // namespace
+
+DpoResult run_dpo(const DpoConfig& cfg, const std::vector<PreferencePair>& train,
+                  const std::vector<PreferencePair>& eval, int64_t last_label_id, const DistInfo& dist) {
+  const auto& tc = cfg.train;
+  const Objective objective{parse_dpo_loss_type(cfg.dpo.loss_type), cfg.dpo.beta, cfg.dpo.label_smoothing,
+                            dpo_uses_mean_logprobs(parse_dpo_loss_type(cfg.dpo.loss_type))};
+  if (train.empty()) fail(ErrorKind::kData, "dpo: no training pairs; label some comparisons first (rlhf label)");
+  const int threads = set_torch_threads(tc.threads);
+  const torch::Device device = parse_device(tc.device);
+  RunDir run(cfg.out_dir, dist.is_main());
+  // The reference log-probs belong to this policy and these pairs.
+  run.save_config(config_to_json(cfg), {"data", "lora"});
+
+  const std::string policy_dir = resolve_checkpoint(cfg.policy, /*prefer_best=*/true);
+  LoadedPolicy start = load_policy(policy_dir, device);
+  GPT model = start.model;
+  Tokenizer tokenizer = start.tokenizer;
+  prepare_chat_tokenizer(tokenizer);
+  if (tokenizer.vocab_size() > model->config().vocab_size) {
+    fail(ErrorKind::kData, policy_dir, ": the tokenizer has no chat tokens; run DPO from an SFT checkpoint");
+  }
+  const ChatTemplate chat(tokenizer);
+  const std::string system_prompt = start.trainer_state.value("system_prompt", "");
+  model->eval();  // no dropout: the reference log-probs must be reproducible
+
+  // Reference log-probs, once: the starting policy is the reference.
+  const std::string cache_path = run.file("reference_logps.safetensors");
+  torch::Tensor ref_train, ref_eval;
+  if (path_exists(cache_path)) {
+    const TensorMap cache = load_safetensors(cache_path).tensors;
+    ref_train = cache.at("train").clone();
+    ref_eval = cache.at("eval").clone();
+    if (ref_train.size(1) != static_cast<int64_t>(train.size()) || ref_eval.size(1) != static_cast<int64_t>(eval.size())) {
+      fail(ErrorKind::kData, cache_path, " holds reference log-probs of ", ref_train.size(1), " + ", ref_eval.size(1),
+           " pairs but this run has ", train.size(), " + ", eval.size(), "; the labels changed: start a new out_dir");
+    }
+  } else {
+    if (latest_checkpoint(cfg.out_dir)) {
+      fail(ErrorKind::kCorrupt, cache_path, " is missing from a run with checkpoints; start a new out_dir");
+    }
+    const auto t0 = std::chrono::steady_clock::now();
+    ref_train = reference_logprobs(model, chat, train, objective.mean, tc.batch_size, device);
+    ref_eval = reference_logprobs(model, chat, eval, objective.mean, tc.batch_size, device);
+    if (dist.is_main()) save_safetensors(cache_path, {{"train", ref_train}, {"eval", ref_eval}});
+    log_info("dpo: reference log-probs of ", train.size() + eval.size(), " pairs in ",
+             std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), " s (cached in ",
+             cache_path, ")");
+  }
+
+  std::unique_ptr<LoraAdapters> lora;
+  std::vector<NamedParameter> params;
+  if (cfg.lora.enabled) {
+    lora = std::make_unique<LoraAdapters>(model, cfg.lora, mix_seed({static_cast<uint64_t>(tc.seed), 0x10a4u}));
+    params = lora->parameters();
+  } else {
+    for (auto& [name, p] : named_parameters(*model)) params.push_back({name, p, false});
+  }
+  AdamW optimizer(params, cfg.optim);
+
+  const int64_t global_batch = static_cast<int64_t>(tc.batch_size) * tc.grad_accum * dist.world_size;
+  const int64_t total_steps =
+      tc.max_steps > 0 ? tc.max_steps
+                       : std::max<int64_t>(1, static_cast<int64_t>(std::ceil(tc.epochs * train.size() / global_batch)));
+  EpochOrder order(static_cast<int64_t>(train.size()), mix_seed({static_cast<uint64_t>(tc.seed), 0xd70u}));
+
+  int64_t start_step = 0;
+  double best_loss = std::numeric_limits<double>::infinity();
+  if (auto latest = latest_checkpoint(cfg.out_dir)) {
+    if (lora) {
+      lora->load_peft_state(load_safetensors(join_path(*latest, "adapter_model.safetensors")).tensors, *latest);
+    } else {
+      load_weights(*model, load_safetensors(join_path(*latest, "model.safetensors")).tensors, *latest);
+    }
+    optimizer.load_state(load_safetensors(join_path(*latest, "optimizer.safetensors")).tensors, *latest);
+    const Json state = read_json_file(join_path(*latest, "trainer_state.json"));
+    start_step = state.at("step").get<int64_t>();
+    if (state.contains("best_eval_loss") && state["best_eval_loss"].is_number()) best_loss = state["best_eval_loss"];
+    log_info("resuming from ", *latest, " at step ", start_step);
+  }
+  run.open_metrics(start_step);
+  {
+    std::vector<torch::Tensor> weights;
+    for (const auto& p : params) weights.push_back(p.tensor);
+    broadcast_parameters(dist, weights);
+  }
+  GradientSync sync(dist, params);
+  log_info("dpo: ", train.size(), " training and ", eval.size(), " held-out pairs, loss ", cfg.dpo.loss_type,
+           ", beta ", cfg.dpo.beta, cfg.dpo.label_smoothing > 0 ? str_cat(", label smoothing ", cfg.dpo.label_smoothing) : "",
+           cfg.lora.enabled ? str_cat(", LoRA rank ", cfg.lora.rank) : std::string(), ", ", total_steps, " steps, ",
+           threads, " threads");
+
+  DpoResult result;
+  auto save = [&](int64_t step, const DpoStats& e, bool best) {
+    if (!dist.is_main()) return;
+    CheckpointWrite w;
+    w.weights = lora ? lora->merged_weights() : model_weights(*model);
+    w.hf_config = gpt_config_to_hf(model->config());
+    w.tokenizer = &tokenizer;
+    w.trainer_state = {{"stage", "dpo"}, {"step", step}, {"eval", e.to_json("")}, {"best_eval_loss", best_loss},
+                       {"last_label_id", last_label_id}, {"system_prompt", system_prompt},
+                       {"config", config_to_json(cfg)}};
+    w.optimizer_state = optimizer.state();
+    if (lora) {
+      w.extra_tensors["adapter_model.safetensors"] = lora->peft_state();
+      w.extra_json["adapter_config.json"] = lora->peft_config();
+    }
+    const std::string name = checkpoint_name(step);
+    save_checkpoint(join_path(cfg.out_dir, "checkpoints/" + name), w);
+    mark_checkpoint(cfg.out_dir, name);
+    if (best) mark_checkpoint(cfg.out_dir, name, "best");
+    prune_checkpoints(cfg.out_dir, tc.keep_checkpoints);
+  };
+
+  ProgressMeter progress("dpo", total_steps, tc.log_interval);
+  for (int64_t step = start_step; step < total_steps; ++step) {
+    // The weight of the whole global step first, so every micro-batch divides by the same number.
+    double step_weight = 0;
+    for (int64_t k = step * global_batch; k < (step + 1) * global_batch; ++k) step_weight += train[order.at(k)].weight;
+    DpoStats s;
+    double step_loss = 0;
+    for (int m = 0; m < tc.grad_accum; ++m) {
+      std::vector<const PreferencePair*> batch;
+      std::vector<int64_t> index;
+      for (int64_t k : micro_batch_samples(step, m, tc.batch_size, tc.grad_accum, dist.rank, dist.world_size)) {
+        index.push_back(order.at(k));
+        batch.push_back(&train[static_cast<size_t>(index.back())]);
+      }
+      auto [c, r] = pair_logprobs(model, chat, batch, objective.mean, device);
+      const DpoTerms t = pair_terms(c, r, ref_train, index, batch, objective);
+      std::vector<float> w;
+      for (const PreferencePair* p : batch) w.push_back(static_cast<float>(p->weight));
+      const torch::Tensor loss = (t.losses * torch::tensor(w).to(device)).sum() / step_weight;
+      if (m == tc.grad_accum - 1) sync.arm();
+      loss.backward();
+      step_loss += loss.item<double>();
+      accumulate(s, t, c.detach(), r.detach(), batch);
+    }
+    sync.finish();
+    step_loss = all_reduce_sum(dist, step_loss);
+    const double grad_norm = clip_grad_norm(params, tc.grad_clip);
+    const double lr = learning_rate(cfg.schedule, step, total_steps);
+    optimizer.step(lr);
+    optimizer.zero_grad();
+    const int64_t done = step + 1;
+    Json row = averaged(s).to_json("train/");
+    row["step"] = done;
+    row["train/loss"] = step_loss;
+    row["lr"] = lr;
+    row["grad_norm"] = grad_norm;
+    run.log_metrics(row);
+    progress.step_done(done, step_loss, lr, static_cast<double>(global_batch), "pairs");
+
+    const bool last = done == total_steps;
+    if ((tc.eval_interval > 0 && done % tc.eval_interval == 0) || last) {
+      const DpoStats e = eval.empty() ? averaged(s) : evaluate(model, chat, eval, ref_eval, objective, tc.batch_size, device);
+      const bool improved = e.loss < best_loss;
+      if (improved) best_loss = e.loss;
+      Json erow = e.to_json("eval/");
+      erow["step"] = done;
+      run.log_metrics(erow);
+      log_info("eval step ", done, " | loss ", e.loss, " | accuracy ", e.accuracy, " | margin ", e.margin,
+               " | logps chosen ", e.chosen_logp, " rejected ", e.rejected_logp, improved ? " (best)" : "");
+      save(done, e, improved);
+      result.eval = e;
+    }
+    progress.pause_done();
+  }
+  barrier(dist);
+  result.checkpoint = resolve_checkpoint(cfg.out_dir, /*prefer_best=*/true);
+  return result;
+}
+
+}  // namespace rlhf
