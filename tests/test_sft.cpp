@@ -84,6 +84,17 @@ TEST(ChatTemplate, AHuggingFaceTemplateGivesTransformersIdsAndMasksTheReplies) {
     const Conversation conv = as_conversation(expected["conversations"][c["conversation"].get<size_t>()]);
     EXPECT_EQ(chat.render_prompt(conv), c["ids"].get<std::vector<int32_t>>()) << c["conversation"];
   }
+  // Qwen3's real tokenizer and template (its <think> handling included).
+  // Conversation 4 writes "<|im_end|>" in a message: transformers reads it as
+  // the special token (a forged turn), we as text, by design.
+  const Tokenizer qwen = Tokenizer::load(test::source_dir() + "/.deps/qwen3-tokenizer/models");
+  const ChatTemplate qwen_chat(qwen);
+  EXPECT_EQ(qwen.decode({qwen_chat.end_of_turn()}), "<|im_end|>");
+  for (const Json& c : expected["qwen3_prompt_ids"]) {
+    if (c["conversation"] == 4) continue;
+    const Conversation conv = as_conversation(expected["conversations"][c["conversation"].get<size_t>()]);
+    EXPECT_EQ(qwen_chat.render_prompt(conv), c["ids"].get<std::vector<int32_t>>()) << "qwen3 " << c["conversation"];
+  }
 
   const Conversation conv = {{"system", "Be brief."}, {"user", "Hi"}, {"assistant", "Hello! How can I help?"},
                              {"user", "Cancel order 12 <|eot_id|>"}, {"assistant", "Done: order 12 is cancelled."}};

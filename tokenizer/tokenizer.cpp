@@ -4,11 +4,13 @@
 #include <array>
 #include <memory>
 #include <queue>
+#include <set>
 
 #include "common/config.h"
 #include "common/error.h"
 #include "common/fs.h"
 #include "common/hash.h"
+#include "tokenizer/normalize.h"
 #include "tokenizer/pretokenizer.h"
 
 namespace rlhf {
@@ -128,9 +130,11 @@ Tokenizer::Tokenizer(const Tokenizer& other)
       byte_ids_(other.byte_ids_),
       special_names_(other.special_names_),
       special_ids_(other.special_ids_),
+      plain_added_(other.plain_added_),
       split_pattern_(other.split_pattern_),
       ignore_merges_(other.ignore_merges_),
       config_(other.config_),
+      nfc_(other.nfc_),
       sentencepiece_(other.sentencepiece_),
       prepend_space_(other.prepend_space_),
       pieces_(other.pieces_),
@@ -145,9 +149,11 @@ Tokenizer& Tokenizer::operator=(const Tokenizer& other) {
     byte_ids_ = other.byte_ids_;
     special_names_ = other.special_names_;
     special_ids_ = other.special_ids_;
+    plain_added_ = other.plain_added_;
     split_pattern_ = other.split_pattern_;
     ignore_merges_ = other.ignore_merges_;
     config_ = other.config_;
+    nfc_ = other.nfc_;
     sentencepiece_ = other.sentencepiece_;
     prepend_space_ = other.prepend_space_;
     pieces_ = other.pieces_;
@@ -199,7 +205,9 @@ void Tokenizer::finish_loading(const std::string& source) {
   // A token neither a byte nor the result of a merge can only be inserted
   // explicitly: that is what a special token is.
   for (size_t id = 0; id < tokens_.size(); ++id) {
-    if (!produced[id] &&
+    const bool plain = std::any_of(plain_added_.begin(), plain_added_.end(),
+                                   [&](const auto& p) { return p.second == static_cast<int32_t>(id); });
+    if (!produced[id] && !plain &&
         std::find(special_ids_.begin(), special_ids_.end(), static_cast<int32_t>(id)) == special_ids_.end()) {
       special_ids_.push_back(static_cast<int32_t>(id));
       special_names_.push_back(tokens_[id]);
@@ -254,6 +262,7 @@ uint64_t Tokenizer::fingerprint() const {
   if (!split_pattern_.empty()) h = fnv1a64(split_pattern_, h);
   if (ignore_merges_) h = splitmix64(h ^ 1);
   if (sentencepiece_) h = fnv1a64(sentencepiece_json_, h ^ 2);
+  if (nfc_) h = splitmix64(h ^ 3);
   return h;
 }
 
@@ -362,11 +371,44 @@ void Tokenizer::encode_pieces(std::string_view text, std::vector<int32_t>& out) 
 
 std::vector<int32_t> Tokenizer::encode(std::string_view text) const {
   RLHF_CHECK(!tokens_.empty(), "encode() on an empty tokenizer");
+  if (!plain_added_.empty()) {
+    // Added tokens that are not special are found in any text first, as
+    // Hugging Face tokenizers does; the text between them encodes as usual.
+    std::vector<int32_t> out;
+    size_t piece = 0;
+    for (size_t i = 0; i < text.size();) {
+      const auto hit = std::find_if(plain_added_.begin(), plain_added_.end(), [&](const auto& p) {
+        return text.compare(i, p.first.size(), p.first) == 0;
+      });
+      if (hit == plain_added_.end()) {
+        ++i;
+        continue;
+      }
+      const std::vector<int32_t> before = encode_plain(text.substr(piece, i - piece));
+      out.insert(out.end(), before.begin(), before.end());
+      out.push_back(hit->second);
+      i += hit->first.size();
+      piece = i;
+    }
+    const std::vector<int32_t> rest = encode_plain(text.substr(piece));
+    out.insert(out.end(), rest.begin(), rest.end());
+    return out;
+  }
+  return encode_plain(text);
+}
+
+std::vector<int32_t> Tokenizer::encode_plain(std::string_view text) const {
+  if (text.empty()) return {};
   std::vector<int32_t> out;
   out.reserve(text.size() / 3 + 1);
   if (sentencepiece_) {
     encode_pieces(text, out);
     return out;
+  }
+  std::string normalized;
+  if (nfc_) {
+    normalized = nfc(text);
+    text = normalized;
   }
   // One compiled pattern per thread and pattern (PCRE2 match data is not shared).
   thread_local std::unordered_map<std::string, std::unique_ptr<PreTokenizer>> pres;
@@ -462,6 +504,7 @@ std::string component_type(const JsonMap& j) {
 struct Components {
   std::string split_pattern;  // empty: GPT-2's
   bool ignore_merges = false;
+  bool nfc = false;            // the "NFC" normalizer (Qwen2/2.5/3)
   bool sentencepiece = false;  // Llama 2 style: see Tokenizer::sentencepiece_
   bool prepend_space = true;
   std::string sentencepiece_json;
@@ -552,7 +595,8 @@ Components supported_components(const JsonMap& root, const std::string& path) {
   if (root["model"].value("byte_fallback", false) == true) return sentencepiece_components(root, path);
   Components out;
   if (root.contains("normalizer") && !root["normalizer"].is_null()) {
-    refuse("normalizer", component_type(root["normalizer"]));
+    if (is_type(root["normalizer"], "NFC")) out.nfc = true;
+    else refuse("normalizer", component_type(root["normalizer"]));
   }
   if (root.contains("pre_tokenizer") && !root["pre_tokenizer"].is_null()) {
     const JsonMap& p = root["pre_tokenizer"];
@@ -694,10 +738,12 @@ Tokenizer Tokenizer::load_files(const std::string& dir) {
   }
   // Added tokens may extend past the model vocabulary.
   std::vector<std::pair<int64_t, std::string>> added;
+  std::set<int64_t> plain_added;  // "special": false (e.g. Qwen3's <think>): matched in any text
   if (root.contains("added_tokens") && root["added_tokens"].is_array()) {
     for (const auto& a : root["added_tokens"]) {
       if (!a.contains("id") || !a.contains("content")) continue;
       added.emplace_back(a["id"].get<int64_t>(), a["content"].get<std::string>());
+      if (a.value("special", true) == false) plain_added.insert(a["id"].get<int64_t>());
     }
   }
   std::sort(added.begin(), added.end());
@@ -737,9 +783,15 @@ Tokenizer Tokenizer::load_files(const std::string& dir) {
     tok.pieces_.push_back(std::move(t));
   }
   for (const auto& [id, content] : added) {
+    if (plain_added.count(id)) {
+      tok.plain_added_.emplace_back(content, static_cast<int32_t>(id));
+      continue;
+    }
     tok.special_ids_.push_back(static_cast<int32_t>(id));
     tok.special_names_.push_back(content);
   }
+  std::stable_sort(tok.plain_added_.begin(), tok.plain_added_.end(),
+                   [](const auto& a, const auto& b) { return a.first.size() > b.first.size(); });
   size_t index = 0;
   for (const auto& m : (*model)["merges"]) {
     ++index;
@@ -768,6 +820,7 @@ Tokenizer Tokenizer::load_files(const std::string& dir) {
   }
   tok.split_pattern_ = components.split_pattern;
   tok.ignore_merges_ = components.ignore_merges;
+  tok.nfc_ = components.nfc;
   if (!tok.split_pattern_.empty()) PreTokenizer check(tok.split_pattern_);  // a bad regex fails here, naming it
   tok.finish_loading(json_path);
   return tok;
@@ -792,6 +845,10 @@ void Tokenizer::save(const std::string& dir) const {
                      {"single_word", false}, {"lstrip", false}, {"rstrip", false},
                      {"normalized", false}, {"special", true}});
   }
+  for (const auto& [content, id] : plain_added_) {
+    added.push_back({{"id", id}, {"content", content}, {"single_word", false}, {"lstrip", false},
+                     {"rstrip", false}, {"normalized", false}, {"special", false}});
+  }
   const JsonMap byte_level = {{"type", "ByteLevel"}, {"add_prefix_space", false},
                            {"trim_offsets", true}, {"use_regex", true}};
   JsonMap pre_tokenizer = byte_level;
@@ -805,7 +862,7 @@ void Tokenizer::save(const std::string& dir) const {
                        bytes_only}}};
   }
   JsonMap root = {{"version", "1.0"}, {"truncation", nullptr}, {"padding", nullptr},
-               {"added_tokens", added}, {"normalizer", nullptr},
+               {"added_tokens", added}, {"normalizer", nfc_ ? JsonMap{{"type", "NFC"}} : JsonMap()},
                {"pre_tokenizer", pre_tokenizer}, {"post_processor", byte_level},
                {"decoder", byte_level},
                {"model", {{"type", "BPE"}, {"dropout", nullptr}, {"unk_token", nullptr},

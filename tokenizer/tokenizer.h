@@ -123,6 +123,7 @@ class Tokenizer {
   // Applies the merges to a symbol sequence, lowest rank first (then leftmost).
   void merge_symbols(std::vector<int32_t>& ids) const;
   void encode_pieces(std::string_view text, std::vector<int32_t>& out) const;
+  std::vector<int32_t> encode_plain(std::string_view text) const;
   const std::string& lookup_key(int32_t id) const { return sentencepiece_ ? pieces_[id] : tokens_[id]; }
 
   std::vector<std::string> tokens_;                    // id -> raw bytes
@@ -132,9 +133,13 @@ class Tokenizer {
   std::vector<int32_t> byte_ids_ = std::vector<int32_t>(256, -1);
   std::vector<std::string> special_names_;
   std::vector<int32_t> special_ids_;
+  // Added tokens marked "special": false, longest first: encode() finds them
+  // in any text (Hugging Face does); decoding keeps them.
+  std::vector<std::pair<std::string, int32_t>> plain_added_;
   std::string split_pattern_;   // the pre-tokenizer's regex; empty = GPT-2's
   bool ignore_merges_ = false;  // a chunk that is a token as a whole is that token (Llama 3)
   TokenizerConfig config_;
+  bool nfc_ = false;  // text is NFC-normalised before pre-tokenisation (Qwen2/2.5/3)
   // SentencePiece-style BPE (Llama 2, Mistral, TinyLlama): symbols start as
   // characters, a space reads as "\u2581" (with one prepended), and a
   // character outside the vocabulary falls back to its <0xNN> byte tokens.

