@@ -265,13 +265,7 @@ DpoResult run_dpo(const DpoConfig& cfg, const std::vector<PreferencePair>& train
   int64_t start_step = 0;
   double best_loss = std::numeric_limits<double>::infinity();
   if (auto latest = latest_checkpoint(cfg.out_dir)) {
-    if (lora) {
-      lora->load_peft_state(load_safetensors(join_path(*latest, "adapter_model.safetensors")).tensors, *latest);
-    } else {
-      load_weights(*model, load_safetensors(join_path(*latest, "model.safetensors")).tensors, *latest);
-    }
-    optimizer.load_state(load_safetensors(join_path(*latest, "optimizer.safetensors")).tensors, *latest);
-    const Json state = read_json_file(join_path(*latest, "trainer_state.json"));
+    const Json state = restore_training_state(*latest, model, lora.get(), optimizer);
     start_step = state.at("step").get<int64_t>();
     if (state.contains("best_eval_loss") && state["best_eval_loss"].is_number()) best_loss = state["best_eval_loss"];
     log_info("resuming from ", *latest, " at step ", start_step);

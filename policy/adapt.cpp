@@ -5,6 +5,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 
 #include "common/error.h"
+#include "common/fs.h"
 #include "common/log.h"
 #include "policy/llama.h"
 
@@ -176,6 +177,16 @@ void LoraAdapters::load_peft_state(const TensorMap& state, const std::string& so
       dst.copy_(it->second.t());
     }
   }
+}
+
+Json restore_training_state(const std::string& dir, GPT& model, LoraAdapters* lora, AdamW& optimizer) {
+  if (lora != nullptr) {
+    lora->load_peft_state(load_safetensors(join_path(dir, "adapter_model.safetensors")).tensors, dir);
+  } else {
+    load_weights(*model, load_safetensors(join_path(dir, "model.safetensors")).tensors, dir);
+  }
+  optimizer.load_state(load_safetensors(join_path(dir, "optimizer.safetensors")).tensors, dir);
+  return read_json_file(join_path(dir, "trainer_state.json"));
 }
 
 }  // namespace rlhf

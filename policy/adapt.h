@@ -81,4 +81,9 @@ class LoraAdapters {
   std::vector<Entry> entries_;
 };
 
+// Restores what a run trains from its checkpoint `dir`: the adapters (with
+// `lora`) or the model's weights, and the optimiser. Returns the
+// checkpoint's trainer_state.json.
+Json restore_training_state(const std::string& dir, GPT& model, LoraAdapters* lora, AdamW& optimizer);
+
 }  // namespace rlhf

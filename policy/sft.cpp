@@ -173,13 +173,7 @@ SftResult run_sft(const SftConfig& cfg, const DistInfo& dist) {
   double best_val = std::numeric_limits<double>::infinity();
   SftResult result;
   if (auto latest = latest_checkpoint(cfg.out_dir)) {
-    if (lora) {
-      lora->load_peft_state(load_safetensors(join_path(*latest, "adapter_model.safetensors")).tensors, *latest);
-    } else {
-      load_weights(*model, load_safetensors(join_path(*latest, "model.safetensors")).tensors, *latest);
-    }
-    optimizer.load_state(load_safetensors(join_path(*latest, "optimizer.safetensors")).tensors, *latest);
-    const Json state = read_json_file(join_path(*latest, "trainer_state.json"));
+    const Json state = restore_training_state(*latest, model, lora.get(), optimizer);
     start_step = state.at("step").get<int64_t>();
     best_step = state.value("best_step", int64_t{-1});
     // Infinity and NaN are stored as null in JSON.

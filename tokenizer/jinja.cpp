@@ -7,12 +7,14 @@
 #include <map>
 
 #include "common/error.h"
+#include "tokenizer/normalize.h"
 
 namespace rlhf::jinja {
 namespace {
 
 // ---------------------------------------------------------------- text helpers
 
+// Lenient: a malformed byte reads as itself.
 std::vector<uint32_t> code_points(const std::string& s) {
   std::vector<uint32_t> out;
   for (size_t i = 0; i < s.size();) {
@@ -24,24 +26,6 @@ std::vector<uint32_t> code_points(const std::string& s) {
     i += n;
   }
   return out;
-}
-
-void append_utf8(std::string& out, uint32_t cp) {
-  if (cp < 0x80) {
-    out += static_cast<char>(cp);
-  } else if (cp < 0x800) {
-    out += static_cast<char>(0xc0 | (cp >> 6));
-    out += static_cast<char>(0x80 | (cp & 0x3f));
-  } else if (cp < 0x10000) {
-    out += static_cast<char>(0xe0 | (cp >> 12));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3f));
-    out += static_cast<char>(0x80 | (cp & 0x3f));
-  } else {
-    out += static_cast<char>(0xf0 | (cp >> 18));
-    out += static_cast<char>(0x80 | ((cp >> 12) & 0x3f));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3f));
-    out += static_cast<char>(0x80 | (cp & 0x3f));
-  }
 }
 
 std::string from_code_points(const std::vector<uint32_t>& cps, size_t begin, size_t end) {
@@ -552,41 +536,23 @@ class ExprParser {
     }
   }
 
-  NodePtr math1() {
-    NodePtr v = concat();
-    while (at_op("+") || at_op("-")) {
-      const std::string op = next().text;
-      v = binary(Kind::kBinary, op, std::move(v), concat());
-    }
-    return v;
-  }
-
-  NodePtr concat() {
-    NodePtr v = math2();
-    while (at_op("~")) {
+  // One left-associative level: operands from `operand` joined by any of `ops`.
+  template <class Operand>
+  NodePtr left_assoc(std::initializer_list<const char*> ops, Operand operand) {
+    NodePtr v = operand();
+    for (;;) {
+      const char* hit = nullptr;
+      for (const char* op : ops) hit = hit ? hit : at_op(op) ? op : nullptr;
+      if (hit == nullptr) return v;
       next();
-      v = binary(Kind::kBinary, "~", std::move(v), math2());
+      v = binary(Kind::kBinary, hit, std::move(v), operand());
     }
-    return v;
   }
 
-  NodePtr math2() {
-    NodePtr v = power();
-    while (at_op("*") || at_op("/") || at_op("//") || at_op("%")) {
-      const std::string op = next().text;
-      v = binary(Kind::kBinary, op, std::move(v), power());
-    }
-    return v;
-  }
-
-  NodePtr power() {
-    NodePtr v = unary(true);
-    while (at_op("**")) {
-      next();
-      v = binary(Kind::kBinary, "**", std::move(v), unary(true));
-    }
-    return v;
-  }
+  NodePtr math1() { return left_assoc({"+", "-"}, [this] { return concat(); }); }
+  NodePtr concat() { return left_assoc({"~"}, [this] { return math2(); }); }
+  NodePtr math2() { return left_assoc({"*", "/", "//", "%"}, [this] { return power(); }); }
+  NodePtr power() { return left_assoc({"**"}, [this] { return unary(true); }); }
 
   NodePtr unary(bool with_filter) {
     NodePtr v;

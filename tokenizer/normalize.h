@@ -3,6 +3,7 @@
 // ordering, then canonical composition. Tables: tokenizer/unicode_tables.inc.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -10,5 +11,8 @@ namespace rlhf {
 
 // NFC of UTF-8 text. Text that is not valid UTF-8 comes back unchanged.
 std::string nfc(std::string_view text);
+
+// Appends a code point's UTF-8 bytes.
+void append_utf8(std::string& out, uint32_t cp);
 
 }  // namespace rlhf
