@@ -116,4 +116,40 @@ void KLController::update(double kl, int64_t n_steps) {
   value_ *= 1.0 + error * static_cast<double>(n_steps) / horizon_;
 }
 
+GroupAdvantage parse_group_advantage(const std::string& name) {
+  if (name == "grpo") return GroupAdvantage::kGrpo;
+  if (name == "dr_grpo") return GroupAdvantage::kDrGrpo;
+  if (name == "rloo") return GroupAdvantage::kRloo;
+  fail(ErrorKind::kConfig, "advantage '", name, "' is not one of grpo, dr_grpo, rloo");
+}
+
+torch::Tensor group_advantages(const torch::Tensor& scores, int64_t k, GroupAdvantage type, double eps) {
+  if (k < 2) fail(ErrorKind::kConfig, "a group-relative advantage needs at least 2 samples per prompt, not ", k);
+  if (scores.dim() != 1 || scores.size(0) % k != 0) {
+    fail(ErrorKind::kConfig, scores.size(0), " scores do not split into groups of ", k);
+  }
+  const torch::Tensor groups = scores.to(torch::kFloat).view({-1, k});
+  const torch::Tensor mean = groups.mean(1, /*keepdim=*/true);
+  torch::Tensor adv;
+  switch (type) {
+    case GroupAdvantage::kGrpo: adv = (groups - mean) / (groups.std(1, /*unbiased=*/true, /*keepdim=*/true) + eps); break;
+    case GroupAdvantage::kDrGrpo: adv = groups - mean; break;
+    // r_i - (sum - r_i) / (K - 1) = K / (K - 1) (r_i - mean)
+    case GroupAdvantage::kRloo: adv = (groups - mean) * (static_cast<double>(k) / static_cast<double>(k - 1)); break;
+  }
+  return adv.reshape({-1});
+}
+
+torch::Tensor aggregate_token_loss(const torch::Tensor& per_token, const torch::Tensor& mask, const std::string& mode,
+                                   int64_t max_tokens) {
+  const torch::Tensor m = mask.to(per_token.dtype());
+  if (mode == "sequence") return ((per_token * m).sum(1) / m.sum(1).clamp_min(1)).mean();
+  if (mode == "token") return (per_token * m).sum() / m.sum().clamp_min(1);
+  if (mode == "constant") {
+    if (max_tokens < 1) fail(ErrorKind::kConfig, "the constant loss aggregation needs the reply length limit");
+    return (per_token * m).sum() / static_cast<double>(per_token.size(0) * max_tokens);
+  }
+  fail(ErrorKind::kConfig, "loss aggregation '", mode, "' is not one of sequence, token, constant");
+}
+
 }  // namespace rlhf::ppo

@@ -67,6 +67,26 @@ ValueLoss value_loss(const torch::Tensor& values, const torch::Tensor& old_value
 // 1 - Var[returns - values] / Var[returns] over mask.
 double explained_variance(const torch::Tensor& values, const torch::Tensor& returns, const torch::Tensor& mask);
 
+// ---- Critic-free methods (GRPO, RLOO): no value model; each reply's
+// advantage comes from the scores of the K replies sampled for the same
+// prompt. `scores` [G * K]: group g's samples are rows g*K .. g*K + K - 1.
+enum class GroupAdvantage {
+  kGrpo,    // (r - mean) / (std + eps), std with Bessel's correction (Shao et al. 2024; TRL)
+  kDrGrpo,  // r - mean: no division by the std (Liu et al. 2025, "Dr. GRPO")
+  kRloo,    // r - mean of the other K - 1 (Ahmadian et al. 2024)
+};
+// "grpo", "dr_grpo" or "rloo"; anything else is an error naming them.
+GroupAdvantage parse_group_advantage(const std::string& name);
+// One advantage per reply [G * K]; K >= 2.
+torch::Tensor group_advantages(const torch::Tensor& scores, int64_t k, GroupAdvantage type, double eps = 1e-4);
+
+// How per-token losses [B, N] become one number:
+//   "sequence" mean over each reply's tokens, then over replies (GRPO);
+//   "token"    mean over all tokens of the batch (DAPO);
+//   "constant" sum over tokens / (B * max_tokens) (Dr. GRPO: no length bias).
+torch::Tensor aggregate_token_loss(const torch::Tensor& per_token, const torch::Tensor& mask, const std::string& mode,
+                                   int64_t max_tokens);
+
 // The adaptive KL coefficient of Ziegler et al. 2019: beta moves towards
 // the value that keeps the KL near `target`, at a rate set by `horizon`.
 class KLController {

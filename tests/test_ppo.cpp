@@ -140,6 +140,30 @@ TEST(PpoMath, ReplyMaskRewardsAndTheMissingEosPenalty) {
   EXPECT_TRUE(torch::allclose(r, t2({-0.05f, -0.1f + 1.0f, 0, 0, 0, 0, 0, -0.2f + 0.5f}, 2), 1e-6, 1e-6)) << r;
 }
 
+// Critic-free advantages on hand-made groups of K = 3: scores 1, 2, 3 (mean
+// 2, Bessel std 1) and a group of equal scores (no signal, no NaN).
+TEST(PpoMath, GroupRelativeAdvantagesMatchHandComputedGroups) {
+  const torch::Tensor scores = torch::tensor({1.0f, 2.0f, 3.0f, 5.0f, 5.0f, 5.0f});
+  const auto expect = [&](ppo::GroupAdvantage type, std::vector<float> want, const char* what) {
+    const torch::Tensor a = ppo::group_advantages(scores, 3, type);
+    EXPECT_TRUE(torch::allclose(a, torch::tensor(want), 1e-4, 1e-5)) << what << ": " << a;
+  };
+  expect(ppo::GroupAdvantage::kGrpo, {-1 / 1.0001f, 0.0f, 1 / 1.0001f, 0.0f, 0.0f, 0.0f}, "grpo");
+  expect(ppo::GroupAdvantage::kDrGrpo, {-1.0f, 0.0f, 1.0f, 0.0f, 0.0f, 0.0f}, "dr_grpo");
+  // RLOO: 1 - (2 + 3) / 2, 2 - (1 + 3) / 2, 3 - (1 + 2) / 2.
+  expect(ppo::GroupAdvantage::kRloo, {-1.5f, 0.0f, 1.5f, 0.0f, 0.0f, 0.0f}, "rloo");
+  EXPECT_NE(test::error_of([&] { ppo::group_advantages(scores, 4, ppo::GroupAdvantage::kGrpo); }).find("groups of 4"),
+            std::string::npos);
+  EXPECT_NE(test::error_of([] { ppo::parse_group_advantage("gae2"); }).find("grpo, dr_grpo, rloo"), std::string::npos);
+
+  // Aggregation of per-token losses [[1, 2, 3], [4, -, -]].
+  const torch::Tensor loss = torch::tensor({1.0f, 2.0f, 3.0f, 4.0f, 9.0f, 9.0f}).view({2, 3});
+  const torch::Tensor mask = torch::tensor({1.0f, 1.0f, 1.0f, 1.0f, 0.0f, 0.0f}).view({2, 3});
+  EXPECT_NEAR(ppo::aggregate_token_loss(loss, mask, "sequence", 3).item<double>(), (2.0 + 4.0) / 2, 1e-6);
+  EXPECT_NEAR(ppo::aggregate_token_loss(loss, mask, "token", 3).item<double>(), 10.0 / 4, 1e-6);
+  EXPECT_NEAR(ppo::aggregate_token_loss(loss, mask, "constant", 3).item<double>(), 10.0 / 6, 1e-6);
+}
+
 struct PpoFixture {
   test::TempDir dir{"ppo"};
   int32_t vocab = 0;

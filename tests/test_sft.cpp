@@ -56,6 +56,19 @@ TEST(ChatTemplate, RoundTripsAndMasksOnlyAssistantTokens) {
   EXPECT_EQ(std::count(t.ids.begin(), t.ids.end(), assistant), 2);
   std::vector<int32_t> prompt = chat.render_prompt({c[0], c[1]});
   EXPECT_EQ(prompt.back(), assistant);
+  // Token for token what our markers always gave: <|endoftext|>, then each
+  // turn's marker, its text and <|end|>, then <|assistant|>.
+  const Tokenizer& tok = fixture().tok;
+  std::vector<int32_t> expected = {tok.special_id(special::kEndOfText), tok.special_id(special::kSystem)};
+  for (int32_t id : tok.encode(c[0].content)) expected.push_back(id);
+  expected.push_back(tok.special_id(special::kEndOfTurn));
+  expected.push_back(tok.special_id(special::kUser));
+  for (int32_t id : tok.encode(c[1].content)) expected.push_back(id);
+  expected.push_back(tok.special_id(special::kEndOfTurn));
+  expected.push_back(assistant);
+  EXPECT_EQ(prompt, expected);
+  EXPECT_EQ(chat.stop_tokens(), (std::vector<int32_t>{tok.special_id(special::kEndOfTurn), tok.special_id(special::kEndOfText)}));
+  EXPECT_EQ(chat.pad_id(), tok.special_id(special::kEndOfText));
 }
 
 // A user's checkpoint brings its own template: Llama 3's real tokenizer and
