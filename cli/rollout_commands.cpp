@@ -40,6 +40,7 @@ void register_rollout_commands(CLI::App& app) {
   cmp->add_option("--prompts", c->prompts, "JSONL prompts (metadata enables the gold judge)")->capture_default_str();
   cmp->add_option("--max-prompts", c->max_prompts, "use the first N prompts (0 = all)")->capture_default_str();
   cmp->add_option("--reward-model", c->reward_model, "judge by this reward model too");
+  cmp->add_option("--reference", c->reference, "report each policy's KL from this policy (e.g. the SFT one)");
   cmp->add_option("--gold", c->gold, "judge by the simulated rater where prompts carry facts")->capture_default_str();
   cmp->add_option("--temperature", c->sampling.temperature)->capture_default_str();
   cmp->add_option("--max-new-tokens", c->sampling.max_new_tokens)->capture_default_str();

@@ -68,6 +68,8 @@ Json CompareReport::to_json() const {
     if (!std::isnan(mean_reward[i])) p["mean_reward"] = mean_reward[i];
     if (!std::isnan(mean_gold[i])) p["mean_gold"] = mean_gold[i];
     p["mean_length"] = mean_length[i];
+    if (!std::isnan(mean_kl[i])) p["mean_kl"] = mean_kl[i];
+    p["end_of_turn_rate"] = end_of_turn[i];
     if (!bt_gold.empty()) p["bradley_terry_gold"] = bt_gold[i], p["elo_gold"] = elo_of(bt_gold[i]);
     if (!bt_reward.empty()) p["bradley_terry_reward"] = bt_reward[i], p["elo_reward"] = elo_of(bt_reward[i]);
     j["policies"].push_back(p);
@@ -82,10 +84,12 @@ Json CompareReport::to_json() const {
 
 std::string CompareReport::to_markdown() const {
   std::ostringstream md;
-  md << "# Policy comparison\n\n## Policies\n\n| policy | mean reward (RM) | mean gold | mean length |\n|---|---:|---:|---:|\n";
+  md << "# Policy comparison\n\n## Policies\n\nKL: from the reference policy, nats per reply (length drift and a "
+        "falling end-of-turn rate are the commonest reward hacks).\n\n"
+     << "| policy | mean reward (RM) | mean gold | mean length | end of turn | KL |\n|---|---:|---:|---:|---:|---:|\n";
   for (size_t i = 0; i < names.size(); ++i) {
     md << "| " << names[i] << " | " << fmt(mean_reward[i]) << " | " << fmt(mean_gold[i]) << " | " << fmt(mean_length[i], 1)
-       << " |\n";
+       << " | " << fmt(100 * end_of_turn[i], 1) << "% | " << fmt(mean_kl[i], 2) << " |\n";
   }
   md << "\n## Head to head\n\nWin rate of A over B per prompt (ties count half), with a bootstrap 95% interval.\n\n"
      << "| A | B | judge | A wins | 95% interval | W / T / L | |\n|---|---|---|---:|---|---|---|\n";
@@ -121,11 +125,15 @@ CompareReport run_compare(const CompareConfig& c) {
   }
   std::unique_ptr<LoadedRewardModel> rm;
   if (!c.reward_model.empty()) rm = std::make_unique<LoadedRewardModel>(load_reward_model(c.reward_model));
+  std::unique_ptr<LoadedPolicy> reference;
+  if (!c.reference.empty()) {
+    reference = std::make_unique<LoadedPolicy>(load_policy(resolve_checkpoint(c.reference, /*prefer_best=*/true)));
+  }
 
   // replies[policy][prompt * samples + s]
   std::vector<std::vector<std::string>> replies(k);
   std::vector<std::vector<bool>> finished(k);
-  std::vector<std::vector<double>> reward(k), gold(k), length(k);
+  std::vector<std::vector<double>> reward(k), gold(k), length(k), kl(k);
   std::vector<ValidationPrompt> prompts;
   for (size_t i = 0; i < k; ++i) {
     LoadedPolicy p = load_policy(resolve_checkpoint(c.policies[i], /*prefer_best=*/true));
@@ -147,8 +155,17 @@ CompareReport run_compare(const CompareConfig& c) {
     }
     for (size_t b = 0; b < ids.size(); b += 64) {
       const size_t e = std::min(ids.size(), b + 64);
-      Generation g = generate(p.model, {ids.begin() + b, ids.begin() + e}, c.sampling, chat.stop_tokens(),
-                              chat.pad_id(), {seeds.begin() + b, seeds.begin() + e});
+      const std::vector<std::vector<int32_t>> batch(ids.begin() + static_cast<long>(b), ids.begin() + static_cast<long>(e));
+      Generation g = generate(p.model, batch, c.sampling, chat.stop_tokens(), chat.pad_id(),
+                              {seeds.begin() + static_cast<long>(b), seeds.begin() + static_cast<long>(e)});
+      if (reference) {
+        if (reference->tokenizer.fingerprint() != p.tokenizer.fingerprint()) {
+          fail(ErrorKind::kData, "the reference ", reference->dir, " uses a different tokenizer from ", p.dir);
+        }
+        const torch::Tensor d = generation_kl(p.model, reference->model, batch, g, c.sampling.max_new_tokens,
+                                              chat.pad_id(), c.sampling.temperature);
+        for (int64_t r = 0; r < d.size(0); ++r) kl[i].push_back(d[r].item<double>());
+      }
       for (size_t r = b; r < e; ++r) {
         const int64_t row = static_cast<int64_t>(r - b);
         replies[i].push_back(chat.decode_reply(row_tokens(g.tokens, g.lengths, row)));
@@ -193,6 +210,10 @@ CompareReport run_compare(const CompareConfig& c) {
     report.mean_reward.push_back(rm ? mean(reward[i]) : std::nan(""));
     report.mean_gold.push_back(mean(gold[i]));
     report.mean_length.push_back(mean(length[i]));
+    report.mean_kl.push_back(reference ? mean(kl[i]) : std::nan(""));
+    double done = 0;
+    for (bool f : finished[i]) done += f ? 1 : 0;
+    report.end_of_turn.push_back(finished[i].empty() ? std::nan("") : done / static_cast<double>(finished[i].size()));
   }
   std::vector<std::vector<double>> wins_gold(k, std::vector<double>(k, 0)), wins_rm(k, std::vector<double>(k, 0));
   for (size_t a = 0; a < k; ++a) {

@@ -22,6 +22,7 @@ struct CompareConfig {
   std::string prompts = "data/support/heldout_prompts.jsonl";
   int max_prompts = 0;                // 0 = all
   std::string reward_model;           // judge by this reward model ("" = none)
+  std::string reference;              // report each policy's KL from this one, e.g. the SFT policy ("" = none)
   bool gold = true;                   // judge by the simulated rater where prompts have facts
   SamplingConfig sampling = [] {
     SamplingConfig s;
@@ -40,6 +41,7 @@ struct CompareConfig {
     v("prompts", prompts);
     v("max_prompts", max_prompts, Range::at_least(0));
     v("reward_model", reward_model);
+    v("reference", reference);
     v("gold", gold);
     v.section("sampling", sampling);
     v("samples", samples, Range::at_least(1));
@@ -65,6 +67,8 @@ struct CompareReport {
   std::vector<std::string> names;
   std::vector<PairwiseResult> pairs;
   std::vector<double> mean_reward, mean_gold, mean_length;  // per policy (NaN if unavailable)
+  std::vector<double> mean_kl;        // per policy: KL from the reference per reply, nats (NaN without one)
+  std::vector<double> end_of_turn;    // per policy: share of replies that ended with the end-of-turn token
   std::vector<double> bt_gold, bt_reward;                   // leaderboard strengths (empty for 2 policies)
   Json to_json() const;
   std::string to_markdown() const;

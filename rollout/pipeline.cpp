@@ -202,6 +202,7 @@ PipelineConfig wire_pipeline(PipelineConfig c) {
   c.compare.policies = {in("ppo"), in("sft")};
   c.compare.names = {"ppo", "sft"};
   c.compare.reward_model = in("rm");
+  c.compare.reference = in("sft");
   c.compare.out = in("compare");
   if (c.seed != 0) {
     const auto derive = [&](uint64_t stage) {

@@ -38,6 +38,26 @@ double gold_of(const Json& metadata, const Conversation& prompt, const std::stri
   return support::gold_score(facts, reply, finished).total;
 }
 
+torch::Tensor generation_kl(GPT& policy, GPT& reference, const std::vector<std::vector<int32_t>>& prompts,
+                            const Generation& g, int64_t max_new_tokens, int32_t pad, double temperature,
+                            torch::Tensor* full_ids, torch::Tensor* full_mask) {
+  torch::NoGradGuard no_grad;
+  const torch::Device device = policy->transformer->wte->weight.device();
+  PromptBatch q = left_pad_prompts(prompts, prompt_budget(policy->config(), max_new_tokens), pad, device);
+  // Valid reply tokens: up to and including the stop token.
+  const torch::Tensor positions = torch::arange(g.tokens.size(1), g.tokens.options()).unsqueeze(0);
+  const torch::Tensor mask = (positions < g.lengths.unsqueeze(1)).to(torch::kLong);
+  const torch::Tensor full = torch::cat({q.ids, g.tokens}, 1), fmask = torch::cat({q.mask, mask}, 1);
+  const int64_t tq = q.ids.size(1), n = g.tokens.size(1);
+  auto lp = [&](GPT& m) {
+    torch::Tensor logits = m->forward(full, fmask).narrow(1, tq - 1, n);
+    return logprobs_from_logits(logits, g.tokens, temperature > 0 ? temperature : 1.0);
+  };
+  if (full_ids != nullptr) *full_ids = full;
+  if (full_mask != nullptr) *full_mask = fmask;
+  return ((lp(policy) - lp(reference)) * mask.to(torch::kFloat)).sum(1);
+}
+
 PolicyReplies validation_replies(GPT& policy, GPT& reference, ScalarHeadModel& reward_model, const ChatTemplate& chat,
                                  const std::vector<ValidationPrompt>& prompts, const ValidationConfig& config) {
   torch::NoGradGuard no_grad;
@@ -59,17 +79,9 @@ PolicyReplies validation_replies(GPT& policy, GPT& reference, ScalarHeadModel& r
       seeds.push_back(mix_seed({static_cast<uint64_t>(config.seed), k}));
     }
     Generation g = generate(policy, ids, sc, chat.stop_tokens(), chat.pad_id(), seeds);
-    PromptBatch q = left_pad_prompts(ids, prompt_budget(policy->config(), config.max_new_tokens), chat.pad_id(), device);
-    // Valid reply tokens: up to and including the stop token.
-    const torch::Tensor positions = torch::arange(g.tokens.size(1), g.tokens.options()).unsqueeze(0);
-    const torch::Tensor mask = (positions < g.lengths.unsqueeze(1)).to(torch::kLong);
-    const torch::Tensor full = torch::cat({q.ids, g.tokens}, 1), full_mask = torch::cat({q.mask, mask}, 1);
-    const int64_t tq = q.ids.size(1), n = g.tokens.size(1);
-    auto lp = [&](GPT& m) {
-      torch::Tensor logits = m->forward(full, full_mask).narrow(1, tq - 1, n);
-      return logprobs_from_logits(logits, g.tokens, config.temperature > 0 ? config.temperature : 1.0);
-    };
-    const torch::Tensor kl = ((lp(policy) - lp(reference)) * mask.to(torch::kFloat)).sum(1);
+    torch::Tensor full, full_mask;
+    const torch::Tensor kl = generation_kl(policy, reference, ids, g, config.max_new_tokens, chat.pad_id(),
+                                           config.temperature, &full, &full_mask);
     const torch::Tensor reward = reward_model->normalized(reward_model->forward(full, full_mask));
     for (size_t k = i; k < end; ++k) {
       const int64_t r = static_cast<int64_t>(k - i);

@@ -62,6 +62,14 @@ std::vector<ValidationPrompt> load_validation_prompts(const ValidationConfig& co
                                                       const std::string& default_system);
 
 // Generates with `policy` and measures every reply.
+// KL from the reference of generated replies [B]: the sum over each reply's
+// tokens (through its stop token) of log p - log p_ref of the sampled token,
+// at `temperature` (the k1 estimate). The prompts are left-padded as
+// generate() pads them; the full sequences and masks are handed back on request.
+torch::Tensor generation_kl(GPT& policy, GPT& reference, const std::vector<std::vector<int32_t>>& prompts,
+                            const Generation& g, int64_t max_new_tokens, int32_t pad, double temperature,
+                            torch::Tensor* full_ids = nullptr, torch::Tensor* full_mask = nullptr);
+
 PolicyReplies validation_replies(GPT& policy, GPT& reference, ScalarHeadModel& reward_model, const ChatTemplate& chat,
                                  const std::vector<ValidationPrompt>& prompts, const ValidationConfig& config);
 

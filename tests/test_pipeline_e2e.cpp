@@ -46,6 +46,13 @@ TEST(PipelineE2E, RunsEveryStageAndResumesAfterAKill) {
   EXPECT_TRUE(summary["rm"]["eval"].contains("gold_accuracy"));
   const Json compare = Json::parse(read_file(out + "/compare/compare.json"));
   ASSERT_EQ(compare["policies"].size(), 2u);
+  for (const auto& p : compare["policies"]) {
+    EXPECT_GE(p["end_of_turn_rate"].get<double>(), 0.0);
+    EXPECT_LE(p["end_of_turn_rate"].get<double>(), 1.0);
+    ASSERT_TRUE(p.contains("mean_kl")) << p.dump();
+    // The SFT policy is the reference: its KL from itself is zero.
+    if (p["name"] == "sft") EXPECT_NEAR(p["mean_kl"].get<double>(), 0.0, 1e-4);
+  }
   bool gold_judged = false;
   for (const auto& p : compare["pairwise"]) {
     gold_judged |= p["judge"] == "gold";
