@@ -271,11 +271,7 @@ DpoResult run_dpo(const DpoConfig& cfg, const std::vector<PreferencePair>& train
     log_info("resuming from ", *latest, " at step ", start_step);
   }
   run.open_metrics(start_step);
-  {
-    std::vector<torch::Tensor> weights;
-    for (const auto& p : params) weights.push_back(p.tensor);
-    broadcast_parameters(dist, weights);
-  }
+  broadcast_parameters(dist, params);
   GradientSync sync(dist, params);
   log_info("dpo: ", train.size(), " training and ", eval.size(), " held-out pairs, loss ", cfg.dpo.loss_type,
            ", beta ", cfg.dpo.beta, cfg.dpo.label_smoothing > 0 ? str_cat(", label smoothing ", cfg.dpo.label_smoothing) : "",
@@ -285,18 +281,11 @@ DpoResult run_dpo(const DpoConfig& cfg, const std::vector<PreferencePair>& train
   DpoResult result;
   auto save = [&](int64_t step, const DpoStats& e, bool best) {
     if (!dist.is_main()) return;
-    CheckpointWrite w;
-    w.weights = lora ? lora->merged_weights() : model_weights(*model);
-    w.hf_config = gpt_config_to_hf(model->config());
-    w.tokenizer = &tokenizer;
+    CheckpointWrite w = policy_checkpoint(model, lora.get(), tokenizer);
     w.trainer_state = {{"stage", "dpo"}, {"step", step}, {"eval", e.to_json("")}, {"best_eval_loss", best_loss},
                        {"last_label_id", last_label_id}, {"system_prompt", system_prompt},
                        {"config", config_to_json(cfg)}};
     w.optimizer_state = optimizer.state();
-    if (lora) {
-      w.extra_tensors["adapter_model.safetensors"] = lora->peft_state();
-      w.extra_json["adapter_config.json"] = lora->peft_config();
-    }
     const std::string name = checkpoint_name(step);
     save_checkpoint(join_path(cfg.out_dir, "checkpoints/" + name), w);
     mark_checkpoint(cfg.out_dir, name);

@@ -179,6 +179,18 @@ void LoraAdapters::load_peft_state(const TensorMap& state, const std::string& so
   }
 }
 
+CheckpointWrite policy_checkpoint(GPT& model, const LoraAdapters* lora, const Tokenizer& tokenizer) {
+  CheckpointWrite w;
+  w.weights = lora ? lora->merged_weights() : model_weights(*model);
+  w.hf_config = gpt_config_to_hf(model->config());
+  w.tokenizer = &tokenizer;
+  if (lora) {
+    w.extra_tensors["adapter_model.safetensors"] = lora->peft_state();
+    w.extra_json["adapter_config.json"] = lora->peft_config();
+  }
+  return w;
+}
+
 Json restore_training_state(const std::string& dir, GPT& model, LoraAdapters* lora, AdamW& optimizer) {
   if (lora != nullptr) {
     lora->load_peft_state(load_safetensors(join_path(dir, "adapter_model.safetensors")).tensors, dir);

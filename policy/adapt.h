@@ -81,6 +81,11 @@ class LoraAdapters {
   std::vector<Entry> entries_;
 };
 
+// What a stage writes for a policy it trained: the weights (with `lora`,
+// merged, and PEFT's adapter files beside them), config.json and the
+// tokenizer. The caller adds its trainer state and optimiser.
+CheckpointWrite policy_checkpoint(GPT& model, const LoraAdapters* lora, const Tokenizer& tokenizer);
+
 // Restores what a run trains from its checkpoint `dir`: the adapters (with
 // `lora`) or the model's weights, and the optimiser. Returns the
 // checkpoint's trainer_state.json.

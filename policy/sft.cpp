@@ -182,29 +182,18 @@ SftResult run_sft(const SftConfig& cfg, const DistInfo& dist) {
     log_info("resuming from ", *latest, " at step ", start_step);
   }
   run.open_metrics(start_step);
-  {
-    std::vector<torch::Tensor> weights;
-    for (const auto& p : params) weights.push_back(p.tensor);
-    broadcast_parameters(dist, weights);
-  }
+  broadcast_parameters(dist, params);
   GradientSync sync(dist, params);
 
   auto save = [&](int64_t step, double val_loss) {
     if (!dist.is_main()) return std::string();
-    CheckpointWrite w;
-    w.weights = lora ? lora->merged_weights() : model_weights(*model);
-    w.hf_config = gpt_config_to_hf(model->config());
-    w.tokenizer = &tokenizer;
+    CheckpointWrite w = policy_checkpoint(model, lora.get(), tokenizer);
     Json curve = Json::array();
     for (const auto& [s, l] : result.val_curve) curve.push_back({s, l});
     w.trainer_state = {{"stage", "sft"}, {"step", step}, {"val_loss", val_loss}, {"best_val_loss", best_val},
                        {"best_step", best_step}, {"val_curve", curve}, {"system_prompt", system_prompt},
                        {"trainable_parameters", trainable}, {"config", config_to_json(cfg)}};
     w.optimizer_state = optimizer.state();
-    if (lora) {
-      w.extra_tensors["adapter_model.safetensors"] = lora->peft_state();
-      w.extra_json["adapter_config.json"] = lora->peft_config();
-    }
     const std::string name = checkpoint_name(step);
     save_checkpoint(join_path(cfg.out_dir, "checkpoints/" + name), w);
     mark_checkpoint(cfg.out_dir, name);

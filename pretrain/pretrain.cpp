@@ -234,9 +234,7 @@ PretrainResult run_pretrain(const PretrainConfig& config_in, const DistInfo& dis
     log_info("resuming from ", *latest, " at step ", start_step);
   }
   run.open_metrics(start_step);
-  std::vector<torch::Tensor> weights;
-  for (const auto& p : params) weights.push_back(p.tensor);
-  broadcast_parameters(dist, weights);
+  broadcast_parameters(dist, params);
   GradientSync sync(dist, params);
 
   const int64_t tokens_per_step = static_cast<int64_t>(tc.batch_size) * tc.grad_accum * dist.world_size * block;

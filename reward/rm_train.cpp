@@ -207,11 +207,7 @@ RewardTrainResult run_reward_training(const RewardTrainConfig& cfg, const std::v
     }
   }
   run.open_metrics(start_step);
-  {
-    std::vector<torch::Tensor> weights;
-    for (const auto& p : params) weights.push_back(p.tensor);
-    broadcast_parameters(dist, weights);
-  }
+  broadcast_parameters(dist, params);
   GradientSync sync(dist, params);
 
   auto save = [&](int64_t step, bool done, const RewardEval& e) {

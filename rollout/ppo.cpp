@@ -241,10 +241,7 @@ PpoResult run_ppo(const PpoConfig& cfg, const RewardFn& custom_reward, const Dis
   PolicyReplies last_policy_replies = sft_replies;
   auto save = [&](int64_t iteration, bool mark_best) {
     if (!dist.is_main()) return;
-    CheckpointWrite w;
-    w.weights = m.policy_lora ? m.policy_lora->merged_weights() : model_weights(*m.policy);
-    w.hf_config = gpt_config_to_hf(m.policy->config());
-    w.tokenizer = &m.tokenizer;
+    CheckpointWrite w = policy_checkpoint(m.policy, m.policy_lora.get(), m.tokenizer);
     Json validations = Json::array();
     for (const auto& v : history) validations.push_back(v.to_json());
     w.trainer_state = {{"stage", "ppo"}, {"iteration", iteration}, {"kl_coef", kl_ctl.value()},
@@ -252,9 +249,7 @@ PpoResult run_ppo(const PpoConfig& cfg, const RewardFn& custom_reward, const Dis
                        {"system_prompt", m.system_prompt}, {"config", config_to_json(cfg)}};
     for (const auto& [k, t] : policy_opt.state()) w.optimizer_state["policy/" + k] = t;
     for (const auto& [k, t] : value_opt.state()) w.optimizer_state["value/" + k] = t;
-    if (m.policy_lora) {
-      w.extra_tensors["adapter_model.safetensors"] = m.policy_lora->peft_state();
-      w.extra_json["adapter_config.json"] = m.policy_lora->peft_config();
+    if (m.value_lora) {
       TensorMap value = m.value_lora->peft_state();
       value["score.weight"] = m.value->score->weight.detach();
       w.extra_tensors["value_adapters.safetensors"] = value;
@@ -274,11 +269,7 @@ PpoResult run_ppo(const PpoConfig& cfg, const RewardFn& custom_reward, const Dis
   const int64_t budget = prompt_budget(m.policy->config(), rc.max_new_tokens);
   std::vector<NamedParameter> all_params = policy_params;
   all_params.insert(all_params.end(), value_params.begin(), value_params.end());
-  {
-    std::vector<torch::Tensor> weights;
-    for (const auto& p : all_params) weights.push_back(p.tensor);
-    broadcast_parameters(dist, weights);
-  }
+  broadcast_parameters(dist, all_params);
   GradientSync sync(dist, all_params);
   for (int64_t it = start; it < tc.iterations; ++it) {
     // 1. Rollouts: pure sampling from the current policy. Row i of the

@@ -159,6 +159,12 @@ void barrier(const DistInfo& dist) {
   if (dist.active()) dist.comm->barrier();
 }
 
+void broadcast_parameters(const DistInfo& dist, const std::vector<NamedParameter>& params) {
+  std::vector<torch::Tensor> tensors;
+  for (const auto& p : params) tensors.push_back(p.tensor);
+  broadcast_parameters(dist, tensors);
+}
+
 void broadcast_parameters(const DistInfo& dist, const std::vector<torch::Tensor>& tensors) {
   if (!dist.active()) return;
   torch::NoGradGuard no_grad;

@@ -73,6 +73,8 @@ std::vector<double> all_reduce_sum(const DistInfo& dist, std::vector<double> val
 void barrier(const DistInfo& dist);
 // Copies rank 0's parameters and buffers to every rank.
 void broadcast_parameters(const DistInfo& dist, const std::vector<torch::Tensor>& tensors);
+// The same for a stage's trainable parameters.
+void broadcast_parameters(const DistInfo& dist, const std::vector<NamedParameter>& params);
 
 // Sums gradients across ranks in buckets of about `bucket_mb`, launching each
 // bucket's all-reduce while the backward pass is still running (hooks fire as
