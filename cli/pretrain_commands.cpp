@@ -1,5 +1,6 @@
 // rlhf pretrain | sample | config
 #include <cstdio>
+#include <functional>
 #include <iostream>
 #include <memory>
 
@@ -13,7 +14,9 @@
 #include "policy/sft.h"
 #include "reward/rm_train.h"
 #include "rollout/pipeline.h"
+#include "rollout/grpo.h"
 #include "rollout/ppo.h"
+#include "dpo/dpo.h"
 #include "pretrain/pretrain.h"
 #include "support/generator.h"
 #include "train/distributed.h"
@@ -85,25 +88,30 @@ void register_pretrain_commands(CLI::App& app) {
   {
     auto stage = std::make_shared<std::string>();
     CLI::App* sub = app.add_subcommand("config", "Print a stage's default config as TOML (all keys, with defaults)");
-    sub->add_option("stage", *stage, "pretrain, sft or support-data")->required();
-    add_action(sub, [stage] {
-      if (*stage == "pretrain") {
-        std::cout << json_to_toml(config_to_json(PretrainConfig()));
-      } else if (*stage == "sft") {
-        std::cout << json_to_toml(config_to_json(SftConfig()));
-      } else if (*stage == "rm") {
-        std::cout << json_to_toml(config_to_json(RewardTrainConfig()));
-      } else if (*stage == "pipeline") {
-        std::cout << json_to_toml(config_to_json(PipelineConfig()));
-      } else if (*stage == "ppo") {
-        std::cout << json_to_toml(config_to_json(PpoConfig()));
-      } else if (*stage == "candidates") {
-        std::cout << json_to_toml(config_to_json(labels::CandidatesConfig()));
-      } else if (*stage == "support-data") {
-        std::cout << json_to_toml(config_to_json(support::GeneratorConfig()));
-      } else {
-        fail(ErrorKind::kUsage, "unknown stage '", *stage, "'; known: pretrain, sft, rm, ppo, candidates, pipeline, support-data");
+    // Each stage's defaults, by the name its command has.
+    static const std::vector<std::pair<std::string, std::function<Json()>>> kStages = {
+        {"pretrain", [] { return config_to_json(PretrainConfig()); }},
+        {"sft", [] { return config_to_json(SftConfig()); }},
+        {"rm", [] { return config_to_json(RewardTrainConfig()); }},
+        {"ppo", [] { return config_to_json(PpoConfig()); }},
+        {"dpo", [] { return config_to_json(DpoConfig()); }},
+        {"grpo", [] { return config_to_json(GrpoConfig()); }},
+        {"rloo", [] { return config_to_json(rloo_defaults()); }},
+        {"candidates", [] { return config_to_json(labels::CandidatesConfig()); }},
+        {"pipeline", [] { return config_to_json(PipelineConfig()); }},
+        {"support-data", [] { return config_to_json(support::GeneratorConfig()); }},
+    };
+    std::string names;
+    for (const auto& [name, f] : kStages) names += (names.empty() ? "" : ", ") + name;
+    sub->add_option("stage", *stage, names)->required();
+    add_action(sub, [stage, names] {
+      for (const auto& [name, defaults] : kStages) {
+        if (name == *stage) {
+          std::cout << json_to_toml(defaults());
+          return;
+        }
       }
+      fail(ErrorKind::kUsage, "unknown stage '", *stage, "'; known: ", names);
     });
   }
 }

@@ -1,4 +1,4 @@
-// rlhf ppo | compare | pipeline
+// rlhf ppo | grpo | rloo | compare | pipeline
 #include <cstdio>
 #include <memory>
 
@@ -10,6 +10,7 @@
 #include "rollout/compare.h"
 #include "rollout/live_feedback.h"
 #include "rollout/pipeline.h"
+#include "rollout/grpo.h"
 #include "rollout/ppo.h"
 
 namespace rlhf::cli {
@@ -32,6 +33,33 @@ void register_rollout_commands(CLI::App& app) {
     std::printf("\nfinal checkpoint: %s\nbest checkpoint:  %s\n", r.checkpoint.c_str(), r.best_checkpoint.c_str());
     for (const auto& v : r.validations) std::printf("%s\n", v.to_json().dump().c_str());
   });
+
+  // GRPO and RLOO: one stage, two commands with their own defaults.
+  for (const bool rloo : {false, true}) {
+    auto gargs = std::make_shared<StageArgs>();
+    CLI::App* g = app.add_subcommand(
+        rloo ? "rloo" : "grpo",
+        rloo ? "Fine-tune a policy with RLOO: K samples per prompt, leave-one-out baseline, KL in the reward"
+             : "Fine-tune a policy with GRPO: K samples per prompt, group-normalised advantage, no value model");
+    g->add_option("--config", gargs->config, "TOML config (see configs/grpo.toml)");
+    g->allow_extras();
+    g->footer(
+        "Overrides: --section.key=value, e.g. --rollout.samples=8 --train.advantage=dr_grpo "
+        "--train.loss_aggregation=constant --reward.rubric=1\n"
+        "Every key with its default: rlhf config " + std::string(rloo ? "rloo" : "grpo"));
+    add_action(g, [gargs, g, rloo] {
+      auto cfg = load_config<GrpoConfig>(gargs->config, gargs->overrides(g), rloo ? rloo_defaults() : GrpoConfig());
+      const DistInfo dist = init_distributed();
+      validate_grpo_config(cfg, dist.world_size);
+      const FreshPairsFn feedback = dist.is_main() ? label_store_sink(cfg.feedback, cfg.out_dir, cfg.rollout.temperature,
+                                                                      cfg.train.advantage)
+                                                   : nullptr;
+      const OnlineResult r = run_grpo(cfg, nullptr, dist, feedback);
+      if (!dist.is_main()) return;
+      std::printf("\nfinal checkpoint: %s\nbest checkpoint:  %s\n", r.checkpoint.c_str(), r.best_checkpoint.c_str());
+      for (const auto& v : r.validations) std::printf("%s\n", v.to_json().dump().c_str());
+    });
+  }
 
   auto c = std::make_shared<CompareConfig>();
   CLI::App* cmp = app.add_subcommand("compare", "Compare policies on held-out prompts: win rates with 95% intervals, leaderboard");

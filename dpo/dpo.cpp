@@ -247,13 +247,10 @@ DpoResult run_dpo(const DpoConfig& cfg, const std::vector<PreferencePair>& train
   }
 
   std::unique_ptr<LoraAdapters> lora;
-  std::vector<NamedParameter> params;
   if (cfg.lora.enabled) {
     lora = std::make_unique<LoraAdapters>(model, cfg.lora, mix_seed({static_cast<uint64_t>(tc.seed), 0x10a4u}));
-    params = lora->parameters();
-  } else {
-    for (auto& [name, p] : named_parameters(*model)) params.push_back({name, p, false});
   }
+  std::vector<NamedParameter> params = trainable_parameters(*model, lora.get());
   AdamW optimizer(params, cfg.optim);
 
   const int64_t global_batch = static_cast<int64_t>(tc.batch_size) * tc.grad_accum * dist.world_size;

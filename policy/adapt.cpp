@@ -179,6 +179,14 @@ void LoraAdapters::load_peft_state(const TensorMap& state, const std::string& so
   }
 }
 
+std::vector<NamedParameter> trainable_parameters(torch::nn::Module& module, const LoraAdapters* lora) {
+  std::vector<NamedParameter> out = lora ? lora->parameters() : std::vector<NamedParameter>{};
+  for (auto& [name, p] : named_parameters(module)) {
+    if (!lora || (p.requires_grad() && name.find("lora_") == std::string::npos)) out.push_back({name, p, false});
+  }
+  return out;
+}
+
 CheckpointWrite policy_checkpoint(GPT& model, const LoraAdapters* lora, const Tokenizer& tokenizer) {
   CheckpointWrite w;
   w.weights = lora ? lora->merged_weights() : model_weights(*model);

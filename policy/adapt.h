@@ -81,6 +81,10 @@ class LoraAdapters {
   std::vector<Entry> entries_;
 };
 
+// What the optimiser updates: every parameter of `module`, or with `lora`
+// the adapters plus any parameter left trainable beside them (a value head).
+std::vector<NamedParameter> trainable_parameters(torch::nn::Module& module, const LoraAdapters* lora);
+
 // What a stage writes for a policy it trained: the weights (with `lora`,
 // merged, and PEFT's adapter files beside them), config.json and the
 // tokenizer. The caller adds its trainer state and optimiser.

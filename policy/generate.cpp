@@ -145,22 +145,29 @@ torch::Tensor sequence_logprobs(GPT& model, const torch::Tensor& input_ids,
   return logprobs_from_logits(logits.narrow(1, start - 1, n), input_ids.narrow(1, start, n), temperature);
 }
 
-Generation generate(GPT& model, const std::vector<std::vector<int32_t>>& prompts,
-                    const SamplingConfig& config, const std::vector<int32_t>& stop_tokens,
-                    int32_t pad_id, const std::vector<uint64_t>& row_seeds,
-                    const TokenCallback& on_token) {
+namespace {
+
+// generate() with each prompt's cache repeated for `k` samples.
+Generation generate_cached(GPT& model, const std::vector<std::vector<int32_t>>& prompts, int64_t k,
+                           const SamplingConfig& config, const std::vector<int32_t>& stop_tokens, int32_t pad_id,
+                           const std::vector<uint64_t>& row_seeds, const TokenCallback& on_token) {
   RLHF_CHECK(!prompts.empty(), "generate() needs at least one prompt");
+  RLHF_CHECK(k >= 1, "generate_samples() needs at least one sample per prompt");
   torch::NoGradGuard no_grad;
   const bool was_training = model->is_training();
   model->eval();
   const torch::Device device = model->transformer->wte->weight.device();
   const int64_t max_new = clamp_new_tokens(model->config(), config.max_new_tokens);
   PromptBatch batch = left_pad_prompts(prompts, prompt_budget(model->config(), config.max_new_tokens), pad_id, device);
-  const int64_t B = batch.ids.size(0), T = batch.ids.size(1);
-  std::vector<SplitMix> rngs = row_rngs(prompts.size(), config, row_seeds);
+  const int64_t P = batch.ids.size(0), T = batch.ids.size(1), B = P * k;
+  std::vector<SplitMix> rngs = row_rngs(static_cast<size_t>(B), config, row_seeds);
 
-  KVCache cache = model->make_cache(B, T + max_new);
+  KVCache cache = model->make_cache(P, T + max_new);
   torch::Tensor logits = model->forward(batch.ids, batch.mask, &cache).select(1, T - 1);
+  if (k > 1) {
+    cache.repeat_rows(k);
+    logits = logits.repeat_interleave(k, 0);
+  }
   Generation g = decode_loop(logits, B, max_new, config, stop_tokens, pad_id, rngs, device, on_token,
                              [&](const torch::Tensor& next, const torch::Tensor& running) {
                                return model->forward(next.unsqueeze(1), running.to(torch::kLong).unsqueeze(1), &cache)
@@ -168,6 +175,21 @@ Generation generate(GPT& model, const std::vector<std::vector<int32_t>>& prompts
                              });
   model->train(was_training);
   return g;
+}
+
+}  // namespace
+
+Generation generate(GPT& model, const std::vector<std::vector<int32_t>>& prompts,
+                    const SamplingConfig& config, const std::vector<int32_t>& stop_tokens,
+                    int32_t pad_id, const std::vector<uint64_t>& row_seeds,
+                    const TokenCallback& on_token) {
+  return generate_cached(model, prompts, 1, config, stop_tokens, pad_id, row_seeds, on_token);
+}
+
+Generation generate_samples(GPT& model, const std::vector<std::vector<int32_t>>& prompts, int64_t k,
+                            const SamplingConfig& config, const std::vector<int32_t>& stop_tokens, int32_t pad_id,
+                            const std::vector<uint64_t>& row_seeds) {
+  return generate_cached(model, prompts, k, config, stop_tokens, pad_id, row_seeds, nullptr);
 }
 
 Generation generate_uncached(GPT& model, const std::vector<std::vector<int32_t>>& prompts,

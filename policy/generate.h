@@ -56,6 +56,15 @@ Generation generate(GPT& model, const std::vector<std::vector<int32_t>>& prompts
                     int32_t pad_id, const std::vector<uint64_t>& row_seeds = {},
                     const TokenCallback& on_token = nullptr);
 
+// `k` samples of each prompt (GRPO, RLOO, best-of-n): each prompt is run
+// through the model once and its KV cache shared by its samples. Row
+// p * k + j of the result is sample j of prompt p, the same tokens generate()
+// gives for the prompts each repeated k times; `row_seeds` has one seed per
+// result row.
+Generation generate_samples(GPT& model, const std::vector<std::vector<int32_t>>& prompts, int64_t k,
+                            const SamplingConfig& config, const std::vector<int32_t>& stop_tokens, int32_t pad_id,
+                            const std::vector<uint64_t>& row_seeds = {});
+
 // Same without a cache: the whole prefix is recomputed for every token. For
 // benchmarks and tests only.
 Generation generate_uncached(GPT& model, const std::vector<std::vector<int32_t>>& prompts,

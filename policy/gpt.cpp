@@ -191,6 +191,13 @@ std::pair<torch::Tensor, torch::Tensor> KVCache::append(int layer, const torch::
   return {k[layer].narrow(2, 0, length + T), v[layer].narrow(2, 0, length + T)};
 }
 
+void KVCache::repeat_rows(int64_t times) {
+  if (times == 1) return;
+  for (auto& t : k) t = t.repeat_interleave(times, 0);
+  for (auto& t : v) t = t.repeat_interleave(times, 0);
+  key_mask = key_mask.repeat_interleave(times, 0);
+}
+
 torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& bias,
                                      KVCache* cache) {
   const int64_t B = x.size(0), T = x.size(1), C = x.size(2), D = C / n_head_;

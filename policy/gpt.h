@@ -108,6 +108,9 @@ struct KVCache {
   // Writes a layer's new keys and values [B, H_kv, T, D] at `length` and
   // returns all of that layer's so far (`length` moves after the last layer).
   std::pair<torch::Tensor, torch::Tensor> append(int layer, const torch::Tensor& k, const torch::Tensor& v);
+  // Each row becomes `times` consecutive copies of itself ([B] -> [B * times]):
+  // a prompt's cache shared by several samples of it.
+  void repeat_rows(int64_t times);
 };
 
 // A low-rank update beside a frozen weight (LoRA, Hu et al. 2021):

@@ -10,6 +10,7 @@ namespace rlhf {
 // A sink for run_ppo's `feedback` argument; nullptr when feedback.db is unset.
 // Each pair becomes a prompt, two candidates (policy "<policy>@iter<N>") and
 // one queued comparison.
-FreshPairsFn label_store_sink(const PpoFeedbackConfig& config, const std::string& policy, double temperature);
+FreshPairsFn label_store_sink(const OnlineFeedbackConfig& config, const std::string& policy, double temperature,
+                              const std::string& stage = "ppo");
 
 }  // namespace rlhf

@@ -10,6 +10,7 @@
 #include "common/jsonl.h"
 #include "common/log.h"
 #include "policy/checkpoint.h"
+#include "rollout/online.h"
 #include "rollout/ppo_math.h"
 #include "support/rubric.h"
 #include "train/data_order.h"
@@ -21,25 +22,6 @@
 namespace rlhf {
 namespace {
 
-
-struct PromptItem {
-  Conversation conversation;
-  Json metadata;
-  std::vector<int32_t> ids;
-};
-
-std::vector<PromptItem> load_prompts(const std::string& path, const ChatTemplate& chat, const std::string& system) {
-  std::vector<PromptItem> out;
-  read_jsonl(path, [&](const Json& obj, size_t line) {
-    PromptItem p;
-    p.conversation = prompt_from_json(obj, path, line, system);
-    p.metadata = obj.value("metadata", Json());
-    p.ids = chat.render_prompt(p.conversation);
-    out.push_back(std::move(p));
-  });
-  if (out.empty()) fail(ErrorKind::kData, path, ": no prompts");
-  return out;
-}
 
 // The models of a PPO run: the policy being trained, the frozen reference,
 // the value model and (unless a custom reward is given) the reward model.
@@ -55,34 +37,15 @@ Models load_models(const PpoConfig& cfg, bool custom_reward, torch::Device devic
   Models m;
   const bool lora = cfg.lora.enabled;
   const uint64_t seed = static_cast<uint64_t>(cfg.train.seed);
-  const std::string policy_dir = resolve_checkpoint(cfg.policy, /*prefer_best=*/true);
-  LoadedPolicy policy = load_policy(policy_dir, device);
-  prepare_chat_tokenizer(policy.tokenizer);
-  if (policy.tokenizer.vocab_size() > policy.model->config().vocab_size) {
-    fail(ErrorKind::kData, policy_dir, ": the tokenizer has no chat tokens; run PPO from an SFT checkpoint");
-  }
-  m.policy = policy.model;
-  m.tokenizer = policy.tokenizer;
-  m.system_prompt = policy.trainer_state.value("system_prompt", "");
-  if (lora) {
-    // The reference is the policy's own base weights, seen without adapters.
-    m.policy_lora = std::make_unique<LoraAdapters>(m.policy, cfg.lora, mix_seed({seed, 0x10a4u}));
-    m.reference = GPT(m.policy->config());
-    m.reference->to(device);
-    share_weights(*m.reference, *m.policy);
-  } else {
-    m.reference = load_policy(policy_dir, device).model;
-  }
-  for (auto& [n, p] : named_parameters(*m.reference)) p.set_requires_grad(false);
+  PolicyWithReference pr = load_policy_with_reference(cfg.policy, cfg.lora, seed, device, "PPO");
+  m.policy = pr.policy;
+  m.reference = pr.reference;
+  m.tokenizer = pr.tokenizer;
+  m.system_prompt = pr.system_prompt;
+  m.policy_lora = std::move(pr.lora);
   if (!custom_reward || !cfg.reward_model.empty()) {
-    LoadedRewardModel rm = load_reward_model(cfg.reward_model);
-    if (rm.tokenizer.fingerprint() != m.tokenizer.fingerprint()) {
-      fail(ErrorKind::kData, "the reward model ", rm.dir, " and the policy ", policy_dir,
-           " use different tokenizers; train the reward model from this policy's SFT checkpoint");
-    }
+    LoadedRewardModel rm = load_frozen_reward_model(cfg.reward_model, pr, device);
     m.reward = rm.model;
-    m.reward->to(device);
-    for (auto& [n, p] : named_parameters(*m.reward)) p.set_requires_grad(false);
     // The value model starts as the reward model with a zeroed head.
     m.value = ScalarHeadModel(rm.model->config());
     m.value->to(device);
@@ -93,7 +56,7 @@ Models load_models(const PpoConfig& cfg, bool custom_reward, torch::Device devic
     m.value->to(device);
     TensorMap backbone;
     for (const auto& item : m.policy->transformer->named_parameters(true)) backbone["transformer." + item.key()] = item.value();
-    load_weights(*m.value, backbone, policy_dir, /*allow_missing=*/true);
+    load_weights(*m.value, backbone, pr.dir, /*allow_missing=*/true);
   }
   {
     torch::NoGradGuard no_grad;
@@ -104,11 +67,7 @@ Models load_models(const PpoConfig& cfg, bool custom_reward, torch::Device devic
                                                   mix_seed({seed, 0x7a1eu}));
     m.value->score->weight.set_requires_grad(true);  // the head trains in full
   }
-  // Dropout off everywhere (Huang et al. detail 9): eval mode still trains.
-  m.policy->eval();
-  m.value->eval();
-  m.reference->eval();
-  if (m.reward) m.reward->eval();
+  m.value->eval();  // dropout off (Huang et al. detail 9): eval mode still trains
   // What the four models hold, counting a tensor shared by two once.
   std::set<const void*> seen;
   double bytes = 0;
@@ -123,16 +82,6 @@ Models load_models(const PpoConfig& cfg, bool custom_reward, torch::Device devic
            lora ? " (LoRA: the reference shares the policy's base weights, the value model the reward model's)"
                 : " (policy, reference, value and reward model each hold their own)");
   return m;
-}
-
-// What the optimiser updates: every weight, or with LoRA the adapters (and
-// the value head).
-std::vector<NamedParameter> trainable(torch::nn::Module& module, const LoraAdapters* lora) {
-  std::vector<NamedParameter> out = lora ? lora->parameters() : std::vector<NamedParameter>{};
-  for (auto& [name, p] : named_parameters(module)) {
-    if (!lora || (p.requires_grad() && name.find("lora_") == std::string::npos)) out.push_back({name, p, false});
-  }
-  return out;
 }
 
 // Scalars of one iteration, averaged over micro-batches.
@@ -176,8 +125,8 @@ PpoResult run_ppo(const PpoConfig& cfg, const RewardFn& custom_reward, const Dis
   const double temperature = rc.temperature;
   if (temperature <= 0) fail(ErrorKind::kConfig, "rollout.temperature must be positive (PPO samples)");
 
-  std::vector<NamedParameter> policy_params = trainable(*m.policy, m.policy_lora.get()),
-                              value_params = trainable(*m.value, m.value_lora.get());
+  std::vector<NamedParameter> policy_params = trainable_parameters(*m.policy, m.policy_lora.get()),
+                              value_params = trainable_parameters(*m.value, m.value_lora.get());
   AdamWConfig oc;
   oc.weight_decay = 0.0;
   oc.beta2 = 0.999;
@@ -186,19 +135,10 @@ PpoResult run_ppo(const PpoConfig& cfg, const RewardFn& custom_reward, const Dis
   EpochOrder order(static_cast<int64_t>(prompts.size()), mix_seed({static_cast<uint64_t>(tc.seed), 0x9090u}));
 
   // Validation set and the reference (SFT) replies, computed once.
-  const bool validate = m.reward && !cfg.validation.prompts.empty();
-  std::vector<ValidationPrompt> val_prompts;
-  PolicyReplies sft_replies;
-  std::vector<ValidationResult> history;
-  if (validate && dist.is_main()) {
-    val_prompts = load_validation_prompts(cfg.validation, chat, m.system_prompt);
-    sft_replies = validation_replies(m.reference, m.reference, m.reward, chat, val_prompts, cfg.validation);
-    ValidationResult v0 = summarise(sft_replies, 0);
-    history.push_back(v0);
-  }
+  ValidationTracker validation(cfg.validation, chat, m.system_prompt, m.reference, m.reward ? &m.reward : nullptr,
+                               dist.is_main());
 
   int64_t start = 0;
-  double best_objective = -std::numeric_limits<double>::infinity();
   if (auto latest = latest_checkpoint(cfg.out_dir)) {
     const Json state = read_json_file(join_path(*latest, "trainer_state.json"));
     if (m.policy_lora) {  // the base stays the SFT policy's; the adapters continue
@@ -217,20 +157,15 @@ PpoResult run_ppo(const PpoConfig& cfg, const RewardFn& custom_reward, const Dis
     policy_opt.load_state(po, *latest);
     value_opt.load_state(vo, *latest);
     start = state.at("iteration").get<int64_t>();
-    kl_ctl.set_value(state.at("kl_coef").get<double>());
-    if (state.contains("best_objective") && state["best_objective"].is_number()) best_objective = state["best_objective"];
-    history.clear();
-    for (const auto& v : state.value("validations", Json::array())) {
-      ValidationResult r;
-      r.iteration = v["iteration"];
-      r.reward = v["reward"];
-      r.kl = v["kl"];
-      r.length = v["length"];
-      r.finished = v["finished"];
-      r.has_gold = v.contains("gold");
-      if (r.has_gold) r.gold = v["gold"];
-      history.push_back(r);
+    // The adaptive coefficient is state and continues; a fixed one is a
+    // setting, so a resumed run uses the configured value (and says so).
+    const double saved_coef = state.at("kl_coef").get<double>();
+    if (cfg.kl.adaptive) {
+      kl_ctl.set_value(saved_coef);
+    } else if (saved_coef != cfg.kl.coef) {
+      log_info("kl.coef changed on resume: ", saved_coef, " -> ", cfg.kl.coef, " from iteration ", start + 1);
     }
+    validation.restore(state);
     log_info("resuming from ", *latest, " at iteration ", start);
   }
   run.open_metrics(start);
@@ -238,15 +173,12 @@ PpoResult run_ppo(const PpoConfig& cfg, const RewardFn& custom_reward, const Dis
            tc.ppo_epochs, " epochs x ", tc.minibatches, " minibatches, KL ", cfg.kl.estimator, " coef ", kl_ctl.value(),
            cfg.kl.adaptive ? " (adaptive)" : "", ", ", threads, " threads");
 
-  PolicyReplies last_policy_replies = sft_replies;
   auto save = [&](int64_t iteration, bool mark_best) {
     if (!dist.is_main()) return;
     CheckpointWrite w = policy_checkpoint(m.policy, m.policy_lora.get(), m.tokenizer);
-    Json validations = Json::array();
-    for (const auto& v : history) validations.push_back(v.to_json());
     w.trainer_state = {{"stage", "ppo"}, {"iteration", iteration}, {"kl_coef", kl_ctl.value()},
-                       {"best_objective", best_objective}, {"validations", validations},
                        {"system_prompt", m.system_prompt}, {"config", config_to_json(cfg)}};
+    w.trainer_state.update(validation.state());
     for (const auto& [k, t] : policy_opt.state()) w.optimizer_state["policy/" + k] = t;
     for (const auto& [k, t] : value_opt.state()) w.optimizer_state["value/" + k] = t;
     if (m.value_lora) {
@@ -266,7 +198,6 @@ PpoResult run_ppo(const PpoConfig& cfg, const RewardFn& custom_reward, const Dis
   // Each rank owns a contiguous shard of every iteration's rollouts.
   const int G = rc.batch_size, W = dist.world_size;
   const int local_n = G / W, row0 = dist.rank * local_n;
-  const int64_t budget = prompt_budget(m.policy->config(), rc.max_new_tokens);
   std::vector<NamedParameter> all_params = policy_params;
   all_params.insert(all_params.end(), value_params.begin(), value_params.end());
   broadcast_parameters(dist, all_params);
@@ -288,22 +219,9 @@ PpoResult run_ppo(const PpoConfig& cfg, const RewardFn& custom_reward, const Dis
     SamplingConfig sc;
     sc.temperature = temperature;
     sc.max_new_tokens = rc.max_new_tokens;
-    std::vector<torch::Tensor> tokens, lengths, finished;
-    for (int c0 = 0; c0 < local_n; c0 += rc.generation_batch) {
-      const int c1 = std::min(local_n, c0 + rc.generation_batch);
-      Generation g = generate(m.policy, {query_ids.begin() + c0, query_ids.begin() + c1}, sc, chat.stop_tokens(), pad,
-                              {seeds.begin() + c0, seeds.begin() + c1});
-      tokens.push_back(g.tokens);
-      lengths.push_back(g.lengths);
-      finished.push_back(g.finished);
-    }
-    PromptBatch q = left_pad_prompts(query_ids, budget, pad, device);
-    ro.query_ids = q.ids;
-    ro.query_mask = q.mask;
-    ro.response_ids = torch::cat(tokens, 0);
-    ro.response_mask = ppo::response_mask(ro.response_ids, chat.stop_tokens());
-    ro.finished = torch::cat(finished, 0);
-    const torch::Tensor reply_lengths = torch::cat(lengths, 0);
+    static_cast<SampledReplies&>(ro) = sample_replies(m.policy, query_ids, 1, sc, rc.generation_batch, chat, seeds);
+    const torch::Tensor& reply_lengths = ro.lengths;
+    std::vector<double> gold_scores;
 
     // 2. Scoring: old log-probs, reference log-probs, values, reward.
     times.start("policy_logprobs");
@@ -317,10 +235,19 @@ PpoResult run_ppo(const PpoConfig& cfg, const RewardFn& custom_reward, const Dis
       times.start("value");
       ro.values = m.value->forward_tokens(full, full_mask).narrow(1, tq - 1, n);
       times.start("reward");
-      ro.raw_scores = custom_reward ? custom_reward(ro).to(torch::kFloat)
-                                    : m.reward->normalized(m.reward->forward(full, full_mask));
+      std::vector<const PromptItem*> items;
+      for (int64_t i : ro.prompt_index) items.push_back(&prompts[i]);
+      if (custom_reward) {
+        ro.raw_scores = custom_reward(ro).to(torch::kFloat);
+        ro.scores = ppo::apply_missing_eos_penalty(ro.raw_scores, ro.finished, cfg.reward.missing_eos_penalty);
+        gold_scores = rubric_scores(ro, items, chat);
+      } else {
+        ReplyScores rs = score_replies(cfg.reward, m.reward ? &m.reward : nullptr, ro, items, chat);
+        ro.raw_scores = rs.raw;
+        ro.scores = rs.scores;
+        gold_scores = std::move(rs.gold);
+      }
       times.start("advantages");
-      ro.scores = ppo::apply_missing_eos_penalty(ro.raw_scores, ro.finished, rc.missing_eos_penalty);
       const torch::Tensor kl = ppo::kl_estimate(ro.logprobs, ro.ref_logprobs, cfg.kl.estimator);
       ro.rewards = ppo::token_rewards(ro.scores, kl, ro.response_mask, kl_ctl.value());
       std::tie(ro.advantages, ro.returns) = ppo::gae(ro.rewards, ro.values, ro.response_mask, tc.gamma, tc.lambda);
@@ -388,10 +315,7 @@ PpoResult run_ppo(const PpoConfig& cfg, const RewardFn& custom_reward, const Dis
     times.start("statistics");
     torch::NoGradGuard no_grad;
     double gold = 0, gold_n = 0;
-    for (int i = 0; i < local_n; ++i) {
-      const PromptItem& p = prompts[ro.prompt_index[i]];
-      const std::vector<int32_t> reply = row_tokens(ro.response_ids, reply_lengths, i);
-      const double gs = gold_of(p.metadata, p.conversation, chat.decode_reply(reply), ro.finished[i].item<bool>());
+    for (double gs : gold_scores) {
       if (!std::isnan(gs)) {
         gold += gs;
         gold_n += 1;
@@ -453,22 +377,9 @@ PpoResult run_ppo(const PpoConfig& cfg, const RewardFn& custom_reward, const Dis
     // 5. Validation (rank 0; the others wait) and checkpoints.
     const bool last = done == tc.iterations;
     bool best = false;
-    if (validate && ((cfg.validation.interval > 0 && done % cfg.validation.interval == 0) || last)) {
+    if (validation.due(done, tc.iterations)) {
       times.start("validation");
-      if (dist.is_main()) {
-        last_policy_replies = validation_replies(m.policy, m.reference, m.reward, chat, val_prompts, cfg.validation);
-        const ValidationResult v = summarise(last_policy_replies, done);
-        history.push_back(v);
-        best = v.objective(beta) > best_objective;
-        if (best) best_objective = v.objective(beta);
-        log_info("validation iter ", done, " | reward ", v.reward, v.has_gold ? str_cat(" | gold ", v.gold) : std::string(),
-                 " | kl ", v.kl, " | length ", v.length, best ? " (best)" : "");
-        Json vrow = {{"step", done}, {"validation/reward", v.reward}, {"validation/kl", v.kl}, {"validation/length", v.length}};
-        if (v.has_gold) vrow["validation/gold"] = v.gold;
-        run.log_metrics(vrow);
-        write_file_atomic(run.file("validation.md"),
-                          validation_report(history, val_prompts, sft_replies, last_policy_replies, cfg.validation.samples));
-      }
+      if (dist.is_main()) best = validation.validate(m.policy, done, beta, run, "ppo");
       barrier(dist);
     }
     if (best || last || (tc.checkpoint_interval > 0 && done % tc.checkpoint_interval == 0)) {
@@ -488,7 +399,7 @@ PpoResult run_ppo(const PpoConfig& cfg, const RewardFn& custom_reward, const Dis
   PpoResult result;
   result.checkpoint = resolve_checkpoint(cfg.out_dir);
   result.best_checkpoint = resolve_checkpoint(cfg.out_dir, /*prefer_best=*/true);
-  result.validations = history;
+  result.validations = validation.history();
   return result;
 }
 

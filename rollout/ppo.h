@@ -5,7 +5,6 @@
 // `rlhf ppo --config configs/ppo.toml`.
 #pragma once
 
-#include <functional>
 #include <string>
 #include <vector>
 
@@ -13,6 +12,7 @@
 #include "policy/adapt.h"
 #include "policy/chat.h"
 #include "policy/gpt.h"
+#include "rollout/online.h"
 #include "rollout/validation.h"
 #include "train/distributed.h"
 #include "train/optim.h"
@@ -24,13 +24,11 @@ struct PpoRolloutConfig {
   int generation_batch = 64;     // rows per generate() call
   double temperature = 1.0;      // pure sampling: no top-k/top-p; log-probs use the same temperature
   int max_new_tokens = 80;       // reply length limit
-  double missing_eos_penalty = 1.0;  // subtracted from the score of replies cut off at the limit
   template <class V> void visit(V& v) {
     v("batch_size", batch_size, Range::at_least(1));
     v("generation_batch", generation_batch, Range::at_least(1));
     v("temperature", temperature, Range::at_least(0));
     v("max_new_tokens", max_new_tokens, Range::at_least(1));
-    v("missing_eos_penalty", missing_eos_penalty, Range::at_least(0));
   }
 };
 
@@ -90,42 +88,17 @@ struct KLConfig {
   }
 };
 
-// Online RLHF: while PPO runs, fresh replies go to the label store as new
-// comparisons for people to rate (the reward model can then be continued on
-// them with `rlhf rm train --init_from RM --data.since_label ...`).
-struct PpoFeedbackConfig {
-  std::string db;               // label store to push to ("" = off); the label service may be serving it
-  int every = 0;                // push every N iterations (0 = off)
-  int prompts = 4;              // prompts per push; two fresh replies to each make one comparison
-  int required_raters = 1;      // raters each pushed comparison needs
-  template <class V> void visit(V& v) {
-    v("db", db);
-    v("every", every, Range::at_least(0));
-    v("prompts", prompts);
-    v("required_raters", required_raters, Range::at_least(1));
-  }
-};
-
-// Two replies of the current policy to one prompt, for rating.
-struct FreshPair {
-  Json conversation;  // messages, ending with the customer's turn
-  Json metadata;      // facts of the case, when the prompt has them
-  std::string reply_a, reply_b;
-  bool finished_a = true, finished_b = true;
-  int64_t iteration = 0;
-};
-using FreshPairsFn = std::function<void(const std::vector<FreshPair>&)>;
-
 struct PpoConfig {
   std::string out_dir = "runs/ppo";
   std::string policy = "runs/sft";        // starting policy, also the frozen reference
   std::string reward_model = "runs/rm";   // scores replies and initialises the value model
   std::string prompts = "data/support/rl_prompts.jsonl";
   PpoRolloutConfig rollout;
+  RewardConfig reward;  // reward model, rubric, penalties
   PpoLoopConfig train;
   KLConfig kl;
   ValidationConfig validation;
-  PpoFeedbackConfig feedback;
+  OnlineFeedbackConfig feedback;
   // LoRA on the policy and the value model. The base weights then exist
   // once: the reference is the policy without its adapters and the reward
   // model the value model's backbone without its adapters (same tensors).
@@ -136,6 +109,7 @@ struct PpoConfig {
     v("reward_model", reward_model);
     v("prompts", prompts);
     v.section("rollout", rollout);
+    v.section("reward", reward);
     v.section("train", train);
     v.section("kl", kl);
     v.section("validation", validation);
@@ -144,30 +118,16 @@ struct PpoConfig {
   }
 };
 
-// One batch of experience. Query ids are left-padded, response ids
-// right-padded; full = [query | response].
-struct Rollout {
-  torch::Tensor query_ids, query_mask;        // [B, Tq]
-  torch::Tensor response_ids, response_mask;  // [B, N]; mask float, 1 up to and including the stop token
-  torch::Tensor finished;                     // [B] bool
+// One batch of experience: the sampled replies and what scoring them gives.
+struct Rollout : SampledReplies {
   torch::Tensor logprobs, ref_logprobs, values;  // [B, N], no grad
   torch::Tensor scores;                       // [B] reward, after the missing-EOS penalty
   torch::Tensor raw_scores;                   // [B] reward before the penalty
   torch::Tensor rewards, advantages, returns;  // [B, N]
   std::vector<int64_t> prompt_index;          // into the prompt set
-  torch::Tensor full_ids() const { return torch::cat({query_ids, response_ids}, 1); }
-  torch::Tensor full_mask() const { return torch::cat({query_mask, response_mask.to(torch::kLong)}, 1); }
 };
 
-// Scores finished rollouts: one value per row [B]. The default is the reward
-// model; tests use toy rewards.
-using RewardFn = std::function<torch::Tensor(const Rollout&)>;
-
-struct PpoResult {
-  std::string checkpoint;       // final
-  std::string best_checkpoint;  // best by validation
-  std::vector<ValidationResult> validations;
-};
+using PpoResult = OnlineResult;
 
 // `reward` overrides the reward model (the value model then starts from the
 // policy's backbone).

@@ -75,17 +75,26 @@ std::pair<torch::Tensor, torch::Tensor> gae(const torch::Tensor& rewards, const 
   return {advantages, (advantages + v) * mask};
 }
 
-PolicyLoss policy_loss(const torch::Tensor& logprobs, const torch::Tensor& old_logprobs,
-                       const torch::Tensor& advantages, const torch::Tensor& mask, double clip, double count) {
-  const torch::Tensor log_ratio = logprobs - old_logprobs;
-  const torch::Tensor ratio = log_ratio.exp();
+torch::Tensor clipped_surrogate(const torch::Tensor& logprobs, const torch::Tensor& old_logprobs,
+                                const torch::Tensor& advantages, double clip, torch::Tensor* clipped_out) {
+  const torch::Tensor ratio = (logprobs - old_logprobs).exp();
   const torch::Tensor unclipped = -advantages * ratio;
   const torch::Tensor clipped = -advantages * ratio.clamp(1.0 - clip, 1.0 + clip);
+  if (clipped_out != nullptr) {
+    torch::NoGradGuard no_grad;
+    *clipped_out = clipped > unclipped;
+  }
+  return torch::max(unclipped, clipped);
+}
+
+PolicyLoss policy_loss(const torch::Tensor& logprobs, const torch::Tensor& old_logprobs,
+                       const torch::Tensor& advantages, const torch::Tensor& mask, double clip, double count) {
+  torch::Tensor clipped;
   PolicyLoss out;
-  out.loss = masked_mean(torch::max(unclipped, clipped), mask, count);
+  out.loss = masked_mean(clipped_surrogate(logprobs, old_logprobs, advantages, clip, &clipped), mask, count);
   torch::NoGradGuard no_grad;
-  out.clipfrac = masked_mean((clipped > unclipped).to(mask.dtype()), mask, count);
-  out.approx_kl = 0.5 * masked_mean(log_ratio.pow(2), mask, count);
+  out.clipfrac = masked_mean(clipped.to(mask.dtype()), mask, count);
+  out.approx_kl = 0.5 * masked_mean((logprobs - old_logprobs).pow(2), mask, count);
   return out;
 }
 
@@ -140,16 +149,23 @@ torch::Tensor group_advantages(const torch::Tensor& scores, int64_t k, GroupAdva
   return adv.reshape({-1});
 }
 
-torch::Tensor aggregate_token_loss(const torch::Tensor& per_token, const torch::Tensor& mask, const std::string& mode,
-                                   int64_t max_tokens) {
-  const torch::Tensor m = mask.to(per_token.dtype());
-  if (mode == "sequence") return ((per_token * m).sum(1) / m.sum(1).clamp_min(1)).mean();
-  if (mode == "token") return (per_token * m).sum() / m.sum().clamp_min(1);
-  if (mode == "constant") {
-    if (max_tokens < 1) fail(ErrorKind::kConfig, "the constant loss aggregation needs the reply length limit");
-    return (per_token * m).sum() / static_cast<double>(per_token.size(0) * max_tokens);
+void check_loss_aggregation(const std::string& mode) {
+  if (mode != "sequence" && mode != "token" && mode != "constant") {
+    fail(ErrorKind::kConfig, "loss aggregation '", mode, "' is not one of sequence, token, constant");
   }
-  fail(ErrorKind::kConfig, "loss aggregation '", mode, "' is not one of sequence, token, constant");
+}
+
+torch::Tensor aggregate_token_loss(const torch::Tensor& per_token, const torch::Tensor& mask, const std::string& mode,
+                                   int64_t max_tokens, double total_rows, double total_tokens) {
+  check_loss_aggregation(mode);
+  const torch::Tensor m = mask.to(per_token.dtype());
+  const double rows = total_rows > 0 ? total_rows : static_cast<double>(per_token.size(0));
+  if (mode == "sequence") return ((per_token * m).sum(1) / m.sum(1).clamp_min(1)).sum() / rows;
+  if (mode == "token") {
+    return total_tokens > 0 ? (per_token * m).sum() / total_tokens : (per_token * m).sum() / m.sum().clamp_min(1);
+  }
+  if (max_tokens < 1) fail(ErrorKind::kConfig, "the constant loss aggregation needs the reply length limit");
+  return (per_token * m).sum() / (rows * static_cast<double>(max_tokens));
 }
 
 }  // namespace rlhf::ppo

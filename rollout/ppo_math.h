@@ -48,6 +48,12 @@ torch::Tensor token_rewards(const torch::Tensor& scores, const torch::Tensor& kl
 std::pair<torch::Tensor, torch::Tensor> gae(const torch::Tensor& rewards, const torch::Tensor& values,
                                             const torch::Tensor& mask, double gamma, double lambda);
 
+// PPO's clipped surrogate per token: max(-A r, -A clip(r, 1-e, 1+e)) with
+// r = exp(logprobs - old_logprobs) [B, N]; advantages [B, N] or [B, 1].
+// `clipped` (optional) gets where the clip was active.
+torch::Tensor clipped_surrogate(const torch::Tensor& logprobs, const torch::Tensor& old_logprobs,
+                                const torch::Tensor& advantages, double clip, torch::Tensor* clipped = nullptr);
+
 struct PolicyLoss {
   torch::Tensor loss;       // clipped surrogate, to minimise
   torch::Tensor clipfrac;   // share of tokens where the clip was active
@@ -84,8 +90,12 @@ torch::Tensor group_advantages(const torch::Tensor& scores, int64_t k, GroupAdva
 //   "sequence" mean over each reply's tokens, then over replies (GRPO);
 //   "token"    mean over all tokens of the batch (DAPO);
 //   "constant" sum over tokens / (B * max_tokens) (Dr. GRPO: no length bias).
+// When the batch is one micro-batch of a larger one, `total_rows` and
+// `total_tokens` give the whole batch's counts, so the parts sum to its loss.
 torch::Tensor aggregate_token_loss(const torch::Tensor& per_token, const torch::Tensor& mask, const std::string& mode,
-                                   int64_t max_tokens);
+                                   int64_t max_tokens, double total_rows = 0, double total_tokens = 0);
+// "sequence", "token" or "constant"; anything else is an error naming them.
+void check_loss_aggregation(const std::string& mode);
 
 // The adaptive KL coefficient of Ziegler et al. 2019: beta moves towards
 // the value that keeps the KL near `target`, at a rate set by `horizon`.

@@ -16,6 +16,18 @@ Json ValidationResult::to_json() const {
   return j;
 }
 
+ValidationResult ValidationResult::from_json(const Json& j) {
+  ValidationResult r;
+  r.iteration = j.at("iteration");
+  r.reward = j.at("reward");
+  r.kl = j.at("kl");
+  r.length = j.at("length");
+  r.finished = j.at("finished");
+  r.has_gold = j.contains("gold");
+  if (r.has_gold) r.gold = j["gold"];
+  return r;
+}
+
 std::vector<ValidationPrompt> load_validation_prompts(const ValidationConfig& config, const ChatTemplate& chat,
                                                       const std::string& default_system) {
   std::vector<ValidationPrompt> out;

@@ -56,6 +56,7 @@ struct ValidationResult {
   bool has_gold = false;
   double objective(double kl_coef) const { return reward - kl_coef * kl; }
   Json to_json() const;
+  static ValidationResult from_json(const Json& j);
 };
 
 std::vector<ValidationPrompt> load_validation_prompts(const ValidationConfig& config, const ChatTemplate& chat,

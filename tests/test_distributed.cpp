@@ -1,6 +1,6 @@
 // Data-parallel training on c10d: two ranks on loopback train to the same
 // parameters as one process with the same global batch (pretraining through
-// the CLI as two processes; PPO as two threads of this process), only rank 0
+// the CLI as two processes; PPO and GRPO as two threads of this process), only rank 0
 // writes, and a rank that dies stops the others with an error in bounded time.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -14,6 +14,7 @@
 #include "policy/checkpoint.h"
 #include "process_util.h"
 #include "reward/rm_train.h"
+#include "rollout/grpo.h"
 #include "rollout/ppo.h"
 #include "test_util.h"
 #include "tiny_preferences.h"
@@ -151,7 +152,7 @@ TEST(Distributed, TwoRanksOfPpoMatchOneProcessWithTheSameGlobalBatch) {
   test::TempDir dir("ddp-ppo");
   const int32_t vocab = test::write_tiny_ppo_inputs(dir.path());
   const int limit = vocab / 10;
-  const RewardFn reward = [limit](const Rollout& r) {
+  const RewardFn reward = [limit](const SampledReplies& r) {
     return ((r.response_ids < limit).to(torch::kFloat) * r.response_mask).sum(1);
   };
   auto config = [&](const std::string& out) {
@@ -195,6 +196,65 @@ TEST(Distributed, TwoRanksOfPpoMatchOneProcessWithTheSameGlobalBatch) {
   // Rollouts are identical; training sums partial gradients in another order.
   expect_same_weights(resolve_checkpoint(dir.file("one")), resolve_checkpoint(dir.file("two")), 2e-4);
   EXPECT_EQ(test::file_lines(dir.file("two/metrics.jsonl")).size(), 3u);
+}
+
+// GRPO: each rank samples the groups of its half of the prompts; the loss
+// is normalised by the global minibatch, so two ranks train as one.
+TEST(Distributed, TwoRanksOfGrpoMatchOneProcessWithTheSameGlobalBatch) {
+  test::TempDir dir("ddp-grpo");
+  const int32_t vocab = test::write_tiny_ppo_inputs(dir.path());
+  const int limit = vocab / 10;
+  const RewardFn reward = [limit](const SampledReplies& r) {
+    return ((r.response_ids < limit).to(torch::kFloat) * r.response_mask).sum(1);
+  };
+  auto config = [&](const std::string& out) {
+    GrpoConfig g;
+    g.out_dir = dir.file(out);
+    g.policy = dir.file("policy");
+    g.reward_model = "";
+    g.prompts = dir.file("prompts.jsonl");
+    g.validation.prompts = "";
+    g.rollout.prompts = 4;
+    g.rollout.samples = 4;
+    g.rollout.generation_batch = 8;  // the same generation batches in both runs
+    g.rollout.max_new_tokens = 10;
+    g.train.iterations = 3;
+    g.train.epochs = 2;
+    g.train.minibatches = 2;
+    g.train.micro_batch = 4;
+    g.train.lr = 3e-3;
+    g.train.threads = 1;
+    return g;
+  };
+  run_grpo(config("one"), reward);
+  const int port = free_port() + 5;
+  std::vector<std::thread> ranks;
+  std::vector<std::string> errors(2);
+  for (int r = 0; r < 2; ++r) {
+    ranks.emplace_back([&, r] {
+      try {
+        DistInfo d;
+        d.rank = r;
+        d.world_size = 2;
+        d.comm = make_gloo_communicator(r, 2, "127.0.0.1", port, std::chrono::seconds(60));
+        run_grpo(config("two"), reward, d);
+      } catch (const std::exception& e) {
+        errors[r] = e.what();
+      }
+    });
+  }
+  for (auto& t : ranks) t.join();
+  ASSERT_EQ(errors[0], "");
+  ASSERT_EQ(errors[1], "");
+  expect_same_weights(resolve_checkpoint(dir.file("one")), resolve_checkpoint(dir.file("two")), 2e-4);
+  const auto one = test::file_lines(dir.file("one/metrics.jsonl")), two = test::file_lines(dir.file("two/metrics.jsonl"));
+  ASSERT_EQ(two.size(), 3u);
+  ASSERT_EQ(one.size(), 3u);
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_NEAR(Json::parse(one[i]).at("env/reward_mean").get<double>(),
+                Json::parse(two[i]).at("env/reward_mean").get<double>(), 1e-5)
+        << "iteration " << i + 1 << " sampled different replies";
+  }
 }
 
 TEST(Distributed, TwoProcessesOfPpoMatchOneWithTheSameGlobalBatchAndOnlyRankZeroWrites) {

@@ -10,6 +10,8 @@
 #include "common/fs.h"
 #include "policy/checkpoint.h"
 #include "labels/store.h"
+#include "policy/generate.h"
+#include "rollout/grpo.h"
 #include "rollout/live_feedback.h"
 #include "rollout/pipeline.h"
 #include "rollout/ppo.h"
@@ -162,6 +164,17 @@ TEST(PpoMath, GroupRelativeAdvantagesMatchHandComputedGroups) {
   EXPECT_NEAR(ppo::aggregate_token_loss(loss, mask, "sequence", 3).item<double>(), (2.0 + 4.0) / 2, 1e-6);
   EXPECT_NEAR(ppo::aggregate_token_loss(loss, mask, "token", 3).item<double>(), 10.0 / 4, 1e-6);
   EXPECT_NEAR(ppo::aggregate_token_loss(loss, mask, "constant", 3).item<double>(), 10.0 / 6, 1e-6);
+  // Split into micro-batches of one row, with the whole batch's counts, the
+  // parts sum to the whole batch's loss in every mode.
+  for (const char* mode : {"sequence", "token", "constant"}) {
+    double parts = 0;
+    for (int64_t row = 0; row < 2; ++row) {
+      parts += ppo::aggregate_token_loss(loss.narrow(0, row, 1), mask.narrow(0, row, 1), mode, 3, 2, 4).item<double>();
+    }
+    EXPECT_NEAR(parts, ppo::aggregate_token_loss(loss, mask, mode, 3).item<double>(), 1e-6) << mode;
+  }
+  EXPECT_NE(test::error_of([&] { ppo::aggregate_token_loss(loss, mask, "mean", 3); }).find("sequence, token, constant"),
+            std::string::npos);
 }
 
 struct PpoFixture {
@@ -177,7 +190,7 @@ struct PpoFixture {
     c.validation.prompts = "";
     c.rollout.batch_size = 16;
     c.rollout.max_new_tokens = 12;
-    c.rollout.missing_eos_penalty = 0;
+    c.reward.missing_eos_penalty = 0;
     c.train.minibatches = 2;
     c.train.micro_batch = 8;
     c.train.ppo_epochs = 2;
@@ -191,7 +204,7 @@ struct PpoFixture {
   // (about 1 in 10 tokens of the untrained model).
   RewardFn reward() const {
     const int32_t limit = vocab / 10;
-    return [limit](const Rollout& r) { return ((r.response_ids < limit).to(torch::kFloat) * r.response_mask).sum(1); };
+    return [limit](const SampledReplies& r) { return ((r.response_ids < limit).to(torch::kFloat) * r.response_mask).sum(1); };
   }
 };
 
@@ -320,7 +333,132 @@ TEST(Ppo, FreshRepliesGoToTheLabelStoreWhileItRuns) {
     const auto cand = store.candidate(cmp.candidates[0]);
     EXPECT_EQ(cand.policy.rfind("ppo@iter", 0), 0u) << cand.policy;
   }
-  EXPECT_TRUE(label_store_sink(PpoFeedbackConfig{}, "ppo", 1.0) == nullptr) << "off by default";
+  EXPECT_TRUE(label_store_sink(OnlineFeedbackConfig{}, "ppo", 1.0) == nullptr) << "off by default";
+}
+
+// ---- GRPO and RLOO
+
+GrpoConfig grpo_config(const PpoFixture& f, const std::string& out) {
+  GrpoConfig c;
+  c.out_dir = f.dir.file(out);
+  c.policy = f.dir.file("policy");
+  c.reward_model = "";
+  c.prompts = f.dir.file("prompts.jsonl");
+  c.validation.prompts = "";
+  c.rollout.prompts = 8;
+  c.rollout.samples = 4;
+  c.rollout.max_new_tokens = 12;
+  c.reward.missing_eos_penalty = 0;
+  c.train.micro_batch = 16;
+  c.train.lr = 3e-3;
+  c.train.threads = 2;
+  c.kl.coef = 0.01;
+  return c;
+}
+
+// K samples of a prompt share its KV cache; they are the samples generate()
+// draws for the prompt repeated K times with the same row seeds.
+TEST(Grpo, SamplesThatShareAPromptCacheEqualSamplesOfRepeatedPrompts) {
+  PpoFixture f;
+  LoadedPolicy p = load_policy(resolve_checkpoint(f.dir.file("policy")));
+  const std::vector<std::vector<int32_t>> prompts = {{5, 6, 7, 8, 9}, {10, 11}, {12, 13, 14}};
+  SamplingConfig sc;
+  sc.max_new_tokens = 10;
+  std::vector<std::vector<int32_t>> repeated;
+  std::vector<uint64_t> seeds;
+  for (const auto& q : prompts) {
+    for (int j = 0; j < 3; ++j) {
+      repeated.push_back(q);
+      seeds.push_back(100 + seeds.size());
+    }
+  }
+  const Generation shared = generate_samples(p.model, prompts, 3, sc, {2}, 0, seeds);
+  const Generation plain = generate(p.model, repeated, sc, {2}, 0, seeds);
+  EXPECT_TRUE(torch::equal(shared.tokens, plain.tokens));
+  EXPECT_TRUE(torch::equal(shared.lengths, plain.lengths));
+  EXPECT_TRUE(torch::allclose(shared.logprobs, plain.logprobs, 1e-4, 1e-5));
+  EXPECT_FALSE(torch::equal(shared.tokens[0], shared.tokens[1])) << "the samples of a prompt differ";
+}
+
+TEST(Grpo, AFewIterationsRaiseAToyRewardWithEachAdvantage) {
+  PpoFixture f;
+  for (const char* advantage : {"grpo", "rloo"}) {
+    GrpoConfig c = grpo_config(f, std::string("toy-") + advantage);
+    c.train.advantage = advantage;
+    if (c.train.advantage == "rloo") c.kl.mode = "reward";
+    c.train.iterations = 60;
+    c.train.epochs = 2;
+    c.train.minibatches = 2;
+    run_grpo(c, f.reward());
+    const std::vector<double> curve = reward_curve(c.out_dir + "/metrics.jsonl");
+    ASSERT_EQ(curve.size(), 60u);
+    double first = 0, last = 0;
+    for (int i = 0; i < 5; ++i) {
+      first += curve[i] / 5;
+      last += curve[55 + i] / 5;
+    }
+    EXPECT_GT(last, 2 * first) << advantage << ": the toy reward did not rise: " << first << " -> " << last;
+    std::printf("%s: toy reward %.2f -> %.2f\n", advantage, first, last);
+  }
+}
+
+// Two epochs over two shuffled minibatches (the clipped ratio at work), the
+// KL as a k3 loss term and Dr. GRPO's constant aggregation: a run killed
+// after its checkpoint and resumed ends with the uninterrupted run's weights
+// and metrics.
+TEST(Grpo, ResumeFromACheckpointEqualsTheUninterruptedRun) {
+  PpoFixture f;
+  auto config = [&](const std::string& out) {
+    GrpoConfig c = grpo_config(f, out);
+    c.train.advantage = "dr_grpo";
+    c.train.loss_aggregation = "constant";
+    c.train.epochs = 2;
+    c.train.minibatches = 2;
+    c.train.micro_batch = 8;
+    c.train.iterations = 4;
+    c.train.checkpoint_interval = 2;
+    return c;
+  };
+  const GrpoConfig straight = config("straight");
+  run_grpo(straight, f.reward());
+  const GrpoConfig killed = config("killed");
+  run_grpo(killed, f.reward());
+  remove_all(killed.out_dir + "/checkpoints/step-0000004");
+  mark_checkpoint(killed.out_dir, "step-0000002");
+  run_grpo(killed, f.reward());
+  EXPECT_EQ(read_file(resolve_checkpoint(killed.out_dir) + "/model.safetensors"),
+            read_file(resolve_checkpoint(straight.out_dir) + "/model.safetensors"));
+  EXPECT_EQ(read_file(resolve_checkpoint(killed.out_dir) + "/optimizer.safetensors"),
+            read_file(resolve_checkpoint(straight.out_dir) + "/optimizer.safetensors"));
+  EXPECT_EQ(reward_curve(killed.out_dir + "/metrics.jsonl"), reward_curve(straight.out_dir + "/metrics.jsonl"));
+  const Json row = Json::parse(test::file_lines(straight.out_dir + "/metrics.jsonl").back());
+  EXPECT_GT(row.at("policy/approxkl").get<double>(), 0.0) << "the second epoch is off-policy";
+  EXPECT_TRUE(row.contains("objective/k3_per_token"));
+}
+
+TEST(Grpo, BadSettingsAreRefusedBeforeAnyModelLoadsWithTheKeyNamed) {
+  PpoFixture f;
+  auto error = [&](const std::function<void(GrpoConfig&)>& edit, int world = 1) {
+    GrpoConfig c = grpo_config(f, "bad");
+    edit(c);
+    return test::error_of([&] { validate_grpo_config(c, world); });
+  };
+  EXPECT_NE(error([](GrpoConfig& c) { c.train.advantage = "ppo"; }).find("grpo, dr_grpo, rloo"), std::string::npos);
+  EXPECT_NE(error([](GrpoConfig& c) { c.kl.mode = "both"; }).find("kl.mode"), std::string::npos);
+  EXPECT_NE(error([](GrpoConfig& c) { c.train.loss_aggregation = "sum"; }).find("sequence, token, constant"),
+            std::string::npos);
+  EXPECT_NE(error([](GrpoConfig& c) { c.rollout.prompts = 3; }, 2).find("rollout.prompts"), std::string::npos);
+  EXPECT_NE(error([](GrpoConfig& c) { c.train.minibatches = 5; }).find("train.minibatches"), std::string::npos);
+  EXPECT_NE(error([](GrpoConfig& c) { c.reward.model = 0; }).find("reward.rubric"), std::string::npos);
+  EXPECT_NE(error([](GrpoConfig& c) { c.reward_model = ""; }).find("reward_model"), std::string::npos);
+  EXPECT_EQ(rloo_defaults().train.advantage, "rloo");
+  EXPECT_EQ(rloo_defaults().kl.mode, "reward");
+  // The rubric as a reward needs prompts with facts; these have none.
+  GrpoConfig c = grpo_config(f, "rubric");
+  c.reward.model = 0;
+  c.reward.rubric = 1;
+  c.train.iterations = 1;
+  EXPECT_NE(test::error_of([&] { run_grpo(c); }).find("reward.rubric"), std::string::npos);
 }
 
 }  // namespace
