@@ -46,21 +46,17 @@ struct ChatPolicy {
   std::string system;
 };
 
-ChatPolicy load_chat_policy(const PolicyArgs& a) {
+ChatPolicy open_chat_policy(const PolicyArgs& a) {
   set_torch_threads(a.threads);
   ChatPolicy p;
-  p.policy = load_policy(resolve_checkpoint(a.checkpoint, /*prefer_best=*/true));
-  prepare_chat_tokenizer(p.policy.tokenizer);
-  if (p.policy.tokenizer.vocab_size() > p.policy.model->config().vocab_size) {
-    fail(ErrorKind::kData, p.policy.dir, ": the tokenizer has no chat tokens; fine-tune it with `rlhf sft` first");
-  }
+  p.policy = load_chat_policy(a.checkpoint);
   p.chat = std::make_unique<ChatTemplate>(p.policy.tokenizer);
   p.system = !a.system.empty() ? a.system : p.policy.trainer_state.value("system_prompt", "");
   return p;
 }
 
 void run_chat(const PolicyArgs& a) {
-  ChatPolicy p = load_chat_policy(a);
+  ChatPolicy p = open_chat_policy(a);
   const bool tty = ::isatty(STDIN_FILENO);
   std::printf("Chatting with %s. Commands: /reset (new conversation), /quit.\n", p.policy.dir.c_str());
   Conversation conv;
@@ -111,7 +107,7 @@ void run_chat(const PolicyArgs& a) {
 
 void run_generate(const PolicyArgs& a, const std::string& prompts_path, const std::string& out_path, int batch_size,
                   int num_samples) {
-  ChatPolicy p = load_chat_policy(a);
+  ChatPolicy p = open_chat_policy(a);
   struct Item {
     Json source;
     Conversation conv;

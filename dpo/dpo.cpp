@@ -210,14 +210,9 @@ DpoResult run_dpo(const DpoConfig& cfg, const std::vector<PreferencePair>& train
   // The reference log-probs belong to this policy and these pairs.
   run.save_config(config_to_json(cfg), {"data", "lora"});
 
-  const std::string policy_dir = resolve_checkpoint(cfg.policy, /*prefer_best=*/true);
-  LoadedPolicy start = load_policy(policy_dir, device);
+  LoadedPolicy start = load_chat_policy(cfg.policy, device);
   GPT model = start.model;
   Tokenizer tokenizer = start.tokenizer;
-  prepare_chat_tokenizer(tokenizer);
-  if (tokenizer.vocab_size() > model->config().vocab_size) {
-    fail(ErrorKind::kData, policy_dir, ": the tokenizer has no chat tokens; run DPO from an SFT checkpoint");
-  }
   const ChatTemplate chat(tokenizer);
   const std::string system_prompt = start.trainer_state.value("system_prompt", "");
   model->eval();  // no dropout: the reference log-probs must be reproducible
@@ -283,11 +278,7 @@ DpoResult run_dpo(const DpoConfig& cfg, const std::vector<PreferencePair>& train
                        {"last_label_id", last_label_id}, {"system_prompt", system_prompt},
                        {"config", config_to_json(cfg)}};
     w.optimizer_state = optimizer.state();
-    const std::string name = checkpoint_name(step);
-    save_checkpoint(join_path(cfg.out_dir, "checkpoints/" + name), w);
-    mark_checkpoint(cfg.out_dir, name);
-    if (best) mark_checkpoint(cfg.out_dir, name, "best");
-    prune_checkpoints(cfg.out_dir, tc.keep_checkpoints);
+    commit_checkpoint(cfg.out_dir, step, w, best, tc.keep_checkpoints);
   };
 
   ProgressMeter progress("dpo", total_steps, tc.log_interval);

@@ -50,8 +50,7 @@ CandidatesResult queue_candidates(const CandidatesConfig& c) {
   result.prompts = items.size();
   for (size_t pi = 0; pi < c.policies.size(); ++pi) {
     times.start("load");
-    LoadedPolicy policy = load_policy(resolve_checkpoint(c.policies[pi], /*prefer_best=*/true));
-    prepare_chat_tokenizer(policy.tokenizer);
+    LoadedPolicy policy = load_chat_policy(c.policies[pi]);
     const ChatTemplate chat(policy.tokenizer);
     for (size_t ti = 0; ti < c.temperatures.size(); ++ti) {
       std::vector<int> samples_here;

@@ -26,6 +26,15 @@ void prepare_chat_tokenizer(Tokenizer& tokenizer, const std::string& template_fi
   tokenizer.set_config(std::move(config));
 }
 
+LoadedPolicy load_chat_policy(const std::string& path, torch::Device device) {
+  LoadedPolicy p = load_policy(resolve_checkpoint(path, /*prefer_best=*/true), device);
+  prepare_chat_tokenizer(p.tokenizer);
+  if (p.tokenizer.vocab_size() > p.model->config().vocab_size) {
+    fail(ErrorKind::kData, p.dir, ": the tokenizer has no chat tokens; fine-tune this model with `rlhf sft` first");
+  }
+  return p;
+}
+
 namespace {
 
 const std::string& template_source(const Tokenizer& tokenizer) {

@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "common/config.h"
+#include "policy/checkpoint.h"
 #include "tokenizer/jinja.h"
 #include "tokenizer/tokenizer.h"
 
@@ -48,6 +49,13 @@ struct ChatTokens {
 // model's vocabulary to match.
 void prepare_chat_tokenizer(Tokenizer& tokenizer, const std::string& template_file = "",
                             const std::vector<std::string>& special_tokens = {});
+
+// A policy to chat with, from a checkpoint or a run folder (its best
+// checkpoint): the model and its tokenizer with the chat tokens. The system
+// prompt it was trained with is trainer_state["system_prompt"]. Without chat
+// tokens in the model's vocabulary, an error names the folder and says to
+// run SFT first.
+LoadedPolicy load_chat_policy(const std::string& path, torch::Device device = torch::kCPU);
 
 class ChatTemplate {
  public:

@@ -204,6 +204,16 @@ void mark_checkpoint(const std::string& run_dir, const std::string& name, const 
   write_file_atomic(join_path(run_dir, std::string("checkpoints/") + which), name + "\n");
 }
 
+std::string commit_checkpoint(const std::string& run_dir, int64_t step, const CheckpointWrite& contents, bool best,
+                              int keep) {
+  const std::string name = checkpoint_name(step);
+  save_checkpoint(join_path(run_dir, "checkpoints/" + name), contents);
+  mark_checkpoint(run_dir, name);
+  if (best) mark_checkpoint(run_dir, name, "best");
+  prune_checkpoints(run_dir, keep);
+  return name;
+}
+
 void prune_checkpoints(const std::string& run_dir, int keep) {
   const std::string root = join_path(run_dir, "checkpoints");
   if (keep <= 0 || !is_directory(root)) return;

@@ -89,5 +89,9 @@ std::optional<std::string> latest_checkpoint(const std::string& run_dir);
 // `keep` step folders (never the one "best" names).
 void mark_checkpoint(const std::string& run_dir, const std::string& name, const char* which = "latest");
 void prune_checkpoints(const std::string& run_dir, int keep);
+// A stage's checkpoint at `step`, in one call: writes it, points "latest"
+// (and with `best` "best") at it, keeps the newest `keep`. Returns its name.
+std::string commit_checkpoint(const std::string& run_dir, int64_t step, const CheckpointWrite& contents, bool best,
+                              int keep);
 
 }  // namespace rlhf

@@ -185,7 +185,7 @@ SftResult run_sft(const SftConfig& cfg, const DistInfo& dist) {
   broadcast_parameters(dist, params);
   GradientSync sync(dist, params);
 
-  auto save = [&](int64_t step, double val_loss) {
+  auto save = [&](int64_t step, double val_loss, bool best) {
     if (!dist.is_main()) return std::string();
     CheckpointWrite w = policy_checkpoint(model, lora.get(), tokenizer);
     Json curve = Json::array();
@@ -194,10 +194,7 @@ SftResult run_sft(const SftConfig& cfg, const DistInfo& dist) {
                        {"best_step", best_step}, {"val_curve", curve}, {"system_prompt", system_prompt},
                        {"trainable_parameters", trainable}, {"config", config_to_json(cfg)}};
     w.optimizer_state = optimizer.state();
-    const std::string name = checkpoint_name(step);
-    save_checkpoint(join_path(cfg.out_dir, "checkpoints/" + name), w);
-    mark_checkpoint(cfg.out_dir, name);
-    return name;
+    return commit_checkpoint(cfg.out_dir, step, w, best, tc.keep_checkpoints);
   };
 
   ProgressMeter progress("sft", total_steps, tc.log_interval);
@@ -250,14 +247,12 @@ SftResult run_sft(const SftConfig& cfg, const DistInfo& dist) {
       log_info("eval step ", done, " | val loss ", val_loss, improved ? " (best)" : "");
       run.log_metrics({{"step", done}, {"loss/val", val_loss}});
       if (improved) {
-        saved = save(done, val_loss);
-        if (dist.is_main()) mark_checkpoint(cfg.out_dir, saved, "best");
+        saved = save(done, val_loss, /*best=*/true);
       }
     }
     if (saved.empty() && ((tc.checkpoint_interval > 0 && done % tc.checkpoint_interval == 0) || last)) {
-      save(done, val_loss);
+      save(done, val_loss, /*best=*/false);
     }
-    if (dist.is_main()) prune_checkpoints(cfg.out_dir, tc.keep_checkpoints);
     progress.pause_done();
   }
 

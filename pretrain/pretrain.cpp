@@ -252,10 +252,7 @@ PretrainResult run_pretrain(const PretrainConfig& config_in, const DistInfo& dis
     w.trainer_state = {{"stage", "pretrain"}, {"step", step}, {"val_loss", val_loss},
                        {"tokens_seen", step * tokens_per_step}, {"config", config_to_json(cfg)}};
     w.optimizer_state = optimizer.state();
-    const std::string name = checkpoint_name(step);
-    save_checkpoint(join_path(cfg.out_dir, "checkpoints/" + name), w);
-    mark_checkpoint(cfg.out_dir, name);
-    prune_checkpoints(cfg.out_dir, tc.keep_checkpoints);
+    commit_checkpoint(cfg.out_dir, step, w, /*best=*/false, tc.keep_checkpoints);
   };
 
   double val_loss = std::nan("");

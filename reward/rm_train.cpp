@@ -220,11 +220,7 @@ RewardTrainResult run_reward_training(const RewardTrainConfig& cfg, const std::v
                        {"last_label_id", last_label_id}, {"train_pairs", train.size()},
                        {"config", config_to_json(cfg)}};
     if (!done) w.optimizer_state = optimizer.state();
-    const std::string name = checkpoint_name(step);
-    save_checkpoint(join_path(cfg.out_dir, "checkpoints/" + name), w);
-    mark_checkpoint(cfg.out_dir, name);
-    if (done) mark_checkpoint(cfg.out_dir, name, "best");
-    prune_checkpoints(cfg.out_dir, 2);
+    commit_checkpoint(cfg.out_dir, step, w, done, cfg.train.keep_checkpoints);
   };
 
   ProgressMeter progress("rm", total_steps, tc.log_interval);

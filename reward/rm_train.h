@@ -39,6 +39,7 @@ struct RewardLoopConfig {
   std::string device = "cpu";
   int log_interval = 10;
   int eval_interval = 0;       // steps between evaluations (0 = only at the end)
+  int keep_checkpoints = 2;    // newest checkpoints kept (and the best)
   template <class V> void visit(V& v) {
     v("batch_size", batch_size, Range::at_least(1));
     v("grad_accum", grad_accum, Range::at_least(1));
@@ -50,6 +51,7 @@ struct RewardLoopConfig {
     v("device", device);
     v("log_interval", log_interval, Range::at_least(1));
     v("eval_interval", eval_interval, Range::at_least(0));
+    v("keep_checkpoints", keep_checkpoints, Range::at_least(1));
   }
 };
 

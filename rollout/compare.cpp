@@ -136,8 +136,7 @@ CompareReport run_compare(const CompareConfig& c) {
   std::vector<std::vector<double>> reward(k), gold(k), length(k), kl(k);
   std::vector<ValidationPrompt> prompts;
   for (size_t i = 0; i < k; ++i) {
-    LoadedPolicy p = load_policy(resolve_checkpoint(c.policies[i], /*prefer_best=*/true));
-    prepare_chat_tokenizer(p.tokenizer);
+    LoadedPolicy p = load_chat_policy(c.policies[i]);
     const ChatTemplate chat(p.tokenizer);
     ValidationConfig vc;
     vc.prompts = c.prompts;

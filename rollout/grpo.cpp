@@ -83,7 +83,7 @@ OnlineResult run_grpo(const GrpoConfig& cfg, const RewardFn& custom_reward, cons
   run.save_config(config_to_json(cfg), {});
 
   const uint64_t seed = static_cast<uint64_t>(tc.seed);
-  PolicyWithReference m = load_policy_with_reference(cfg.policy, cfg.lora, seed, device, "GRPO");
+  PolicyWithReference m = load_policy_with_reference(cfg.policy, cfg.lora, seed, device);
   ScalarHeadModel reward_model{nullptr};
   if (!cfg.reward_model.empty() && (cfg.reward.model > 0 || !cfg.validation.prompts.empty())) {
     reward_model = load_frozen_reward_model(cfg.reward_model, m, device).model;
@@ -125,11 +125,7 @@ OnlineResult run_grpo(const GrpoConfig& cfg, const RewardFn& custom_reward, cons
                        {"system_prompt", m.system_prompt}, {"config", config_to_json(cfg)}};
     w.trainer_state.update(validation.state());
     w.optimizer_state = optimizer.state();
-    const std::string name = checkpoint_name(iteration);
-    save_checkpoint(join_path(cfg.out_dir, "checkpoints/" + name), w);
-    mark_checkpoint(cfg.out_dir, name);
-    if (best) mark_checkpoint(cfg.out_dir, name, "best");
-    prune_checkpoints(cfg.out_dir, tc.keep_checkpoints);
+    commit_checkpoint(cfg.out_dir, iteration, w, best, tc.keep_checkpoints);
   };
 
   broadcast_parameters(dist, params);
@@ -201,24 +197,11 @@ OnlineResult run_grpo(const GrpoConfig& cfg, const RewardFn& custom_reward, cons
     UpdateStats st;
     double token_kl_sum = 0;
     for (int epoch = 0; epoch < tc.epochs; ++epoch) {
-      std::vector<int64_t> perm(rows);
-      for (int i = 0; i < rows; ++i) perm[i] = i;
-      if (tc.minibatches > 1) {
-        SplitMix rng(mix_seed({seed, static_cast<uint64_t>(it), static_cast<uint64_t>(epoch), 0x5e1u}));
-        for (int i = rows - 1; i > 0; --i) std::swap(perm[i], perm[rng.below(static_cast<uint64_t>(i + 1))]);
-      }
-      for (int mb = 0; mb < tc.minibatches; ++mb) {
-        std::vector<int64_t> local;
-        for (int j = mb * mb_size; j < (mb + 1) * mb_size; ++j) {
-          if (perm[j] >= row0 && perm[j] < row0 + local_n) local.push_back(perm[j] - row0);
-        }
-        const int64_t count = static_cast<int64_t>(local.size());
-        const torch::Tensor mb_idx = torch::tensor(local.empty() ? std::vector<int64_t>{0} : local).narrow(0, 0, count);
-        const double mb_tokens =
-            all_reduce_sum(dist, count == 0 ? 0.0 : r.response_mask.index_select(0, mb_idx).sum().item<double>());
-        if (count == 0) sync.arm();
-        for (int64_t s = 0; s < count; s += tc.micro_batch) {
-          const torch::Tensor idx = mb_idx.narrow(0, s, std::min<int64_t>(tc.micro_batch, count - s));
+      const uint64_t shuffle = mix_seed({seed, static_cast<uint64_t>(it), static_cast<uint64_t>(epoch), 0x5e1u});
+      for (const std::vector<int64_t>& local : local_minibatches(rows, tc.minibatches, shuffle, row0, local_n)) {
+        const double mb_tokens = all_reduce_sum(
+            dist, local.empty() ? 0.0 : r.response_mask.index_select(0, torch::tensor(local)).sum().item<double>());
+        for_each_micro_batch(local, tc.micro_batch, sync, [&](const torch::Tensor& idx) {
           auto pick = [&](const torch::Tensor& t) { return t.index_select(0, idx); };
           const torch::Tensor mask = pick(r.response_mask);
           torch::Tensor entropy, clipped;
@@ -234,14 +217,12 @@ OnlineResult run_grpo(const GrpoConfig& cfg, const RewardFn& custom_reward, cons
           }
           const torch::Tensor loss =
               ppo::aggregate_token_loss(per_token, mask, tc.loss_aggregation, rc.max_new_tokens, mb_size, mb_tokens);
-          if (s + tc.micro_batch >= count) sync.arm();
           loss.backward();
           st.loss += loss.item<double>();
           st.clipfrac += (clipped.to(torch::kFloat) * mask).sum().item<double>();
           st.entropy += (entropy * mask).sum().item<double>();
           st.approx_kl += 0.5 * ((lp.detach() - old).pow(2) * mask).sum().item<double>();
-        }
-        sync.finish();
+        });
         ++st.steps;
         clip_grad_norm(params, tc.grad_clip);
         optimizer.step(tc.lr * frac);
@@ -323,11 +304,7 @@ OnlineResult run_grpo(const GrpoConfig& cfg, const RewardFn& custom_reward, cons
   }
 
   barrier(dist);
-  OnlineResult result;
-  result.checkpoint = resolve_checkpoint(cfg.out_dir);
-  result.best_checkpoint = resolve_checkpoint(cfg.out_dir, /*prefer_best=*/true);
-  result.validations = validation.history();
-  return result;
+  return online_result(cfg.out_dir, validation.history());
 }
 
 }  // namespace rlhf

@@ -27,14 +27,10 @@ std::vector<PromptItem> load_prompts(const std::string& path, const ChatTemplate
 }
 
 PolicyWithReference load_policy_with_reference(const std::string& path, const LoraConfig& lora, uint64_t seed,
-                                               torch::Device device, const std::string& stage) {
+                                               torch::Device device) {
   PolicyWithReference m;
-  m.dir = resolve_checkpoint(path, /*prefer_best=*/true);
-  LoadedPolicy policy = load_policy(m.dir, device);
-  prepare_chat_tokenizer(policy.tokenizer);
-  if (policy.tokenizer.vocab_size() > policy.model->config().vocab_size) {
-    fail(ErrorKind::kData, m.dir, ": the tokenizer has no chat tokens; run ", stage, " from an SFT checkpoint");
-  }
+  LoadedPolicy policy = load_chat_policy(path, device);
+  m.dir = policy.dir;
   m.policy = policy.model;
   m.tokenizer = policy.tokenizer;
   m.system_prompt = policy.trainer_state.value("system_prompt", "");
@@ -151,6 +147,42 @@ ReplyScores score_replies(const RewardConfig& config, ScalarHeadModel* reward_mo
     out.scores = out.scores - config.length_penalty * over;
   }
   return out;
+}
+
+std::vector<std::vector<int64_t>> local_minibatches(int rows, int minibatches, uint64_t shuffle_seed, int row0,
+                                                    int local_n) {
+  std::vector<int64_t> perm(static_cast<size_t>(rows));
+  for (int i = 0; i < rows; ++i) perm[i] = i;
+  SplitMix rng(shuffle_seed);
+  for (int i = rows - 1; i > 0; --i) std::swap(perm[i], perm[rng.below(static_cast<uint64_t>(i + 1))]);
+  const int size = rows / minibatches;
+  std::vector<std::vector<int64_t>> out(static_cast<size_t>(minibatches));
+  for (int mb = 0; mb < minibatches; ++mb) {
+    for (int j = mb * size; j < (mb + 1) * size; ++j) {
+      if (perm[j] >= row0 && perm[j] < row0 + local_n) out[mb].push_back(perm[j] - row0);
+    }
+  }
+  return out;
+}
+
+void for_each_micro_batch(const std::vector<int64_t>& local, int micro_batch, GradientSync& sync,
+                          const std::function<void(const torch::Tensor& indices)>& step) {
+  const int64_t count = static_cast<int64_t>(local.size());
+  if (count == 0) sync.arm();
+  const torch::Tensor all = torch::tensor(local.empty() ? std::vector<int64_t>{0} : local).narrow(0, 0, count);
+  for (int64_t s = 0; s < count; s += micro_batch) {
+    if (s + micro_batch >= count) sync.arm();
+    step(all.narrow(0, s, std::min<int64_t>(micro_batch, count - s)));
+  }
+  sync.finish();
+}
+
+OnlineResult online_result(const std::string& out_dir, const std::vector<ValidationResult>& validations) {
+  OnlineResult r;
+  r.checkpoint = resolve_checkpoint(out_dir);
+  r.best_checkpoint = resolve_checkpoint(out_dir, /*prefer_best=*/true);
+  r.validations = validations;
+  return r;
 }
 
 ValidationTracker::ValidationTracker(const ValidationConfig& config, const ChatTemplate& chat,

@@ -16,6 +16,7 @@
 #include "policy/gpt.h"
 #include "reward/reward_model.h"
 #include "rollout/validation.h"
+#include "train/distributed.h"
 #include "train/run_dir.h"
 
 namespace rlhf {
@@ -37,9 +38,8 @@ struct PolicyWithReference {
   std::string system_prompt;
   std::unique_ptr<LoraAdapters> lora;  // with lora.enabled
 };
-// `stage` names the command in errors ("ppo", "grpo").
 PolicyWithReference load_policy_with_reference(const std::string& path, const LoraConfig& lora, uint64_t seed,
-                                               torch::Device device, const std::string& stage);
+                                               torch::Device device);
 
 // A reward model for scoring: frozen, in eval mode, on `device`; an error
 // unless it shares the policy's tokenizer.
@@ -132,6 +132,23 @@ struct OnlineResult {
   std::string best_checkpoint;  // best by validation
   std::vector<ValidationResult> validations;
 };
+
+// One update epoch's minibatches (PPO, GRPO): the iteration's `rows` rows
+// (all ranks together) in a shuffle seeded by `shuffle_seed`, cut into
+// `minibatches` equal parts; for each, this rank's rows of it, as indices
+// into its own rows [row0, row0 + local_n).
+std::vector<std::vector<int64_t>> local_minibatches(int rows, int minibatches, uint64_t shuffle_seed, int row0,
+                                                    int local_n);
+
+// Runs `step(indices)` (forward and backward) over this rank's rows of one
+// minibatch, `micro_batch` rows at a time, arming `sync` so the gradient
+// all-reduce rides on the last backward (at once when this rank has no
+// rows), then waits for it.
+void for_each_micro_batch(const std::vector<int64_t>& local, int micro_batch, GradientSync& sync,
+                          const std::function<void(const torch::Tensor& indices)>& step);
+
+// The final and best checkpoints of a finished run in `out_dir`.
+OnlineResult online_result(const std::string& out_dir, const std::vector<ValidationResult>& validations);
 
 // Validation every `interval` iterations, the history and the best
 // objective, kept in the trainer state so a resumed run picks the same best.

@@ -22,7 +22,19 @@
 namespace rlhf {
 namespace {
 
-const std::vector<std::string> kStages = {"pretrain", "sft", "candidates", "label", "rm", "ppo", "compare"};
+const std::vector<std::string> kStages = {"pretrain", "sft", "candidates", "label", "rm",
+                                          "ppo",      "dpo", "grpo",       "rloo",  "compare"};
+// The stages that train a policy from the SFT model; the comparison takes
+// those the run lists.
+const std::vector<std::string> kPolicyStages = {"ppo", "dpo", "grpo", "rloo"};
+
+std::vector<std::string> listed_policy_stages(const PipelineConfig& c) {
+  std::vector<std::string> out;
+  for (const std::string& s : kPolicyStages) {
+    if (std::find(c.stages.begin(), c.stages.end(), s) != c.stages.end()) out.push_back(s);
+  }
+  return out;
+}
 
 std::string marker(const PipelineConfig& c, const std::string& stage) {
   return join_path(c.out_dir, "stages/" + stage + ".done");
@@ -33,12 +45,16 @@ std::string fingerprint_file(const PipelineConfig& c, const std::string& stage) 
 }
 
 // The stages whose output each stage reads.
-const std::map<std::string, std::vector<std::string>>& upstream_stages() {
+std::vector<std::string> upstream_stages(const PipelineConfig& c, const std::string& stage) {
   static const std::map<std::string, std::vector<std::string>> kUp = {
-      {"pretrain", {}},           {"sft", {"pretrain"}},         {"candidates", {"sft"}},
-      {"label", {"candidates"}},  {"rm", {"sft", "label"}},      {"ppo", {"sft", "rm"}},
-      {"compare", {"ppo", "sft", "rm"}}};
-  return kUp;
+      {"pretrain", {}},          {"sft", {"pretrain"}},     {"candidates", {"sft"}}, {"label", {"candidates"}},
+      {"rm", {"sft", "label"}},  {"ppo", {"sft", "rm"}},    {"dpo", {"sft", "label"}}, {"grpo", {"sft", "rm"}},
+      {"rloo", {"sft", "rm"}}};
+  if (stage != "compare") return kUp.at(stage);
+  std::vector<std::string> up = listed_policy_stages(c);
+  up.push_back("sft");
+  up.push_back("rm");
+  return up;
 }
 
 // What each stage writes, under out_dir. Candidates and labels share the
@@ -66,6 +82,9 @@ Json stage_settings(const PipelineConfig& c, const std::string& stage) {
   else if (stage == "label") j = Json{{"rater", c.simulated_rater}, {"simulated", config_to_json(c.label)}};
   else if (stage == "rm") j = config_to_json(c.rm);
   else if (stage == "ppo") j = config_to_json(c.ppo);
+  else if (stage == "dpo") j = config_to_json(c.dpo);
+  else if (stage == "grpo") j = config_to_json(c.grpo);
+  else if (stage == "rloo") j = config_to_json(c.rloo);
   else j = config_to_json(c.compare);
   drop_speed_settings(j);
   return j;
@@ -80,7 +99,7 @@ std::map<std::string, StageFingerprint> current_fingerprints(const PipelineConfi
     f.config = stage_settings(c, stage);
     f.inputs = input_hashes(f.config, c.out_dir);
     f.upstream = Json::object();
-    for (const std::string& up : upstream_stages().at(stage)) f.upstream[up] = out.at(up).hash();
+    for (const std::string& up : upstream_stages(c, stage)) f.upstream[up] = out.at(up).hash();
     out[stage] = f;
   }
   return out;
@@ -147,7 +166,7 @@ std::vector<std::string> handle_changed_stages(const PipelineConfig& c,
   std::set<std::string> read;
   for (auto it = kStages.rbegin(); it != kStages.rend(); ++it) {
     if (scheduled(*it) || read.count(*it)) {
-      for (const std::string& up : upstream_stages().at(*it)) read.insert(up);
+      for (const std::string& up : upstream_stages(c, *it)) read.insert(up);
     }
   }
   std::string report;
@@ -199,8 +218,22 @@ PipelineConfig wire_pipeline(PipelineConfig c) {
   c.ppo.out_dir = in("ppo");
   c.ppo.policy = in("sft");
   c.ppo.reward_model = in("rm");
-  c.compare.policies = {in("ppo"), in("sft")};
-  c.compare.names = {"ppo", "sft"};
+  c.dpo.out_dir = in("dpo");
+  c.dpo.policy = in("sft");
+  c.dpo.data.preferences = in("labels.sqlite");
+  for (GrpoConfig* g : {&c.grpo, &c.rloo}) {
+    g->out_dir = in(g == &c.grpo ? "grpo" : "rloo");
+    g->policy = in("sft");
+    g->reward_model = in("rm");
+  }
+  c.compare.policies.clear();
+  c.compare.names.clear();
+  for (const std::string& s : listed_policy_stages(c)) {
+    c.compare.policies.push_back(in(s));
+    c.compare.names.push_back(s);
+  }
+  c.compare.policies.push_back(in("sft"));
+  c.compare.names.push_back("sft");
   c.compare.reward_model = in("rm");
   c.compare.reference = in("sft");
   c.compare.out = in("compare");
@@ -216,6 +249,10 @@ PipelineConfig wire_pipeline(PipelineConfig c) {
     c.ppo.train.seed = derive(6);
     c.ppo.validation.seed = derive(7);
     c.compare.sampling.seed = derive(8);
+    c.dpo.train.seed = derive(9);
+    c.grpo.train.seed = derive(10);
+    c.rloo.train.seed = derive(11);
+    c.grpo.validation.seed = c.rloo.validation.seed = c.ppo.validation.seed;
   }
   return c;
 }
@@ -225,7 +262,7 @@ Json run_pipeline(const PipelineConfig& config) {
   for (const auto& s : c.stages) {
     if (std::find(kStages.begin(), kStages.end(), s) == kStages.end()) {
       fail(ErrorKind::kConfig, "pipeline.stages: unknown stage '", s,
-           "'; stages are pretrain, sft, candidates, label, rm, ppo, compare");
+           "'; stages are pretrain, sft, candidates, label, rm, ppo, dpo, grpo, rloo, compare");
     }
   }
   if (c.on_change != "rerun" && c.on_change != "refuse") {
@@ -240,7 +277,9 @@ Json run_pipeline(const PipelineConfig& config) {
   for (const std::string& stage : moved) summary.erase(stage);  // its figures went with its output
   summary["program"] = program_version();
 
-  for (const std::string& stage : c.stages) {
+  // Stages run in their fixed order, whatever order the list has.
+  for (const std::string& stage : kStages) {
+    if (std::find(c.stages.begin(), c.stages.end(), stage) == c.stages.end()) continue;
     const StageFingerprint& fp = fingerprints.at(stage);
     if (path_exists(marker(c, stage))) {
       log_info("== ", stage, ": done already with the same inputs (fingerprint ", fp.hash(), ")");
@@ -270,11 +309,18 @@ Json run_pipeline(const PipelineConfig& config) {
                                            c.rm.data.eval_fraction, static_cast<uint64_t>(c.rm.train.seed));
       const RewardTrainResult r = run_reward_training(c.rm, train, eval, last);
       result = {{"checkpoint", r.checkpoint}, {"eval", r.eval.to_json()}};
-    } else if (stage == "ppo") {
-      const PpoResult r = run_ppo(c.ppo);
+    } else if (stage == "ppo" || stage == "grpo" || stage == "rloo") {
+      const OnlineResult r = stage == "ppo" ? run_ppo(c.ppo) : run_grpo(stage == "grpo" ? c.grpo : c.rloo);
       Json validations = Json::array();
       for (const auto& v : r.validations) validations.push_back(v.to_json());
       result = {{"checkpoint", r.checkpoint}, {"best_checkpoint", r.best_checkpoint}, {"validations", validations}};
+    } else if (stage == "dpo") {
+      labels::LabelStore store(c.dpo.data.preferences);
+      int64_t last = 0;
+      auto [train, eval] = split_by_prompt(labels::store_preferences(store, c.dpo.data.since_label, &last),
+                                           c.dpo.data.eval_fraction, static_cast<uint64_t>(c.dpo.train.seed));
+      const DpoResult r = run_dpo(c.dpo, train, eval, last);
+      result = {{"checkpoint", r.checkpoint}, {"eval", r.eval.to_json("")}};
     } else if (stage == "compare") {
       const CompareReport r = run_compare(c.compare);
       result = r.to_json();
@@ -333,7 +379,11 @@ std::string stage_result(const std::string& stage, const Json& r) {
            with_commas(e.value("gold_pairs", 0)) + " pairs), " + percent(e.value("label_accuracy", 0.0)) +
            " vs labels (" + with_commas(e.value("pairs", 0)) + ")";
   }
-  if (stage == "ppo" && r.contains("validations") && !r["validations"].empty()) {
+  if (stage == "dpo" && r.contains("eval")) {
+    const Json& e = r["eval"];
+    return "held-out pairs: accuracy " + percent(e.value("accuracy", 0.0)) + ", margin " + fixed(e.value("margin", 0.0), 3);
+  }
+  if ((stage == "ppo" || stage == "grpo" || stage == "rloo") && r.contains("validations") && !r["validations"].empty()) {
     std::string gold, kl;
     for (const Json& v : r["validations"]) {
       if (v.contains("gold")) gold += (gold.empty() ? "" : ", ") + fixed(v["gold"], 2);

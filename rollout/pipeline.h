@@ -1,6 +1,8 @@
 // The whole workbench in one command (`rlhf pipeline --config FILE`):
 // pretrain -> SFT -> candidates -> simulated labels -> reward model -> PPO
-// (with validation) -> comparison of SFT and PPO. Each stage writes into
+// (with validation) -> comparison of SFT and PPO. List "dpo", "grpo" and
+// "rloo" in `stages` too and they train from the same SFT model and labels
+// (and reward model), and the comparison takes every trained policy. Each stage writes into
 // its own folder of one run; a finished stage is skipped when the pipeline
 // runs again, and a killed stage resumes from its checkpoints, but only while
 // its fingerprint (settings, input files, the stages it reads, the program
@@ -17,7 +19,9 @@
 #include "policy/sft.h"
 #include "pretrain/pretrain.h"
 #include "reward/rm_train.h"
+#include "dpo/dpo.h"
 #include "rollout/compare.h"
+#include "rollout/grpo.h"
 #include "rollout/ppo.h"
 
 namespace rlhf {
@@ -43,6 +47,9 @@ struct PipelineConfig {
   SimulatedRaterConfig label;
   RewardTrainConfig rm;
   PpoConfig ppo;
+  DpoConfig dpo;                   // with "dpo" in stages: on the reward model's labels
+  GrpoConfig grpo;                 // with "grpo" in stages
+  GrpoConfig rloo = rloo_defaults();  // with "rloo" in stages
   CompareConfig compare;
   template <class V> void visit(V& v) {
     v("out_dir", out_dir);
@@ -56,6 +63,9 @@ struct PipelineConfig {
     v.section("label", label);
     v.section("rm", rm);
     v.section("ppo", ppo);
+    v.section("dpo", dpo);
+    v.section("grpo", grpo);
+    v.section("rloo", rloo);
     v.section("compare", compare);
   }
 };

@@ -37,7 +37,7 @@ Models load_models(const PpoConfig& cfg, bool custom_reward, torch::Device devic
   Models m;
   const bool lora = cfg.lora.enabled;
   const uint64_t seed = static_cast<uint64_t>(cfg.train.seed);
-  PolicyWithReference pr = load_policy_with_reference(cfg.policy, cfg.lora, seed, device, "PPO");
+  PolicyWithReference pr = load_policy_with_reference(cfg.policy, cfg.lora, seed, device);
   m.policy = pr.policy;
   m.reference = pr.reference;
   m.tokenizer = pr.tokenizer;
@@ -188,11 +188,7 @@ PpoResult run_ppo(const PpoConfig& cfg, const RewardFn& custom_reward, const Dis
     } else {
       w.extra_tensors["value_model.safetensors"] = model_weights(*m.value);
     }
-    const std::string name = checkpoint_name(iteration);
-    save_checkpoint(join_path(cfg.out_dir, "checkpoints/" + name), w);
-    mark_checkpoint(cfg.out_dir, name);
-    if (mark_best) mark_checkpoint(cfg.out_dir, name, "best");
-    prune_checkpoints(cfg.out_dir, 2);
+    commit_checkpoint(cfg.out_dir, iteration, w, mark_best, tc.keep_checkpoints);
   };
 
   // Each rank owns a contiguous shard of every iteration's rollouts.
@@ -248,8 +244,9 @@ PpoResult run_ppo(const PpoConfig& cfg, const RewardFn& custom_reward, const Dis
         gold_scores = std::move(rs.gold);
       }
       times.start("advantages");
-      const torch::Tensor kl = ppo::kl_estimate(ro.logprobs, ro.ref_logprobs, cfg.kl.estimator);
-      ro.rewards = ppo::token_rewards(ro.scores, kl, ro.response_mask, kl_ctl.value());
+      // One KL per token: penalised here, logged and fed to the controller below.
+      ro.kl = ppo::kl_estimate(ro.logprobs, ro.ref_logprobs, cfg.kl.estimator) * ro.response_mask;
+      ro.rewards = ppo::token_rewards(ro.scores, ro.kl, ro.response_mask, kl_ctl.value());
       std::tie(ro.advantages, ro.returns) = ppo::gae(ro.rewards, ro.values, ro.response_mask, tc.gamma, tc.lambda);
       if (tc.whiten_advantages) {
         // Whitening statistics over every rank's rollouts.
@@ -265,24 +262,12 @@ PpoResult run_ppo(const PpoConfig& cfg, const RewardFn& custom_reward, const Dis
     // micro-batches; each rank trains on its rows of each minibatch.
     times.start("update");
     const double frac = tc.anneal_lr ? 1.0 - static_cast<double>(it) / static_cast<double>(tc.iterations) : 1.0;
-    const int mb_size = G / tc.minibatches;
     TrainStats st;
     for (int epoch = 0; epoch < tc.ppo_epochs; ++epoch) {
-      std::vector<int64_t> perm(G);
-      for (int i = 0; i < G; ++i) perm[i] = i;
-      SplitMix rng(mix_seed({static_cast<uint64_t>(tc.seed), static_cast<uint64_t>(it), static_cast<uint64_t>(epoch)}));
-      for (int i = G - 1; i > 0; --i) std::swap(perm[i], perm[rng.below(static_cast<uint64_t>(i + 1))]);
-      for (int mb = 0; mb < tc.minibatches; ++mb) {
-        std::vector<int64_t> local;
-        for (int j = mb * mb_size; j < (mb + 1) * mb_size; ++j) {
-          if (perm[j] >= row0 && perm[j] < row0 + local_n) local.push_back(perm[j] - row0);
-        }
-        const torch::Tensor mb_idx = torch::tensor(local.empty() ? std::vector<int64_t>{0} : local).narrow(0, 0, static_cast<int64_t>(local.size()));
-        const double mb_tokens = all_reduce_sum(dist, local.empty() ? 0.0 : ro.response_mask.index_select(0, mb_idx).sum().item<double>());
-        const int64_t count = static_cast<int64_t>(local.size());
-        if (count == 0) sync.arm();
-        for (int64_t s = 0; s < count; s += tc.micro_batch) {
-          const torch::Tensor idx = mb_idx.narrow(0, s, std::min<int64_t>(tc.micro_batch, count - s));
+      const uint64_t shuffle = mix_seed({static_cast<uint64_t>(tc.seed), static_cast<uint64_t>(it), static_cast<uint64_t>(epoch)});
+      for (const std::vector<int64_t>& local : local_minibatches(G, tc.minibatches, shuffle, row0, local_n)) {
+        const double mb_tokens = all_reduce_sum(dist, local.empty() ? 0.0 : ro.response_mask.index_select(0, torch::tensor(local)).sum().item<double>());
+        for_each_micro_batch(local, tc.micro_batch, sync, [&](const torch::Tensor& idx) {
           auto pick = [&](const torch::Tensor& t) { return t.index_select(0, idx); };
           const torch::Tensor mask = pick(ro.response_mask);
           torch::Tensor entropy;
@@ -291,7 +276,6 @@ PpoResult run_ppo(const PpoConfig& cfg, const RewardFn& custom_reward, const Dis
           const torch::Tensor v = m.value->forward_tokens(pick(full), pick(full_mask)).narrow(1, tq - 1, n);
           const ppo::PolicyLoss pl = ppo::policy_loss(lp, pick(ro.logprobs), pick(ro.advantages), mask, tc.clip, mb_tokens);
           const ppo::ValueLoss vl = ppo::value_loss(v, pick(ro.values), pick(ro.returns), mask, tc.value_clip, mb_tokens);
-          if (s + tc.micro_batch >= count) sync.arm();
           (pl.loss + tc.vf_coef * vl.loss).backward();
           st.policy_loss += pl.loss.item<double>();
           st.value_loss += vl.loss.item<double>();
@@ -299,8 +283,7 @@ PpoResult run_ppo(const PpoConfig& cfg, const RewardFn& custom_reward, const Dis
           st.value_clipfrac += vl.clipfrac.item<double>();
           st.approx_kl += pl.approx_kl.item<double>();
           st.entropy += ppo::masked_mean(entropy, mask, mb_tokens).item<double>();
-        }
-        sync.finish();
+        });
         ++st.count;
         clip_grad_norm(policy_params, tc.grad_clip);
         clip_grad_norm(value_params, tc.grad_clip);
@@ -341,8 +324,7 @@ PpoResult run_ppo(const PpoConfig& cfg, const RewardFn& custom_reward, const Dis
       feedback(pairs);
       times.start("statistics");
     }
-    const torch::Tensor kl_tokens = ppo::kl_k1(ro.logprobs, ro.ref_logprobs) * ro.response_mask;
-    const auto g = all_reduce_sum(dist, {kl_tokens.sum().item<double>(), ro.raw_scores.sum().item<double>(),
+    const auto g = all_reduce_sum(dist, {ro.kl.sum().item<double>(), ro.raw_scores.sum().item<double>(),
                                          ro.raw_scores.pow(2).sum().item<double>(), ro.scores.sum().item<double>(),
                                          ro.response_mask.sum().item<double>(), ro.finished.to(torch::kFloat).sum().item<double>(),
                                          gold, gold_n, st.policy_loss, st.value_loss, st.clipfrac, st.value_clipfrac,
@@ -396,11 +378,7 @@ PpoResult run_ppo(const PpoConfig& cfg, const RewardFn& custom_reward, const Dis
   }
 
   barrier(dist);
-  PpoResult result;
-  result.checkpoint = resolve_checkpoint(cfg.out_dir);
-  result.best_checkpoint = resolve_checkpoint(cfg.out_dir, /*prefer_best=*/true);
-  result.validations = validation.history();
-  return result;
+  return online_result(cfg.out_dir, validation.history());
 }
 
 }  // namespace rlhf

@@ -51,6 +51,7 @@ struct PpoLoopConfig {
   int threads = 0;
   std::string device = "cpu";
   int checkpoint_interval = 10;  // iterations between checkpoints (0 = only at the end)
+  int keep_checkpoints = 2;      // newest checkpoints kept besides the best
   template <class V> void visit(V& v) {
     v("iterations", iterations, Range::at_least(1));
     v("ppo_epochs", ppo_epochs, Range::at_least(1));
@@ -70,6 +71,7 @@ struct PpoLoopConfig {
     v("threads", threads, Range::at_least(0));
     v("device", device);
     v("checkpoint_interval", checkpoint_interval, Range::at_least(0));
+    v("keep_checkpoints", keep_checkpoints, Range::at_least(1));
   }
 };
 
@@ -121,6 +123,7 @@ struct PpoConfig {
 // One batch of experience: the sampled replies and what scoring them gives.
 struct Rollout : SampledReplies {
   torch::Tensor logprobs, ref_logprobs, values;  // [B, N], no grad
+  torch::Tensor kl;                           // [B, N] per-token KL (kl.estimator), 0 past the reply
   torch::Tensor scores;                       // [B] reward, after the missing-EOS penalty
   torch::Tensor raw_scores;                   // [B] reward before the penalty
   torch::Tensor rewards, advantages, returns;  // [B, N]

@@ -644,7 +644,7 @@ ChatServer::ChatServer(const ServeConfig& config) : impl_(std::make_unique<Impl>
     }
   }
   set_torch_threads(config.threads);
-  s.policy = load_policy(resolve_checkpoint(config.checkpoint, /*prefer_best=*/true));
+  s.policy = load_chat_policy(config.checkpoint);
   s.chat = std::make_unique<ChatTemplate>(s.policy.tokenizer);
   s.model_name = config.model_name;
   if (s.model_name.empty()) {

@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <functional>
 #include <sstream>
 #include <thread>
 
@@ -148,6 +149,29 @@ TEST(Distributed, AStoreThatCannotBeReachedIsAClearError) {
   EXPECT_NE(log.find("MASTER_ADDR"), std::string::npos) << log;
 }
 
+// Runs `train` as ranks 0 and 1 of one job, each on its own thread over
+// loopback; fails the test with a rank's error.
+void run_two_ranks(int port, const std::function<void(const DistInfo&)>& train) {
+  std::vector<std::thread> ranks;
+  std::vector<std::string> errors(2);
+  for (int r = 0; r < 2; ++r) {
+    ranks.emplace_back([&, r] {
+      try {
+        DistInfo d;
+        d.rank = r;
+        d.world_size = 2;
+        d.comm = make_gloo_communicator(r, 2, "127.0.0.1", port, std::chrono::seconds(60));
+        train(d);
+      } catch (const std::exception& e) {
+        errors[r] = e.what();
+      }
+    });
+  }
+  for (auto& t : ranks) t.join();
+  ASSERT_EQ(errors[0], "");
+  ASSERT_EQ(errors[1], "");
+}
+
 TEST(Distributed, TwoRanksOfPpoMatchOneProcessWithTheSameGlobalBatch) {
   test::TempDir dir("ddp-ppo");
   const int32_t vocab = test::write_tiny_ppo_inputs(dir.path());
@@ -174,25 +198,7 @@ TEST(Distributed, TwoRanksOfPpoMatchOneProcessWithTheSameGlobalBatch) {
     return p;
   };
   run_ppo(config("one"), reward);
-  const int port = free_port() + 3;
-  std::vector<std::thread> ranks;
-  std::vector<std::string> errors(2);
-  for (int r = 0; r < 2; ++r) {
-    ranks.emplace_back([&, r] {
-      try {
-        DistInfo d;
-        d.rank = r;
-        d.world_size = 2;
-        d.comm = make_gloo_communicator(r, 2, "127.0.0.1", port, std::chrono::seconds(60));
-        run_ppo(config("two"), reward, d);
-      } catch (const std::exception& e) {
-        errors[r] = e.what();
-      }
-    });
-  }
-  for (auto& t : ranks) t.join();
-  ASSERT_EQ(errors[0], "");
-  ASSERT_EQ(errors[1], "");
+  run_two_ranks(free_port() + 3, [&](const DistInfo& d) { run_ppo(config("two"), reward, d); });
   // Rollouts are identical; training sums partial gradients in another order.
   expect_same_weights(resolve_checkpoint(dir.file("one")), resolve_checkpoint(dir.file("two")), 2e-4);
   EXPECT_EQ(test::file_lines(dir.file("two/metrics.jsonl")).size(), 3u);
@@ -227,25 +233,7 @@ TEST(Distributed, TwoRanksOfGrpoMatchOneProcessWithTheSameGlobalBatch) {
     return g;
   };
   run_grpo(config("one"), reward);
-  const int port = free_port() + 5;
-  std::vector<std::thread> ranks;
-  std::vector<std::string> errors(2);
-  for (int r = 0; r < 2; ++r) {
-    ranks.emplace_back([&, r] {
-      try {
-        DistInfo d;
-        d.rank = r;
-        d.world_size = 2;
-        d.comm = make_gloo_communicator(r, 2, "127.0.0.1", port, std::chrono::seconds(60));
-        run_grpo(config("two"), reward, d);
-      } catch (const std::exception& e) {
-        errors[r] = e.what();
-      }
-    });
-  }
-  for (auto& t : ranks) t.join();
-  ASSERT_EQ(errors[0], "");
-  ASSERT_EQ(errors[1], "");
+  run_two_ranks(free_port() + 5, [&](const DistInfo& d) { run_grpo(config("two"), reward, d); });
   expect_same_weights(resolve_checkpoint(dir.file("one")), resolve_checkpoint(dir.file("two")), 2e-4);
   const auto one = test::file_lines(dir.file("one/metrics.jsonl")), two = test::file_lines(dir.file("two/metrics.jsonl"));
   ASSERT_EQ(two.size(), 3u);

@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include <chrono>
+#include <functional>
 #include <sstream>
 
 #include "common/fs.h"
@@ -238,20 +239,25 @@ TEST(Ppo, AFewIterationsRaiseAToyReward) {
   std::printf("toy reward %.2f -> %.2f in %.1f s\n", first, last, seconds);
 }
 
+// `run` to the end, then as a run killed right after iteration 2's
+// checkpoint and started again (the 4-iteration runs below).
+void run_killed_after_2_and_resumed(const std::string& out_dir, const std::function<void()>& run) {
+  run();
+  remove_all(out_dir + "/checkpoints/step-0000004");
+  mark_checkpoint(out_dir, "step-0000002");
+  run();
+}
+
 TEST(Ppo, ResumeFromACheckpointEqualsTheUninterruptedRun) {
   PpoFixture f;
   PpoConfig straight = f.config("straight");
   straight.train.iterations = 4;
   straight.train.checkpoint_interval = 2;
   run_ppo(straight, f.reward());
-  // The state a run killed after iteration 2's checkpoint leaves behind.
   PpoConfig killed = f.config("killed");
   killed.train.iterations = 4;
   killed.train.checkpoint_interval = 2;
-  run_ppo(killed, f.reward());
-  remove_all(killed.out_dir + "/checkpoints/step-0000004");
-  mark_checkpoint(killed.out_dir, "step-0000002");
-  run_ppo(killed, f.reward());
+  run_killed_after_2_and_resumed(killed.out_dir, [&] { run_ppo(killed, f.reward()); });
   EXPECT_EQ(read_file(resolve_checkpoint(killed.out_dir) + "/model.safetensors"),
             read_file(resolve_checkpoint(straight.out_dir) + "/model.safetensors"));
   EXPECT_EQ(read_file(resolve_checkpoint(killed.out_dir) + "/value_model.safetensors"),
@@ -297,10 +303,7 @@ TEST(Ppo, LoraTrainsAdaptersOverTheUnchangedBaseAndResumes) {
   EXPECT_GT(same, 0);
 
   PpoConfig killed = lora_config("lora-killed");
-  run_ppo(killed, f.reward());
-  remove_all(killed.out_dir + "/checkpoints/step-0000004");
-  mark_checkpoint(killed.out_dir, "step-0000002");
-  run_ppo(killed, f.reward());
+  run_killed_after_2_and_resumed(killed.out_dir, [&] { run_ppo(killed, f.reward()); });
   for (const char* file : {"adapter_model.safetensors", "value_adapters.safetensors", "model.safetensors"}) {
     EXPECT_EQ(read_file(join_path(resolve_checkpoint(killed.out_dir), file)), read_file(join_path(out, file))) << file;
   }
@@ -422,10 +425,7 @@ TEST(Grpo, ResumeFromACheckpointEqualsTheUninterruptedRun) {
   const GrpoConfig straight = config("straight");
   run_grpo(straight, f.reward());
   const GrpoConfig killed = config("killed");
-  run_grpo(killed, f.reward());
-  remove_all(killed.out_dir + "/checkpoints/step-0000004");
-  mark_checkpoint(killed.out_dir, "step-0000002");
-  run_grpo(killed, f.reward());
+  run_killed_after_2_and_resumed(killed.out_dir, [&] { run_grpo(killed, f.reward()); });
   EXPECT_EQ(read_file(resolve_checkpoint(killed.out_dir) + "/model.safetensors"),
             read_file(resolve_checkpoint(straight.out_dir) + "/model.safetensors"));
   EXPECT_EQ(read_file(resolve_checkpoint(killed.out_dir) + "/optimizer.safetensors"),
@@ -459,6 +459,28 @@ TEST(Grpo, BadSettingsAreRefusedBeforeAnyModelLoadsWithTheKeyNamed) {
   c.reward.rubric = 1;
   c.train.iterations = 1;
   EXPECT_NE(test::error_of([&] { run_grpo(c); }).find("reward.rubric"), std::string::npos);
+}
+
+// The pipeline trains every listed algorithm from the same SFT model (the
+// online ones against the same reward model, DPO on the same labels) and
+// compares them all with SFT.
+TEST(Grpo, ThePipelineTrainsAndComparesEveryListedAlgorithmFromTheSameSftModel) {
+  PipelineConfig p;
+  p.out_dir = "/tmp/run";
+  p.stages = {"pretrain", "sft", "candidates", "label", "rm", "grpo", "ppo", "rloo", "dpo", "compare"};
+  const PipelineConfig w = wire_pipeline(p);
+  EXPECT_EQ(w.compare.names, (std::vector<std::string>{"ppo", "dpo", "grpo", "rloo", "sft"}));
+  EXPECT_EQ(w.compare.policies.back(), "/tmp/run/sft");
+  for (const std::string& policy : {w.ppo.policy, w.dpo.policy, w.grpo.policy, w.rloo.policy}) {
+    EXPECT_EQ(policy, "/tmp/run/sft");
+  }
+  EXPECT_EQ(w.grpo.reward_model, "/tmp/run/rm");
+  EXPECT_EQ(w.rloo.reward_model, "/tmp/run/rm");
+  EXPECT_EQ(w.dpo.data.preferences, w.rm.data.preferences);
+  EXPECT_EQ(w.rloo.train.advantage, "rloo");
+  EXPECT_EQ(w.rloo.out_dir, "/tmp/run/rloo");
+  // Without them, the demo's comparison is PPO against SFT as before.
+  EXPECT_EQ(wire_pipeline(PipelineConfig()).compare.names, (std::vector<std::string>{"ppo", "sft"}));
 }
 
 }  // namespace
