@@ -32,7 +32,7 @@ Json DpoStats::to_json(const std::string& prefix) const {
 
 torch::Tensor reply_logprobs(GPT& model, const ChatTemplate& chat, const std::vector<const Conversation*>& prompts,
                              const std::vector<const std::string*>& replies, const std::vector<bool>& finished,
-                             bool mean, torch::Device device) {
+                             bool mean, torch::Device device, torch::Tensor* tokens) {
   RLHF_CHECK(prompts.size() == replies.size() && prompts.size() == finished.size());
   const int64_t n = static_cast<int64_t>(prompts.size());
   const int64_t ctx = model->config().n_positions;
@@ -71,16 +71,19 @@ torch::Tensor reply_logprobs(GPT& model, const ChatTemplate& chat, const std::ve
   const torch::Tensor logp =
       torch::log_softmax(logits.to(torch::kFloat), -1).gather(-1, targets.to(device).unsqueeze(-1)).squeeze(-1);
   const torch::Tensor sum = (logp * mask).sum(1);
+  if (tokens != nullptr) *tokens = mask.sum(1);
   return mean ? sum / mask.sum(1).clamp_min(1) : sum;
 }
 
 namespace {
 
 // The policy's log-probs of a micro-batch's chosen and rejected replies (one
-// forward pass over both).
-std::pair<torch::Tensor, torch::Tensor> pair_logprobs(GPT& model, const ChatTemplate& chat,
-                                                      const std::vector<const PreferencePair*>& pairs, bool mean,
-                                                      torch::Device device) {
+// forward pass over both), and the chosen replies' token counts.
+struct PairLogprobs {
+  torch::Tensor chosen, rejected, chosen_tokens;
+};
+PairLogprobs pair_logprobs(GPT& model, const ChatTemplate& chat, const std::vector<const PreferencePair*>& pairs,
+                           bool mean, torch::Device device) {
   std::vector<const Conversation*> prompts;
   std::vector<const std::string*> replies;
   std::vector<bool> finished;
@@ -91,9 +94,11 @@ std::pair<torch::Tensor, torch::Tensor> pair_logprobs(GPT& model, const ChatTemp
       finished.push_back(side == 0 ? p->chosen_finished : p->rejected_finished);
     }
   }
-  const torch::Tensor lp = reply_logprobs(model, chat, prompts, replies, finished, mean, device);
+  torch::Tensor tokens;
+  const torch::Tensor lp = reply_logprobs(model, chat, prompts, replies, finished, mean, device, &tokens);
   const auto P = static_cast<int64_t>(pairs.size());
-  return {lp.narrow(0, 0, P), lp.narrow(0, P, P)};
+  // With `mean` the log-probs are per token already.
+  return {lp.narrow(0, 0, P), lp.narrow(0, P, P), mean ? torch::ones({P}) : tokens.narrow(0, 0, P)};
 }
 
 // The reference's log-probs of every chosen and rejected reply [2, N]. A
@@ -138,20 +143,22 @@ torch::Tensor reference_logprobs(GPT& model, const ChatTemplate& chat, const std
 
 struct Objective {
   DpoLossType type;
-  double beta, label_smoothing;
+  double beta, label_smoothing, rpo_alpha;
   bool mean;
 };
 
 // Loss terms of some pairs, with their reference log-probs ([2, N] columns).
-DpoTerms pair_terms(const torch::Tensor& policy_chosen, const torch::Tensor& policy_rejected,
-                    const torch::Tensor& reference, const std::vector<int64_t>& index,
+DpoTerms pair_terms(const PairLogprobs& lp, const torch::Tensor& reference, const std::vector<int64_t>& index,
                     const std::vector<const PreferencePair*>& pairs, const Objective& o) {
+  const torch::Device device = lp.chosen.device();
   const torch::Tensor idx = torch::tensor(index, torch::kLong);
-  const torch::Tensor ref = reference.index_select(1, idx).to(policy_chosen.device());
+  const torch::Tensor ref = reference.index_select(1, idx).to(device);
   std::vector<uint8_t> ties;
   for (const PreferencePair* p : pairs) ties.push_back(p->tie ? 1 : 0);
-  const torch::Tensor tie = torch::tensor(ties, torch::kUInt8).to(torch::kBool).to(policy_chosen.device());
-  return dpo_loss(policy_chosen, policy_rejected, ref[0], ref[1], tie, o.beta, o.type, o.label_smoothing);
+  const torch::Tensor tie = torch::tensor(ties, torch::kUInt8).to(torch::kBool).to(device);
+  DpoTerms t = dpo_loss(lp.chosen, lp.rejected, ref[0], ref[1], tie, o.beta, o.type, o.label_smoothing);
+  if (o.rpo_alpha > 0) t.losses = t.losses + o.rpo_alpha * chosen_nll(lp.chosen, lp.chosen_tokens.to(device), tie);
+  return t;
 }
 
 void accumulate(DpoStats& s, const DpoTerms& t, const torch::Tensor& chosen_logp, const torch::Tensor& rejected_logp,
@@ -190,8 +197,8 @@ DpoStats evaluate(GPT& model, const ChatTemplate& chat, const std::vector<Prefer
       b.push_back(&pairs[k]);
       index.push_back(static_cast<int64_t>(k));
     }
-    auto [c, r] = pair_logprobs(model, chat, b, o.mean, device);
-    accumulate(s, pair_terms(c, r, reference, index, b, o), c, r, b);
+    const PairLogprobs lp = pair_logprobs(model, chat, b, o.mean, device);
+    accumulate(s, pair_terms(lp, reference, index, b, o), lp.chosen, lp.rejected, b);
   }
   return averaged(s);
 }
@@ -202,7 +209,7 @@ DpoResult run_dpo(const DpoConfig& cfg, const std::vector<PreferencePair>& train
                   const std::vector<PreferencePair>& eval, int64_t last_label_id, const DistInfo& dist) {
   const auto& tc = cfg.train;
   const Objective objective{parse_dpo_loss_type(cfg.dpo.loss_type), cfg.dpo.beta, cfg.dpo.label_smoothing,
-                            dpo_uses_mean_logprobs(parse_dpo_loss_type(cfg.dpo.loss_type))};
+                            cfg.dpo.rpo_alpha, dpo_uses_mean_logprobs(parse_dpo_loss_type(cfg.dpo.loss_type))};
   if (train.empty()) fail(ErrorKind::kData, "dpo: no training pairs; label some comparisons first (rlhf label)");
   const int threads = set_torch_threads(tc.threads);
   const torch::Device device = parse_device(tc.device);
@@ -267,6 +274,7 @@ DpoResult run_dpo(const DpoConfig& cfg, const std::vector<PreferencePair>& train
   GradientSync sync(dist, params);
   log_info("dpo: ", train.size(), " training and ", eval.size(), " held-out pairs, loss ", cfg.dpo.loss_type,
            ", beta ", cfg.dpo.beta, cfg.dpo.label_smoothing > 0 ? str_cat(", label smoothing ", cfg.dpo.label_smoothing) : "",
+           cfg.dpo.rpo_alpha > 0 ? str_cat(", RPO alpha ", cfg.dpo.rpo_alpha) : "",
            cfg.lora.enabled ? str_cat(", LoRA rank ", cfg.lora.rank) : std::string(), ", ", total_steps, " steps, ",
            threads, " threads");
 
@@ -295,15 +303,15 @@ DpoResult run_dpo(const DpoConfig& cfg, const std::vector<PreferencePair>& train
         index.push_back(order.at(k));
         batch.push_back(&train[static_cast<size_t>(index.back())]);
       }
-      auto [c, r] = pair_logprobs(model, chat, batch, objective.mean, device);
-      const DpoTerms t = pair_terms(c, r, ref_train, index, batch, objective);
+      const PairLogprobs lp = pair_logprobs(model, chat, batch, objective.mean, device);
+      const DpoTerms t = pair_terms(lp, ref_train, index, batch, objective);
       std::vector<float> w;
       for (const PreferencePair* p : batch) w.push_back(static_cast<float>(p->weight));
       const torch::Tensor loss = (t.losses * torch::tensor(w).to(device)).sum() / step_weight;
       if (m == tc.grad_accum - 1) sync.arm();
       loss.backward();
       step_loss += loss.item<double>();
-      accumulate(s, t, c.detach(), r.detach(), batch);
+      accumulate(s, t, lp.chosen.detach(), lp.rejected.detach(), batch);
     }
     sync.finish();
     step_loss = all_reduce_sum(dist, step_loss);

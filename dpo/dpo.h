@@ -28,10 +28,12 @@ struct DpoObjectiveConfig {
   std::string loss_type = "sigmoid";  // sigmoid (DPO; cDPO with label_smoothing), robust, ipo or hinge
   double beta = 0.1;                  // strength of the pull towards the reference, e.g. 0.1
   double label_smoothing = 0.0;       // assumed share of flipped labels (sigmoid, robust), e.g. 0.1
+  double rpo_alpha = 0.0;             // weight of the chosen reply's per-token NLL in the loss (RPO), e.g. 1.0
   template <class V> void visit(V& v) {
     v("loss_type", loss_type);
     v("beta", beta, Range::at_least(1e-6));
     v("label_smoothing", label_smoothing, Range::between(0, 0.49));
+    v("rpo_alpha", rpo_alpha, Range::at_least(0));
   }
 };
 
@@ -116,9 +118,9 @@ DpoResult run_dpo(const DpoConfig& config, const std::vector<PreferencePair>& tr
 // Log-probability of each reply after its prompt [N]: the sum over the
 // reply's tokens and, when it finished, its end-of-turn token (or, with
 // `mean`, the per-token mean). A prompt too long for the context loses its
-// oldest tokens.
+// oldest tokens. `tokens`, if given, gets each reply's token count [N].
 torch::Tensor reply_logprobs(GPT& model, const ChatTemplate& chat, const std::vector<const Conversation*>& prompts,
                              const std::vector<const std::string*>& replies, const std::vector<bool>& finished,
-                             bool mean, torch::Device device);
+                             bool mean, torch::Device device, torch::Tensor* tokens = nullptr);
 
 }  // namespace rlhf

@@ -54,4 +54,10 @@ DpoTerms dpo_loss(const torch::Tensor& policy_chosen, const torch::Tensor& polic
   return out;
 }
 
+torch::Tensor chosen_nll(const torch::Tensor& policy_chosen, const torch::Tensor& chosen_tokens,
+                         const torch::Tensor& tie) {
+  const torch::Tensor nll = -policy_chosen / chosen_tokens.to(policy_chosen.dtype()).clamp_min(1);
+  return torch::where(tie, torch::zeros_like(nll), nll);
+}
+
 }  // namespace rlhf

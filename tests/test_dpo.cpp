@@ -49,6 +49,12 @@ TEST(DpoLoss, EachLossTypeMatchesHandComputedValues) {
   EXPECT_NEAR(t.chosen_rewards[0].item<double>(), 0.5, 1e-6);
   EXPECT_NEAR(t.rejected_rewards[0].item<double>(), -0.5, 1e-6);
   EXPECT_NE(test::error_of([] { parse_dpo_loss_type("kto"); }).find("sigmoid"), std::string::npos);
+  // RPO's term: -(sum of log-probs) / tokens per chosen reply, 0 for a tie.
+  const torch::Tensor nll = chosen_nll(torch::tensor({-6.0f, -1.0f, -4.0f}), torch::tensor({3.0f, 4.0f, 2.0f}),
+                                       torch::tensor({false, false, true}));
+  EXPECT_NEAR(nll[0].item<double>(), 2.0, 1e-6);
+  EXPECT_NEAR(nll[1].item<double>(), 0.25, 1e-6);
+  EXPECT_EQ(nll[2].item<double>(), 0.0);
 }
 
 // Pairs where the labelled reply names the order and the other does not.

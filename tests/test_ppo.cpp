@@ -33,8 +33,15 @@ TEST(Configs, EveryShippedConfigLoadsWithoutUnknownKeys) {
   load_config<SftConfig>(dir + "sft.toml", {});
   load_config<RewardTrainConfig>(dir + "rm.toml", {});
   load_config<PpoConfig>(dir + "ppo.toml", {});
+  const auto grpo = load_config<GrpoConfig>(dir + "grpo.toml", {});
+  validate_grpo_config(grpo, 1);
+  const auto rloo = load_config<GrpoConfig>(dir + "grpo.toml", {"--out_dir=runs/rloo"}, rloo_defaults());
+  EXPECT_EQ(rloo.train.advantage, "rloo") << "rlhf rloo keeps its defaults under a GRPO config";
   const auto demo = load_config<PipelineConfig>(dir + "demo.toml", {});
   EXPECT_EQ(demo.rm.train.label_noise, 0.1);
+  EXPECT_EQ(demo.rloo.kl.mode, "reward");
+  validate_grpo_config(demo.grpo, 1);
+  validate_grpo_config(demo.rloo, 1);
   load_config<PipelineConfig>(dir + "ci.toml", {});
 }
 
