@@ -1,6 +1,6 @@
 // Data-parallel training on c10d: two ranks on loopback train to the same
 // parameters as one process with the same global batch (pretraining through
-// the CLI as two processes; PPO and GRPO as two threads of this process), only rank 0
+// the CLI as two processes; PPO, GRPO and DPO as two threads of this process), only rank 0
 // writes, and a rank that dies stops the others with an error in bounded time.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "common/fs.h"
+#include "dpo/dpo.h"
 #include "policy/checkpoint.h"
 #include "process_util.h"
 #include "reward/rm_train.h"
@@ -243,6 +244,35 @@ TEST(Distributed, TwoRanksOfGrpoMatchOneProcessWithTheSameGlobalBatch) {
                 Json::parse(two[i]).at("env/reward_mean").get<double>(), 1e-5)
         << "iteration " << i + 1 << " sampled different replies";
   }
+}
+
+// DPO: each rank takes its share of every step's pairs; the loss is
+// normalised by the whole step's weight, so two ranks train as one.
+TEST(Distributed, TwoRanksOfDpoMatchOneProcessWithTheSameGlobalBatch) {
+  test::TempDir dir("ddp-dpo");
+  test::write_tiny_ppo_inputs(dir.path());
+  const std::vector<PreferencePair> pairs =
+      test::polite_over_curt_pairs(16, "Hi, it shipped today. Have a great day!", "No.");
+  auto config = [&](const std::string& out) {
+    DpoConfig c;
+    c.out_dir = dir.file(out);
+    c.policy = dir.file("policy");
+    c.train.batch_size = 4;  // per rank: 8 pairs a step in the one-process run
+    c.train.max_steps = 4;
+    c.train.threads = 1;
+    c.schedule.lr = 3e-3;
+    c.schedule.warmup_steps = 1;
+    return c;
+  };
+  DpoConfig one = config("one");
+  one.train.batch_size = 8;
+  run_dpo(one, pairs, pairs, 0);
+  run_two_ranks(free_port() + 6, [&](const DistInfo& d) { run_dpo(config("two"), pairs, pairs, 0, d); });
+  expect_same_weights(resolve_checkpoint(dir.file("one")), resolve_checkpoint(dir.file("two")), 2e-4);
+  const auto a = test::file_lines(dir.file("one/metrics.jsonl")), b = test::file_lines(dir.file("two/metrics.jsonl"));
+  ASSERT_EQ(a.size(), b.size());
+  EXPECT_NEAR(Json::parse(a.back()).at("eval/loss").get<double>(), Json::parse(b.back()).at("eval/loss").get<double>(),
+              1e-4);
 }
 
 TEST(Distributed, TwoProcessesOfPpoMatchOneWithTheSameGlobalBatchAndOnlyRankZeroWrites) {
