@@ -134,14 +134,13 @@ void run_generate(const PolicyArgs& a, const std::string& prompts_path, const st
       }
     }
     Generation g = generate(p.policy.model, prompts, a.sampling, p.chat->stop_tokens(), p.chat->pad_id(), seeds);
+    const std::vector<ChatReply> replies = decode_replies(*p.chat, g.tokens, g.lengths, g.finished);
     for (size_t r = 0; r < prompts.size(); ++r) {
-      const int64_t n = g.lengths[r].item<int64_t>();
-      const std::vector<int32_t> ids = row_tokens(g.tokens, g.lengths, static_cast<int64_t>(r));
-      tokens += n;
+      tokens += replies[r].tokens;
       Json row = {{"prompt", conversation_to_json(items[which[r]].conv)},
-                  {"response", p.chat->decode_reply(ids)},
-                  {"finished", g.finished[r].item<bool>()},
-                  {"tokens", n}};
+                  {"response", replies[r].text},
+                  {"finished", replies[r].finished},
+                  {"tokens", replies[r].tokens}};
       if (items[which[r]].source.contains("metadata")) row["metadata"] = items[which[r]].source["metadata"];
       out.write(row);
     }

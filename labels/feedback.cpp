@@ -79,12 +79,11 @@ CandidatesResult queue_candidates(const CandidatesConfig& c) {
         times.start("generation");
         Generation g = generate(policy.model, prompts, sc, chat.stop_tokens(), chat.pad_id(), seeds);
         times.start("store");
+        const std::vector<ChatReply> replies = decode_replies(chat, g.tokens, g.lengths, g.finished);
         for (size_t r = r0; r < r1; ++r) {
-          const int64_t row = static_cast<int64_t>(r - r0);
-          const std::vector<int32_t> ids = row_tokens(g.tokens, g.lengths, row);
+          const ChatReply& reply = replies[r - r0];
           Item& item = items[rows[r].first];
-          const int64_t id = store.add_candidate(item.prompt_id, chat.decode_reply(ids), g.finished[row].item<bool>(),
-                                                 policy.dir, sampling);
+          const int64_t id = store.add_candidate(item.prompt_id, reply.text, reply.finished, policy.dir, sampling);
           if (std::find(item.candidates.begin(), item.candidates.end(), id) == item.candidates.end()) {
             item.candidates.push_back(id);
             ++result.candidates;

@@ -271,11 +271,9 @@ SftResult run_sft(const SftConfig& cfg, const DistInfo& dist) {
     });
     Generation g = generate(model, prompts, cfg.sample.sampling, chat.stop_tokens(), pad);
     std::string text;
+    const std::vector<ChatReply> replies = decode_replies(chat, g.tokens, g.lengths, g.finished);
     for (size_t i = 0; i < prompts.size(); ++i) {
-      std::vector<int32_t> ids;
-      for (int64_t j = 0; j < g.lengths[i].item<int64_t>(); ++j) ids.push_back(static_cast<int32_t>(g.tokens[i][j].item<int64_t>()));
-      const std::string reply = chat.decode_reply(ids);
-      result.samples.push_back("customer: " + convs[i].back().content + "\nagent: " + reply);
+      result.samples.push_back("customer: " + convs[i].back().content + "\nagent: " + replies[i].text);
       text += result.samples.back() + "\n\n";
     }
     if (dist.is_main()) write_file_atomic(run.file("samples.txt"), text);

@@ -165,11 +165,10 @@ CompareReport run_compare(const CompareConfig& c) {
                                               chat.pad_id(), c.sampling.temperature);
         for (int64_t r = 0; r < d.size(0); ++r) kl[i].push_back(d[r].item<double>());
       }
-      for (size_t r = b; r < e; ++r) {
-        const int64_t row = static_cast<int64_t>(r - b);
-        replies[i].push_back(chat.decode_reply(row_tokens(g.tokens, g.lengths, row)));
-        finished[i].push_back(g.finished[row].item<bool>());
-        length[i].push_back(static_cast<double>(g.lengths[row].item<int64_t>()));
+      for (const ChatReply& reply : decode_replies(chat, g.tokens, g.lengths, g.finished)) {
+        replies[i].push_back(reply.text);
+        finished[i].push_back(reply.finished);
+        length[i].push_back(static_cast<double>(reply.tokens));
       }
       log_info("compare: ", report.names[i], " ", e, "/", ids.size(), " replies");
     }

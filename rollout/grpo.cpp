@@ -284,17 +284,8 @@ OnlineResult run_grpo(const GrpoConfig& cfg, const RewardFn& custom_reward, cons
     }
 
     // 5. Validation (rank 0; the others wait) and checkpoints.
-    bool best = false;
-    if (validation.due(done, tc.iterations)) {
-      times.start("validation");
-      if (dist.is_main()) best = validation.validate(m.policy, done, cfg.kl.coef, run, tc.advantage);
-      barrier(dist);
-    }
-    const bool last = done == tc.iterations;
-    if (best || last || (tc.checkpoint_interval > 0 && done % tc.checkpoint_interval == 0)) {
-      times.start("checkpoint");
-      save(done, best);
-    }
+    validate_and_checkpoint(validation, m.policy, done, tc.iterations, cfg.kl.coef, tc.checkpoint_interval, run,
+                            tc.advantage, dist, times, [&](bool best) { save(done, best); });
     times.stop();
     row.update(times.metrics());
     run.log_metrics(row);

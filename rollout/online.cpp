@@ -109,9 +109,10 @@ std::vector<double> rubric_scores(const SampledReplies& replies, const std::vect
   const int64_t B = replies.response_ids.size(0);
   RLHF_CHECK(static_cast<int64_t>(items.size()) == B, "one prompt per scored row");
   std::vector<double> out;
+  const std::vector<ChatReply> decoded = decode_replies(chat, replies.response_ids, replies.lengths, replies.finished);
   for (int64_t i = 0; i < B; ++i) {
-    const std::string text = chat.decode_reply(row_tokens(replies.response_ids, replies.lengths, i));
-    out.push_back(gold_of(items[i]->metadata, items[i]->conversation, text, replies.finished[i].item<bool>()));
+    const ChatReply& r = decoded[static_cast<size_t>(i)];
+    out.push_back(gold_of(items[i]->metadata, items[i]->conversation, r.text, r.finished));
   }
   return out;
 }
@@ -175,6 +176,21 @@ void for_each_micro_batch(const std::vector<int64_t>& local, int micro_batch, Gr
     step(all.narrow(0, s, std::min<int64_t>(micro_batch, count - s)));
   }
   sync.finish();
+}
+
+void validate_and_checkpoint(ValidationTracker& validation, GPT& policy, int64_t done, int64_t total, double kl_coef,
+                             int checkpoint_interval, RunDir& run, const std::string& stage, const DistInfo& dist,
+                             PhaseTimer& times, const std::function<void(bool best)>& save) {
+  bool best = false;
+  if (validation.due(done, total)) {
+    times.start("validation");
+    if (dist.is_main()) best = validation.validate(policy, done, kl_coef, run, stage);
+    barrier(dist);
+  }
+  if (best || done == total || (checkpoint_interval > 0 && done % checkpoint_interval == 0)) {
+    times.start("checkpoint");
+    save(best);
+  }
 }
 
 OnlineResult online_result(const std::string& out_dir, const std::vector<ValidationResult>& validations) {

@@ -17,6 +17,7 @@
 #include "reward/reward_model.h"
 #include "rollout/validation.h"
 #include "train/distributed.h"
+#include "train/progress.h"
 #include "train/run_dir.h"
 
 namespace rlhf {
@@ -179,5 +180,12 @@ class ValidationTracker {
   std::vector<ValidationResult> history_;
   double best_objective_;
 };
+
+// The end of an online iteration `done` of `total`: validation when due
+// (rank 0; the others wait), then `save(best)` when it is the best so far,
+// the last iteration or a multiple of `checkpoint_interval`.
+void validate_and_checkpoint(ValidationTracker& validation, GPT& policy, int64_t done, int64_t total, double kl_coef,
+                             int checkpoint_interval, RunDir& run, const std::string& stage, const DistInfo& dist,
+                             PhaseTimer& times, const std::function<void(bool best)>& save);
 
 }  // namespace rlhf

@@ -120,6 +120,15 @@ std::vector<std::string> stale_reasons(const PipelineConfig& c, const StageFinge
   return why;
 }
 
+// The label store's pairs for a stage that trains on them (reward model,
+// DPO), split into training and held-out pairs by prompt.
+std::pair<std::vector<PreferencePair>, std::vector<PreferencePair>> labelled_pairs(const RewardDataConfig& data,
+                                                                                  int64_t seed, int64_t* last_label) {
+  labels::LabelStore store(data.preferences);
+  return split_by_prompt(labels::store_preferences(store, data.since_label, last_label), data.eval_fraction,
+                         static_cast<uint64_t>(seed));
+}
+
 std::string utc_stamp() {
   const std::time_t t = std::time(nullptr);
   std::tm tm{};
@@ -303,10 +312,8 @@ Json run_pipeline(const PipelineConfig& config) {
       const auto r = labels::label_simulated(store, c.simulated_rater, c.label);
       result = {{"labels", r.labelled}, {"expected_self_agreement", expected_self_agreement(c.label)}};
     } else if (stage == "rm") {
-      labels::LabelStore store(c.rm.data.preferences);
       int64_t last = 0;
-      auto [train, eval] = split_by_prompt(labels::store_preferences(store, c.rm.data.since_label, &last),
-                                           c.rm.data.eval_fraction, static_cast<uint64_t>(c.rm.train.seed));
+      auto [train, eval] = labelled_pairs(c.rm.data, c.rm.train.seed, &last);
       const RewardTrainResult r = run_reward_training(c.rm, train, eval, last);
       result = {{"checkpoint", r.checkpoint}, {"eval", r.eval.to_json()}};
     } else if (stage == "ppo" || stage == "grpo" || stage == "rloo") {
@@ -315,10 +322,8 @@ Json run_pipeline(const PipelineConfig& config) {
       for (const auto& v : r.validations) validations.push_back(v.to_json());
       result = {{"checkpoint", r.checkpoint}, {"best_checkpoint", r.best_checkpoint}, {"validations", validations}};
     } else if (stage == "dpo") {
-      labels::LabelStore store(c.dpo.data.preferences);
       int64_t last = 0;
-      auto [train, eval] = split_by_prompt(labels::store_preferences(store, c.dpo.data.since_label, &last),
-                                           c.dpo.data.eval_fraction, static_cast<uint64_t>(c.dpo.train.seed));
+      auto [train, eval] = labelled_pairs(c.dpo.data, c.dpo.train.seed, &last);
       const DpoResult r = run_dpo(c.dpo, train, eval, last);
       result = {{"checkpoint", r.checkpoint}, {"eval", r.eval.to_json("")}};
     } else if (stage == "compare") {
@@ -381,7 +386,9 @@ std::string stage_result(const std::string& stage, const Json& r) {
   }
   if (stage == "dpo" && r.contains("eval")) {
     const Json& e = r["eval"];
-    return "held-out pairs: accuracy " + percent(e.value("accuracy", 0.0)) + ", margin " + fixed(e.value("margin", 0.0), 3);
+    return "held-out pairs: accuracy " + percent(e.value("rewards/accuracies", 0.0)) + ", margin " +
+           fixed(e.value("rewards/margins", 0.0), 3) + ", log-probs chosen " + fixed(e.value("logps/chosen", 0.0), 2) +
+           " rejected " + fixed(e.value("logps/rejected", 0.0), 2);
   }
   if ((stage == "ppo" || stage == "grpo" || stage == "rloo") && r.contains("validations") && !r["validations"].empty()) {
     std::string gold, kl;

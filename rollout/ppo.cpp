@@ -104,15 +104,132 @@ torch::Tensor response_logprobs(GPT& model, const torch::Tensor& full_ids, const
   return logprobs_from_logits(logits, response_ids, temperature);
 }
 
+namespace {
+
+// What the phases of one PPO iteration read.
+struct PpoContext {
+  const PpoConfig& cfg;
+  Models& m;
+  const ChatTemplate& chat;
+  const std::vector<PromptItem>& prompts;
+  const RewardFn& custom_reward;
+  const DistInfo& dist;
+  int rows, row0, local_n;  // the iteration's rollouts (all ranks), and this rank's share
+};
+
+// 2. Scoring, without gradients: old and reference log-probs, values, the
+// reward, the per-token KL and its penalty, GAE advantages (whitened over
+// every rank's rollouts). Returns each row's gold score (NaN without facts).
+std::vector<double> score_rollout(const PpoContext& c, Rollout& ro, double kl_coef, PhaseTimer& times) {
+  torch::NoGradGuard no_grad;
+  const PpoConfig& cfg = c.cfg;
+  Models& m = c.m;
+  const double temperature = cfg.rollout.temperature;
+  const int64_t tq = ro.query_ids.size(1), n = ro.response_ids.size(1);
+  const torch::Tensor full = ro.full_ids(), full_mask = ro.full_mask();
+  ro.logprobs = response_logprobs(m.policy, full, full_mask, tq, ro.response_ids, temperature);
+  times.start("reference");
+  ro.ref_logprobs = response_logprobs(m.reference, full, full_mask, tq, ro.response_ids, temperature);
+  times.start("value");
+  ro.values = m.value->forward_tokens(full, full_mask).narrow(1, tq - 1, n);
+  times.start("reward");
+  std::vector<const PromptItem*> items;
+  for (int64_t i : ro.prompt_index) items.push_back(&c.prompts[i]);
+  std::vector<double> gold;
+  if (c.custom_reward) {
+    ro.raw_scores = c.custom_reward(ro).to(torch::kFloat);
+    ro.scores = ppo::apply_missing_eos_penalty(ro.raw_scores, ro.finished, cfg.reward.missing_eos_penalty);
+    gold = rubric_scores(ro, items, c.chat);
+  } else {
+    ReplyScores rs = score_replies(cfg.reward, m.reward ? &m.reward : nullptr, ro, items, c.chat);
+    ro.raw_scores = rs.raw;
+    ro.scores = rs.scores;
+    gold = std::move(rs.gold);
+  }
+  times.start("advantages");
+  // One KL per token: penalised here, logged and fed to the controller.
+  ro.kl = ppo::kl_estimate(ro.logprobs, ro.ref_logprobs, cfg.kl.estimator) * ro.response_mask;
+  ro.rewards = ppo::token_rewards(ro.scores, ro.kl, ro.response_mask, kl_coef);
+  std::tie(ro.advantages, ro.returns) =
+      ppo::gae(ro.rewards, ro.values, ro.response_mask, cfg.train.gamma, cfg.train.lambda);
+  if (cfg.train.whiten_advantages) {
+    const auto s = all_reduce_sum(c.dist, {(ro.advantages * ro.response_mask).sum().item<double>(),
+                                           (ro.advantages.pow(2) * ro.response_mask).sum().item<double>(),
+                                           ro.response_mask.sum().item<double>()});
+    const double mean = s[0] / s[2], var = (s[1] / s[2] - mean * mean) * s[2] / std::max(1.0, s[2] - 1);
+    ro.advantages = (ro.advantages - mean) / std::sqrt(var + 1e-8) * ro.response_mask;
+  }
+  return gold;
+}
+
+// 3. The PPO epochs: shuffled minibatches of the global batch, each rank
+// training on its rows of each in micro-batches; `frac` scales both
+// learning rates (annealing).
+TrainStats ppo_update(const PpoContext& c, const Rollout& ro, int64_t it, double frac, GradientSync& sync,
+                      AdamW& policy_opt, AdamW& value_opt, const std::vector<NamedParameter>& policy_params,
+                      const std::vector<NamedParameter>& value_params) {
+  const PpoLoopConfig& tc = c.cfg.train;
+  Models& m = c.m;
+  const double temperature = c.cfg.rollout.temperature;
+  const int64_t tq = ro.query_ids.size(1), n = ro.response_ids.size(1);
+  const torch::Tensor full = ro.full_ids(), full_mask = ro.full_mask();
+  TrainStats st;
+  for (int epoch = 0; epoch < tc.ppo_epochs; ++epoch) {
+    const uint64_t shuffle =
+        mix_seed({static_cast<uint64_t>(tc.seed), static_cast<uint64_t>(it), static_cast<uint64_t>(epoch)});
+    for (const std::vector<int64_t>& local : local_minibatches(c.rows, tc.minibatches, shuffle, c.row0, c.local_n)) {
+      const double mb_tokens = all_reduce_sum(
+          c.dist, local.empty() ? 0.0 : ro.response_mask.index_select(0, torch::tensor(local)).sum().item<double>());
+      for_each_micro_batch(local, tc.micro_batch, sync, [&](const torch::Tensor& idx) {
+        auto pick = [&](const torch::Tensor& t) { return t.index_select(0, idx); };
+        const torch::Tensor mask = pick(ro.response_mask);
+        torch::Tensor entropy;
+        const torch::Tensor lp = response_logprobs(m.policy, pick(full), pick(full_mask), tq, pick(ro.response_ids),
+                                                   temperature, &entropy);
+        const torch::Tensor v = m.value->forward_tokens(pick(full), pick(full_mask)).narrow(1, tq - 1, n);
+        const ppo::PolicyLoss pl =
+            ppo::policy_loss(lp, pick(ro.logprobs), pick(ro.advantages), mask, tc.clip, mb_tokens);
+        const ppo::ValueLoss vl =
+            ppo::value_loss(v, pick(ro.values), pick(ro.returns), mask, tc.value_clip, mb_tokens);
+        (pl.loss + tc.vf_coef * vl.loss).backward();
+        st.policy_loss += pl.loss.item<double>();
+        st.value_loss += vl.loss.item<double>();
+        st.clipfrac += pl.clipfrac.item<double>();
+        st.value_clipfrac += vl.clipfrac.item<double>();
+        st.approx_kl += pl.approx_kl.item<double>();
+        st.entropy += ppo::masked_mean(entropy, mask, mb_tokens).item<double>();
+      });
+      ++st.count;
+      clip_grad_norm(policy_params, tc.grad_clip);
+      clip_grad_norm(value_params, tc.grad_clip);
+      policy_opt.step(tc.lr * frac);
+      value_opt.step(tc.value_lr * frac);
+      policy_opt.zero_grad();
+      value_opt.zero_grad();
+    }
+  }
+  return st;
+}
+
+}  // namespace
+
+void validate_ppo_config(const PpoConfig& cfg, int world_size) {
+  const auto& rc = cfg.rollout;
+  if (rc.batch_size % cfg.train.minibatches != 0 || rc.batch_size % world_size != 0) {
+    fail(ErrorKind::kConfig, "rollout.batch_size (", rc.batch_size, ") must be a multiple of train.minibatches (",
+         cfg.train.minibatches, ") and of the number of ranks (", world_size, ")");
+  }
+  if (rc.temperature <= 0) fail(ErrorKind::kConfig, "rollout.temperature must be positive (PPO samples)");
+  if (cfg.kl.estimator != "k1" && cfg.kl.estimator != "k3") {
+    fail(ErrorKind::kConfig, "kl.estimator '", cfg.kl.estimator, "' is not one of k1, k3");
+  }
+}
+
 PpoResult run_ppo(const PpoConfig& cfg, const RewardFn& custom_reward, const DistInfo& dist,
                   const FreshPairsFn& feedback) {
   const auto& tc = cfg.train;
   const auto& rc = cfg.rollout;
-  if (rc.batch_size % tc.minibatches != 0 || rc.batch_size % dist.world_size != 0) {
-    fail(ErrorKind::kConfig, "rollout.batch_size (", rc.batch_size, ") must be a multiple of train.minibatches (",
-         tc.minibatches, ") and of the number of ranks (", dist.world_size, ")");
-  }
-  if (rc.generation_batch < 1) fail(ErrorKind::kConfig, "rollout.generation_batch must be at least 1");
+  validate_ppo_config(cfg, dist.world_size);
   const int threads = set_torch_threads(tc.threads);
   const torch::Device device = parse_device(tc.device);
   RunDir run(cfg.out_dir, dist.is_main());
@@ -123,7 +240,6 @@ PpoResult run_ppo(const PpoConfig& cfg, const RewardFn& custom_reward, const Dis
   const int32_t pad = chat.pad_id();
   const std::vector<PromptItem> prompts = load_prompts(cfg.prompts, chat, m.system_prompt);
   const double temperature = rc.temperature;
-  if (temperature <= 0) fail(ErrorKind::kConfig, "rollout.temperature must be positive (PPO samples)");
 
   std::vector<NamedParameter> policy_params = trainable_parameters(*m.policy, m.policy_lora.get()),
                               value_params = trainable_parameters(*m.value, m.value_lora.get());
@@ -198,6 +314,7 @@ PpoResult run_ppo(const PpoConfig& cfg, const RewardFn& custom_reward, const Dis
   all_params.insert(all_params.end(), value_params.begin(), value_params.end());
   broadcast_parameters(dist, all_params);
   GradientSync sync(dist, all_params);
+  const PpoContext ctx{cfg, m, chat, prompts, custom_reward, dist, G, row0, local_n};
   for (int64_t it = start; it < tc.iterations; ++it) {
     // 1. Rollouts: pure sampling from the current policy. Row i of the
     // iteration always gets the same prompt and seed, whoever generates it.
@@ -217,82 +334,13 @@ PpoResult run_ppo(const PpoConfig& cfg, const RewardFn& custom_reward, const Dis
     sc.max_new_tokens = rc.max_new_tokens;
     static_cast<SampledReplies&>(ro) = sample_replies(m.policy, query_ids, 1, sc, rc.generation_batch, chat, seeds);
     const torch::Tensor& reply_lengths = ro.lengths;
-    std::vector<double> gold_scores;
 
-    // 2. Scoring: old log-probs, reference log-probs, values, reward.
+    // 2. Scoring, 3. the PPO epochs.
     times.start("policy_logprobs");
-    const int64_t tq = ro.query_ids.size(1), n = ro.response_ids.size(1);
-    const torch::Tensor full = ro.full_ids(), full_mask = ro.full_mask();
-    {
-      torch::NoGradGuard no_grad;
-      ro.logprobs = response_logprobs(m.policy, full, full_mask, tq, ro.response_ids, temperature);
-      times.start("reference");
-      ro.ref_logprobs = response_logprobs(m.reference, full, full_mask, tq, ro.response_ids, temperature);
-      times.start("value");
-      ro.values = m.value->forward_tokens(full, full_mask).narrow(1, tq - 1, n);
-      times.start("reward");
-      std::vector<const PromptItem*> items;
-      for (int64_t i : ro.prompt_index) items.push_back(&prompts[i]);
-      if (custom_reward) {
-        ro.raw_scores = custom_reward(ro).to(torch::kFloat);
-        ro.scores = ppo::apply_missing_eos_penalty(ro.raw_scores, ro.finished, cfg.reward.missing_eos_penalty);
-        gold_scores = rubric_scores(ro, items, chat);
-      } else {
-        ReplyScores rs = score_replies(cfg.reward, m.reward ? &m.reward : nullptr, ro, items, chat);
-        ro.raw_scores = rs.raw;
-        ro.scores = rs.scores;
-        gold_scores = std::move(rs.gold);
-      }
-      times.start("advantages");
-      // One KL per token: penalised here, logged and fed to the controller below.
-      ro.kl = ppo::kl_estimate(ro.logprobs, ro.ref_logprobs, cfg.kl.estimator) * ro.response_mask;
-      ro.rewards = ppo::token_rewards(ro.scores, ro.kl, ro.response_mask, kl_ctl.value());
-      std::tie(ro.advantages, ro.returns) = ppo::gae(ro.rewards, ro.values, ro.response_mask, tc.gamma, tc.lambda);
-      if (tc.whiten_advantages) {
-        // Whitening statistics over every rank's rollouts.
-        const auto s = all_reduce_sum(dist, {(ro.advantages * ro.response_mask).sum().item<double>(),
-                                             (ro.advantages.pow(2) * ro.response_mask).sum().item<double>(),
-                                             ro.response_mask.sum().item<double>()});
-        const double mean = s[0] / s[2], var = (s[1] / s[2] - mean * mean) * s[2] / std::max(1.0, s[2] - 1);
-        ro.advantages = (ro.advantages - mean) / std::sqrt(var + 1e-8) * ro.response_mask;
-      }
-    }
-
-    // 3. PPO epochs over shuffled minibatches (of the global batch) of
-    // micro-batches; each rank trains on its rows of each minibatch.
+    const std::vector<double> gold_scores = score_rollout(ctx, ro, kl_ctl.value(), times);
     times.start("update");
     const double frac = tc.anneal_lr ? 1.0 - static_cast<double>(it) / static_cast<double>(tc.iterations) : 1.0;
-    TrainStats st;
-    for (int epoch = 0; epoch < tc.ppo_epochs; ++epoch) {
-      const uint64_t shuffle = mix_seed({static_cast<uint64_t>(tc.seed), static_cast<uint64_t>(it), static_cast<uint64_t>(epoch)});
-      for (const std::vector<int64_t>& local : local_minibatches(G, tc.minibatches, shuffle, row0, local_n)) {
-        const double mb_tokens = all_reduce_sum(dist, local.empty() ? 0.0 : ro.response_mask.index_select(0, torch::tensor(local)).sum().item<double>());
-        for_each_micro_batch(local, tc.micro_batch, sync, [&](const torch::Tensor& idx) {
-          auto pick = [&](const torch::Tensor& t) { return t.index_select(0, idx); };
-          const torch::Tensor mask = pick(ro.response_mask);
-          torch::Tensor entropy;
-          const torch::Tensor lp = response_logprobs(m.policy, pick(full), pick(full_mask), tq, pick(ro.response_ids),
-                                                     temperature, &entropy);
-          const torch::Tensor v = m.value->forward_tokens(pick(full), pick(full_mask)).narrow(1, tq - 1, n);
-          const ppo::PolicyLoss pl = ppo::policy_loss(lp, pick(ro.logprobs), pick(ro.advantages), mask, tc.clip, mb_tokens);
-          const ppo::ValueLoss vl = ppo::value_loss(v, pick(ro.values), pick(ro.returns), mask, tc.value_clip, mb_tokens);
-          (pl.loss + tc.vf_coef * vl.loss).backward();
-          st.policy_loss += pl.loss.item<double>();
-          st.value_loss += vl.loss.item<double>();
-          st.clipfrac += pl.clipfrac.item<double>();
-          st.value_clipfrac += vl.clipfrac.item<double>();
-          st.approx_kl += pl.approx_kl.item<double>();
-          st.entropy += ppo::masked_mean(entropy, mask, mb_tokens).item<double>();
-        });
-        ++st.count;
-        clip_grad_norm(policy_params, tc.grad_clip);
-        clip_grad_norm(value_params, tc.grad_clip);
-        policy_opt.step(tc.lr * frac);
-        value_opt.step(tc.value_lr * frac);
-        policy_opt.zero_grad();
-        value_opt.zero_grad();
-      }
-    }
+    const TrainStats st = ppo_update(ctx, ro, it, frac, sync, policy_opt, value_opt, policy_params, value_params);
 
     // 4. Statistics over every rank's rollouts, the KL controller, metrics.
     times.start("statistics");
@@ -357,17 +405,8 @@ PpoResult run_ppo(const PpoConfig& cfg, const RewardFn& custom_reward, const Dis
     if (g[7] > 0) row["env/gold_mean"] = g[6] / g[7];
 
     // 5. Validation (rank 0; the others wait) and checkpoints.
-    const bool last = done == tc.iterations;
-    bool best = false;
-    if (validation.due(done, tc.iterations)) {
-      times.start("validation");
-      if (dist.is_main()) best = validation.validate(m.policy, done, beta, run, "ppo");
-      barrier(dist);
-    }
-    if (best || last || (tc.checkpoint_interval > 0 && done % tc.checkpoint_interval == 0)) {
-      times.start("checkpoint");
-      save(done, best);
-    }
+    validate_and_checkpoint(validation, m.policy, done, tc.iterations, beta, tc.checkpoint_interval, run, "ppo", dist,
+                            times, [&](bool best) { save(done, best); });
     // The iteration's time by phase (rank 0's), then the line and the row.
     times.stop();
     row.update(times.metrics());

@@ -132,6 +132,10 @@ struct Rollout : SampledReplies {
 
 using PpoResult = OnlineResult;
 
+// Settings that must agree with each other and with the number of ranks,
+// checked before any model loads; an error names the key.
+void validate_ppo_config(const PpoConfig& config, int world_size);
+
 // `reward` overrides the reward model (the value model then starts from the
 // policy's backbone).
 // `feedback` receives fresh reply pairs every feedback.every iterations (rank 0).

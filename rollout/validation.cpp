@@ -95,11 +95,12 @@ PolicyReplies validation_replies(GPT& policy, GPT& reference, ScalarHeadModel& r
     const torch::Tensor kl = generation_kl(policy, reference, ids, g, config.max_new_tokens, chat.pad_id(),
                                            config.temperature, &full, &full_mask);
     const torch::Tensor reward = reward_model->normalized(reward_model->forward(full, full_mask));
+    const std::vector<ChatReply> replies = decode_replies(chat, g.tokens, g.lengths, g.finished);
     for (size_t k = i; k < end; ++k) {
       const int64_t r = static_cast<int64_t>(k - i);
-      out.text.push_back(chat.decode_reply(row_tokens(g.tokens, g.lengths, r)));
-      out.finished.push_back(g.finished[r].item<bool>());
-      out.tokens.push_back(g.lengths[r].item<int64_t>());
+      out.text.push_back(replies[static_cast<size_t>(r)].text);
+      out.finished.push_back(replies[static_cast<size_t>(r)].finished);
+      out.tokens.push_back(replies[static_cast<size_t>(r)].tokens);
       out.kl.push_back(kl[r].item<double>());
       out.reward.push_back(reward[r].item<double>());
       out.gold.push_back(gold_of(prompts[k].metadata, prompts[k].conversation, out.text.back(), out.finished.back()));

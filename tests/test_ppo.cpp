@@ -443,6 +443,26 @@ TEST(Grpo, ResumeFromACheckpointEqualsTheUninterruptedRun) {
   EXPECT_TRUE(row.contains("objective/k3_per_token"));
 }
 
+// Online RLHF with GRPO: two replies of one group go out as a comparison,
+// with no extra sampling.
+TEST(Grpo, TwoRepliesOfAGroupGoToTheRatersWhileItRuns) {
+  PpoFixture f;
+  GrpoConfig c = grpo_config(f, "live");
+  c.train.iterations = 4;
+  c.feedback.every = 2;
+  c.feedback.prompts = 3;
+  std::vector<FreshPair> pushed;
+  run_grpo(c, f.reward(), {}, [&](const std::vector<FreshPair>& pairs) {
+    pushed.insert(pushed.end(), pairs.begin(), pairs.end());
+  });
+  ASSERT_EQ(pushed.size(), 6u) << "iterations 2 and 4, 3 prompts each";
+  EXPECT_EQ(pushed[0].iteration, 2);
+  EXPECT_EQ(pushed[5].iteration, 4);
+  int differ = 0;
+  for (const FreshPair& p : pushed) differ += p.reply_a != p.reply_b ? 1 : 0;
+  EXPECT_GT(differ, 0) << "two samples of a prompt, not one reply twice";
+}
+
 TEST(Grpo, BadSettingsAreRefusedBeforeAnyModelLoadsWithTheKeyNamed) {
   PpoFixture f;
   auto error = [&](const std::function<void(GrpoConfig&)>& edit, int world = 1) {
@@ -486,6 +506,15 @@ TEST(Grpo, ThePipelineTrainsAndComparesEveryListedAlgorithmFromTheSameSftModel) 
   EXPECT_EQ(w.dpo.data.preferences, w.rm.data.preferences);
   EXPECT_EQ(w.rloo.train.advantage, "rloo");
   EXPECT_EQ(w.rloo.out_dir, "/tmp/run/rloo");
+  // The report's line for each: DPO's held-out pairs, the online stages' validations.
+  const Json summary = {
+      {"dpo", {{"seconds", 269.0}, {"eval", {{"rewards/accuracies", 0.634}, {"rewards/margins", 0.164},
+                                             {"logps/chosen", -15.0}, {"logps/rejected", -18.2}}}}},
+      {"rloo", {{"seconds", 533.0}, {"validations", Json::array({{{"iteration", 0}, {"gold", 0.79}, {"kl", 0.0}},
+                                                                  {{"iteration", 60}, {"gold", 3.38}, {"kl", 3.4}}})}}}};
+  const std::string report = pipeline_report(summary);
+  EXPECT_NE(report.find("| dpo | 4m29s | held-out pairs: accuracy 63.4%, margin 0.164"), std::string::npos) << report;
+  EXPECT_NE(report.find("| rloo | 8m53s | validation gold 0.79, 3.38"), std::string::npos) << report;
   // Without them, the demo's comparison is PPO against SFT as before.
   EXPECT_EQ(wire_pipeline(PipelineConfig()).compare.names, (std::vector<std::string>{"ppo", "sft"}));
 }

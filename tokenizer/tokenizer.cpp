@@ -27,6 +27,9 @@ const std::vector<std::string>& defaults() {
 const char* const kChatTemplate =
     "{{ '<|endoftext|>' }}{% for m in messages %}{{ '<|' + m['role'] + '|>' + m['content'] + '<|end|>' }}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}";
+const char* const kLegacyChatTemplate =
+    "{% for m in messages %}{{ '<|' + m['role'] + '|>' + m['content'] + '<|end|>' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}";
 }  // namespace special
 
 namespace {
@@ -682,6 +685,10 @@ TokenizerConfig read_tokenizer_config(const std::string& dir) {
       } else {
         fail(ErrorKind::kData, path, ": \"chat_template\" must be a string (Jinja source)");
       }
+      // Checkpoints written before the template drove rendering carry our
+      // template without its leading <|endoftext|>, which the policy was
+      // nonetheless trained with: they get our template as it is now.
+      if (out.chat_template == special::kLegacyChatTemplate) out.chat_template = special::kChatTemplate;
     }
   }
   const std::string jinja_path = join_path(dir, "chat_template.jinja");
