@@ -185,27 +185,35 @@ TEST(PpoMath, GroupRelativeAdvantagesMatchHandComputedGroups) {
             std::string::npos);
 }
 
+// What every online test run (PPO, GRPO) shares: the tiny policy and its
+// prompts in `dir`, no reward model (the test gives one), no validation.
+template <class Config>
+Config tiny_online_config(const test::TempDir& dir, const std::string& out) {
+  Config c;
+  c.out_dir = dir.file(out);
+  c.policy = dir.file("policy");
+  c.reward_model = "";
+  c.prompts = dir.file("prompts.jsonl");
+  c.validation.prompts = "";
+  c.rollout.max_new_tokens = 12;
+  c.reward.missing_eos_penalty = 0;
+  c.train.lr = 3e-3;
+  c.train.threads = 2;
+  c.kl.coef = 0.01;
+  return c;
+}
+
 struct PpoFixture {
   test::TempDir dir{"ppo"};
   int32_t vocab = 0;
   PpoFixture() { vocab = test::write_tiny_ppo_inputs(dir.path()); }
   PpoConfig config(const std::string& out) const {
-    PpoConfig c;
-    c.out_dir = dir.file(out);
-    c.policy = dir.file("policy");
-    c.reward_model = "";
-    c.prompts = dir.file("prompts.jsonl");
-    c.validation.prompts = "";
+    PpoConfig c = tiny_online_config<PpoConfig>(dir, out);
     c.rollout.batch_size = 16;
-    c.rollout.max_new_tokens = 12;
-    c.reward.missing_eos_penalty = 0;
     c.train.minibatches = 2;
     c.train.micro_batch = 8;
     c.train.ppo_epochs = 2;
-    c.train.lr = 3e-3;
     c.train.value_lr = 3e-3;
-    c.train.threads = 2;
-    c.kl.coef = 0.01;
     return c;
   }
   // Toy reward: how many reply tokens come from a tenth of the vocabulary
@@ -349,20 +357,10 @@ TEST(Ppo, FreshRepliesGoToTheLabelStoreWhileItRuns) {
 // ---- GRPO and RLOO
 
 GrpoConfig grpo_config(const PpoFixture& f, const std::string& out) {
-  GrpoConfig c;
-  c.out_dir = f.dir.file(out);
-  c.policy = f.dir.file("policy");
-  c.reward_model = "";
-  c.prompts = f.dir.file("prompts.jsonl");
-  c.validation.prompts = "";
+  GrpoConfig c = tiny_online_config<GrpoConfig>(f.dir, out);
   c.rollout.prompts = 8;
   c.rollout.samples = 4;
-  c.rollout.max_new_tokens = 12;
-  c.reward.missing_eos_penalty = 0;
   c.train.micro_batch = 16;
-  c.train.lr = 3e-3;
-  c.train.threads = 2;
-  c.kl.coef = 0.01;
   return c;
 }
 
