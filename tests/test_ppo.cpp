@@ -235,6 +235,16 @@ std::vector<double> reward_curve(const std::string& metrics) {
   return out;
 }
 
+// The means of a curve's first and last `n` points.
+std::pair<double, double> first_and_last_means(const std::vector<double>& curve, size_t n) {
+  double first = 0, last = 0;
+  for (size_t i = 0; i < n; ++i) {
+    first += curve[i] / static_cast<double>(n);
+    last += curve[curve.size() - n + i] / static_cast<double>(n);
+  }
+  return {first, last};
+}
+
 TEST(Ppo, AFewIterationsRaiseAToyReward) {
   PpoFixture f;
   PpoConfig c = f.config("toy");
@@ -245,11 +255,7 @@ TEST(Ppo, AFewIterationsRaiseAToyReward) {
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   const std::vector<double> curve = reward_curve(c.out_dir + "/metrics.jsonl");
   ASSERT_EQ(curve.size(), 60u);
-  double first = 0, last = 0;
-  for (int i = 0; i < 5; ++i) {
-    first += curve[i] / 5;
-    last += curve[55 + i] / 5;
-  }
+  const auto [first, last] = first_and_last_means(curve, 5);
   EXPECT_GT(last, 2 * first) << "the toy reward did not rise: " << first << " -> " << last;
   std::printf("toy reward %.2f -> %.2f in %.1f s\n", first, last, seconds);
 }
@@ -400,11 +406,7 @@ TEST(Grpo, AFewIterationsRaiseAToyRewardWithEachAdvantage) {
     run_grpo(c, f.reward());
     const std::vector<double> curve = reward_curve(c.out_dir + "/metrics.jsonl");
     ASSERT_EQ(curve.size(), 60u);
-    double first = 0, last = 0;
-    for (int i = 0; i < 5; ++i) {
-      first += curve[i] / 5;
-      last += curve[55 + i] / 5;
-    }
+    const auto [first, last] = first_and_last_means(curve, 5);
     EXPECT_GT(last, 2 * first) << advantage << ": the toy reward did not rise: " << first << " -> " << last;
     std::printf("%s: toy reward %.2f -> %.2f\n", advantage, first, last);
   }
