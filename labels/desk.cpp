@@ -9,8 +9,6 @@
 
 namespace rlhf::labels {
 
-using Clock = std::chrono::steady_clock;
-
 RatingDesk::RatingDesk(LabelStore& store, DeskConfig config)
     : store_(store), config_(config), rng_(mix_seed({static_cast<uint64_t>(config.seed), 0xde5c})) {}
 
@@ -19,22 +17,13 @@ std::optional<Rater> RatingDesk::authenticate(const std::string& token) {
   return store_.rater_by_token_hash(sha256_hex(token));
 }
 
-bool RatingDesk::leased_by_other(int64_t comparison, int64_t rater, size_t* count) {
-  *count = 0;
-  auto it = leases_.find(comparison);
-  if (it == leases_.end()) return false;
-  const auto now = Clock::now();
-  bool other = false;
-  for (auto l = it->second.begin(); l != it->second.end();) {
-    if (l->second < now) {
-      l = it->second.erase(l);
-      continue;
-    }
-    if (l->first != rater) ++*count, other = true;
-    ++l;
-  }
-  return other;
+namespace {
+
+double unix_now() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
+
+}  // namespace
 
 RatingTask RatingDesk::make_task(const Comparison& c, const Rater& rater, uint32_t remaining) {
   RatingTask t;
@@ -59,39 +48,37 @@ RatingTask RatingDesk::make_task(const Comparison& c, const Rater& rater, uint32
 
 std::optional<RatingTask> RatingDesk::next_task(const Rater& rater, const std::vector<int64_t>& exclude,
                                                 int64_t prefer) {
+  if (exclude.size() > kMaxExclude)
+    fail(ErrorKind::kData, "next task: at most ", kMaxExclude, " skipped comparisons may be listed, got ", exclude.size());
   const std::set<int64_t> skip(exclude.begin(), exclude.end());
-  std::vector<Comparison> regular, gold;
-  for (Comparison& c : store_.open_comparisons_for(rater.id)) {
-    if (skip.count(c.id)) continue;
-    (c.is_gold ? gold : regular).push_back(std::move(c));
+  const double now = unix_now();
+  // Everything is asked of the store (offers included), so several desks on
+  // one store agree and nothing scans every comparison.
+  const std::vector<int64_t> gold = store_.open_gold_for(rater.id);
+  const size_t remaining = store_.count_available(rater.id, now);
+  std::optional<int64_t> pick;
+  if (prefer != 0 && (std::count(gold.begin(), gold.end(), prefer) || store_.is_available(prefer, rater.id, now)))
+    pick = prefer;
+  std::vector<int64_t> gold_open;
+  for (int64_t id : gold)
+    if (!skip.count(id)) gold_open.push_back(id);
+  if (!pick && !gold_open.empty() && remaining > 0 &&
+      std::uniform_real_distribution<double>(0, 1)(rng_) < config_.gold_rate)
+    pick = gold_open[rng_() % gold_open.size()];
+  if (!pick) {
+    if (auto c = store_.next_available(rater.id, now, skip)) pick = c->id;
   }
-  // A comparison is available while its labels plus other raters' live leases
-  // leave room for one more rater. The store already returned only those with
-  // fewer labels than required, so labels are counted only where others hold leases.
-  std::vector<const Comparison*> available;
-  const Comparison* preferred = nullptr;
-  for (const Comparison& c : regular) {
-    size_t leased = 0;
-    if (leased_by_other(c.id, rater.id, &leased) &&
-        store_.labels_of_comparison(c.id).size() + leased >= static_cast<size_t>(c.required_raters))
-      continue;
-    available.push_back(&c);
-    if (c.id == prefer) preferred = &c;
-  }
-  for (const Comparison& c : gold)
-    if (c.id == prefer) preferred = &c;
-  const uint32_t remaining = static_cast<uint32_t>(available.size());
-  const Comparison* pick = preferred;
-  if (pick == nullptr && !gold.empty() &&
-      (available.empty() ? false : std::uniform_real_distribution<double>(0, 1)(rng_) < config_.gold_rate))
-    pick = &gold[rng_() % gold.size()];
-  if (pick == nullptr && !available.empty()) pick = available.front();
-  if (pick == nullptr) return std::nullopt;
-  leases_[pick->id][rater.id] = Clock::now() + std::chrono::seconds(config_.lease_seconds);
-  return make_task(*pick, rater, std::max<uint32_t>(remaining, 1));
+  if (!pick) return std::nullopt;
+  store_.offer(*pick, rater.id, now, now + config_.lease_seconds);
+  return make_task(store_.comparison(*pick), rater, static_cast<uint32_t>(std::max<size_t>(remaining, 1)));
 }
 
 int64_t RatingDesk::submit(const Rater& rater, Label label) {
+  if (label.client_id.size() > kMaxClientIdBytes)
+    fail(ErrorKind::kData, "client id of ", label.client_id.size(), " bytes: at most ", kMaxClientIdBytes);
+  if (label.rationale.size() > static_cast<size_t>(config_.max_rationale_bytes))
+    fail(ErrorKind::kData, "rationale of ", label.rationale.size(), " bytes: at most ", config_.max_rationale_bytes,
+         " (the service's desk.max_rationale_bytes); shorten it");
   const Comparison c = store_.comparison(label.comparison_id);
   std::vector<int64_t> shown = label.shown_order, stored = c.candidates;
   std::sort(shown.begin(), shown.end());
@@ -137,29 +124,29 @@ int64_t RatingDesk::submit(const Rater& rater, Label label) {
   label.rater_id = rater.id;
   label.id = 0;
   label.created_at.clear();
-  const int64_t id = store_.add_label(std::move(label));
-  leases_[c.id].erase(rater.id);
-  return id;
+  // Only what was handed to this rater may be labelled, while it still needs
+  // labels. A resend of a committed label (same client id) is answered by
+  // the store with the first id.
+  if (!store_.label_by_client_id(rater.id, label.client_id) && !store_.has_labelled(c.id, rater.id)) {
+    if (!store_.was_offered(c.id, rater.id))
+      fail(ErrorKind::kData, "comparison ", c.id, " was not handed to you: label the tasks the service gives you");
+    if (!c.is_gold && store_.label_count(c.id) >= static_cast<size_t>(c.required_raters))
+      fail(ErrorKind::kData, "comparison ", c.id, " already has its ", c.required_raters,
+           " label(s) (your hold on it had expired); this label was not stored: take the next task");
+  }
+  return store_.add_label(std::move(label));
 }
 
 int64_t RatingDesk::undo(const Rater& rater) { return store_.undo_last_label(rater.id).value_or(0); }
 
 RaterProgress RatingDesk::progress(const Rater& rater) {
+  const RaterCounts n = store_.rater_counts(rater.id);
   RaterProgress p;
   p.rater = rater.name;
-  std::map<int64_t, Comparison> gold;
-  for (const Comparison& c : store_.comparisons())
-    if (c.is_gold) gold[c.id] = c;
-  for (const Label& l : store_.labels()) {
-    if (l.rater_id != rater.id) continue;
-    ++p.labels;
-    auto g = gold.find(l.comparison_id);
-    if (g != gold.end() && g->second.gold_answer.is_object() && g->second.gold_answer.contains("choice")) {
-      ++p.gold_seen;
-      p.gold_correct += g->second.gold_answer["choice"].get<std::string>() == choice_name(l.choice);
-    }
-  }
-  for (const Comparison& c : store_.open_comparisons_for(rater.id)) p.remaining += !c.is_gold;
+  p.labels = static_cast<uint32_t>(n.labels);
+  p.gold_seen = static_cast<uint32_t>(n.gold_seen);
+  p.gold_correct = static_cast<uint32_t>(n.gold_correct);
+  p.remaining = static_cast<uint32_t>(store_.count_available(rater.id, unix_now()));
   return p;
 }
 

@@ -53,6 +53,22 @@ CREATE TABLE feedback(
   rater_id INTEGER NOT NULL REFERENCES raters(id), thumb INTEGER NOT NULL DEFAULT 0, comment TEXT NOT NULL DEFAULT '',
   created_at TEXT NOT NULL, UNIQUE(candidate_id, rater_id));
 )sql",
+    // 4: what the rating desk needs without scanning the store: each
+    // comparison's label count (kept by triggers, with an index of the open
+    // ones) and the tasks handed to raters (offers), shared by every process.
+    R"sql(
+ALTER TABLE comparisons ADD COLUMN label_count INTEGER NOT NULL DEFAULT 0;
+UPDATE comparisons SET label_count = (SELECT COUNT(*) FROM labels WHERE labels.comparison_id = comparisons.id);
+CREATE TRIGGER labels_counted AFTER INSERT ON labels BEGIN
+  UPDATE comparisons SET label_count = label_count + 1 WHERE id = NEW.comparison_id; END;
+CREATE TRIGGER labels_uncounted AFTER DELETE ON labels BEGIN
+  UPDATE comparisons SET label_count = label_count - 1 WHERE id = OLD.comparison_id; END;
+CREATE INDEX comparisons_open ON comparisons(id) WHERE label_count < required_raters;
+CREATE INDEX comparisons_gold ON comparisons(id) WHERE is_gold = 1;
+CREATE TABLE offers(
+  comparison_id INTEGER NOT NULL REFERENCES comparisons(id), rater_id INTEGER NOT NULL REFERENCES raters(id),
+  expires_at REAL NOT NULL, PRIMARY KEY(comparison_id, rater_id));
+)sql",
 };
 constexpr int kLatest = static_cast<int>(sizeof(kMigrations) / sizeof(kMigrations[0]));
 
@@ -274,13 +290,105 @@ std::vector<Comparison> LabelStore::comparisons() {
 
 std::vector<Comparison> LabelStore::open_comparisons_for(int64_t rater_id, size_t limit) {
   sql::Statement s(db_, (std::string("SELECT ") + kComparisonColumns +
-                         " FROM comparisons c WHERE NOT EXISTS (SELECT 1 FROM labels l WHERE l.comparison_id = c.id "
-                         "AND l.rater_id = ?) AND (c.is_gold = 1 OR (SELECT COUNT(*) FROM labels l WHERE "
-                         "l.comparison_id = c.id) < c.required_raters) ORDER BY c.id")
+                         " FROM comparisons c WHERE (c.is_gold = 1 OR c.label_count < c.required_raters) AND NOT EXISTS "
+                         "(SELECT 1 FROM labels l WHERE l.comparison_id = c.id AND l.rater_id = ?) ORDER BY c.id")
                             .c_str());
   s.bind(1, rater_id);
   std::vector<Comparison> out;
   while (out.size() < limit && s.step()) out.push_back(read_comparison(s));
+  return out;
+}
+
+namespace {
+// Regular comparisons rater ?1 may take at time ?2: still short of labels,
+// not labelled by them, and with room left beside other raters' live offers.
+// `c.label_count < c.required_raters` is written as in the comparisons_open
+// index so SQLite walks only the open ones.
+constexpr const char* kAvailable =
+    " FROM comparisons c WHERE c.label_count < c.required_raters AND c.is_gold = 0"
+    " AND NOT EXISTS (SELECT 1 FROM labels l WHERE l.comparison_id = c.id AND l.rater_id = ?1)"
+    " AND c.label_count + (SELECT COUNT(*) FROM offers o WHERE o.comparison_id = c.id AND o.rater_id != ?1"
+    " AND o.expires_at > ?2) < c.required_raters";
+}  // namespace
+
+std::optional<Comparison> LabelStore::next_available(int64_t rater_id, double now, const std::set<int64_t>& skip) {
+  sql::Statement s(db_, (std::string("SELECT c.id, c.prompt_id, c.candidates, c.required_raters, c.is_gold, "
+                                     "c.gold_answer") + kAvailable + " ORDER BY c.id").c_str());
+  s.bind(1, rater_id).bind(2, now);
+  while (s.step()) {
+    if (!skip.count(s.int64(0))) return read_comparison(s);
+  }
+  return std::nullopt;
+}
+
+size_t LabelStore::count_available(int64_t rater_id, double now) {
+  sql::Statement s(db_, (std::string("SELECT COUNT(*)") + kAvailable).c_str());
+  s.bind(1, rater_id).bind(2, now);
+  s.step();
+  return static_cast<size_t>(s.int64(0));
+}
+
+bool LabelStore::is_available(int64_t comparison_id, int64_t rater_id, double now) {
+  sql::Statement s(db_, (std::string("SELECT 1") + kAvailable + " AND c.id = ?3").c_str());
+  s.bind(1, rater_id).bind(2, now).bind(3, comparison_id);
+  return s.step();
+}
+
+std::vector<int64_t> LabelStore::open_gold_for(int64_t rater_id) {
+  sql::Statement s(db_,
+                   "SELECT c.id FROM comparisons c WHERE c.is_gold = 1 AND NOT EXISTS (SELECT 1 FROM labels l WHERE "
+                   "l.comparison_id = c.id AND l.rater_id = ?) ORDER BY c.id");
+  s.bind(1, rater_id);
+  std::vector<int64_t> out;
+  while (s.step()) out.push_back(s.int64(0));
+  return out;
+}
+
+void LabelStore::offer(int64_t comparison_id, int64_t rater_id, double now, double expires_at) {
+  sql::Transaction tx(db_);
+  sql::Statement ins(db_, "INSERT OR REPLACE INTO offers(comparison_id, rater_id, expires_at) VALUES(?,?,?)");
+  ins.bind(1, comparison_id).bind(2, rater_id).bind(3, expires_at);
+  ins.run();
+  // Offers a day past their expiry are forgotten: a label for one is refused
+  // and the rater fetches the task again.
+  sql::Statement old(db_, "DELETE FROM offers WHERE expires_at < ?");
+  old.bind(1, now - 86400.0);
+  old.run();
+  tx.commit();
+}
+
+bool LabelStore::was_offered(int64_t comparison_id, int64_t rater_id) {
+  sql::Statement s(db_, "SELECT 1 FROM offers WHERE comparison_id = ? AND rater_id = ?");
+  s.bind(1, comparison_id).bind(2, rater_id);
+  return s.step();
+}
+
+bool LabelStore::has_labelled(int64_t comparison_id, int64_t rater_id) {
+  sql::Statement s(db_, "SELECT 1 FROM labels WHERE comparison_id = ? AND rater_id = ?");
+  s.bind(1, comparison_id).bind(2, rater_id);
+  return s.step();
+}
+
+size_t LabelStore::label_count(int64_t comparison_id) {
+  sql::Statement s(db_, "SELECT label_count FROM comparisons WHERE id = ?");
+  s.bind(1, comparison_id);
+  return s.step() ? static_cast<size_t>(s.int64(0)) : 0;
+}
+
+RaterCounts LabelStore::rater_counts(int64_t rater_id) {
+  RaterCounts out;
+  sql::Statement n(db_, "SELECT COUNT(*) FROM labels WHERE rater_id = ?");
+  n.bind(1, rater_id);
+  n.step();
+  out.labels = static_cast<size_t>(n.int64(0));
+  sql::Statement g(db_,
+                   "SELECT COUNT(*), COALESCE(SUM(json_extract(c.gold_answer, '$.choice') = l.choice), 0) FROM labels l "
+                   "JOIN comparisons c ON c.id = l.comparison_id WHERE l.rater_id = ? AND c.is_gold = 1 AND "
+                   "json_valid(c.gold_answer) AND json_extract(c.gold_answer, '$.choice') IS NOT NULL");
+  g.bind(1, rater_id);
+  g.step();
+  out.gold_seen = static_cast<size_t>(g.int64(0));
+  out.gold_correct = static_cast<size_t>(g.int64(1));
   return out;
 }
 
@@ -377,17 +485,39 @@ std::vector<Rater> LabelStore::raters() {
   return out;
 }
 
+namespace {
+constexpr const char* kLabelColumns =
+    "id, comparison_id, rater_id, choice, ranking, ratings, strength, margin, rationale, shown_order, created_at, "
+    "client_id";
+
+// A resend carries the label as first sent; anything else under the same
+// client id is a different label.
+bool same_label(const Label& a, const Label& b) {
+  return a.comparison_id == b.comparison_id && a.choice == b.choice && a.ranking == b.ranking &&
+         a.ratings == b.ratings && a.strength == b.strength && a.rationale == b.rationale &&
+         a.shown_order == b.shown_order;
+}
+}  // namespace
+
+std::optional<Label> LabelStore::label_by_client_id(int64_t rater_id, const std::string& client_id) {
+  if (client_id.empty()) return std::nullopt;
+  sql::Statement find(db_, (std::string("SELECT ") + kLabelColumns + " FROM labels WHERE rater_id = ? AND client_id = ?").c_str());
+  find.bind(1, rater_id).bind(2, client_id);
+  if (!find.step()) return std::nullopt;
+  return read_label(find);
+}
+
 int64_t LabelStore::add_label(Label l) {
   if (l.created_at.empty()) l.created_at = utc_now();
   sql::Transaction tx(db_);
-  if (!l.client_id.empty()) {
-    sql::Statement find(db_, "SELECT id FROM labels WHERE rater_id = ? AND client_id = ?");
-    find.bind(1, l.rater_id).bind(2, l.client_id);
-    if (find.step()) return find.int64(0);  // a resend: already committed
+  if (auto first = label_by_client_id(l.rater_id, l.client_id)) {
+    if (!same_label(*first, l))
+      fail(ErrorKind::kData, "client id '", l.client_id, "' was already used for a different label (on comparison ",
+           first->comparison_id, "); nothing was stored: give each new label its own client id");
+    return first->id;  // a resend: already committed
   }
-  sql::Statement dup(db_, "SELECT id FROM labels WHERE rater_id = ? AND comparison_id = ?");
-  dup.bind(1, l.rater_id).bind(2, l.comparison_id);
-  if (dup.step()) fail(ErrorKind::kData, "rater ", l.rater_id, " has already labelled comparison ", l.comparison_id);
+  if (has_labelled(l.comparison_id, l.rater_id))
+    fail(ErrorKind::kData, "rater ", l.rater_id, " has already labelled comparison ", l.comparison_id);
   sql::Statement ins(db_,
                      "INSERT INTO labels(comparison_id, rater_id, choice, ranking, ratings, strength, margin, rationale, "
                      "shown_order, created_at, client_id) VALUES(?,?,?,?,?,?,?,?,?,?,?)");
@@ -400,15 +530,14 @@ int64_t LabelStore::add_label(Label l) {
   ins.bind(11, l.client_id.empty() ? std::optional<std::string>() : l.client_id);
   ins.run();
   const int64_t id = db_.last_insert_id();
+  // The label ends its rater's offer of the comparison.
+  sql::Statement done(db_, "DELETE FROM offers WHERE comparison_id = ? AND rater_id = ?");
+  done.bind(1, l.comparison_id).bind(2, l.rater_id);
+  done.run();
   tx.commit();
   return id;
 }
 
-namespace {
-constexpr const char* kLabelColumns =
-    "id, comparison_id, rater_id, choice, ranking, ratings, strength, margin, rationale, shown_order, created_at, "
-    "client_id";
-}
 
 Label LabelStore::read_label(sql::Statement& s) {
   Label l;

@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -81,6 +82,12 @@ struct Feedback {
   std::string created_at;
 };
 
+// One rater's totals, counted by the store.
+struct RaterCounts {
+  size_t labels = 0;
+  size_t gold_seen = 0, gold_correct = 0;  // gold items with a {"choice"} answer, and those matched
+};
+
 struct ImportStats {
   size_t pairs = 0, rankings = 0, prompts = 0, candidates = 0;
   size_t already_there = 0;  // records this rater had labelled before (a rerun): skipped
@@ -118,6 +125,24 @@ class LabelStore {
   // Comparisons this rater has not labelled that still need raters.
   std::vector<Comparison> open_comparisons_for(int64_t rater_id, size_t limit = SIZE_MAX);
 
+  // The rating desk's queries. Times are seconds since the Unix epoch
+  // (offers are shared by processes, so by wall clock). A regular comparison
+  // is available to a rater while it is short of labels, they have not
+  // labelled it, and other raters' live offers leave room for them.
+  std::optional<Comparison> next_available(int64_t rater_id, double now, const std::set<int64_t>& skip = {});
+  size_t count_available(int64_t rater_id, double now);
+  bool is_available(int64_t comparison_id, int64_t rater_id, double now);
+  // Gold items the rater has not labelled (gold items go to every rater).
+  std::vector<int64_t> open_gold_for(int64_t rater_id);
+  // Records that the comparison was handed to the rater, held until
+  // `expires_at`. A label ends the offer; offers are forgotten a day after
+  // they expire.
+  void offer(int64_t comparison_id, int64_t rater_id, double now, double expires_at);
+  bool was_offered(int64_t comparison_id, int64_t rater_id);
+  size_t label_count(int64_t comparison_id);
+  bool has_labelled(int64_t comparison_id, int64_t rater_id);
+  RaterCounts rater_counts(int64_t rater_id);
+
   // Replies served under an API completion id ("chatcmpl-..."), one per
   // choice index, so feedback can name them.
   void record_served(const std::string& completion_id, const std::vector<int64_t>& candidates);
@@ -137,9 +162,11 @@ class LabelStore {
   std::vector<Rater> raters();
 
   // Commits a label and returns its id. A resend with the same (rater,
-  // client_id) returns the first label's id and writes nothing; a second
-  // label by the same rater on the same comparison is an error.
+  // client_id) and the same content returns the first label's id and writes
+  // nothing; the same client id with other content, or a second label by the
+  // same rater on the same comparison, is an error.
   int64_t add_label(Label label);
+  std::optional<Label> label_by_client_id(int64_t rater_id, const std::string& client_id);
   std::vector<Label> labels();
   std::vector<Label> labels_of_comparison(int64_t comparison_id);
   // Deletes the rater's most recent label; returns its comparison id.

@@ -115,6 +115,17 @@ TEST(Agreement, ReportCountsLabelsKappaAndGoldAccuracyPerRater) {
 
 // -------------------------------------------------------------------- desk
 
+namespace {
+Label left_better_of(const RatingTask& t, const std::string& client_id) {
+  Label l;
+  l.comparison_id = t.comparison_id;
+  l.choice = Choice::kA;
+  l.client_id = client_id;
+  for (auto& r : t.replies) l.shown_order.push_back(r.candidate_id);
+  return l;
+}
+}  // namespace
+
 TEST(RatingDesk, EachComparisonGetsItsRatersAndNeverTheSameRaterTwice) {
   test::TempDir dir("desk");
   LabelStore store(dir.file("l.sqlite"));
@@ -277,6 +288,128 @@ TEST(RatingDesk, GoldItemsAreMixedInAndScored) {
   EXPECT_NE(desk.next_task(ann)->comparison_id, gold) << "a gold item is shown to a rater once";
 }
 
+// A label for a comparison never handed to the rater, or one already
+// closed, was acknowledged and stored (issue "Hardening").
+TEST(RatingDesk, OnlyTasksHandedToTheRaterThatStillNeedLabelsMayBeLabelled) {
+  test::TempDir dir("offered");
+  LabelStore store(dir.file("l.sqlite"));
+  test::fill_label_store(store, 3, 1);
+  store.add_rater("ann", "", "human");
+  store.add_rater("bob", "", "human");
+  DeskConfig cfg;
+  cfg.lease_seconds = 1;
+  RatingDesk desk(store, cfg);
+  const Rater ann = *store.rater_by_name("ann"), bob = *store.rater_by_name("bob");
+  const std::vector<Comparison> all = store.comparisons();
+  auto label_of = [](const Comparison& c, const std::string& client_id) {
+    Label l;
+    l.comparison_id = c.id;
+    l.choice = Choice::kA;
+    l.shown_order = c.candidates;
+    l.client_id = client_id;
+    return l;
+  };
+  // Never handed out: refused, nothing stored.
+  EXPECT_NE(test::error_of([&] { desk.submit(ann, label_of(all[2], "x")); }).find("was not handed to you"),
+            std::string::npos);
+  EXPECT_EQ(store.count_labels(), 0u);
+  // Ann's hold expires, Bob takes and labels the comparison: Ann's late
+  // label finds it closed.
+  const auto t = desk.next_task(ann);
+  ASSERT_TRUE(t);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+  const auto tb = desk.next_task(bob);
+  ASSERT_TRUE(tb);
+  EXPECT_EQ(tb->comparison_id, t->comparison_id) << "an expired hold frees the task";
+  desk.submit(bob, left_better_of(*tb, "b1"));
+  EXPECT_NE(test::error_of([&] { desk.submit(ann, left_better_of(*t, "a1")); }).find("already has its 1 label"),
+            std::string::npos);
+  EXPECT_EQ(store.count_labels(), 1u);
+  // Handed out and open: stored, even after the hold expired.
+  const auto t2 = desk.next_task(ann);
+  ASSERT_TRUE(t2);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+  EXPECT_GT(desk.submit(ann, left_better_of(*t2, "a2")), 0);
+  EXPECT_EQ(store.count_labels(), 2u);
+}
+
+// A client id reused for a different label answered with the old label's
+// id and dropped the new one (issue "Hardening").
+TEST(RatingDesk, AClientIdNamesOneLabel) {
+  test::TempDir dir("clientid");
+  LabelStore store(dir.file("l.sqlite"));
+  test::fill_label_store(store, 2, 1);
+  store.add_rater("ann", "", "human");
+  RatingDesk desk(store, {});
+  const Rater ann = *store.rater_by_name("ann");
+  const auto t1 = desk.next_task(ann);
+  const int64_t id = desk.submit(ann, left_better_of(*t1, "same"));
+  EXPECT_EQ(desk.submit(ann, left_better_of(*t1, "same")), id) << "a resend";
+  Label changed = left_better_of(*t1, "same");
+  changed.choice = Choice::kB;
+  EXPECT_NE(test::error_of([&] { desk.submit(ann, changed); }).find("already used for a different label"),
+            std::string::npos);
+  const auto t2 = desk.next_task(ann);
+  ASSERT_TRUE(t2);
+  EXPECT_NE(t2->comparison_id, t1->comparison_id);
+  EXPECT_NE(test::error_of([&] { desk.submit(ann, left_better_of(*t2, "same")); }).find("different label"),
+            std::string::npos);
+  EXPECT_EQ(store.count_labels(), 1u);
+  EXPECT_EQ(store.labels().at(0).choice, store.comparison(t1->comparison_id).candidates[0] == t1->replies[0].candidate_id
+                                             ? Choice::kA
+                                             : Choice::kB);
+  EXPECT_GT(desk.submit(ann, left_better_of(*t2, "other")), id);
+}
+
+// Rationales of any size were stored (200 MB in 19 s) (issue "Hardening").
+TEST(RatingDesk, FieldSizesAreCapped) {
+  test::TempDir dir("caps");
+  LabelStore store(dir.file("l.sqlite"));
+  test::fill_label_store(store, 1, 1);
+  store.add_rater("ann", "", "human");
+  RatingDesk desk(store, {});
+  const Rater ann = *store.rater_by_name("ann");
+  const auto t = desk.next_task(ann);
+  Label l = left_better_of(*t, "r");
+  l.rationale = std::string(5000, 'x');
+  EXPECT_NE(test::error_of([&] { desk.submit(ann, l); }).find("max_rationale_bytes"), std::string::npos);
+  l.rationale = "clear";
+  l.client_id = std::string(200, 'c');
+  EXPECT_NE(test::error_of([&] { desk.submit(ann, l); }).find("client id"), std::string::npos);
+  EXPECT_NE(test::error_of([&] { desk.next_task(ann, std::vector<int64_t>(kMaxExclude + 1, 7)); }).find("at most"),
+            std::string::npos);
+  EXPECT_EQ(store.count_labels(), 0u);
+}
+
+// Leases lived in one server's memory: two servers on one store gave 185 of
+// 450 single-rater comparisons two labels (issue "Hardening"). Offers live in
+// the store, so two desks (two processes) agree, and a restarted service
+// accepts the task it handed out before.
+TEST(RatingDesk, OffersLiveInTheStoreSoDesksAgree) {
+  test::TempDir dir("twodesks");
+  {
+    LabelStore store(dir.file("l.sqlite"));
+    test::fill_label_store(store, 30, 1);
+    store.add_rater("ann", "", "human");
+    store.add_rater("bob", "", "human");
+  }
+  LabelStore store_a(dir.file("l.sqlite")), store_b(dir.file("l.sqlite"));
+  RatingDesk desk_a(store_a, {}), desk_b(store_b, {});
+  const Rater ann = *store_a.rater_by_name("ann"), bob = *store_a.rater_by_name("bob");
+  for (int i = 0;; ++i) {
+    const auto ta = desk_a.next_task(ann);
+    const auto tb = desk_b.next_task(bob);
+    if (!ta && !tb) break;
+    if (ta && tb) EXPECT_NE(ta->comparison_id, tb->comparison_id);
+    // Labelled through the other desk: what one handed out, the other knows.
+    if (ta) desk_b.submit(ann, left_better_of(*ta, "a" + std::to_string(i)));
+    if (tb) desk_a.submit(bob, left_better_of(*tb, "b" + std::to_string(i)));
+  }
+  EXPECT_EQ(store_a.count_labels(), 30u);
+  for (const Comparison& c : store_a.comparisons()) EXPECT_EQ(store_a.label_count(c.id), 1u) << c.id;
+  EXPECT_EQ(desk_a.progress(ann).labels + desk_b.progress(bob).labels, 30u);
+}
+
 // ------------------------------------------------------------------ server
 
 namespace {
@@ -355,15 +488,6 @@ std::string error_in(const std::string& bytes) {
   return r.which() == wire::Response::ERROR ? to_std(r.getError()) : "";
 }
 
-Label left_better(const RatingTask& t, const std::string& client_id) {
-  Label l;
-  l.comparison_id = t.comparison_id;
-  l.choice = Choice::kA;
-  l.client_id = client_id;
-  for (auto& r : t.replies) l.shown_order.push_back(r.candidate_id);
-  return l;
-}
-
 }  // namespace
 
 TEST(LabelService, ManyConcurrentRatersLoseNoLabel) {
@@ -382,7 +506,7 @@ TEST(LabelService, ManyConcurrentRatersLoseNoLabel) {
       LabelClient c("127.0.0.1", server.port, tokens[r]);
       int n = 0;
       while (auto t = c.next_task()) {
-        c.submit(left_better(*t, "r" + std::to_string(r) + "-" + std::to_string(n++)));
+        c.submit(left_better_of(*t, "r" + std::to_string(r) + "-" + std::to_string(n++)));
         ++acked;
       }
     });
@@ -468,7 +592,7 @@ TEST(LabelService, HostileFramesCloseOnlyTheirOwnConnection) {
   // The well-behaved rater never noticed.
   const auto t = good.next_task();
   ASSERT_TRUE(t);
-  EXPECT_GT(good.submit(left_better(*t, "ok-1")), 0);
+  EXPECT_GT(good.submit(left_better_of(*t, "ok-1")), 0);
   EXPECT_EQ(good.stats().labels, 1u);
 }
 
@@ -610,7 +734,7 @@ TEST(LabelService, AcknowledgedLabelsSurviveSigkillAndResendsAreNotDoubled) {
     for (int i = 0; i < 25; ++i) {
       const auto t = c.next_task();
       ASSERT_TRUE(t);
-      sent.push_back(left_better(*t, "kill-" + std::to_string(i)));
+      sent.push_back(left_better_of(*t, "kill-" + std::to_string(i)));
       acks.push_back(c.submit(sent.back()));
     }
   }
