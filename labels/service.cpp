@@ -48,8 +48,13 @@ struct LabelServer::Impl {
   tcp::acceptor acceptor{io};
   asio::steady_timer accept_retry{io};
   size_t next_session = 1;
+  // The store thread: every request that touches the store runs here, in
+  // arrival order. Declared after io so it is joined before io goes away.
+  asio::thread_pool store_thread{1};
 
-  explicit Impl(const ServiceConfig& c) : config(c), serving_lock(lock_for_serving(c.db)), store(c.db), desk(store, c.desk) {}
+  explicit Impl(const ServiceConfig& c) : config(c), serving_lock(lock_for_serving(c.db)), store(c.db), desk(store, c.desk) {
+    store.db().set_busy_timeout(c.store_busy_timeout_ms);
+  }
   ~Impl() {
     if (serving_lock >= 0) ::close(serving_lock);
   }
@@ -70,6 +75,15 @@ struct LabelServer::Impl {
   }
 
   void accept();
+  // What the store thread answers to one frame.
+  struct Answer {
+    std::string frame;
+    bool close = false;
+    std::string rejected;  // why the frame was refused (logged), empty when served
+  };
+  // Decodes and serves one frame on the store thread; `rater` is the
+  // connection's rater (set by a hello).
+  Answer serve(const std::string& body, std::optional<Rater>& rater);
   // Handles one decoded request; sets `close` when the connection must end.
   std::string dispatch(std::optional<Rater>& rater, wire::Request::Reader req, bool& close);
 };
@@ -156,23 +170,23 @@ class Session : public std::enable_shared_from_this<Session> {
       }
     });
   }
+  // The request runs on the store thread; its answer is sent from the I/O
+  // thread. No other handler of this connection runs meanwhile (nothing is
+  // read until the answer is written), so the session is never touched by
+  // both threads at once. The store thread keeps no reference once it has
+  // posted the answer: the session always ends on the I/O thread.
   void handle() {
-    bool close = false;
-    std::string reply;
-    try {
-      DecodedMessage message(body_, static_cast<size_t>(server_.config.max_frame_bytes));
-      reply = server_.dispatch(rater_, message.root<wire::Request>(), close);
-    } catch (const Error& e) {
-      reject(e.what());
-      return;
-    } catch (const kj::Exception& e) {
-      reject(std::string("invalid message: ") + e.getDescription().cStr());
-      return;
-    } catch (const std::exception& e) {
-      reject(std::string("invalid message: ") + e.what());
-      return;
-    }
-    send(std::move(reply), close);
+    asio::post(server_.store_thread, [self = shared_from_this(), body = std::move(body_), rater = rater_]() mutable {
+      LabelServer::Impl::Answer answer = self->server_.serve(body, rater);
+      auto& executor_owner = *self;
+      asio::post(executor_owner.socket_.get_executor(),
+                 [self = std::move(self), answer = std::move(answer), rater = std::move(rater)]() mutable {
+                   self->rater_ = std::move(rater);
+                   if (!answer.rejected.empty()) log_info("label service: ", self->peer_, ": ", answer.rejected,
+                                                          "; closing this connection");
+                   self->send(std::move(answer.frame), answer.close);
+                 });
+    });
   }
   void send(std::string frame, bool close_after) {
     out_ = std::move(frame);
@@ -197,6 +211,24 @@ class Session : public std::enable_shared_from_this<Session> {
 };
 
 }  // namespace
+
+LabelServer::Impl::Answer LabelServer::Impl::serve(const std::string& body, std::optional<Rater>& rater) {
+  Answer a;
+  try {
+    DecodedMessage message(body, static_cast<size_t>(config.max_frame_bytes));
+    a.frame = dispatch(rater, message.root<wire::Request>(), a.close);
+    return a;
+  } catch (const Error& e) {
+    a.rejected = e.what();
+  } catch (const kj::Exception& e) {
+    a.rejected = std::string("invalid message: ") + e.getDescription().cStr();
+  } catch (const std::exception& e) {
+    a.rejected = std::string("invalid message: ") + e.what();
+  }
+  a.frame = error_frame(a.rejected);
+  a.close = true;
+  return a;
+}
 
 void LabelServer::Impl::accept() {
   acceptor.async_accept([this](const boost::system::error_code& ec, tcp::socket socket) {

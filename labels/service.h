@@ -1,7 +1,9 @@
 // The label service: `rlhf serve-labels`. A Boost.Asio TCP server speaking
 // the Cap'n Proto protocol in labels/protocol.capnp over length-prefixed
-// frames, in front of one label store. One I/O thread: requests are handled
-// in arrival order and a label is acknowledged only after its transaction is
+// frames, in front of one label store. One I/O thread reads and writes
+// frames; one store thread runs the requests in arrival order, so a slow or
+// locked database never stalls accepting, reading or timing out
+// connections. A label is acknowledged only after its transaction is
 // committed and synced. Oversized, truncated, undecodable or out-of-order
 // messages (anything before a valid hello) get an error frame and close that
 // connection only; they are logged with the peer's address.
@@ -28,6 +30,9 @@ struct ServiceConfig {
   int hello_timeout_s = 10;
   int max_connections = 512;                  // open connections in all; more are closed on accept
   int max_connections_per_address = 64;       // from one IP address
+  // A request that waits this long for another process's lock on the store
+  // is answered "busy, try again" instead of holding every rater behind it.
+  int store_busy_timeout_ms = 2000;
   DeskConfig desk;                            // task assignment
   template <class V> void visit(V& v) {
     v("db", db);
@@ -39,6 +44,7 @@ struct ServiceConfig {
     v("hello_timeout_s", hello_timeout_s, Range::at_least(1));
     v("max_connections", max_connections, Range::at_least(1));
     v("max_connections_per_address", max_connections_per_address, Range::at_least(1));
+    v("store_busy_timeout_ms", store_busy_timeout_ms, Range::between(0, 60000));
     v.section("desk", desk);
   }
 };

@@ -24,16 +24,27 @@ Db::~Db() {
   if (db_ != nullptr) sqlite3_close_v2(db_);
 }
 
-void Db::fail_sql(const char* what) const {
-  fail(ErrorKind::kIo, "label store '", path_, "': ", what, ": ", sqlite3_errmsg(db_));
+namespace {
+// What to do about an error code, when there is something to do.
+const char* hint(int code) {
+  code &= 0xff;
+  return code == SQLITE_BUSY || code == SQLITE_LOCKED ? " (another process holds its write lock; try again shortly)"
+                                                      : "";
 }
+}  // namespace
+
+void Db::fail_sql(const char* what) const {
+  fail(ErrorKind::kIo, "label store '", path_, "': ", what, ": ", sqlite3_errmsg(db_), hint(sqlite3_errcode(db_)));
+}
+
+void Db::set_busy_timeout(int ms) { sqlite3_busy_timeout(db_, ms); }
 
 void Db::exec(const char* sql) {
   char* err = nullptr;
-  if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
+  if (const int code = sqlite3_exec(db_, sql, nullptr, nullptr, &err); code != SQLITE_OK) {
     const std::string why = err ? err : "unknown error";
     sqlite3_free(err);
-    fail(ErrorKind::kIo, "label store '", path_, "': ", why);
+    fail(ErrorKind::kIo, "label store '", path_, "': ", why, hint(code));
   }
 }
 

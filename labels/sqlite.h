@@ -54,6 +54,9 @@ class Db {
   Db& operator=(const Db&) = delete;
 
   void exec(const char* sql);  // trusted, constant SQL only (schema, pragmas)
+  // How long a statement waits for another connection's lock before it
+  // fails (10 s from the constructor).
+  void set_busy_timeout(int ms);
   int64_t last_insert_id() const;
   int changes() const;
   const std::string& path() const { return path_; }

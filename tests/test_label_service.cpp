@@ -18,6 +18,7 @@
 #include "labels/agreement.h"
 #include "labels/desk.h"
 #include "labels/service.h"
+#include "labels/sqlite.h"
 #include "labels/token.h"
 #include "labels/wire.h"
 #include "label_fixture.h"
@@ -753,6 +754,41 @@ TEST(LabelService, AcknowledgedLabelsSurviveSigkillAndResendsAreNotDoubled) {
   EXPECT_EQ(c.stats().labels, 25u);
   ::kill(pid2, SIGTERM);
   EXPECT_EQ(test::wait_exit(pid2), 0);
+}
+
+// A lock held by another process froze every rater, and every request was
+// served on the one I/O thread (issue "Hardening"). Store work runs on its
+// own thread with a short busy timeout: while a request waits for the lock,
+// the I/O thread still refuses a hostile frame, and the waiting rater is told
+// to try again instead of waiting 10 s.
+TEST(LabelService, ALockedStoreAnswersBusyAndNeverStallsTheIoThread) {
+  test::TempDir dir("svc-busy");
+  const std::string db = dir.file("l.sqlite");
+  const std::string token = test::store_with_rater(db, 5);
+  ServiceConfig c;
+  c.store_busy_timeout_ms = 3000;
+  ServerThread server(db, {}, c);
+  LabelClient client("127.0.0.1", server.port, token);
+  const auto t = client.next_task();
+  ASSERT_TRUE(t);
+  sql::Db other(db);
+  other.exec("BEGIN IMMEDIATE");
+  std::atomic<bool> submit_returned{false};
+  std::string busy;
+  std::thread waiter([&] {
+    busy = test::error_of([&] { client.submit(left_better_of(*t, "x")); });
+    submit_returned = true;
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  RawSocket raw(server.port);
+  raw.send(frame_header(1 << 20));
+  const std::string refused = raw.read_until_closed();
+  EXPECT_NE(error_in(refused).find("before hello"), std::string::npos);
+  EXPECT_FALSE(submit_returned) << "the hostile frame was answered while the store thread waited for the lock";
+  waiter.join();
+  EXPECT_NE(busy.find("try again"), std::string::npos) << busy;
+  other.exec("ROLLBACK");
+  EXPECT_GT(client.submit(left_better_of(*t, "x")), 0) << "the connection goes on once the lock is gone";
 }
 
 // `serve-labels --db typo.sqlite` served a new empty store; --port 70000
