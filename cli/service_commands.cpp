@@ -72,6 +72,15 @@ void register_service_commands(CLI::App& app) {
       ->capture_default_str()
       ->check(CLI::Range(int64_t{4096}, int64_t{64} << 20));
   sub->add_option("--seed", cfg->desk.seed, "seeds left/right order and gold draws")->capture_default_str();
+  sub->add_option("--tls_cert", cfg->tls_cert, "TLS certificate chain (PEM); raters then connect with --tls_ca");
+  sub->add_option("--tls_key", cfg->tls_key, "private key of --tls_cert (PEM)");
+  sub->add_flag("--allow_plaintext", cfg->allow_plaintext,
+                "serve beyond loopback without TLS (only behind a tunnel or on a trusted network)");
+  sub->add_option("--max_rationale_bytes", cfg->desk.max_rationale_bytes, "longer rationales are refused")
+      ->capture_default_str()->check(CLI::Range(int64_t{0}, int64_t{1} << 20));
+  sub->add_option("--store_busy_timeout_ms", cfg->store_busy_timeout_ms,
+                  "a request waiting this long for another process's lock on the store is told to try again")
+      ->capture_default_str()->check(CLI::Range(0, 60000));
   add_action(sub, [cfg, create] {
     // A typo in --db used to serve a fresh, empty store without a word.
     if (!*create && !path_exists(cfg->db)) {
@@ -79,7 +88,8 @@ void register_service_commands(CLI::App& app) {
     }
     labels::LabelServer server(*cfg);
     // One line a script can wait for (the port matters when --port 0).
-    std::printf("label service: serving %s on %s:%d\n", cfg->db.c_str(), cfg->host.c_str(), server.port());
+    std::printf("label service: serving %s on %s:%d%s\n", cfg->db.c_str(), cfg->host.c_str(), server.port(),
+                cfg->tls_cert.empty() ? "" : " (TLS)");
     std::fflush(stdout);
     server.run(/*handle_signals=*/true);
   });

@@ -34,10 +34,9 @@ class LocalBackend : public RatingBackend {
 
 class RemoteBackend : public RatingBackend {
  public:
-  RemoteBackend(std::string host, int port, std::string token)
-      : host_(std::move(host)), port_(port), token_(std::move(token)) {
-    client_ = std::make_unique<labels::LabelClient>(host_, port_, token_);
-    name_ = client_->rater();
+  RemoteBackend(std::string host, int port, std::string token, std::string tls_ca)
+      : host_(std::move(host)), port_(port), token_(std::move(token)), tls_ca_(std::move(tls_ca)) {
+    connect();
   }
   std::string rater() const override { return name_; }
   std::optional<labels::RatingTask> next_task(const std::vector<int64_t>& exclude, int64_t prefer) override {
@@ -54,10 +53,14 @@ class RemoteBackend : public RatingBackend {
   }
   void reconnect() override {
     client_.reset();
-    client_ = std::make_unique<labels::LabelClient>(host_, port_, token_);
+    connect();
   }
 
  private:
+  void connect() {
+    client_ = std::make_unique<labels::LabelClient>(host_, port_, token_, 30.0, tls_ca_);
+    name_ = client_->rater();
+  }
   labels::LabelClient& client() {
     if (!client_) fail(ErrorKind::kNetwork, "not connected to the label service at ", host_, ":", port_);
     return *client_;
@@ -73,7 +76,7 @@ class RemoteBackend : public RatingBackend {
   }
   std::string host_;
   int port_;
-  std::string token_, name_;
+  std::string token_, tls_ca_, name_;
   std::unique_ptr<labels::LabelClient> client_;
 };
 
@@ -84,8 +87,9 @@ std::unique_ptr<RatingBackend> make_local_backend(const std::string& db, const s
   return std::make_unique<LocalBackend>(db, name, desk);
 }
 
-std::unique_ptr<RatingBackend> make_remote_backend(const std::string& host, int port, const std::string& token) {
-  return std::make_unique<RemoteBackend>(host, port, token);
+std::unique_ptr<RatingBackend> make_remote_backend(const std::string& host, int port, const std::string& token,
+                                                   const std::string& tls_ca) {
+  return std::make_unique<RemoteBackend>(host, port, token, tls_ca);
 }
 
 }  // namespace rlhf::ui

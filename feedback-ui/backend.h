@@ -29,7 +29,9 @@ class RatingBackend {
 // Rates a local store as rater `name` (created as a human rater if new).
 std::unique_ptr<RatingBackend> make_local_backend(const std::string& db, const std::string& name,
                                                   const labels::DeskConfig& desk);
-// Talks to `rlhf serve-labels` at host:port with the rater's token.
-std::unique_ptr<RatingBackend> make_remote_backend(const std::string& host, int port, const std::string& token);
+// Talks to `rlhf serve-labels` at host:port with the rater's token; over
+// TLS when `tls_ca` names the authority of the service's certificate.
+std::unique_ptr<RatingBackend> make_remote_backend(const std::string& host, int port, const std::string& token,
+                                                   const std::string& tls_ca = "");
 
 }  // namespace rlhf::ui

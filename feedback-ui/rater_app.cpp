@@ -41,7 +41,7 @@ using namespace rlhf::ui;
 namespace {
 
 struct Options {
-  std::string server, token, token_file, db, rater = "me", guidelines_file, compare_dir, script, screenshot;
+  std::string server, token, token_file, tls_ca, db, rater = "me", guidelines_file, compare_dir, script, screenshot;
   int width = 1280, height = 800, settle_frames = 6;
 };
 
@@ -310,7 +310,7 @@ int run(const Options& o) {
   if (!o.server.empty()) {
     const std::string token = rater_token(o);
     const auto [host, port] = labels::parse_host_port(o.server);
-    backend = make_remote_backend(host, port, token);
+    backend = make_remote_backend(host, port, token, o.tls_ca);
   } else if (!o.db.empty()) {
     backend = make_local_backend(o.db, o.rater, labels::DeskConfig{});
   } else {
@@ -401,6 +401,8 @@ int main(int argc, char** argv) {
                  "your rater token (from rlhf raters add NAME); visible to other users in `ps`, so prefer "
                  "RLHF_RATER_TOKEN or --token_file");
   cli.add_option("--token_file", o.token_file, "read the token from this file (its first line)");
+  cli.add_option("--tls_ca", o.tls_ca,
+                 "connect with TLS, checking the service's certificate against this PEM file (or 'system')");
   cli.add_option("--db", o.db, "rate a local label store instead of a server");
   cli.add_option("--rater", o.rater, "rater name for --db")->capture_default_str();
   cli.add_option("--guidelines", o.guidelines_file, "text file shown in the Guidelines tab (e.g. docs/rubric.md)");

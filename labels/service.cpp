@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <boost/asio.hpp>
+#include <boost/asio/ssl.hpp>
 #include <array>
 #include <cerrno>
 #include <cstring>
@@ -35,8 +36,19 @@ std::string error_frame(const std::string& text) {
 // ---------------------------------------------------------------- server
 
 struct LabelServer::Impl {
+  // Held while this server runs: a flock on <db>.serving, released with the
+  // descriptor (also when a later member fails to construct).
+  struct ServingLock {
+    int fd = -1;
+    explicit ServingLock(int f) : fd(f) {}
+    ServingLock(const ServingLock&) = delete;
+    ServingLock& operator=(const ServingLock&) = delete;
+    ~ServingLock() {
+      if (fd >= 0) ::close(fd);
+    }
+  };
   ServiceConfig config;
-  int serving_lock = -1;  // flock on <db>.serving while this server runs
+  ServingLock serving_lock;
   LabelStore store;
   RatingDesk desk;
   // Open connections, in all and per remote address (the I/O thread only).
@@ -51,17 +63,38 @@ struct LabelServer::Impl {
   // The store thread: every request that touches the store runs here, in
   // arrival order. Declared after io so it is joined before io goes away.
   asio::thread_pool store_thread{1};
+  std::optional<asio::ssl::context> tls;  // set when serving TLS
 
-  explicit Impl(const ServiceConfig& c) : config(c), serving_lock(lock_for_serving(c.db)), store(c.db), desk(store, c.desk) {
+  explicit Impl(const ServiceConfig& c)
+      : config(c), serving_lock(lock_for_serving(c.db)), store(c.db), desk(store, c.desk), tls(server_tls(c)) {
     store.db().set_busy_timeout(c.store_busy_timeout_ms);
   }
-  ~Impl() {
-    if (serving_lock >= 0) ::close(serving_lock);
+
+  // TLS 1.2 or later with the operator's certificate chain and key (PEM).
+  static std::optional<asio::ssl::context> server_tls(const ServiceConfig& c) {
+    if (c.tls_cert.empty() && c.tls_key.empty()) return std::nullopt;
+    if (c.tls_cert.empty() || c.tls_key.empty())
+      fail(ErrorKind::kUsage, "label service: TLS needs both --tls_cert and --tls_key (PEM files)");
+    asio::ssl::context ctx(asio::ssl::context::tls_server);
+    ctx.set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
+                    asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 | asio::ssl::context::no_tlsv1_1 |
+                    asio::ssl::context::single_dh_use);
+    boost::system::error_code ec;
+    ctx.use_certificate_chain_file(c.tls_cert, ec);
+    if (ec) fail(ErrorKind::kUsage, "label service: cannot use --tls_cert ", c.tls_cert, ": ", ec.message(),
+                 " (a PEM certificate chain is expected)");
+    ctx.use_private_key_file(c.tls_key, asio::ssl::context::pem, ec);
+    if (ec) fail(ErrorKind::kUsage, "label service: cannot use --tls_key ", c.tls_key, ": ", ec.message(),
+                 " (the PEM private key of --tls_cert is expected)");
+    if (SSL_CTX_check_private_key(ctx.native_handle()) != 1)
+      fail(ErrorKind::kUsage, "label service: --tls_key ", c.tls_key, " is not the key of --tls_cert ", c.tls_cert);
+    return ctx;
   }
 
-  // Leases live in one server's memory, so two servers on one store would
-  // hand the same comparison to two raters: the second is refused. flock is
-  // released when the process dies, SIGKILL included.
+  // One server per store, so every rater goes through one service's limits
+  // and log. (Offers live in the store, so a second desk would still hand
+  // out each task correctly; see RatingDesk.) flock is released when the
+  // process dies, SIGKILL included.
   static int lock_for_serving(const std::string& db) {
     const std::string path = db + ".serving";
     const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
@@ -90,12 +123,14 @@ struct LabelServer::Impl {
 
 namespace {
 
-class Session : public std::enable_shared_from_this<Session> {
+// One connection; Stream is a plain socket or a TLS stream over one.
+template <class Stream>
+class Session : public std::enable_shared_from_this<Session<Stream>> {
  public:
-  Session(tcp::socket socket, LabelServer::Impl& server, size_t id, std::string address)
-      : socket_(std::move(socket)), timer_(socket_.get_executor()), server_(server), address_(std::move(address)) {
+  Session(Stream stream, LabelServer::Impl& server, size_t id, std::string address)
+      : stream_(std::move(stream)), timer_(stream_.get_executor()), server_(server), address_(std::move(address)) {
     boost::system::error_code ec;
-    const auto ep = socket_.remote_endpoint(ec);
+    const auto ep = lowest().remote_endpoint(ec);
     peer_ = "#" + std::to_string(id) + " " + (ec ? std::string("?") : address_ + ":" + std::to_string(ep.port()));
     ++server_.open_sessions;
     ++server_.open_per_address[address_];
@@ -104,14 +139,35 @@ class Session : public std::enable_shared_from_this<Session> {
     --server_.open_sessions;
     if (--server_.open_per_address[address_] == 0) server_.open_per_address.erase(address_);
   }
-  void start() { read_header(); }
+  void start() {
+    if constexpr (kTls) {
+      // The handshake counts against the hello timeout.
+      arm_timer();
+      stream_.async_handshake(asio::ssl::stream_base::server, [self = this->shared_from_this()](
+                                                                   const boost::system::error_code& ec) {
+        if (ec) {
+          log_info("label service: ", self->peer_, ": TLS handshake failed (", printable(ec.message()), "); closing");
+          self->close();
+          return;
+        }
+        self->read_header();
+      });
+    } else {
+      read_header();
+    }
+  }
 
  private:
+  static constexpr bool kTls = !std::is_same_v<Stream, tcp::socket>;
+  tcp::socket& lowest() {
+    if constexpr (kTls) return stream_.next_layer();
+    else return stream_;
+  }
   bool authenticated() const { return rater_.has_value(); }
   void arm_timer() {
     const int seconds = authenticated() ? server_.config.idle_timeout_s : server_.config.hello_timeout_s;
     timer_.expires_after(std::chrono::seconds(seconds));
-    timer_.async_wait([self = shared_from_this(), seconds](const boost::system::error_code& ec) {
+    timer_.async_wait([self = this->shared_from_this(), seconds](const boost::system::error_code& ec) {
       if (ec) return;  // cancelled: activity
       log_info("label service: ", self->peer_, self->authenticated() ? " idle for " : " said no hello in ", seconds,
                " s; closing");
@@ -121,8 +177,8 @@ class Session : public std::enable_shared_from_this<Session> {
   void close() {
     boost::system::error_code ec;
     timer_.cancel();
-    socket_.shutdown(tcp::socket::shutdown_both, ec);
-    socket_.close(ec);
+    lowest().shutdown(tcp::socket::shutdown_both, ec);
+    lowest().close(ec);
   }
   void reject(const std::string& why) {
     log_info("label service: ", peer_, ": ", why, "; closing this connection");
@@ -130,7 +186,7 @@ class Session : public std::enable_shared_from_this<Session> {
   }
   void read_header() {
     arm_timer();
-    asio::async_read(socket_, asio::buffer(header_), [self = shared_from_this()](const boost::system::error_code& ec,
+    asio::async_read(stream_, asio::buffer(header_), [self = this->shared_from_this()](const boost::system::error_code& ec,
                                                                                  size_t n) {
       if (ec) {
         if (n > 0) log_info("label service: ", self->peer_, ": truncated frame header (", n, " of 4 bytes); closing");
@@ -154,7 +210,7 @@ class Session : public std::enable_shared_from_this<Session> {
   // but never sent holds one chunk, not its declared size.
   void read_body(size_t want) {
     const size_t n = std::min(chunk_.size(), want - body_.size());
-    socket_.async_read_some(asio::buffer(chunk_.data(), n), [self = shared_from_this(), want](
+    stream_.async_read_some(asio::buffer(chunk_.data(), n), [self = this->shared_from_this(), want](
                                                                 const boost::system::error_code& ec, size_t got) {
       if (ec) {
         log_info("label service: ", self->peer_, ": truncated frame (", self->body_.size() + got, " of ", want,
@@ -176,10 +232,10 @@ class Session : public std::enable_shared_from_this<Session> {
   // both threads at once. The store thread keeps no reference once it has
   // posted the answer: the session always ends on the I/O thread.
   void handle() {
-    asio::post(server_.store_thread, [self = shared_from_this(), body = std::move(body_), rater = rater_]() mutable {
+    asio::post(server_.store_thread, [self = this->shared_from_this(), body = std::move(body_), rater = rater_]() mutable {
       LabelServer::Impl::Answer answer = self->server_.serve(body, rater);
       auto& executor_owner = *self;
-      asio::post(executor_owner.socket_.get_executor(),
+      asio::post(executor_owner.stream_.get_executor(),
                  [self = std::move(self), answer = std::move(answer), rater = std::move(rater)]() mutable {
                    self->rater_ = std::move(rater);
                    if (!answer.rejected.empty()) log_info("label service: ", self->peer_, ": ", answer.rejected,
@@ -190,7 +246,7 @@ class Session : public std::enable_shared_from_this<Session> {
   }
   void send(std::string frame, bool close_after) {
     out_ = std::move(frame);
-    asio::async_write(socket_, asio::buffer(out_), [self = shared_from_this(), close_after](
+    asio::async_write(stream_, asio::buffer(out_), [self = this->shared_from_this(), close_after](
                                                        const boost::system::error_code& ec, size_t) {
       if (ec || close_after) {
         self->close();
@@ -200,7 +256,7 @@ class Session : public std::enable_shared_from_this<Session> {
     });
   }
 
-  tcp::socket socket_;
+  Stream stream_;
   asio::steady_timer timer_;
   LabelServer::Impl& server_;
   std::string address_, peer_;
@@ -255,7 +311,12 @@ void LabelServer::Impl::accept() {
       boost::system::error_code ignored;
       socket.close(ignored);
     } else {
-      std::make_shared<Session>(std::move(socket), *this, next_session++, address)->start();
+      if (tls) {
+        using TlsStream = asio::ssl::stream<tcp::socket>;
+        std::make_shared<Session<TlsStream>>(TlsStream(std::move(socket), *tls), *this, next_session++, address)->start();
+      } else {
+        std::make_shared<Session<tcp::socket>>(std::move(socket), *this, next_session++, address)->start();
+      }
     }
     accept();
   });
@@ -307,10 +368,19 @@ std::string LabelServer::Impl::dispatch(std::optional<Rater>& rater, wire::Reque
   return encode_frame(m);
 }
 
-LabelServer::LabelServer(const ServiceConfig& config) : impl_(std::make_unique<Impl>(config)) {
+LabelServer::LabelServer(const ServiceConfig& config) {
   boost::system::error_code ec;
   const auto address = asio::ip::make_address(config.host, ec);
   if (ec) fail(ErrorKind::kUsage, "label service: host '", config.host, "' is not an IP address");
+  // Tokens and labels cross the network in clear without TLS: that is only
+  // the default on this machine.
+  const bool tls = !config.tls_cert.empty() || !config.tls_key.empty();
+  if (!tls && !address.is_loopback() && !config.allow_plaintext)
+    fail(ErrorKind::kUsage, "label service: serving ", config.host,
+         " beyond this machine without TLS would send rater tokens and labels in clear. Give --tls_cert and --tls_key "
+         "(docs/security.md shows how to make them), or pass --allow_plaintext when a tunnel or a trusted network "
+         "protects the port.");
+  impl_ = std::make_unique<Impl>(config);
   const tcp::endpoint ep(address, static_cast<unsigned short>(config.port));
   impl_->acceptor.open(ep.protocol());
   impl_->acceptor.set_option(tcp::acceptor::reuse_address(true));
@@ -347,29 +417,63 @@ void LabelServer::stop() {
 struct LabelClient::Impl {
   asio::io_context io;
   tcp::socket socket{io};
+  std::optional<asio::ssl::context> tls_context;
+  std::unique_ptr<asio::ssl::stream<tcp::socket&>> tls;  // over `socket`, when the service speaks TLS
   std::string rater;
+
+  template <class Buffer> void write(const Buffer& b, boost::system::error_code& ec) {
+    if (tls) asio::write(*tls, b, ec);
+    else asio::write(socket, b, ec);
+  }
+  template <class Buffer> void read(const Buffer& b, boost::system::error_code& ec) {
+    if (tls) asio::read(*tls, b, ec);
+    else asio::read(socket, b, ec);
+  }
 
   wire::Response::Reader request(capnp::MallocMessageBuilder& msg, std::unique_ptr<DecodedMessage>& holder) {
     const std::string frame = encode_frame(msg);
     boost::system::error_code ec;
-    asio::write(socket, asio::buffer(frame), ec);
+    write(asio::buffer(frame), ec);
     if (ec) fail(ErrorKind::kNetwork, "label service: connection lost while sending (", ec.message(), ")");
     uint8_t header[4];
-    asio::read(socket, asio::buffer(header), ec);
+    read(asio::buffer(header), ec);
     if (ec) fail(ErrorKind::kNetwork, "label service: connection lost while waiting for an answer (", ec.message(), ")");
     const uint32_t len = decode_frame_length(header);
     if (len == 0 || len > 64u << 20) fail(ErrorKind::kNetwork, "label service: answered with a bad frame length ", len);
     std::string body(len, '\0');
-    asio::read(socket, asio::buffer(body), ec);
+    read(asio::buffer(body), ec);
     if (ec) fail(ErrorKind::kNetwork, "label service: connection lost mid-answer (", ec.message(), ")");
     holder = std::make_unique<DecodedMessage>(body, 64u << 20);
     auto res = holder->root<wire::Response>();
     if (res.which() == wire::Response::ERROR) fail(ErrorKind::kData, "label service: ", to_std(res.getError()));
     return res;
   }
+
+  // TLS with the server's certificate checked against `ca` (a PEM file, or
+  // "system" for the system's trusted authorities) and the host name.
+  void start_tls(const std::string& host, const std::string& ca) {
+    tls_context.emplace(asio::ssl::context::tls_client);
+    tls_context->set_options(asio::ssl::context::no_sslv2 | asio::ssl::context::no_sslv3 |
+                             asio::ssl::context::no_tlsv1 | asio::ssl::context::no_tlsv1_1);
+    boost::system::error_code ec;
+    if (ca == "system") tls_context->set_default_verify_paths(ec);
+    else tls_context->load_verify_file(ca, ec);
+    if (ec) fail(ErrorKind::kUsage, "label service: cannot use the certificate authority '", ca, "': ", ec.message());
+    tls_context->set_verify_mode(asio::ssl::verify_peer);
+    tls = std::make_unique<asio::ssl::stream<tcp::socket&>>(socket, *tls_context);
+    tls->set_verify_callback(asio::ssl::host_name_verification(host));
+    boost::system::error_code not_ip;
+    asio::ip::make_address(host, not_ip);
+    if (not_ip) SSL_set_tlsext_host_name(tls->native_handle(), host.c_str());  // SNI carries names, not addresses
+    tls->handshake(asio::ssl::stream_base::client, ec);
+    if (ec)
+      fail(ErrorKind::kNetwork, "label service: TLS handshake with ", host, " failed (", ec.message(),
+           "). Does the service use TLS, and does --tls_ca hold the authority that signed its certificate?");
+  }
 };
 
-LabelClient::LabelClient(const std::string& host, int port, const std::string& token, double timeout_s)
+LabelClient::LabelClient(const std::string& host, int port, const std::string& token, double timeout_s,
+                         const std::string& tls_ca)
     : impl_(std::make_unique<Impl>()) {
   boost::system::error_code ec;
   tcp::resolver resolver(impl_->io);
@@ -383,6 +487,7 @@ LabelClient::LabelClient(const std::string& host, int port, const std::string& t
   timeval tv{static_cast<time_t>(timeout_s), static_cast<suseconds_t>((timeout_s - static_cast<int64_t>(timeout_s)) * 1e6)};
   ::setsockopt(impl_->socket.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   ::setsockopt(impl_->socket.native_handle(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  if (!tls_ca.empty()) impl_->start_tls(host, tls_ca);
   capnp::MallocMessageBuilder m;
   auto hello = m.initRoot<wire::Request>().initHello();
   hello.setToken(text(token));

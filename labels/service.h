@@ -33,6 +33,10 @@ struct ServiceConfig {
   // A request that waits this long for another process's lock on the store
   // is answered "busy, try again" instead of holding every rater behind it.
   int store_busy_timeout_ms = 2000;
+  // TLS: the certificate chain and private key (PEM). Without them the
+  // service binds only loopback addresses unless allow_plaintext is set.
+  std::string tls_cert, tls_key;
+  bool allow_plaintext = false;               // serve beyond loopback without TLS (a tunnel or trusted network)
   DeskConfig desk;                            // task assignment
   template <class V> void visit(V& v) {
     v("db", db);
@@ -45,6 +49,9 @@ struct ServiceConfig {
     v("max_connections", max_connections, Range::at_least(1));
     v("max_connections_per_address", max_connections_per_address, Range::at_least(1));
     v("store_busy_timeout_ms", store_busy_timeout_ms, Range::between(0, 60000));
+    v("tls_cert", tls_cert);
+    v("tls_key", tls_key);
+    v("allow_plaintext", allow_plaintext);
     v.section("desk", desk);
   }
 };
@@ -73,8 +80,11 @@ class LabelServer {
 // Error(kNetwork).
 class LabelClient {
  public:
-  // Connects and says hello; a wrong token is Error(kUsage).
-  LabelClient(const std::string& host, int port, const std::string& token, double timeout_s = 30);
+  // Connects and says hello; a wrong token is Error(kUsage). With `tls_ca`
+  // (a PEM file of the authority that signed the service's certificate, or
+  // "system") the connection is TLS and the certificate and host are checked.
+  LabelClient(const std::string& host, int port, const std::string& token, double timeout_s = 30,
+              const std::string& tls_ca = "");
   ~LabelClient();
   LabelClient(const LabelClient&) = delete;
   LabelClient& operator=(const LabelClient&) = delete;

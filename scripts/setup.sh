@@ -16,6 +16,7 @@ PACKAGES=(
   libpcre2-dev nlohmann-json3-dev libtomlplusplus-dev libcli11-dev
   libgtest-dev
   libsqlite3-dev libboost-dev capnproto libcapnp-dev
+  libssl-dev openssl                  # TLS for the label service (openssl makes test certificates)
   libimgui-dev libglfw3-dev xvfb libgl1-mesa-dri xauth
 )
 # Only for the tests (scripts/test.sh sets RLHF_TEST_DEPS=1): real clients of

@@ -10,6 +10,7 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <fstream>
 #include <set>
 #include <thread>
@@ -754,6 +755,56 @@ TEST(LabelService, AcknowledgedLabelsSurviveSigkillAndResendsAreNotDoubled) {
   EXPECT_EQ(c.stats().labels, 25u);
   ::kill(pid2, SIGTERM);
   EXPECT_EQ(test::wait_exit(pid2), 0);
+}
+
+namespace {
+// A self-signed certificate for 127.0.0.1 and localhost (openssl from Debian).
+void make_certificate(const std::string& dir, const std::string& name) {
+  const std::string cmd = "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj "
+                          "/CN=localhost -addext subjectAltName=IP:127.0.0.1,DNS:localhost -keyout " +
+                          dir + "/" + name + ".key -out " + dir + "/" + name + ".pem 2>/dev/null";
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+}
+}  // namespace
+
+// The service spoke only plaintext, so tokens and labels crossed the network
+// in clear (issue "Hardening"). With --tls_cert/--tls_key it speaks TLS, the
+// rater checks the certificate, and beyond loopback TLS is required unless
+// plaintext is allowed explicitly.
+TEST(LabelService, TlsCarriesTheSameProtocolAndIsRequiredBeyondLoopback) {
+  test::TempDir dir("svc-tls");
+  const std::string db = dir.file("l.sqlite");
+  const std::string token = test::store_with_rater(db, 3);
+  make_certificate(dir.path(), "server");
+  make_certificate(dir.path(), "other");
+  ServiceConfig c;
+  c.tls_cert = dir.file("server.pem");
+  c.tls_key = dir.file("server.key");
+  {
+    ServerThread server(db, {}, c);
+    LabelClient client("127.0.0.1", server.port, token, 30, dir.file("server.pem"));
+    EXPECT_EQ(client.rater(), "ann");
+    const auto t = client.next_task();
+    ASSERT_TRUE(t);
+    EXPECT_GT(client.submit(left_better_of(*t, "tls-1")), 0);
+    EXPECT_EQ(client.stats().labels, 1u);
+    // A certificate from another authority is refused, and so is a client that does not speak TLS.
+    EXPECT_NE(test::error_of([&] { LabelClient("127.0.0.1", server.port, token, 5, dir.file("other.pem")); })
+                  .find("--tls_ca"),
+              std::string::npos);
+    EXPECT_NE(test::error_of([&] { LabelClient("127.0.0.1", server.port, token, 5); }).find("connection lost"),
+              std::string::npos);
+  }
+  ServiceConfig mismatched = c;
+  mismatched.tls_key = dir.file("other.key");
+  EXPECT_NE(test::error_of([&] { ServerThread server(db, {}, mismatched); }).find("--tls_key"),
+            std::string::npos);
+  ServiceConfig open;
+  open.host = "0.0.0.0";
+  EXPECT_NE(test::error_of([&] { ServerThread server(db, {}, open); }).find("--tls_cert"), std::string::npos);
+  open.allow_plaintext = true;
+  ServerThread plain(db, {}, open);
+  EXPECT_EQ(LabelClient("127.0.0.1", plain.port, token).stats().labels, 1u);
 }
 
 // A lock held by another process froze every rater, and every request was
