@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "common/config.h"
-#include "policy/chat.h"
+#include "tokenizer/chat_template.h"
 #include "tokenizer/tokenizer.h"
 
 namespace rlhf::serve {

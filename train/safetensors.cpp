@@ -9,6 +9,7 @@
 #include "common/config.h"
 #include "common/error.h"
 #include "common/fs.h"
+#include "common/safetensors_header.h"
 
 namespace rlhf {
 namespace {
@@ -39,8 +40,6 @@ const DtypeInfo& dtype_by_type(torch::ScalarType type) {
   }
   fail(ErrorKind::kData, "safetensors cannot store tensors of type ", c10::toString(type));
 }
-
-constexpr uint64_t kMaxHeader = 100ull << 20;  // as the reference implementation
 
 }  // namespace
 
@@ -81,72 +80,20 @@ void save_safetensors(const std::string& path, const TensorMap& tensors,
 
 SafetensorsFile parse_safetensors(const uint8_t* data, size_t size, const std::string& source,
                                   std::shared_ptr<const MappedFile> owner) {
-  auto corrupt = [&](auto&&... what) {
-    fail(ErrorKind::kCorrupt, source, ": not a valid safetensors file: ", what...,
-         ". The file may be truncated or damaged; restore it from another checkpoint.");
-  };
-  if (size < 8) corrupt("it is ", size, " bytes long, shorter than the 8-byte header length");
-  uint64_t n = 0;
-  for (int i = 0; i < 8; ++i) n |= static_cast<uint64_t>(data[i]) << (8 * i);
-  if (n > kMaxHeader) corrupt("the header claims ", n, " bytes (limit ", kMaxHeader, ")");
-  if (n > size - 8) corrupt("the header claims ", n, " bytes but only ", size - 8, " follow");
-  Json header;
-  try {
-    header = parse_json(std::string_view(reinterpret_cast<const char*>(data + 8), n), source + " (header)");
-  } catch (const nlohmann::json::exception& e) {
-    corrupt("the header is not valid JSON (", e.what(), ")");
-  }
-  if (!header.is_object()) corrupt("the header is not a JSON object");
-
-  const uint64_t data_size = size - 8 - n;
-  const uint8_t* base = data + 8 + n;
+  const SafetensorsHeader header = parse_safetensors_header(data, size, source);
+  const uint8_t* base = data + header.data_offset;
   SafetensorsFile out;
-  std::vector<std::pair<uint64_t, uint64_t>> ranges;
-  for (auto it = header.begin(); it != header.end(); ++it) {
-    const std::string& name = it.key();
-    const Json& e = it.value();
-    if (name == "__metadata__") {
-      if (!e.is_object()) corrupt("__metadata__ is not an object");
-      for (auto m = e.begin(); m != e.end(); ++m) {
-        if (!m.value().is_string()) corrupt("__metadata__ value '", m.key(), "' is not a string");
-        out.metadata[m.key()] = m.value().get<std::string>();
-      }
-      continue;
-    }
-    if (!e.is_object() || !e.contains("dtype") || !e.contains("shape") || !e.contains("data_offsets")) {
-      corrupt("tensor '", name, "' lacks dtype, shape or data_offsets");
-    }
-    const DtypeInfo* d = e["dtype"].is_string() ? dtype_by_name(e["dtype"].get<std::string>()) : nullptr;
-    if (d == nullptr) corrupt("tensor '", name, "' has an unsupported dtype ", e["dtype"].dump());
-    std::vector<int64_t> shape;
-    uint64_t numel = 1;
-    if (!e["shape"].is_array()) corrupt("tensor '", name, "' has a shape that is not a list");
-    for (const auto& dim : e["shape"]) {
-      if (!dim.is_number_unsigned()) corrupt("tensor '", name, "' has a bad dimension ", dim.dump());
-      const uint64_t v = dim.get<uint64_t>();
-      if (v > (1ull << 40) || (v != 0 && numel > (1ull << 50) / v)) corrupt("tensor '", name, "' is impossibly large");
-      numel *= v;
-      shape.push_back(static_cast<int64_t>(v));
-    }
-    const Json& off = e["data_offsets"];
-    if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() || !off[1].is_number_unsigned()) {
-      corrupt("tensor '", name, "' has malformed data_offsets");
-    }
-    const uint64_t begin = off[0].get<uint64_t>(), end = off[1].get<uint64_t>();
-    if (begin > end || end > data_size) {
-      corrupt("tensor '", name, "' spans bytes [", begin, ", ", end, ") but the data holds ", data_size);
-    }
-    if (end - begin != numel * d->size) {
-      corrupt("tensor '", name, "' needs ", numel * d->size, " bytes for its shape but spans ", end - begin);
-    }
-    ranges.emplace_back(begin, end);
-    const uint8_t* bytes = base + begin;
-    if (owner && end > begin && reinterpret_cast<uintptr_t>(bytes) % d->size == 0) {
+  out.metadata = header.metadata;
+  for (const SafetensorsEntry& e : header.tensors) {
+    const DtypeInfo* d = dtype_by_name(e.dtype);
+    RLHF_CHECK(d != nullptr, "safetensors dtype ", e.dtype, " has no LibTorch type");
+    const uint8_t* bytes = base + e.begin;
+    if (owner && e.end > e.begin && reinterpret_cast<uintptr_t>(bytes) % d->size == 0) {
       // A view of the mapped file: loading a model reads each byte once.
       // When the view dies its whole pages leave memory (the file keeps them).
-      const size_t length = end - begin;
-      out.tensors[name] = torch::from_blob(
-          const_cast<uint8_t*>(bytes), shape,
+      const size_t length = e.end - e.begin;
+      out.tensors[e.name] = torch::from_blob(
+          const_cast<uint8_t*>(bytes), e.shape,
           [owner, length](void* p) {
             const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
             const uintptr_t from = (reinterpret_cast<uintptr_t>(p) + page - 1) / page * page;
@@ -156,15 +103,9 @@ SafetensorsFile parse_safetensors(const uint8_t* data, size_t size, const std::s
           torch::TensorOptions().dtype(d->type));
       continue;
     }
-    torch::Tensor t = torch::empty(shape, torch::TensorOptions().dtype(d->type));
-    if (end > begin) std::memcpy(t.data_ptr(), bytes, end - begin);
-    out.tensors[name] = t;
-  }
-  std::sort(ranges.begin(), ranges.end());
-  for (size_t i = 1; i < ranges.size(); ++i) {
-    if (ranges[i].first < ranges[i - 1].second && ranges[i].second > ranges[i].first) {
-      corrupt("two tensors overlap at byte ", ranges[i].first);
-    }
+    torch::Tensor t = torch::empty(e.shape, torch::TensorOptions().dtype(d->type));
+    if (e.end > e.begin) std::memcpy(t.data_ptr(), bytes, e.end - e.begin);
+    out.tensors[e.name] = t;
   }
   return out;
 }
