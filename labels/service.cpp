@@ -31,7 +31,73 @@ std::string error_frame(const std::string& text) {
   return encode_frame(m);
 }
 
+// One decoded request; sets `close` when the connection must end.
+std::string dispatch(RatingDesk& desk, std::optional<Rater>& rater, wire::Request::Reader req, bool& close) {
+  capnp::MallocMessageBuilder m;
+  auto res = m.initRoot<wire::Response>();
+  if (req.which() == wire::Request::HELLO) {
+    rater = desk.authenticate(to_std(req.getHello().getToken()));
+    if (!rater) {
+      log_info("label service: a connection offered an unknown token; closing");
+      close = true;
+      res.setError("unknown rater token: ask the operator for yours (`rlhf raters add NAME` prints it once)");
+    } else {
+      log_info("label service: rater '", printable(rater->name), "' connected (",
+               printable(to_std(req.getHello().getClient())), ")");
+      res.setWelcome(text(rater->name));
+    }
+    return encode_frame(m);
+  }
+  if (!rater) {
+    close = true;
+    res.setError("say hello with a rater token first");
+    return encode_frame(m);
+  }
+  try {
+    switch (req.which()) {
+      case wire::Request::NEXT_TASK: {
+        auto nt = req.getNextTask();
+        std::vector<int64_t> exclude;
+        for (int64_t id : nt.getExclude()) exclude.push_back(id);
+        if (auto t = desk.next_task(*rater, exclude, nt.getPrefer())) write_task(res.initTask(), *t);
+        else res.setNoTask();
+        break;
+      }
+      case wire::Request::SUBMIT: res.setAck(desk.submit(*rater, read_label(req.getSubmit()))); break;
+      case wire::Request::UNDO: res.setUndone(desk.undo(*rater)); break;
+      case wire::Request::STATS: write_progress(res.initStats(), desk.progress(*rater)); break;
+      default: close = true; res.setError("unknown request"); break;
+    }
+  } catch (const Error& e) {
+    // A well-formed request the store refuses (a label for a missing comparison,
+    // a second label on one comparison): the rater is told and may go on.
+    capnp::MallocMessageBuilder em;
+    em.initRoot<wire::Response>().setError(text(e.what()));
+    return encode_frame(em);
+  }
+  return encode_frame(m);
+}
+
 }  // namespace
+
+FrameAnswer answer_frame(RatingDesk& desk, std::optional<Rater>& rater, const std::string& body, size_t max_bytes) {
+  FrameAnswer a;
+  try {
+    DecodedMessage message(body, max_bytes);
+    a.frame = dispatch(desk, rater, message.root<wire::Request>(), a.close);
+    return a;
+  } catch (const Error& e) {
+    a.rejected = e.what();
+  } catch (const kj::Exception& e) {
+    a.rejected = std::string("invalid message: ") + e.getDescription().cStr();
+  } catch (const std::exception& e) {
+    // Not a refusal we wrote: a bug, which the frame fuzzer looks for.
+    a.rejected = std::string("internal error while serving the request: ") + e.what();
+  }
+  a.frame = error_frame(a.rejected);
+  a.close = true;
+  return a;
+}
 
 // ---------------------------------------------------------------- server
 
@@ -108,17 +174,6 @@ struct LabelServer::Impl {
   }
 
   void accept();
-  // What the store thread answers to one frame.
-  struct Answer {
-    std::string frame;
-    bool close = false;
-    std::string rejected;  // why the frame was refused (logged), empty when served
-  };
-  // Decodes and serves one frame on the store thread; `rater` is the
-  // connection's rater (set by a hello).
-  Answer serve(const std::string& body, std::optional<Rater>& rater);
-  // Handles one decoded request; sets `close` when the connection must end.
-  std::string dispatch(std::optional<Rater>& rater, wire::Request::Reader req, bool& close);
 };
 
 namespace {
@@ -233,7 +288,8 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
   // posted the answer: the session always ends on the I/O thread.
   void handle() {
     asio::post(server_.store_thread, [self = this->shared_from_this(), body = std::move(body_), rater = rater_]() mutable {
-      LabelServer::Impl::Answer answer = self->server_.serve(body, rater);
+      FrameAnswer answer =
+          answer_frame(self->server_.desk, rater, body, static_cast<size_t>(self->server_.config.max_frame_bytes));
       auto& executor_owner = *self;
       asio::post(executor_owner.stream_.get_executor(),
                  [self = std::move(self), answer = std::move(answer), rater = std::move(rater)]() mutable {
@@ -267,24 +323,6 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
 };
 
 }  // namespace
-
-LabelServer::Impl::Answer LabelServer::Impl::serve(const std::string& body, std::optional<Rater>& rater) {
-  Answer a;
-  try {
-    DecodedMessage message(body, static_cast<size_t>(config.max_frame_bytes));
-    a.frame = dispatch(rater, message.root<wire::Request>(), a.close);
-    return a;
-  } catch (const Error& e) {
-    a.rejected = e.what();
-  } catch (const kj::Exception& e) {
-    a.rejected = std::string("invalid message: ") + e.getDescription().cStr();
-  } catch (const std::exception& e) {
-    a.rejected = std::string("invalid message: ") + e.what();
-  }
-  a.frame = error_frame(a.rejected);
-  a.close = true;
-  return a;
-}
 
 void LabelServer::Impl::accept() {
   acceptor.async_accept([this](const boost::system::error_code& ec, tcp::socket socket) {
@@ -320,52 +358,6 @@ void LabelServer::Impl::accept() {
     }
     accept();
   });
-}
-
-std::string LabelServer::Impl::dispatch(std::optional<Rater>& rater, wire::Request::Reader req, bool& close) {
-  capnp::MallocMessageBuilder m;
-  auto res = m.initRoot<wire::Response>();
-  if (req.which() == wire::Request::HELLO) {
-    rater = desk.authenticate(to_std(req.getHello().getToken()));
-    if (!rater) {
-      log_info("label service: a connection offered an unknown token; closing");
-      close = true;
-      res.setError("unknown rater token: ask the operator for yours (`rlhf raters add NAME` prints it once)");
-    } else {
-      log_info("label service: rater '", printable(rater->name), "' connected (",
-               printable(to_std(req.getHello().getClient())), ")");
-      res.setWelcome(text(rater->name));
-    }
-    return encode_frame(m);
-  }
-  if (!rater) {
-    close = true;
-    res.setError("say hello with a rater token first");
-    return encode_frame(m);
-  }
-  try {
-    switch (req.which()) {
-      case wire::Request::NEXT_TASK: {
-        auto nt = req.getNextTask();
-        std::vector<int64_t> exclude;
-        for (int64_t id : nt.getExclude()) exclude.push_back(id);
-        if (auto t = desk.next_task(*rater, exclude, nt.getPrefer())) write_task(res.initTask(), *t);
-        else res.setNoTask();
-        break;
-      }
-      case wire::Request::SUBMIT: res.setAck(desk.submit(*rater, read_label(req.getSubmit()))); break;
-      case wire::Request::UNDO: res.setUndone(desk.undo(*rater)); break;
-      case wire::Request::STATS: write_progress(res.initStats(), desk.progress(*rater)); break;
-      default: close = true; res.setError("unknown request"); break;
-    }
-  } catch (const Error& e) {
-    // A well-formed request the store refuses (a label for a missing comparison,
-    // a second label on one comparison): the rater is told and may go on.
-    capnp::MallocMessageBuilder em;
-    em.initRoot<wire::Response>().setError(text(e.what()));
-    return encode_frame(em);
-  }
-  return encode_frame(m);
 }
 
 LabelServer::LabelServer(const ServiceConfig& config) {

@@ -56,6 +56,17 @@ struct ServiceConfig {
   }
 };
 
+// What the service answers to one frame body (decoded with at most
+// `max_bytes`) on a connection whose rater is `rater` (a hello sets it).
+// Never throws for any bytes: a refused frame is an error frame, with
+// `close` set and `rejected` saying why.
+struct FrameAnswer {
+  std::string frame;
+  bool close = false;
+  std::string rejected;
+};
+FrameAnswer answer_frame(RatingDesk& desk, std::optional<Rater>& rater, const std::string& body, size_t max_bytes);
+
 class LabelServer {
  public:
   // Opens the store and binds; throws Error(kNetwork) when the address is taken.

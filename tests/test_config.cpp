@@ -95,5 +95,25 @@ TEST(Json, DeepNestingIsAClearErrorNeverACrash) {
   EXPECT_NE(line_msg.find("pairs.jsonl:2"), std::string::npos) << line_msg;
 }
 
+// toml++ 3.3 reached __builtin_unreachable on "gold_rate = 1\uFE3F" and on
+// most non-ASCII characters where it expects whitespace (found by
+// fuzz/fuzz_toml_config; the input is in fuzz/corpus). Non-ASCII is kept
+// inside strings and comments, and is an error naming the line elsewhere.
+TEST(Config, NonAsciiOutsideStringsIsAClearErrorAndInsideIsKept) {
+  const std::string where = error_of([] { toml_string_to_json("a = 1\ngold_rate = 1\xef\xb8\xbf\n", "c.toml"); });
+  EXPECT_NE(where.find("c.toml:2: a non-ASCII character outside a string"), std::string::npos) << where;
+  EXPECT_NE(error_of([] { toml_string_to_json("x = 1\xc3\xa9\n", "c.toml"); }).find("c.toml:1"), std::string::npos);
+  EXPECT_NE(error_of([] { toml_string_to_json("x = \"\\\xc3\xa9\"\n", "c.toml"); }).find("backslash"),
+            std::string::npos);
+  const Json ok = toml_string_to_json(
+      "# caf\xc3\xa9 \xef\xb8\xbf\nname = \"caf\xc3\xa9 \xef\xb8\xbf\"\nlit = 'x\xc3\xa9'\n"
+      "multi = \"\"\"one \\\n    \xc3\xa9t\xc3\xa9\"\"\"\nplain = \"\"\"a \\\n  b\"\"\"\n",
+      "ok.toml");
+  EXPECT_EQ(ok["name"], "caf\xc3\xa9 \xef\xb8\xbf");
+  EXPECT_EQ(ok["lit"], "x\xc3\xa9");
+  EXPECT_EQ(ok["multi"], "one \xc3\xa9t\xc3\xa9") << "a line-ending backslash drops the whitespace after it";
+  EXPECT_EQ(ok["plain"], "a b");
+}
+
 }  // namespace
 }  // namespace rlhf

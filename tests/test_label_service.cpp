@@ -402,7 +402,9 @@ TEST(RatingDesk, OffersLiveInTheStoreSoDesksAgree) {
     const auto ta = desk_a.next_task(ann);
     const auto tb = desk_b.next_task(bob);
     if (!ta && !tb) break;
-    if (ta && tb) EXPECT_NE(ta->comparison_id, tb->comparison_id);
+    if (ta && tb) {
+      EXPECT_NE(ta->comparison_id, tb->comparison_id);
+    }
     // Labelled through the other desk: what one handed out, the other knows.
     if (ta) desk_b.submit(ann, left_better_of(*ta, "a" + std::to_string(i)));
     if (tb) desk_a.submit(bob, left_better_of(*tb, "b" + std::to_string(i)));

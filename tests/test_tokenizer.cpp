@@ -424,6 +424,10 @@ TEST(Jinja, UnsupportedOrBrokenTemplatesAreErrorsNamingTheConstructAndLine) {
   EXPECT_NE(error_of([] { render("{{ 'a' + 1 }}"); }).find("unsupported operand types for +: string and integer"),
             std::string::npos);
   EXPECT_NE(error_of([] { render("{{ x.y.z }}"); }).find("of an undefined value"), std::string::npos);
+  // Found by fuzz/fuzz_chat_template: these escaped as std::out_of_range / invalid_argument.
+  EXPECT_NE(error_of([] { render("{{ 99999999999999999999 }}"); }).find("is out of range"), std::string::npos);
+  EXPECT_NE(error_of([] { render("{{ 1e999 }}"); }).find("is out of range"), std::string::npos);
+  EXPECT_NE(error_of([] { render("{{ '\\xZZ' }}"); }).find("hex digits"), std::string::npos);
 }
 
 }  // namespace

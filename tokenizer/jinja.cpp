@@ -1,7 +1,9 @@
 #include "tokenizer/jinja.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
+#include <cstdlib>
 #include <cstdio>
 #include <ctime>
 #include <map>
@@ -13,6 +15,13 @@ namespace rlhf::jinja {
 namespace {
 
 // ---------------------------------------------------------------- text helpers
+
+int hex_digit(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
 
 // Lenient: a malformed byte reads as itself.
 std::vector<uint32_t> code_points(const std::string& s) {
@@ -329,8 +338,17 @@ std::vector<Token> lex_expression(const std::string& s, const std::string& where
       }
       std::string num = s.substr(i, j - i);
       num.erase(std::remove(num.begin(), num.end(), '_'), num.end());
-      if (is_float) out.push_back({Token::kFloat, num, Json(std::stod(num))});
-      else out.push_back({Token::kInt, num, Json(std::stoll(num))});
+      // Out-of-range literals are the template's error, not a crash (found by fuzz/fuzz_chat_template).
+      errno = 0;
+      if (is_float) {
+        const double v = std::strtod(num.c_str(), nullptr);
+        if (errno == ERANGE && std::isinf(v)) fail(ErrorKind::kData, where, ": the number ", num, " is out of range");
+        out.push_back({Token::kFloat, num, Json(v)});
+      } else {
+        const long long v = std::strtoll(num.c_str(), nullptr, 10);
+        if (errno == ERANGE) fail(ErrorKind::kData, where, ": the integer ", num, " is out of range");
+        out.push_back({Token::kInt, num, Json(static_cast<int64_t>(v))});
+      }
       i = j;
     } else if (c == '\'' || c == '"') {
       std::string v;
@@ -355,7 +373,14 @@ std::vector<Token> lex_expression(const std::string& s, const std::string& where
           case 'U': {
             const size_t n = e == 'x' ? 2 : e == 'u' ? 4 : 8;
             if (j + n >= s.size()) fail(ErrorKind::kData, where, ": a truncated \\", e, " escape in a string");
-            append_utf8(v, static_cast<uint32_t>(std::stoul(s.substr(j + 1, n), nullptr, 16)));
+            uint32_t code = 0;
+            for (size_t k = j + 1; k <= j + n; ++k) {
+              const int d = hex_digit(s[k]);
+              if (d < 0) fail(ErrorKind::kData, where, ": \\", e, " must be followed by ", n, " hex digits");
+              code = code * 16 + static_cast<uint32_t>(d);
+            }
+            if (code > 0x10FFFF) fail(ErrorKind::kData, where, ": \\", e, " escape beyond Unicode (", code, ")");
+            append_utf8(v, code);
             j += n;
             break;
           }
@@ -1162,7 +1187,9 @@ class Renderer {
       return undefined();
     }
     if (obj.j.is_array() && !name.empty() && std::isdigit(static_cast<unsigned char>(name[0]))) {
-      return index(n, obj, {Json(std::stoll(name))});
+      errno = 0;
+      const long long i = std::strtoll(name.c_str(), nullptr, 10);
+      if (errno != ERANGE) return index(n, obj, {Json(static_cast<int64_t>(i))});
     }
     return undefined();
   }

@@ -34,6 +34,20 @@ const char* const kLegacyChatTemplate =
 
 namespace {
 
+// The byte of a SentencePiece byte-fallback piece ("<0x0A>" is 10), or -1
+// for any other piece ("<0xZZ>" included: found by fuzz/fuzz_tokenizer_json).
+int byte_token_value(const std::string& piece) {
+  if (piece.size() != 6 || piece.compare(0, 3, "<0x") != 0 || piece[5] != '>') return -1;
+  int value = 0;
+  for (size_t i = 3; i < 5; ++i) {
+    const char c = piece[i];
+    const int d = c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10 : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+    if (d < 0) return -1;
+    value = value * 16 + d;
+  }
+  return value;
+}
+
 // GPT-2's byte order: printable bytes keep their code point, the others are
 // shifted to 256+. Token ids 0..255 follow this order, as in GPT-2.
 struct ByteTables {
@@ -185,8 +199,8 @@ void Tokenizer::finish_loading(const std::string& source) {
     if (sentencepiece_) {
       // <0xNN> byte tokens, and single characters, start symbol sequences.
       const std::string& p = pieces_[id];
-      if (p.size() == 6 && p.compare(0, 3, "<0x") == 0 && p[5] == '>') {
-        byte_ids_[static_cast<uint8_t>(std::stoi(p.substr(3, 2), nullptr, 16))] = static_cast<int32_t>(id);
+      if (const int byte = byte_token_value(p); byte >= 0) {
+        byte_ids_[static_cast<uint8_t>(byte)] = static_cast<int32_t>(id);
         produced[id] = true;
       } else {
         const auto lead = static_cast<unsigned char>(p.empty() ? 0 : p[0]);
@@ -772,8 +786,8 @@ Tokenizer Tokenizer::load_files(const std::string& dir) {
     }
     // Decoded bytes for decoding; the vocabulary string for encoding.
     std::string bytes;
-    if (t.size() == 6 && t.compare(0, 3, "<0x") == 0 && t[5] == '>') {
-      bytes = std::string(1, static_cast<char>(std::stoi(t.substr(3, 2), nullptr, 16)));
+    if (const int byte = byte_token_value(t); byte >= 0) {
+      bytes = std::string(1, static_cast<char>(byte));
     } else {
       for (size_t k = 0; k < t.size();) {
         if (t.compare(k, kMetaspace.size(), kMetaspace) == 0) {
