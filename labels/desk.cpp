@@ -55,7 +55,7 @@ std::optional<RatingTask> RatingDesk::next_task(const Rater& rater, const std::v
   // Everything is asked of the store (offers included), so several desks on
   // one store agree and nothing scans every comparison.
   const std::vector<int64_t> gold = store_.open_gold_for(rater.id);
-  const size_t remaining = store_.count_available(rater.id, now);
+  const size_t remaining = store_.count_open_for(rater.id);
   std::optional<int64_t> pick;
   if (prefer != 0 && (std::count(gold.begin(), gold.end(), prefer) || store_.is_available(prefer, rater.id, now)))
     pick = prefer;
@@ -146,7 +146,7 @@ RaterProgress RatingDesk::progress(const Rater& rater) {
   p.labels = static_cast<uint32_t>(n.labels);
   p.gold_seen = static_cast<uint32_t>(n.gold_seen);
   p.gold_correct = static_cast<uint32_t>(n.gold_correct);
-  p.remaining = static_cast<uint32_t>(store_.count_available(rater.id, unix_now()));
+  p.remaining = static_cast<uint32_t>(store_.count_open_for(rater.id));
   return p;
 }
 

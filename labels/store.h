@@ -130,7 +130,9 @@ class LabelStore {
   // is available to a rater while it is short of labels, they have not
   // labelled it, and other raters' live offers leave room for them.
   std::optional<Comparison> next_available(int64_t rater_id, double now, const std::set<int64_t>& skip = {});
-  size_t count_available(int64_t rater_id, double now);
+  // Regular comparisons short of labels that the rater has not labelled
+  // (other raters' offers aside): the rater's "remaining".
+  size_t count_open_for(int64_t rater_id);
   bool is_available(int64_t comparison_id, int64_t rater_id, double now);
   // Gold items the rater has not labelled (gold items go to every rater).
   std::vector<int64_t> open_gold_for(int64_t rater_id);

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Quick start, part 2: set up (packages, data, build) and run every test.
-# Extra arguments go to ctest, e.g. `scripts/test.sh -L fast`.
+# Quick start, part 2: set up (packages, data, build) and run every test:
+# the main suite, then the sanitizer build (ASan + UBSan over everything that
+# reads outside data without LibTorch, and the fuzz corpus replays).
+# Extra arguments go to both ctest runs, e.g. `scripts/test.sh -L fast`.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 RLHF_TEST_DEPS=1 scripts/setup.sh
-cd build
 # One test binary at a time: each uses every core for LibTorch.
-exec ctest --output-on-failure "$@"
+(cd build && ctest --output-on-failure "$@")
+exec scripts/sanitize.sh "$@"
