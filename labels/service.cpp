@@ -126,6 +126,7 @@ struct LabelServer::Impl {
   tcp::acceptor acceptor{io};
   asio::steady_timer accept_retry{io};
   size_t next_session = 1;
+  size_t accept_failures = 0;  // in a row (the I/O thread only)
   // The store thread: every request that touches the store runs here, in
   // arrival order. Declared after io so it is joined before io goes away.
   asio::thread_pool store_thread{1};
@@ -329,13 +330,19 @@ void LabelServer::Impl::accept() {
     if (ec == asio::error::operation_aborted) return;
     if (ec) {
       // Out of file descriptors (or another transient failure): retrying at
-      // once would spin; wait a little so open connections can finish.
-      log_info("label service: cannot accept a connection (", ec.message(), "); retrying in 100 ms");
+      // once would spin; wait a little so open connections can finish. One
+      // log line per streak of failures, and one when accepting resumes.
+      if (accept_failures++ == 0)
+        log_info("label service: cannot accept a connection (", ec.message(), "); retrying every 100 ms");
       accept_retry.expires_after(std::chrono::milliseconds(100));
       accept_retry.async_wait([this](const boost::system::error_code& e) {
         if (!e) accept();
       });
       return;
+    }
+    if (accept_failures > 0) {
+      log_info("label service: accepting connections again after ", accept_failures, " failed attempts");
+      accept_failures = 0;
     }
     boost::system::error_code addr_ec;
     const auto ep = socket.remote_endpoint(addr_ec);

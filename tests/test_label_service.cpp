@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <set>
+#include <sstream>
 #include <thread>
 
 #include "common/fs.h"
@@ -807,6 +808,55 @@ TEST(LabelService, TlsCarriesTheSameProtocolAndIsRequiredBeyondLoopback) {
   open.allow_plaintext = true;
   ServerThread plain(db, {}, open);
   EXPECT_EQ(LabelClient("127.0.0.1", plain.port, token).stats().labels, 1u);
+}
+
+namespace {
+// User plus system CPU seconds a process has used (/proc/PID/stat).
+double cpu_seconds(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::istringstream fields(stat.substr(stat.rfind(')') + 2));
+  std::string skip;
+  for (int i = 0; i < 11; ++i) fields >> skip;  // state .. cmajflt
+  double utime = 0, stime = 0;
+  fields >> utime >> stime;
+  return (utime + stime) / static_cast<double>(::sysconf(_SC_CLK_TCK));
+}
+}  // namespace
+
+// Out of file descriptors, the accept loop spun (4 s of CPU in 5 s) and
+// honest clients timed out (issue "Hardening"). Now it backs off, logs once,
+// and serves again when connections close.
+TEST(LabelService, OutOfFileDescriptorsTheServerBacksOffAndRecovers) {
+  test::TempDir dir("svc-fds");
+  const std::string db = dir.file("l.sqlite");
+  const std::string token = test::store_with_rater(db, 3);
+  const std::string log = dir.file("server.log");
+  const pid_t pid = test::spawn_program(
+      {"/bin/sh", "-c", "ulimit -n 40; exec \"$0\" serve-labels --db \"$1\" --port 0", test::cli_path(), db}, log);
+  int port = 0;
+  for (int i = 0; i < 200 && port == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    const std::string text = read_file_if_exists(log);
+    const auto at = text.find("127.0.0.1:");
+    if (at != std::string::npos && text.find('\n', at) != std::string::npos) port = std::stoi(text.substr(at + 10));
+  }
+  ASSERT_GT(port, 0) << read_file_if_exists(log);
+  {
+    std::vector<std::unique_ptr<RawSocket>> flood;
+    for (int i = 0; i < 60; ++i) flood.push_back(std::make_unique<RawSocket>(port));
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    const double before = cpu_seconds(pid);
+    std::this_thread::sleep_for(std::chrono::seconds(2));
+    EXPECT_LT(cpu_seconds(pid) - before, 0.5) << "the accept loop must not spin while out of descriptors";
+  }  // the flood closes
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_EQ(LabelClient("127.0.0.1", port, token).stats().labels, 0u) << "serves again once descriptors are free";
+  ::kill(pid, SIGTERM);
+  test::wait_exit(pid);
+  const std::string text = read_file(log);
+  EXPECT_NE(text.find("cannot accept a connection"), std::string::npos) << text;
+  EXPECT_NE(text.find("accepting connections again"), std::string::npos) << text;
 }
 
 // A lock held by another process froze every rater, and every request was
