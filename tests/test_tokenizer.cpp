@@ -428,6 +428,20 @@ TEST(Jinja, UnsupportedOrBrokenTemplatesAreErrorsNamingTheConstructAndLine) {
   EXPECT_NE(error_of([] { render("{{ 99999999999999999999 }}"); }).find("is out of range"), std::string::npos);
   EXPECT_NE(error_of([] { render("{{ 1e999 }}"); }).find("is out of range"), std::string::npos);
   EXPECT_NE(error_of([] { render("{{ '\\xZZ' }}"); }).find("hex digits"), std::string::npos);
+  // Found by fuzz/fuzz_chat_template: 1,000 nested '{' overflowed the stack.
+  EXPECT_NE(error_of([] { render("{{ " + std::string(1000, '[') + std::string(1000, ']') + " }}"); })
+                .find("nested more than 100"),
+            std::string::npos);
+  EXPECT_NE(error_of([] { render("{{ " + std::string(1000, '(') + "1" + std::string(1000, ')') + " }}"); })
+                .find("nested more than 100"),
+            std::string::npos);
+  std::string blocks;
+  for (int i = 0; i < 1000; ++i) blocks += "{% if true %}";
+  EXPECT_NE(error_of([&] { render(blocks); }).find("blocks nested more than 100"), std::string::npos);
+  EXPECT_NE(error_of([] { render("{% macro f(n) %}{{ f(n) }}{% endmacro %}{{ f(1) }}"); }).find("call itself"),
+            std::string::npos);
+  EXPECT_EQ(render(std::string(50, '(') + "{{ " + std::string(50, '(') + "7" + std::string(50, ')') + " }}"),
+            std::string(50, '(') + "7");
 }
 
 }  // namespace

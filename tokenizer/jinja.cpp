@@ -458,12 +458,39 @@ NodePtr make(Kind kind, int line) {
 
 // ---------------------------------------------------------------- parsing
 
+// Templates come with users' models: nesting (expressions, blocks, macro
+// calls) is capped so a hostile one is an error, not a stack overflow
+// (found by fuzz/fuzz_chat_template: 1,000 nested '{').
+constexpr int kMaxNesting = 100;
+
+// Macro calls nest blocks within blocks, so they get a tighter cap.
+constexpr int kMaxMacroDepth = 32;
+
+// Counts one level of nesting while alive; `too_deep` fails past `cap`.
+class NestingGuard {
+ public:
+  template <class TooDeep>
+  NestingGuard(int& depth, TooDeep too_deep, int cap = kMaxNesting) : depth_(depth) {
+    if (++depth_ > cap) {
+      --depth_;
+      too_deep();
+    }
+  }
+  ~NestingGuard() { --depth_; }
+  NestingGuard(const NestingGuard&) = delete;
+  NestingGuard& operator=(const NestingGuard&) = delete;
+
+ private:
+  int& depth_;
+};
+
 class ExprParser {
  public:
   ExprParser(std::vector<Token> tokens, std::string where, int line)
       : t_(std::move(tokens)), where_(std::move(where)), line_(line) {}
 
   [[noreturn]] void error(const std::string& what) const { fail(ErrorKind::kData, where_, ": ", what); }
+  [[noreturn]] void too_deep() const { error(str_cat("an expression nested more than ", kMaxNesting, " levels deep")); }
 
   const Token& peek(size_t k = 0) const { return t_[std::min(i_ + k, t_.size() - 1)]; }
   bool at_op(const char* op) const { return peek().kind == Token::kOp && peek().text == op; }
@@ -482,7 +509,12 @@ class ExprParser {
     if (!at_end()) error(str_cat("unexpected '", peek().text, "'"));
   }
 
-  NodePtr expression() { return conditional(); }
+  // Each bracket, parenthesis, argument list or chained `not`, sign or
+  // `else` is one level of nesting.
+  NodePtr expression() {
+    const NestingGuard nest(depth_, [this] { too_deep(); });
+    return conditional();
+  }
 
   NodePtr conditional() {
     NodePtr v = or_expr();
@@ -493,6 +525,7 @@ class ExprParser {
       n->kids.push_back(or_expr());
       if (at_name("else")) {
         next();
+        const NestingGuard nest(depth_, [this] { too_deep(); });
         n->kids.push_back(conditional());
       } else {
         n->kids.push_back(nullptr);
@@ -533,6 +566,7 @@ class ExprParser {
   NodePtr not_expr() {
     if (at_name("not")) {
       next();
+      const NestingGuard nest(depth_, [this] { too_deep(); });
       auto n = make(Kind::kNot, line_);
       n->kids.push_back(not_expr());
       return n;
@@ -583,6 +617,7 @@ class ExprParser {
     NodePtr v;
     if (at_op("-") || at_op("+")) {
       const std::string op = next().text;
+      const NestingGuard nest(depth_, [this] { too_deep(); });
       v = make(Kind::kUnary, line_);
       v->text = op;
       v->kids.push_back(unary(false));
@@ -769,6 +804,7 @@ class ExprParser {
   size_t i_ = 0;
   std::string where_;
   int line_;
+  int depth_ = 0;
 };
 
 class TemplateParser {
@@ -788,7 +824,11 @@ class TemplateParser {
   // Statements until one whose keyword is in `ends` (returned in *end, its
   // parser positioned after the keyword in *rest).
   NodePtr body(const std::vector<std::string>& ends, std::string* end, std::unique_ptr<ExprParser>* rest = nullptr) {
-    auto seq = make(Kind::kSequence, i_ < s_.size() ? s_[i_].line : 0);
+    const int line = i_ < s_.size() ? s_[i_].line : 0;
+    const NestingGuard nest(depth_, [&] {
+      fail(ErrorKind::kData, where(line), ": blocks nested more than ", kMaxNesting, " levels deep");
+    });
+    auto seq = make(Kind::kSequence, line);
     while (i_ < s_.size()) {
       const Segment& seg = s_[i_++];
       if (seg.kind == Segment::kText) {
@@ -944,6 +984,7 @@ class TemplateParser {
   size_t i_ = 0;
   const std::string& origin_;
   bool has_generation_ = false;
+  int depth_ = 0;
 };
 
 // ---------------------------------------------------------------- evaluation
@@ -1407,6 +1448,13 @@ class Renderer {
   }
 
   Val call_macro(const Node& n, const Node& macro, const Args& a) {
+    const NestingGuard nest(
+        macro_depth_,
+        [&] {
+          error(n, str_cat("macro calls nested more than ", kMaxMacroDepth, " deep (does '", macro.text,
+                           "' call itself without end?)"));
+        },
+        kMaxMacroDepth);
     std::map<std::string, Json> scope;
     for (size_t k = 0; k < macro.names.size(); ++k) {
       const Val* v = a.get(k, macro.names[k].c_str());
@@ -1777,6 +1825,7 @@ class Renderer {
   std::vector<std::map<std::string, Json>> scopes_;
   std::map<std::string, const Node*> macros_;
   std::string out_;
+  int macro_depth_ = 0;
   std::vector<std::pair<size_t, size_t>> gen_;
   int loop_control_ = 0;  // 1: break, 2: continue
 };
