@@ -83,12 +83,7 @@ struct Server {
   Server(const std::string& db, const std::string& log) {
     ::remove(log.c_str());
     pid = test::spawn_cli({"serve-labels", "--db", db, "--port", "0"}, log);
-    for (int i = 0; i < 400 && port == 0; ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(25));
-      const std::string text = path_exists(log) ? read_file(log) : "";
-      const auto at = text.find("127.0.0.1:");
-      if (at != std::string::npos && text.find('\n', at) != std::string::npos) port = std::stoi(text.substr(at + 10));
-    }
+    port = test::wait_for_port(log, "127.0.0.1:");
     if (port == 0) fail(ErrorKind::kIo, "the label service did not start; see ", log);
   }
 };

@@ -2,12 +2,17 @@
 #pragma once
 
 #include <fcntl.h>
+#include <stdlib.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
+#include <fstream>
+#include <iterator>
 #include <string>
+#include <thread>
 #include <vector>
 
 extern char** environ;
@@ -60,6 +65,22 @@ inline int run_cli(const std::vector<std::string>& args, const std::string& log,
                    const std::string& cwd = "") {
   const pid_t pid = spawn_cli(args, log, input, cwd);
   return pid < 0 ? -1 : wait_exit(pid);
+}
+
+// The port a server started with --port 0 printed to `log` after `prefix`
+// (e.g. "127.0.0.1:"), once its line is complete; 0 if none within
+// `timeout_s`.
+inline int wait_for_port(const std::string& log, const std::string& prefix, double timeout_s = 30) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
+  while (std::chrono::steady_clock::now() < deadline) {
+    std::ifstream in(log);
+    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const auto at = text.find(prefix);
+    if (at != std::string::npos && text.find('\n', at) != std::string::npos)
+      return std::atoi(text.c_str() + at + prefix.size());
+    std::this_thread::sleep_for(std::chrono::milliseconds(25));
+  }
+  return 0;
 }
 
 }  // namespace rlhf::test

@@ -682,22 +682,45 @@ TEST(LabelService, ASecondServerOnTheSameStoreIsRefused) {
   EXPECT_NE(msg.find("another `rlhf serve-labels` is serving"), std::string::npos) << msg;
 }
 
+namespace {
+// `rlhf serve-labels` as a child process on a free port, its output in
+// `log`; `shell_setup` (e.g. "ulimit -n 40") runs before it in a shell.
+struct ServeLabelsProcess {
+  ServeLabelsProcess(const std::string& db, std::string log_path, const std::string& shell_setup = "")
+      : log(std::move(log_path)) {
+    ::remove(log.c_str());
+    pid = shell_setup.empty()
+              ? test::spawn_cli({"serve-labels", "--db", db, "--port", "0"}, log)
+              : test::spawn_program({"/bin/sh", "-c", shell_setup + "; exec \"$0\" serve-labels --db \"$1\" --port 0",
+                                     test::cli_path(), db},
+                                    log);
+    port = test::wait_for_port(log, "127.0.0.1:");
+  }
+  ~ServeLabelsProcess() {
+    if (pid > 0) end(SIGKILL);
+  }
+  // Sends `signal` and returns the exit status (128 + signal when killed).
+  int end(int signal) {
+    ::kill(pid, signal);
+    const int status = test::wait_exit(pid);
+    pid = -1;
+    return status;
+  }
+  std::string output() const { return read_file_if_exists(log); }
+  std::string log;
+  pid_t pid = -1;
+  int port = 0;
+};
+}  // namespace
+
 // A newline in hello's client text forged a log line.
 TEST(LabelService, ClientTextIsLoggedOnOneLine) {
   test::TempDir dir("svc-logline");
   const std::string token = test::store_with_rater(dir.file("l.sqlite"), 1);
-  const std::string log = dir.file("serve.log");
-  const pid_t pid = test::spawn_cli({"serve-labels", "--db", dir.file("l.sqlite"), "--port", "0"}, log);
-  int port = 0;
-  for (int i = 0; i < 200 && port == 0; ++i) {
-    const std::string text = read_file_if_exists(log);
-    const auto at = text.find("127.0.0.1:");
-    if (at != std::string::npos && text.find('\n', at) != std::string::npos) port = std::atoi(text.c_str() + at + 10);
-    else std::this_thread::sleep_for(std::chrono::milliseconds(25));
-  }
-  ASSERT_GT(port, 0) << read_file_if_exists(log);
+  ServeLabelsProcess server(dir.file("l.sqlite"), dir.file("serve.log"));
+  ASSERT_GT(server.port, 0) << server.output();
   {
-    RawSocket s(port);
+    RawSocket s(server.port);
     capnp::MallocMessageBuilder m;
     auto hello = m.initRoot<wire::Request>().initHello();
     hello.setToken(token.c_str());
@@ -707,9 +730,8 @@ TEST(LabelService, ClientTextIsLoggedOnOneLine) {
     ::recv(s.fd, buf, sizeof buf, 0);
   }
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
-  ::kill(pid, SIGTERM);
-  test::wait_exit(pid);
-  const std::string text = read_file(log);
+  server.end(SIGTERM);
+  const std::string text = server.output();
   EXPECT_EQ(text.find("\nlabel service: rater 'admin'"), std::string::npos) << text;
   EXPECT_NE(text.find("rater?label service"), std::string::npos) << text;
 }
@@ -717,47 +739,31 @@ TEST(LabelService, ClientTextIsLoggedOnOneLine) {
 TEST(LabelService, AcknowledgedLabelsSurviveSigkillAndResendsAreNotDoubled) {
   test::TempDir dir("svc-kill");
   const std::string token = test::store_with_rater(dir.file("l.sqlite"), 40);
-  auto start_server = [&](const std::string& log) {
-    ::remove(log.c_str());
-    const pid_t pid = test::spawn_cli({"serve-labels", "--db", dir.file("l.sqlite"), "--port", "0"}, log);
-    for (int i = 0; i < 200; ++i) {
-      const std::string text = read_file_if_exists(log);
-      const auto at = text.find("127.0.0.1:");
-      if (at != std::string::npos && text.find('\n', at) != std::string::npos)
-        return std::make_pair(pid, std::stoi(text.substr(at + 10)));
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    ADD_FAILURE() << "the server did not start: " << read_file_if_exists(log);
-    return std::make_pair(pid, 0);
-  };
-  auto [pid, port] = start_server(dir.file("s1.log"));
-  ASSERT_GT(port, 0);
   std::vector<Label> sent;
   std::vector<int64_t> acks;
   {
-    LabelClient c("127.0.0.1", port, token);
+    ServeLabelsProcess first(dir.file("l.sqlite"), dir.file("s1.log"));
+    ASSERT_GT(first.port, 0) << first.output();
+    LabelClient c("127.0.0.1", first.port, token);
     for (int i = 0; i < 25; ++i) {
       const auto t = c.next_task();
       ASSERT_TRUE(t);
       sent.push_back(left_better_of(*t, "kill-" + std::to_string(i)));
       acks.push_back(c.submit(sent.back()));
     }
+    EXPECT_EQ(first.end(SIGKILL), 128 + SIGKILL);
   }
-  ::kill(pid, SIGKILL);
-  EXPECT_EQ(test::wait_exit(pid), 128 + SIGKILL);
-
-  auto [pid2, port2] = start_server(dir.file("s2.log"));
-  ASSERT_GT(port2, 0);
+  ServeLabelsProcess second(dir.file("l.sqlite"), dir.file("s2.log"));
+  ASSERT_GT(second.port, 0) << second.output();
   {
     LabelStore store(dir.file("l.sqlite"));
     EXPECT_EQ(store.count_labels(), 25u) << "every acknowledged label is there";
   }
   // The rater tool resends what it was not sure about: same client ids, same ids back, nothing doubled.
-  LabelClient c("127.0.0.1", port2, token);
+  LabelClient c("127.0.0.1", second.port, token);
   for (int i = 20; i < 25; ++i) EXPECT_EQ(c.submit(sent[i]), acks[i]);
   EXPECT_EQ(c.stats().labels, 25u);
-  ::kill(pid2, SIGTERM);
-  EXPECT_EQ(test::wait_exit(pid2), 0);
+  EXPECT_EQ(second.end(SIGTERM), 0);
 }
 
 namespace {
@@ -831,30 +837,21 @@ TEST(LabelService, OutOfFileDescriptorsTheServerBacksOffAndRecovers) {
   test::TempDir dir("svc-fds");
   const std::string db = dir.file("l.sqlite");
   const std::string token = test::store_with_rater(db, 3);
-  const std::string log = dir.file("server.log");
-  const pid_t pid = test::spawn_program(
-      {"/bin/sh", "-c", "ulimit -n 40; exec \"$0\" serve-labels --db \"$1\" --port 0", test::cli_path(), db}, log);
-  int port = 0;
-  for (int i = 0; i < 200 && port == 0; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    const std::string text = read_file_if_exists(log);
-    const auto at = text.find("127.0.0.1:");
-    if (at != std::string::npos && text.find('\n', at) != std::string::npos) port = std::stoi(text.substr(at + 10));
-  }
-  ASSERT_GT(port, 0) << read_file_if_exists(log);
+  ServeLabelsProcess server(db, dir.file("server.log"), "ulimit -n 40");
+  ASSERT_GT(server.port, 0) << server.output();
   {
     std::vector<std::unique_ptr<RawSocket>> flood;
-    for (int i = 0; i < 60; ++i) flood.push_back(std::make_unique<RawSocket>(port));
+    for (int i = 0; i < 60; ++i) flood.push_back(std::make_unique<RawSocket>(server.port));
     std::this_thread::sleep_for(std::chrono::milliseconds(300));
-    const double before = cpu_seconds(pid);
+    const double before = cpu_seconds(server.pid);
     std::this_thread::sleep_for(std::chrono::seconds(2));
-    EXPECT_LT(cpu_seconds(pid) - before, 0.5) << "the accept loop must not spin while out of descriptors";
+    EXPECT_LT(cpu_seconds(server.pid) - before, 0.5) << "the accept loop must not spin while out of descriptors";
   }  // the flood closes
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
-  EXPECT_EQ(LabelClient("127.0.0.1", port, token).stats().labels, 0u) << "serves again once descriptors are free";
-  ::kill(pid, SIGTERM);
-  test::wait_exit(pid);
-  const std::string text = read_file(log);
+  EXPECT_EQ(LabelClient("127.0.0.1", server.port, token).stats().labels, 0u)
+      << "serves again once descriptors are free";
+  server.end(SIGTERM);
+  const std::string text = server.output();
   EXPECT_NE(text.find("cannot accept a connection"), std::string::npos) << text;
   EXPECT_NE(text.find("accepting connections again"), std::string::npos) << text;
 }

@@ -732,12 +732,7 @@ struct ServeProcess {
                                     "--model_name", "tiny", "--threads", "1"};
     all.insert(all.end(), args.begin(), args.end());
     pid = test::spawn_cli(all, log);
-    for (int i = 0; i < 600 && port == 0; ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-      const std::string text = path_exists(log) ? read_file(log) : "";
-      const size_t at = text.find("http://127.0.0.1:");
-      if (at != std::string::npos) port = std::atoi(text.c_str() + at + 17);
-    }
+    port = test::wait_for_port(log, "http://127.0.0.1:");
   }
   ~ServeProcess() {
     if (pid > 0) {
