@@ -159,30 +159,44 @@ bool parse_like(const Json& like, const std::string& text, Json& out) {
 // toml++ 3.3 (Debian 12) has undefined behaviour when it asks whether a
 // non-ASCII character is whitespace (is_non_ascii_horizontal_whitespace
 // reaches __builtin_unreachable for most code points; found by
-// fuzz/fuzz_toml_config). It asks only outside strings and comments, where
-// TOML allows no non-ASCII at all, and after a multi-line string's
-// line-ending backslash. So: non-ASCII outside strings and comments is an
-// error here, naming the line (TOML allows none there), and a line-ending
-// backslash followed by non-ASCII text is applied here (as the spec means
-// it: the backslash and the whitespace after it are dropped), so toml++
-// never meets either case.
-std::string guard_toml_text(const std::string& text, const std::string& source) {
-  std::string out;
-  out.reserve(text.size());
+// fuzz/fuzz_toml_config, e.g. "gold_rate = 1\uFE3F" or a '+' before a
+// quoted non-ASCII string). So toml++ is given ASCII only: a string holding
+// non-ASCII text is rewritten as a basic string with \u escapes (the same
+// value), non-ASCII in comments becomes '?', and non-ASCII anywhere else
+// (never valid TOML) or bytes that are not UTF-8 are an error naming the line.
+std::string ascii_toml(const std::string& text, const std::string& source) {
   size_t line = 1;
   auto bad = [&](const char* what) {
     fail(ErrorKind::kConfig, source, ":", line, ": ", what,
          " (TOML allows non-ASCII characters only inside quoted strings and comments)");
   };
-  auto starts = [&](size_t i, const char* s) { return text.compare(i, std::strlen(s), s) == 0; };
-  auto is_space = [](char ch) { return ch == ' ' || ch == '\t'; };
+  // The code point of the UTF-8 sequence at text[i], advancing i.
+  auto code_point = [&](size_t& i) {
+    const auto byte = [&](size_t k) { return k < text.size() ? static_cast<unsigned char>(text[k]) : 0u; };
+    const unsigned b0 = byte(i);
+    const size_t n = b0 >= 0xF0 && b0 < 0xF5 ? 4 : b0 >= 0xE0 ? 3 : b0 >= 0xC2 && b0 < 0xE0 ? 2 : 0;
+    if (n == 0) bad("bytes that are not UTF-8");
+    uint32_t cp = b0 & (0xFFu >> (n + 1));
+    for (size_t k = 1; k < n; ++k) {
+      if ((byte(i + k) & 0xC0) != 0x80) bad("bytes that are not UTF-8");
+      cp = (cp << 6) | (byte(i + k) & 0x3F);
+    }
+    if (cp > 0x10FFFF || (cp >= 0xD800 && cp < 0xE000) || cp < (n == 3 ? 0x800u : n == 4 ? 0x10000u : 0x80u))
+      bad("bytes that are not UTF-8");
+    i += n;
+    return cp;
+  };
+  auto starts = [&](size_t i, const std::string& s) { return text.compare(i, s.size(), s) == 0; };
+  std::string out;
+  out.reserve(text.size());
   size_t i = 0;
   while (i < text.size()) {
     const char c = text[i];
     if (c == '#') {  // a comment, to the end of its line
-      const size_t end = std::min(text.find('\n', i), text.size());
-      out.append(text, i, end - i);
-      i = end;
+      while (i < text.size() && text[i] != '\n') {
+        if (static_cast<unsigned char>(text[i]) < 0x80) out.push_back(text[i++]);
+        else code_point(i), out.push_back('?');
+      }
       continue;
     }
     if (c != '"' && c != '\'') {
@@ -192,41 +206,50 @@ std::string guard_toml_text(const std::string& text, const std::string& source) 
       ++i;
       continue;
     }
-    const bool multi = starts(i, "\"\"\"") || starts(i, "'''");
     const bool basic = c == '"';
-    const std::string close(multi ? 3 : 1, c);
-    out.append(close);
-    i += close.size();
-    while (i < text.size() && !starts(i, close.c_str()) && (multi || text[i] != '\n')) {
-      if (basic && text[i] == '\\' && i + 1 < text.size()) {
-        size_t j = i + 1;
-        while (j < text.size() && is_space(text[j])) ++j;
-        if (multi && j < text.size() && (text[j] == '\n' || starts(j, "\r\n"))) {
-          // A line-ending backslash. toml++ skips the whitespace after it
-          // asking of each character whether it is whitespace: when the
-          // first one left is non-ASCII, the backslash and the whitespace
-          // are dropped here instead (only then, so toml++'s line numbers
-          // stay right otherwise).
-          size_t k = j, lines = 0;
-          while (k < text.size() && (is_space(text[k]) || text[k] == '\n' || text[k] == '\r')) lines += text[k++] == '\n';
-          if (k < text.size() && static_cast<unsigned char>(text[k]) >= 0x80) {
-            line += lines;
-            i = k;
-            continue;
-          }
-        }
-        if (static_cast<unsigned char>(text[i + 1]) >= 0x80) bad("a backslash before a non-ASCII character");
-        out.append(text, i, 2);  // an escape: its second character is never a closing quote
-        i += 2;
+    const std::string quote(starts(i, std::string(3, c)) ? 3 : 1, c);
+    size_t end = i + quote.size();
+    bool ascii = true;
+    while (end < text.size() && !starts(end, quote) && (quote.size() == 3 || text[end] != '\n')) {
+      const bool escape = basic && text[end] == '\\' && end + 1 < text.size();
+      ascii &= static_cast<unsigned char>(text[end]) < 0x80 &&
+               (!escape || static_cast<unsigned char>(text[end + 1]) < 0x80);
+      end += escape ? 2 : 1;
+    }
+    if (ascii) {  // as written
+      const size_t stop = std::min(text.size(), end + (starts(end, quote) ? quote.size() : 0));
+      for (size_t k = i; k < stop; ++k) line += text[k] == '\n';
+      out.append(text, i, stop - i);
+      i = stop;
+      continue;
+    }
+    if (!starts(end, quote)) bad("a string that never ends");
+    const std::string as_basic(quote.size(), '"');
+    out += as_basic;
+    for (size_t k = i + quote.size(); k < end;) {
+      const unsigned char ch = static_cast<unsigned char>(text[k]);
+      if (ch >= 0x80) {
+        const uint32_t cp = code_point(k);
+        char esc[12];
+        std::snprintf(esc, sizeof esc, cp > 0xFFFF ? "\\U%08X" : "\\u%04X", static_cast<unsigned>(cp));
+        out += esc;
         continue;
       }
-      line += text[i] == '\n';
-      out.push_back(text[i++]);
+      line += ch == '\n';
+      if (basic && ch == '\\') {  // an escape: kept as written, its next character included
+        if (k + 1 < end && static_cast<unsigned char>(text[k + 1]) >= 0x80)
+          bad("a backslash before a non-ASCII character");
+        out.append(text, k, 2);
+        line += text[k + 1] == '\n';
+        k += 2;
+        continue;
+      }
+      if (!basic && (ch == '\\' || ch == '"')) out.push_back('\\');  // literal text inside a basic string
+      out.push_back(static_cast<char>(ch));
+      ++k;
     }
-    if (i < text.size() && starts(i, close.c_str())) {
-      out.append(close);
-      i += close.size();
-    }
+    out += as_basic;
+    i = end + quote.size();
   }
   return out;
 }
@@ -234,7 +257,7 @@ std::string guard_toml_text(const std::string& text, const std::string& source) 
 }  // namespace
 
 Json toml_string_to_json(const std::string& text, const std::string& source) {
-  const std::string guarded = guard_toml_text(text, source);
+  const std::string guarded = ascii_toml(text, source);
   try {
     toml::table table = toml::parse(guarded, source);
     return node_to_json(table);

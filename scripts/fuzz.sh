@@ -31,6 +31,7 @@ mkdir -p .cache/fuzz-logs
 run_one() {
   local name="$1" work=".cache/fuzz-corpus/$1" crashes="fuzz/crashes/$1/"
   mkdir -p "$work" "$crashes"
+  local started=$SECONDS
   # -timeout: an input running over 10 s is a hang; -rss_limit_mb: memory blow-ups are bugs too.
   if ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
      "build-fuzz/fuzz/$name" -max_total_time="$SECONDS_EACH" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
@@ -39,12 +40,12 @@ run_one() {
   else
     status="FAILED (see .cache/fuzz-logs/$name.log and $crashes)"
   fi
-  local execs cov corpus
+  local execs cov corpus ran=$((SECONDS - started))
   execs=$(grep -o 'stat::number_of_executed_units: [0-9]*' ".cache/fuzz-logs/$name.log" | awk '{print $2}')
   cov=$(grep -E '^#[0-9]+' ".cache/fuzz-logs/$name.log" | grep -o 'cov: [0-9]*' | tail -1 | awk '{print $2}')
   corpus=$(ls "$work" | wc -l)
   rmdir "$crashes" 2>/dev/null || true
-  printf '%-26s %6ss  execs %10s  corpus %6s  cov %6s  %s\n' "$name" "$SECONDS_EACH" "${execs:-?}" "$corpus" "${cov:-?}" "$status"
+  printf '%-26s %5ss  execs %10s  corpus %6s  cov %6s  %s\n' "$name" "$ran" "${execs:-?}" "$corpus" "${cov:-?}" "$status"
 }
 # Two at a time (one per core here).
 pids=()

@@ -113,6 +113,13 @@ TEST(Config, NonAsciiOutsideStringsIsAClearErrorAndInsideIsKept) {
   EXPECT_EQ(ok["lit"], "x\xc3\xa9");
   EXPECT_EQ(ok["multi"], "one \xc3\xa9t\xc3\xa9") << "a line-ending backslash drops the whitespace after it";
   EXPECT_EQ(ok["plain"], "a b");
+  // Found by the 10-minute run: toml++ reads a quoted value after '+' as a number.
+  EXPECT_NE(error_of([] { toml_string_to_json("db = +\"x\xc8\x9a\"\n", "c.toml"); }).find("c.toml"),
+            std::string::npos);
+  EXPECT_NE(error_of([] { toml_string_to_json("x = \"\xff\"\n", "c.toml"); }).find("not UTF-8"), std::string::npos);
+  EXPECT_EQ(toml_string_to_json("q = '\xc3\xa9 \"\\ \xf0\x9f\x98\x80'\n", "ok.toml")["q"],
+            "\xc3\xa9 \"\\ \xf0\x9f\x98\x80")
+      << "a literal string keeps quotes and backslashes when rewritten";
 }
 
 }  // namespace

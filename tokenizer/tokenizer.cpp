@@ -41,7 +41,10 @@ int byte_token_value(const std::string& piece) {
   int value = 0;
   for (size_t i = 3; i < 5; ++i) {
     const char c = piece[i];
-    const int d = c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10 : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+    const int d = c >= '0' && c <= '9'   ? c - '0'
+                  : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                  : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                                         : -1;
     if (d < 0) return -1;
     value = value * 16 + d;
   }
@@ -509,8 +512,19 @@ Tokenizer Tokenizer::load_vocab_merges(const std::string& vocab_path,
 
 namespace {
 
+// j[key] for reading a user's tokenizer files: null when j is not an object
+// or lacks the key. (nlohmann's const operator[] is undefined behaviour for
+// a missing key: found by fuzz/fuzz_tokenizer_json as a use after free.)
+const JsonMap& field(const JsonMap& j, const char* key) {
+  static const JsonMap null_json;
+  if (!j.is_object()) return null_json;
+  const auto it = j.find(key);
+  return it == j.end() ? null_json : *it;
+}
+
 std::string component_type(const JsonMap& j) {
-  return j.is_object() && j.contains("type") && j["type"].is_string() ? j["type"].get<std::string>() : j.dump();
+  const JsonMap& type = field(j, "type");
+  return type.is_string() ? type.get<std::string>() : j.dump();
 }
 
 // What a tokenizer.json asks of the pre-tokenizer and merges, if this
@@ -544,16 +558,16 @@ Components sentencepiece_components(const JsonMap& root, const std::string& path
   Components out;
   out.sentencepiece = true;
   const JsonMap null_json;
-  const JsonMap& norm = root.contains("normalizer") ? root["normalizer"] : null_json;
-  const JsonMap& pre = root.contains("pre_tokenizer") ? root["pre_tokenizer"] : null_json;
+  const JsonMap& norm = root.contains("normalizer") ? field(root, "normalizer") : null_json;
+  const JsonMap& pre = root.contains("pre_tokenizer") ? field(root, "pre_tokenizer") : null_json;
   if (!norm.is_null()) {
-    const JsonMap& steps = is_type(norm, "Sequence") ? norm["normalizers"] : JsonMap::array({norm});
+    const JsonMap& steps = is_type(norm, "Sequence") ? field(norm, "normalizers") : JsonMap::array({norm});
     bool prepend = false, replace = false;
     for (const auto& st : steps) {
       if (is_type(st, "Prepend") && st.value("prepend", "") == kMetaspace && !prepend && !replace) {
         prepend = true;
-      } else if (is_type(st, "Replace") && st.contains("pattern") && st["pattern"].is_object() &&
-                 st["pattern"].value("String", "") == " " && st.value("content", "") == kMetaspace) {
+      } else if (is_type(st, "Replace") && st.contains("pattern") && field(st, "pattern").is_object() &&
+                 field(st, "pattern").value("String", "") == " " && st.value("content", "") == kMetaspace) {
         replace = true;
       } else {
         refuse("normalizer", component_type(st));
@@ -573,13 +587,13 @@ Components sentencepiece_components(const JsonMap& root, const std::string& path
   } else {
     refuse("normalizer/pre_tokenizer", "none of Prepend + Replace or Metaspace");
   }
-  const JsonMap& m = root["model"];
-  if (m.contains("dropout") && !m["dropout"].is_null()) refuse("model.dropout", m["dropout"].dump());
+  const JsonMap& m = field(root, "model");
+  if (m.contains("dropout") && !field(m, "dropout").is_null()) refuse("model.dropout", field(m, "dropout").dump());
   if (m.value("ignore_merges", false) == true) refuse("model.ignore_merges", "= true");
   // The decoder must undo exactly that: "\u2581" back to spaces, bytes fused, one leading space stripped.
-  if (root.contains("decoder") && !root["decoder"].is_null()) {
-    const JsonMap& d = root["decoder"];
-    const JsonMap& steps = is_type(d, "Sequence") ? d["decoders"] : JsonMap::array({d});
+  if (root.contains("decoder") && !field(root, "decoder").is_null()) {
+    const JsonMap& d = field(root, "decoder");
+    const JsonMap& steps = is_type(d, "Sequence") ? field(d, "decoders") : JsonMap::array({d});
     for (const auto& st : steps) {
       const bool ok = is_type(st, "ByteFallback") || is_type(st, "Fuse") || is_type(st, "Metaspace") ||
                       (is_type(st, "Replace") && st.value("content", "") == " ") ||
@@ -588,15 +602,15 @@ Components sentencepiece_components(const JsonMap& root, const std::string& path
       if (!ok) refuse("decoder", component_type(st));
     }
   }
-  if (root.contains("post_processor") && !root["post_processor"].is_null() &&
-      !is_type(root["post_processor"], "TemplateProcessing")) {
-    refuse("post_processor", component_type(root["post_processor"]));
+  if (root.contains("post_processor") && !field(root, "post_processor").is_null() &&
+      !is_type(field(root, "post_processor"), "TemplateProcessing")) {
+    refuse("post_processor", component_type(field(root, "post_processor")));
   }
   JsonMap keep = JsonMap::object();
   for (const char* key : {"normalizer", "pre_tokenizer", "post_processor", "decoder"}) {
     keep[key] = root.contains(key) ? root[key] : JsonMap();
   }
-  keep["unk_token"] = m.contains("unk_token") ? m["unk_token"] : JsonMap();
+  keep["unk_token"] = m.contains("unk_token") ? field(m, "unk_token") : JsonMap();
   keep["fuse_unk"] = m.value("fuse_unk", false);
   out.sentencepiece_json = keep.dump();
   return out;
@@ -609,30 +623,30 @@ Components supported_components(const JsonMap& root, const std::string& path) {
          "pre-tokenizer, or a Split regex then ByteLevel; no byte fallback)");
   };
   auto byte_level = [](const JsonMap& j) { return j.is_object() && j.value("type", "") == "ByteLevel"; };
-  if (root["model"].value("byte_fallback", false) == true) return sentencepiece_components(root, path);
+  if (field(root, "model").value("byte_fallback", false) == true) return sentencepiece_components(root, path);
   Components out;
-  if (root.contains("normalizer") && !root["normalizer"].is_null()) {
-    if (is_type(root["normalizer"], "NFC")) out.nfc = true;
-    else refuse("normalizer", component_type(root["normalizer"]));
+  if (root.contains("normalizer") && !field(root, "normalizer").is_null()) {
+    if (is_type(field(root, "normalizer"), "NFC")) out.nfc = true;
+    else refuse("normalizer", component_type(field(root, "normalizer")));
   }
-  if (root.contains("pre_tokenizer") && !root["pre_tokenizer"].is_null()) {
-    const JsonMap& p = root["pre_tokenizer"];
+  if (root.contains("pre_tokenizer") && !field(root, "pre_tokenizer").is_null()) {
+    const JsonMap& p = field(root, "pre_tokenizer");
     if (byte_level(p)) {
       if (p.value("use_regex", true) == false) refuse("pre_tokenizer", "ByteLevel with use_regex = false");
     } else if (p.is_object() && p.value("type", "") == "Sequence" && p.contains("pretokenizers") &&
-               p["pretokenizers"].is_array() && p["pretokenizers"].size() == 2) {
-      const JsonMap& split = p["pretokenizers"][0];
-      const JsonMap& bl = p["pretokenizers"][1];
+               field(p, "pretokenizers").is_array() && field(p, "pretokenizers").size() == 2) {
+      const JsonMap& split = field(p, "pretokenizers")[0];
+      const JsonMap& bl = field(p, "pretokenizers")[1];
       const bool regex = split.is_object() && split.value("type", "") == "Split" && split.contains("pattern") &&
-                         split["pattern"].is_object() && split["pattern"].contains("Regex") &&
-                         split["pattern"]["Regex"].is_string();
+                         field(split, "pattern").is_object() && field(split, "pattern").contains("Regex") &&
+                         field(split, "pattern")["Regex"].is_string();
       if (!regex || split.value("behavior", "") != "Isolated" || split.value("invert", false) != false) {
         refuse("pre_tokenizer", "Sequence whose first step is not Split(Regex, behavior Isolated)");
       }
       if (!byte_level(bl) || bl.value("use_regex", true) != false) {
         refuse("pre_tokenizer", "Sequence whose second step is not ByteLevel with use_regex = false");
       }
-      out.split_pattern = split["pattern"]["Regex"].get<std::string>();
+      out.split_pattern = field(split, "pattern")["Regex"].get<std::string>();
     } else {
       refuse("pre_tokenizer", component_type(p));
     }
@@ -642,9 +656,9 @@ Components supported_components(const JsonMap& root, const std::string& path) {
   for (const char* key : {"decoder", "post_processor"}) {
     if (root.contains(key) && !root[key].is_null() && !byte_level(root[key])) refuse(key, component_type(root[key]));
   }
-  const JsonMap& m = root["model"];
+  const JsonMap& m = field(root, "model");
   out.ignore_merges = m.value("ignore_merges", false) == true;
-  if (m.contains("dropout") && !m["dropout"].is_null()) refuse("model.dropout", m["dropout"].dump());
+  if (m.contains("dropout") && !field(m, "dropout").is_null()) refuse("model.dropout", field(m, "dropout").dump());
   for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix"}) {
     if (m.contains(key) && m[key].is_string() && !m[key].get<std::string>().empty()) {
       refuse(std::string("model.") + key, "\"" + m[key].get<std::string>() + "\"");
@@ -662,7 +676,7 @@ std::string token_name(const JsonMap& config, const char* key, const std::string
   if (!config.contains(key) || config[key].is_null()) return "";
   const JsonMap& v = config[key];
   if (v.is_string()) return v.get<std::string>();
-  if (v.is_object() && v.contains("content") && v["content"].is_string()) return v["content"].get<std::string>();
+  if (field(v, "content").is_string()) return field(v, "content").get<std::string>();
   fail(ErrorKind::kData, path, ": \"", key, "\" must be a token's text or {\"content\": text}, not ", v.dump());
 }
 
@@ -681,15 +695,15 @@ TokenizerConfig read_tokenizer_config(const std::string& dir) {
     out.eos_token = token_name(config, "eos_token", path);
     out.pad_token = token_name(config, "pad_token", path);
     out.unk_token = token_name(config, "unk_token", path);
-    if (config.contains("chat_template") && !config["chat_template"].is_null()) {
-      const JsonMap& t = config["chat_template"];
+    if (config.contains("chat_template") && !field(config, "chat_template").is_null()) {
+      const JsonMap& t = field(config, "chat_template");
       if (t.is_string()) {
         out.chat_template = t.get<std::string>();
       } else if (t.is_array()) {
         // Named templates ([{"name", "template"}]): the "default" one.
         for (const auto& named : t) {
           if (named.is_object() && named.value("name", "") == "default" && named.contains("template")) {
-            out.chat_template = named["template"].get<std::string>();
+            out.chat_template = field(named, "template").get<std::string>();
           }
         }
         if (out.chat_template.empty()) {
@@ -713,8 +727,16 @@ TokenizerConfig read_tokenizer_config(const std::string& dir) {
 }  // namespace
 
 Tokenizer Tokenizer::load(const std::string& dir) {
-  Tokenizer tok = load_files(dir);
-  TokenizerConfig config = read_tokenizer_config(dir);
+  Tokenizer tok;
+  TokenizerConfig config;
+  try {
+    tok = load_files(dir);
+    config = read_tokenizer_config(dir);
+  } catch (const nlohmann::json::exception& e) {
+    // A field of the wrong type somewhere the checks above do not name.
+    fail(ErrorKind::kData, dir, ": the tokenizer files have an unexpected shape (", e.what(),
+         "); are they a Hugging Face tokenizer.json and tokenizer_config.json?");
+  }
   for (std::string* name : {&config.bos_token, &config.eos_token, &config.pad_token, &config.unk_token}) {
     // A name the vocabulary lacks would make every id lookup fail later.
     if (!name->empty() && tok.token_id(*name) < 0) name->clear();
@@ -739,13 +761,13 @@ Tokenizer Tokenizer::load_files(const std::string& dir) {
   } catch (const nlohmann::json::exception& e) {
     fail(ErrorKind::kData, json_path, ": not valid JSON (", e.what(), ")");
   }
-  const JsonMap* model = root.contains("model") ? &root["model"] : nullptr;
+  const JsonMap* model = root.contains("model") ? &field(root, "model") : nullptr;
   if (model == nullptr || !model->is_object() || model->value("type", "BPE") != "BPE" ||
       !model->contains("vocab") || !model->contains("merges")) {
     fail(ErrorKind::kData, json_path, ": expected a BPE model with \"vocab\" and \"merges\"");
   }
   const Components components = supported_components(root, json_path);
-  const JsonMap& vocab = (*model)["vocab"];
+  const JsonMap& vocab = field((*model), "vocab");
   std::vector<std::string> tokens(vocab.size());
   std::vector<bool> seen(vocab.size(), false);
   for (auto it = vocab.begin(); it != vocab.end(); ++it) {
@@ -760,11 +782,11 @@ Tokenizer Tokenizer::load_files(const std::string& dir) {
   // Added tokens may extend past the model vocabulary.
   std::vector<std::pair<int64_t, std::string>> added;
   std::set<int64_t> plain_added;  // "special": false (e.g. Qwen3's <think>): matched in any text
-  if (root.contains("added_tokens") && root["added_tokens"].is_array()) {
-    for (const auto& a : root["added_tokens"]) {
+  if (root.contains("added_tokens") && field(root, "added_tokens").is_array()) {
+    for (const auto& a : field(root, "added_tokens")) {
       if (!a.contains("id") || !a.contains("content")) continue;
-      added.emplace_back(a["id"].get<int64_t>(), a["content"].get<std::string>());
-      if (a.value("special", true) == false) plain_added.insert(a["id"].get<int64_t>());
+      added.emplace_back(field(a, "id").get<int64_t>(), field(a, "content").get<std::string>());
+      if (a.value("special", true) == false) plain_added.insert(field(a, "id").get<int64_t>());
     }
   }
   std::sort(added.begin(), added.end());
