@@ -119,6 +119,19 @@ TEST(Agreement, ReportCountsLabelsKappaAndGoldAccuracyPerRater) {
 // -------------------------------------------------------------------- desk
 
 namespace {
+// A store of `pairs` single-rater comparisons, the rater ann, and a desk.
+struct DeskWithAnn {
+  DeskWithAnn(const std::string& name, int pairs) : dir(name), store(dir.file("l.sqlite")) {
+    test::fill_label_store(store, pairs, 1);
+    store.add_rater("ann", "", "human");
+    ann = *store.rater_by_name("ann");
+  }
+  test::TempDir dir;
+  LabelStore store;
+  RatingDesk desk{store, {}};
+  Rater ann;
+};
+
 Label left_better_of(const RatingTask& t, const std::string& client_id) {
   Label l;
   l.comparison_id = t.comparison_id;
@@ -339,12 +352,10 @@ TEST(RatingDesk, OnlyTasksHandedToTheRaterThatStillNeedLabelsMayBeLabelled) {
 // A client id reused for a different label answered with the old label's
 // id and dropped the new one (issue "Hardening").
 TEST(RatingDesk, AClientIdNamesOneLabel) {
-  test::TempDir dir("clientid");
-  LabelStore store(dir.file("l.sqlite"));
-  test::fill_label_store(store, 2, 1);
-  store.add_rater("ann", "", "human");
-  RatingDesk desk(store, {});
-  const Rater ann = *store.rater_by_name("ann");
+  DeskWithAnn w("clientid", 2);
+  RatingDesk& desk = w.desk;
+  LabelStore& store = w.store;
+  const Rater& ann = w.ann;
   const auto t1 = desk.next_task(ann);
   const int64_t id = desk.submit(ann, left_better_of(*t1, "same"));
   EXPECT_EQ(desk.submit(ann, left_better_of(*t1, "same")), id) << "a resend";
@@ -366,12 +377,10 @@ TEST(RatingDesk, AClientIdNamesOneLabel) {
 
 // Rationales of any size were stored (200 MB in 19 s) (issue "Hardening").
 TEST(RatingDesk, FieldSizesAreCapped) {
-  test::TempDir dir("caps");
-  LabelStore store(dir.file("l.sqlite"));
-  test::fill_label_store(store, 1, 1);
-  store.add_rater("ann", "", "human");
-  RatingDesk desk(store, {});
-  const Rater ann = *store.rater_by_name("ann");
+  DeskWithAnn w("caps", 1);
+  RatingDesk& desk = w.desk;
+  LabelStore& store = w.store;
+  const Rater& ann = w.ann;
   const auto t = desk.next_task(ann);
   Label l = left_better_of(*t, "r");
   l.rationale = std::string(5000, 'x');
@@ -707,6 +716,11 @@ struct ServeLabelsProcess {
     return status;
   }
   std::string output() const { return read_file_if_exists(log); }
+  // SIGTERM, then everything the server wrote.
+  std::string stop() {
+    end(SIGTERM);
+    return output();
+  }
   std::string log;
   pid_t pid = -1;
   int port = 0;
@@ -730,8 +744,7 @@ TEST(LabelService, ClientTextIsLoggedOnOneLine) {
     ::recv(s.fd, buf, sizeof buf, 0);
   }
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
-  server.end(SIGTERM);
-  const std::string text = server.output();
+  const std::string text = server.stop();
   EXPECT_EQ(text.find("\nlabel service: rater 'admin'"), std::string::npos) << text;
   EXPECT_NE(text.find("rater?label service"), std::string::npos) << text;
 }
@@ -850,8 +863,7 @@ TEST(LabelService, OutOfFileDescriptorsTheServerBacksOffAndRecovers) {
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   EXPECT_EQ(LabelClient("127.0.0.1", server.port, token).stats().labels, 0u)
       << "serves again once descriptors are free";
-  server.end(SIGTERM);
-  const std::string text = server.output();
+  const std::string text = server.stop();
   EXPECT_NE(text.find("cannot accept a connection"), std::string::npos) << text;
   EXPECT_NE(text.find("accepting connections again"), std::string::npos) << text;
 }
