@@ -291,14 +291,12 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
     asio::post(server_.store_thread, [self = this->shared_from_this(), body = std::move(body_), rater = rater_]() mutable {
       FrameAnswer answer =
           answer_frame(self->server_.desk, rater, body, static_cast<size_t>(self->server_.config.max_frame_bytes));
-      auto& executor_owner = *self;
-      asio::post(executor_owner.stream_.get_executor(),
-                 [self = std::move(self), answer = std::move(answer), rater = std::move(rater)]() mutable {
-                   self->rater_ = std::move(rater);
-                   if (!answer.rejected.empty()) log_info("label service: ", self->peer_, ": ", answer.rejected,
-                                                          "; closing this connection");
-                   self->send(std::move(answer.frame), answer.close);
-                 });
+      const auto io = self->stream_.get_executor();
+      asio::post(io, [self = std::move(self), answer = std::move(answer), rater = std::move(rater)]() mutable {
+        self->rater_ = std::move(rater);
+        if (!answer.rejected.empty()) self->reject(answer.rejected);
+        else self->send(std::move(answer.frame), answer.close);
+      });
     });
   }
   void send(std::string frame, bool close_after) {
