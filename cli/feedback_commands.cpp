@@ -245,7 +245,7 @@ void register_feedback_commands(CLI::App& app) {
       dpo->allow_extras();
       add_action(dpo, [dargs, dpo] {
         auto cfg = load_config<DpoConfig>(dargs->config, dargs->overrides(dpo));
-        parse_dpo_loss_type(cfg.dpo.loss_type);  // a typo fails before any model loads
+        validate_dpo_config(cfg);  // a typo fails before any model loads
         Pairs p = load_pairs(cfg.data.preferences, cfg.data.eval_fraction, std::max<int64_t>(0, cfg.data.since_label),
                              static_cast<uint64_t>(cfg.train.seed));
         const DistInfo dist = init_distributed();

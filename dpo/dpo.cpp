@@ -205,12 +205,27 @@ DpoStats evaluate(GPT& model, const ChatTemplate& chat, const std::vector<Prefer
 
 }  // namespace
 
-DpoResult run_dpo(const DpoConfig& cfg, const std::vector<PreferencePair>& train,
+void validate_dpo_config(const DpoConfig& cfg) {
+  parse_dpo_loss_type(cfg.dpo.loss_type);
+  parse_pair_selection(cfg.data.pairs);
+}
+
+DpoResult run_dpo(const DpoConfig& cfg, const std::vector<PreferencePair>& labelled,
                   const std::vector<PreferencePair>& eval, int64_t last_label_id, const DistInfo& dist) {
   const auto& tc = cfg.train;
   const Objective objective{parse_dpo_loss_type(cfg.dpo.loss_type), cfg.dpo.beta, cfg.dpo.label_smoothing,
                             cfg.dpo.rpo_alpha, dpo_uses_mean_logprobs(parse_dpo_loss_type(cfg.dpo.loss_type))};
-  if (train.empty()) fail(ErrorKind::kData, "dpo: no training pairs; label some comparisons first (rlhf label)");
+  validate_dpo_config(cfg);
+  if (labelled.empty()) fail(ErrorKind::kData, "dpo: no training pairs; label some comparisons first (rlhf label)");
+  const std::vector<PreferencePair> train = select_pairs(labelled, parse_pair_selection(cfg.data.pairs));
+  if (train.empty()) {
+    fail(ErrorKind::kData, "dpo: data.pairs = ", cfg.data.pairs, " leaves no training pairs out of ", labelled.size(),
+         " labelled (every prompt's replies won equally often); use data.pairs = all");
+  }
+  if (train.size() != labelled.size()) {
+    log_info("dpo: data.pairs = ", cfg.data.pairs, ": ", train.size(), " training pairs from ", labelled.size(),
+             " labelled");
+  }
   const int threads = set_torch_threads(tc.threads);
   const torch::Device device = parse_device(tc.device);
   RunDir run(cfg.out_dir, dist.is_main());

@@ -37,6 +37,18 @@ struct DpoObjectiveConfig {
   }
 };
 
+// The reward model's data settings plus which pairs DPO trains on.
+struct DpoDataConfig : RewardDataConfig {
+  // all (every labelled pair), best_vs_worst (per prompt, the reply with the
+  // highest win rate over its labels against the lowest) or best_vs_rest
+  // (reward/preference.h). Held-out pairs are always all of them.
+  std::string pairs = "all";
+  template <class V> void visit(V& v) {
+    RewardDataConfig::visit(v);
+    v("pairs", pairs);
+  }
+};
+
 struct DpoLoopConfig {
   int batch_size = 8;           // pairs per micro-batch (each is two sequences), e.g. 8
   int grad_accum = 1;
@@ -67,7 +79,7 @@ struct DpoLoopConfig {
 struct DpoConfig {
   std::string out_dir = "runs/dpo";
   std::string policy = "runs/sft";  // the starting policy, also the reference
-  RewardDataConfig data;            // the same labels the reward model trains on
+  DpoDataConfig data;               // the same labels the reward model trains on
   DpoObjectiveConfig dpo;
   DpoLoopConfig train;
   LoraConfig lora;                  // adapters instead of every weight
@@ -110,6 +122,9 @@ struct DpoResult {
   std::string checkpoint;  // the best (lowest held-out loss) checkpoint
   DpoStats eval;           // held-out pairs at the end
 };
+
+// Names the key of a config that cannot run, before any model or label loads.
+void validate_dpo_config(const DpoConfig& config);
 
 // `train_pairs`/`eval_pairs` come from the caller (label store or JSONL).
 DpoResult run_dpo(const DpoConfig& config, const std::vector<PreferencePair>& train_pairs,

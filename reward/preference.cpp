@@ -113,6 +113,83 @@ std::vector<std::vector<size_t>> group_by_prompt(const std::vector<PreferencePai
   return groups;
 }
 
+PairSelection parse_pair_selection(const std::string& name) {
+  if (name == "all") return PairSelection::kAll;
+  if (name == "best_vs_worst") return PairSelection::kBestVsWorst;
+  if (name == "best_vs_rest") return PairSelection::kBestVsRest;
+  fail(ErrorKind::kConfig, "pair selection (data.pairs) '", name, "' is not one of all, best_vs_worst, best_vs_rest");
+}
+
+namespace {
+
+struct RatedReply {
+  const std::string* text = nullptr;
+  bool finished = true;
+  double wins = 0, weight = 0;  // weighted wins (ties half) and weighted comparisons
+  double rate() const { return weight > 0 ? wins / weight : 0.5; }
+};
+
+// The distinct replies of one prompt's pairs with their win rates, in order
+// of first appearance.
+std::vector<RatedReply> rate_replies(const std::vector<PreferencePair>& pairs, const std::vector<size_t>& group) {
+  std::vector<RatedReply> replies;
+  std::unordered_map<std::string, size_t> index;
+  auto find = [&](const std::string& text, bool finished) {
+    const auto [it, added] = index.emplace(text + (finished ? "\x01" : "\x02"), replies.size());
+    if (added) replies.push_back({&text, finished});
+    return it->second;
+  };
+  for (size_t i : group) {
+    const PreferencePair& p = pairs[i];
+    const size_t a = find(p.chosen, p.chosen_finished);
+    const size_t b = find(p.rejected, p.rejected_finished);
+    if (a == b) continue;  // a reply against itself says nothing
+    replies[a].weight += p.weight;
+    replies[b].weight += p.weight;
+    replies[a].wins += p.tie ? 0.5 * p.weight : p.weight;
+    replies[b].wins += p.tie ? 0.5 * p.weight : 0.0;
+  }
+  return replies;
+}
+
+}  // namespace
+
+std::vector<PreferencePair> select_pairs(const std::vector<PreferencePair>& pairs, PairSelection selection) {
+  if (selection == PairSelection::kAll) return pairs;
+  std::vector<PreferencePair> out;
+  for (const std::vector<size_t>& group : group_by_prompt(pairs)) {
+    const std::vector<RatedReply> replies = rate_replies(pairs, group);
+    size_t best = 0, worst = 0;
+    for (size_t r = 1; r < replies.size(); ++r) {
+      if (replies[r].rate() > replies[best].rate()) best = r;
+      if (replies[r].rate() < replies[worst].rate()) worst = r;
+    }
+    if (replies.size() < 2 || replies[best].rate() <= replies[worst].rate()) continue;
+    const PreferencePair& first = pairs[group.front()];
+    auto pair_with = [&](const RatedReply& loser, double weight) {
+      PreferencePair p;
+      p.prompt = first.prompt;
+      p.metadata = first.metadata;
+      p.group = first.group;
+      p.chosen = *replies[best].text;
+      p.chosen_finished = replies[best].finished;
+      p.rejected = *loser.text;
+      p.rejected_finished = loser.finished;
+      p.weight = weight;
+      out.push_back(std::move(p));
+    };
+    if (selection == PairSelection::kBestVsWorst) {
+      pair_with(replies[worst], 1.0);
+      continue;
+    }
+    const double weight = 1.0 / static_cast<double>(replies.size() - 1);
+    for (const RatedReply& r : replies) {
+      if (r.rate() < replies[best].rate()) pair_with(r, weight);
+    }
+  }
+  return out;
+}
+
 std::pair<std::vector<PreferencePair>, std::vector<PreferencePair>> split_by_prompt(
     std::vector<PreferencePair> pairs, double fraction, uint64_t seed) {
   std::pair<std::vector<PreferencePair>, std::vector<PreferencePair>> out;

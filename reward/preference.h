@@ -46,4 +46,20 @@ std::pair<std::vector<PreferencePair>, std::vector<PreferencePair>> split_by_pro
 // reply is seen more often than another within an epoch.
 std::vector<std::vector<size_t>> group_by_prompt(const std::vector<PreferencePair>& pairs);
 
+// Which of a prompt's labelled pairs a method trains on.
+//  kAll: every pair as labelled.
+//  kBestVsWorst: one pair per prompt, the reply with the highest win rate
+//    over the pairs it appears in (a tie counts half, each pair by its
+//    weight) over the one with the lowest. With K replies and all C(K,2)
+//    pairs labelled, the rate pools K-1 noisy labels per reply, so the pair
+//    is far more often right than one label is (binarised preference data,
+//    as UltraFeedback's best-vs-worst).
+//  kBestVsRest: the top reply over each reply with a lower rate, each pair
+//    weighted 1/(K-1) so a prompt counts once.
+// Replies are told apart by text and finished flag; earlier replies win ties
+// of rate. A prompt whose replies all have one rate gives no pair.
+enum class PairSelection { kAll, kBestVsWorst, kBestVsRest };
+PairSelection parse_pair_selection(const std::string& name);  // "all", "best_vs_worst", "best_vs_rest"
+std::vector<PreferencePair> select_pairs(const std::vector<PreferencePair>& pairs, PairSelection selection);
+
 }  // namespace rlhf

@@ -57,6 +57,50 @@ TEST(DpoLoss, EachLossTypeMatchesHandComputedValues) {
   EXPECT_EQ(nll[2].item<double>(), 0.0);
 }
 
+PreferencePair labelled(const Conversation& prompt, const std::string& chosen, const std::string& rejected,
+                        bool tie = false) {
+  PreferencePair p;
+  p.prompt = prompt;
+  p.chosen = chosen;
+  p.rejected = rejected;
+  p.tie = tie;
+  return p;
+}
+
+TEST(DpoPairs, BestVsWorstPoolsEachPromptsLabelsIntoOnePairByWinRate) {
+  const Conversation q1{{"user", "where is order 1?"}}, q2{{"user", "where is order 2?"}};
+  // q1: a > b > c > d by gold, all six pairs labelled, one label flipped
+  // (c over b) and one tie (a, d): win rates a 2.5/3, c 2/3, b 1/3, d 0.5/3.
+  std::vector<PreferencePair> pairs = {labelled(q1, "a", "b"), labelled(q1, "a", "c"), labelled(q1, "a", "d", true),
+                                       labelled(q1, "c", "b"), labelled(q1, "b", "d"), labelled(q1, "c", "d")};
+  // q2: two replies labelled once each way: equal rates, no clear preference.
+  pairs.push_back(labelled(q2, "x", "y"));
+  pairs.push_back(labelled(q2, "y", "x"));
+  const std::vector<PreferencePair> worst = select_pairs(pairs, PairSelection::kBestVsWorst);
+  ASSERT_EQ(worst.size(), 1u);  // q2 gives none
+  EXPECT_EQ(worst[0].chosen, "a");
+  EXPECT_EQ(worst[0].rejected, "d");
+  EXPECT_FALSE(worst[0].tie);
+  EXPECT_EQ(worst[0].weight, 1.0);
+  EXPECT_EQ(worst[0].prompt.size(), 1u);
+
+  const std::vector<PreferencePair> rest = select_pairs(pairs, PairSelection::kBestVsRest);
+  ASSERT_EQ(rest.size(), 3u);
+  for (const PreferencePair& p : rest) {
+    EXPECT_EQ(p.chosen, "a");
+    EXPECT_NEAR(p.weight, 1.0 / 3, 1e-12);
+  }
+  EXPECT_EQ(select_pairs(pairs, PairSelection::kAll).size(), pairs.size());
+  // A reply cut off at the length limit is another reply than the same text finished.
+  std::vector<PreferencePair> cut = {labelled(q1, "a", "a")};
+  cut[0].rejected_finished = false;
+  const std::vector<PreferencePair> one = select_pairs(cut, PairSelection::kBestVsWorst);
+  ASSERT_EQ(one.size(), 1u);
+  EXPECT_TRUE(one[0].chosen_finished);
+  EXPECT_FALSE(one[0].rejected_finished);
+  EXPECT_NE(test::error_of([] { parse_pair_selection("top"); }).find("data.pairs"), std::string::npos);
+}
+
 // Pairs where the labelled reply names the order and the other does not.
 std::vector<PreferencePair> order_pairs(int n, int first) {
   std::vector<PreferencePair> out;
