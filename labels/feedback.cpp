@@ -62,34 +62,36 @@ CandidatesResult queue_candidates(const CandidatesConfig& c) {
       sc.temperature = c.temperatures[ti];
       sc.max_new_tokens = c.max_new_tokens;
       const Json sampling = {{"temperature", sc.temperature}, {"max_new_tokens", sc.max_new_tokens}};
-      // Rows: every (item, sample) pair, batched.
-      std::vector<std::pair<size_t, int>> rows;
-      for (size_t i = 0; i < items.size(); ++i) {
-        for (int s : samples_here) rows.emplace_back(i, s);
-      }
-      for (size_t r0 = 0; r0 < rows.size(); r0 += static_cast<size_t>(c.batch_size)) {
+      // Each batch holds whole items: an item's samples share one pass over
+      // its prompt (generate_samples), the rows item-major as before.
+      const size_t k_here = samples_here.size();
+      const size_t items_per_batch = std::max<size_t>(1, static_cast<size_t>(c.batch_size) / k_here);
+      for (size_t i0 = 0; i0 < items.size(); i0 += items_per_batch) {
+        const size_t i1 = std::min(items.size(), i0 + items_per_batch);
         std::vector<std::vector<int32_t>> prompts;
         std::vector<uint64_t> seeds;
-        const size_t r1 = std::min(rows.size(), r0 + c.batch_size);
-        for (size_t r = r0; r < r1; ++r) {
-          prompts.push_back(chat.render_prompt(items[rows[r].first].conv));
-          seeds.push_back(mix_seed({static_cast<uint64_t>(c.seed), static_cast<uint64_t>(items[rows[r].first].prompt_id),
-                                    static_cast<uint64_t>(rows[r].second)}));
+        for (size_t i = i0; i < i1; ++i) {
+          prompts.push_back(chat.render_prompt(items[i].conv));
+          for (int s : samples_here) {
+            seeds.push_back(mix_seed({static_cast<uint64_t>(c.seed), static_cast<uint64_t>(items[i].prompt_id),
+                                      static_cast<uint64_t>(s)}));
+          }
         }
         times.start("generation");
-        Generation g = generate(policy.model, prompts, sc, chat.stop_tokens(), chat.pad_id(), seeds);
+        Generation g = generate_samples(policy.model, prompts, static_cast<int64_t>(k_here), sc, chat.stop_tokens(),
+                                        chat.pad_id(), seeds);
         times.start("store");
         const std::vector<ChatReply> replies = decode_replies(chat, g.tokens, g.lengths, g.finished);
-        for (size_t r = r0; r < r1; ++r) {
-          const ChatReply& reply = replies[r - r0];
-          Item& item = items[rows[r].first];
+        for (size_t r = 0; r < replies.size(); ++r) {
+          const ChatReply& reply = replies[r];
+          Item& item = items[i0 + r / k_here];
           const int64_t id = store.add_candidate(item.prompt_id, reply.text, reply.finished, policy.dir, sampling);
           if (std::find(item.candidates.begin(), item.candidates.end(), id) == item.candidates.end()) {
             item.candidates.push_back(id);
             ++result.candidates;
           }
         }
-        log_info("candidates: ", std::min(r1, rows.size()), "/", rows.size(), " replies from ", policy.dir,
+        log_info("candidates: ", i1 * k_here, "/", items.size() * k_here, " replies from ", policy.dir,
                  " at temperature ", sc.temperature, " | ", times.summary());
       }
     }

@@ -24,7 +24,7 @@ struct CandidatesConfig {
   std::string pairs = "adjacent";   // "adjacent" (K-1 pairs), "all" (C(K,2) pairs) or "ranking" (one K-way task)
   int required_raters = 1;          // raters each comparison needs
   int max_new_tokens = 96;
-  int batch_size = 32;              // prompts per generation batch
+  int batch_size = 32;              // replies per generation batch, in whole prompts (a prompt's K samples share one prompt pass)
   int64_t seed = 11;
   int threads = 0;
   template <class V> void visit(V& v) {
