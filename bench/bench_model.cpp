@@ -16,6 +16,8 @@
 //   with W the bytes of weights read once per step for all B rows, the KV
 //   cache read per row, and bandwidth the read rate of a 256 MB tensor.
 //   The lower of the two is the best a decode step can do here.
+// - K samples per prompt: one prompt pass shared by the K samples against
+//   the prompt repeated K times.
 #include <torch/torch.h>
 
 #include <chrono>
@@ -151,5 +153,35 @@ int main(int argc, char** argv) {
   const double uncached = u.lengths.sum().item<double>() / since(t0);
   std::printf("generation (8 rows x %d new tokens): KV cache %.0f tokens/s, full recompute %.0f tokens/s, speed-up %.1fx\n",
               new_tokens, cached, uncached, cached / uncached);
+
+  // K samples of each prompt, as the candidates stage and GRPO/RLOO draw
+  // them: each prompt's pass shared by its samples (generate_samples)
+  // against the prompt repeated K times in one batch (generate). 8 prompts
+  // of 96 tokens x 8 samples, 48 new tokens; the same tokens either way.
+  const int64_t k = 8, prompt_len = 96;
+  std::vector<std::vector<int32_t>> distinct, repeated;
+  for (int p = 0; p < 8; ++p) {
+    std::vector<int32_t> ids;
+    for (int64_t t = 0; t < prompt_len; ++t) ids.push_back(static_cast<int32_t>((p * 131 + t * 17) % cfg.vocab_size));
+    distinct.push_back(ids);
+    for (int64_t j = 0; j < k; ++j) repeated.push_back(ids);
+  }
+  SamplingConfig kc;
+  kc.temperature = 1.0;
+  kc.max_new_tokens = 48;
+  double shared_s = 1e9, repeated_s = 1e9, tokens = 0;
+  for (int r = 0; r < 2; ++r) {
+    t0 = Clock::now();
+    Generation gs = generate_samples(model, distinct, k, kc, {}, 0);
+    shared_s = std::min(shared_s, since(t0));
+    tokens = gs.lengths.sum().item<double>();
+    t0 = Clock::now();
+    generate(model, repeated, kc, {}, 0);
+    repeated_s = std::min(repeated_s, since(t0));
+  }
+  std::printf("8 prompts of %lld tokens x %lld samples, %d new tokens: shared prompt pass %.2f s (%.0f tokens/s), "
+              "prompt repeated %.2f s (%.0f tokens/s), speed-up %.2fx\n",
+              static_cast<long long>(prompt_len), static_cast<long long>(k), kc.max_new_tokens, shared_s,
+              tokens / shared_s, repeated_s, tokens / repeated_s, repeated_s / shared_s);
   return 0;
 }
