@@ -126,7 +126,8 @@ struct DpoResult {
 // Names the key of a config that cannot run, before any model or label loads.
 void validate_dpo_config(const DpoConfig& config);
 
-// `train_pairs`/`eval_pairs` come from the caller (label store or JSONL).
+// `train_pairs`/`eval_pairs` come from the caller (label store or JSONL);
+// `data.pairs` then chooses which of the training pairs train.
 DpoResult run_dpo(const DpoConfig& config, const std::vector<PreferencePair>& train_pairs,
                   const std::vector<PreferencePair>& eval_pairs, int64_t last_label_id, const DistInfo& dist = {});
 
