@@ -213,11 +213,16 @@ void validate_dpo_config(const DpoConfig& cfg) {
 DpoResult run_dpo(const DpoConfig& cfg, const std::vector<PreferencePair>& labelled,
                   const std::vector<PreferencePair>& eval, int64_t last_label_id, const DistInfo& dist) {
   const auto& tc = cfg.train;
-  const Objective objective{parse_dpo_loss_type(cfg.dpo.loss_type), cfg.dpo.beta, cfg.dpo.label_smoothing,
-                            cfg.dpo.rpo_alpha, dpo_uses_mean_logprobs(parse_dpo_loss_type(cfg.dpo.loss_type))};
   validate_dpo_config(cfg);
+  const DpoLossType loss_type = parse_dpo_loss_type(cfg.dpo.loss_type);
+  const Objective objective{loss_type, cfg.dpo.beta, cfg.dpo.label_smoothing, cfg.dpo.rpo_alpha,
+                            dpo_uses_mean_logprobs(loss_type)};
   if (labelled.empty()) fail(ErrorKind::kData, "dpo: no training pairs; label some comparisons first (rlhf label)");
-  const std::vector<PreferencePair> train = select_pairs(labelled, parse_pair_selection(cfg.data.pairs));
+  // With data.pairs = all the labelled pairs train as they are, not a copy of them.
+  const PairSelection selection = parse_pair_selection(cfg.data.pairs);
+  std::vector<PreferencePair> selected;
+  if (selection != PairSelection::kAll) selected = select_pairs(labelled, selection);
+  const std::vector<PreferencePair>& train = selection == PairSelection::kAll ? labelled : selected;
   if (train.empty()) {
     fail(ErrorKind::kData, "dpo: data.pairs = ", cfg.data.pairs, " leaves no training pairs out of ", labelled.size(),
          " labelled (every prompt's replies won equally often); use data.pairs = all");
