@@ -69,6 +69,17 @@ CREATE TABLE offers(
   comparison_id INTEGER NOT NULL REFERENCES comparisons(id), rater_id INTEGER NOT NULL REFERENCES raters(id),
   expires_at REAL NOT NULL, PRIMARY KEY(comparison_id, rater_id));
 )sql",
+    // 5: active selection: open comparisons are served by priority (highest
+    // first, then oldest), and each comparison carries the strategy and the
+    // score that placed it, which its labels keep.
+    R"sql(
+ALTER TABLE comparisons ADD COLUMN priority REAL NOT NULL DEFAULT 0;
+ALTER TABLE comparisons ADD COLUMN selection TEXT;
+ALTER TABLE comparisons ADD COLUMN selection_score REAL;
+ALTER TABLE labels ADD COLUMN selection TEXT;
+ALTER TABLE labels ADD COLUMN selection_score REAL;
+CREATE INDEX comparisons_open_by_priority ON comparisons(priority DESC, id) WHERE label_count < required_raters AND is_gold = 0;
+)sql",
 };
 constexpr int kLatest = static_cast<int>(sizeof(kMigrations) / sizeof(kMigrations[0]));
 
@@ -260,9 +271,15 @@ Comparison read_comparison(sql::Statement& s) {
   c.required_raters = static_cast<int>(s.int64(3));
   c.is_gold = s.int64(4) != 0;
   c.gold_answer = from_text(s.text(5));
+  c.priority = s.real(6);
+  c.selection = s.text(7);
+  if (!s.is_null(8)) c.selection_score = s.real(8);
   return c;
 }
-constexpr const char* kComparisonColumns = "id, prompt_id, candidates, required_raters, is_gold, gold_answer";
+constexpr const char* kComparisonColumns =
+    "id, prompt_id, candidates, required_raters, is_gold, gold_answer, priority, selection, selection_score";
+// Open comparisons are served in this order.
+constexpr const char* kServeOrder = " ORDER BY c.priority DESC, c.id";
 }  // namespace
 
 Comparison LabelStore::comparison(int64_t id) {
@@ -270,6 +287,18 @@ Comparison LabelStore::comparison(int64_t id) {
   s.bind(1, id);
   if (!s.step()) fail(ErrorKind::kData, "label store '", db_.path(), "': no comparison ", id);
   return read_comparison(s);
+}
+
+void LabelStore::set_selection(const std::vector<SelectionMark>& marks) {
+  sql::Transaction tx(db_);
+  sql::Statement s(db_, "UPDATE comparisons SET priority = ?, selection = ?, selection_score = ? WHERE id = ?");
+  for (const SelectionMark& m : marks) {
+    s.reset();
+    s.bind(1, m.priority).bind(2, m.strategy).bind(3, m.score).bind(4, m.comparison_id);
+    s.run();
+    if (db_.changes() != 1) fail(ErrorKind::kData, "label store '", db_.path(), "': no comparison ", m.comparison_id);
+  }
+  tx.commit();
 }
 
 void LabelStore::set_gold(int64_t id, const Json& answer) {
@@ -288,10 +317,19 @@ std::vector<Comparison> LabelStore::comparisons() {
   return out;
 }
 
+std::vector<Comparison> LabelStore::open_comparisons() {
+  sql::Statement s(db_, (std::string("SELECT ") + kComparisonColumns +
+                         " FROM comparisons c WHERE c.label_count < c.required_raters AND c.is_gold = 0" + kServeOrder)
+                            .c_str());
+  std::vector<Comparison> out;
+  while (s.step()) out.push_back(read_comparison(s));
+  return out;
+}
+
 std::vector<Comparison> LabelStore::open_comparisons_for(int64_t rater_id, size_t limit) {
   sql::Statement s(db_, (std::string("SELECT ") + kComparisonColumns +
                          " FROM comparisons c WHERE (c.is_gold = 1 OR c.label_count < c.required_raters) AND NOT EXISTS "
-                         "(SELECT 1 FROM labels l WHERE l.comparison_id = c.id AND l.rater_id = ?) ORDER BY c.id")
+                         "(SELECT 1 FROM labels l WHERE l.comparison_id = c.id AND l.rater_id = ?)" + kServeOrder)
                             .c_str());
   s.bind(1, rater_id);
   std::vector<Comparison> out;
@@ -314,7 +352,7 @@ constexpr const char* kAvailable =
 
 std::optional<Comparison> LabelStore::next_available(int64_t rater_id, double now, const std::set<int64_t>& skip) {
   sql::Statement s(db_, (std::string("SELECT c.id, c.prompt_id, c.candidates, c.required_raters, c.is_gold, "
-                                     "c.gold_answer") + kAvailable + " ORDER BY c.id").c_str());
+                                     "c.gold_answer, c.priority, c.selection, c.selection_score") + kAvailable + kServeOrder).c_str());
   s.bind(1, rater_id).bind(2, now);
   while (s.step()) {
     if (!skip.count(s.int64(0))) return read_comparison(s);
@@ -495,7 +533,7 @@ std::vector<Rater> LabelStore::raters() {
 namespace {
 constexpr const char* kLabelColumns =
     "id, comparison_id, rater_id, choice, ranking, ratings, strength, margin, rationale, shown_order, created_at, "
-    "client_id";
+    "client_id, selection, selection_score";
 
 // A resend carries the label as first sent; anything else under the same
 // client id is a different label.
@@ -525,9 +563,16 @@ int64_t LabelStore::add_label(Label l) {
   }
   if (has_labelled(l.comparison_id, l.rater_id))
     fail(ErrorKind::kData, "rater ", l.rater_id, " has already labelled comparison ", l.comparison_id);
+  // The label keeps the selection that served its comparison (an imported
+  // label brings its own).
+  if (l.selection.empty()) {
+    const Comparison c = comparison(l.comparison_id);
+    l.selection = c.selection;
+    l.selection_score = c.selection_score;
+  }
   sql::Statement ins(db_,
                      "INSERT INTO labels(comparison_id, rater_id, choice, ranking, ratings, strength, margin, rationale, "
-                     "shown_order, created_at, client_id) VALUES(?,?,?,?,?,?,?,?,?,?,?)");
+                     "shown_order, created_at, client_id, selection, selection_score) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)");
   ins.bind(1, l.comparison_id).bind(2, l.rater_id).bind(3, std::string(choice_name(l.choice)));
   ins.bind(4, l.ranking.empty() ? std::optional<std::string>() : list_json(l.ranking));
   ins.bind(5, l.ratings.empty() ? std::optional<std::string>() : list_json(l.ratings));
@@ -535,6 +580,8 @@ int64_t LabelStore::add_label(Label l) {
   if (l.margin) ins.bind(7, *l.margin); else ins.bind_null(7);
   ins.bind(8, l.rationale).bind(9, list_json(l.shown_order)).bind(10, l.created_at);
   ins.bind(11, l.client_id.empty() ? std::optional<std::string>() : l.client_id);
+  ins.bind(12, l.selection.empty() ? std::optional<std::string>() : l.selection);
+  if (l.selection_score) ins.bind(13, *l.selection_score); else ins.bind_null(13);
   ins.run();
   const int64_t id = db_.last_insert_id();
   // The label ends its rater's offer of the comparison.
@@ -560,6 +607,8 @@ Label LabelStore::read_label(sql::Statement& s) {
   l.shown_order = list_from<int64_t>(s.text(9));
   l.created_at = s.text(10);
   l.client_id = s.text(11);
+  l.selection = s.text(12);
+  if (!s.is_null(13)) l.selection_score = s.real(13);
   return l;
 }
 
@@ -609,6 +658,13 @@ ImportStats LabelStore::import_jsonl(const std::string& path, const std::string&
       response_text(row["chosen"], path, line, "chosen");
       response_text(row["rejected"], path, line, "rejected");
     }
+    if (row.contains("selection")) {
+      const Json& sel = row["selection"];
+      if (!sel.is_object() || !sel.contains("strategy") || !sel["strategy"].is_string() ||
+          (sel.contains("score") && !sel["score"].is_number())) {
+        jsonl_error(path, line, "\"selection\" must be {\"strategy\": name, \"score\": number} as `rlhf labels export` writes it");
+      }
+    }
     rows.emplace_back(row, line);
   });
 
@@ -652,6 +708,10 @@ ImportStats LabelStore::import_jsonl(const std::string& path, const std::string&
     l.comparison_id = *comparison_id;
     l.rater_id = rater_id;
     l.shown_order = ids;
+    if (row.contains("selection")) {
+      l.selection = row["selection"]["strategy"].get<std::string>();
+      if (row["selection"].contains("score")) l.selection_score = row["selection"]["score"].get<double>();
+    }
     if (row.contains("responses")) {
       l.choice = Choice::kRanking;
       const std::vector<int64_t> ranks = row["ranking"].get<std::vector<int64_t>>();
@@ -713,6 +773,10 @@ std::vector<Json> LabelStore::export_records(int64_t since_label_id) {
       if (l.margin) row["margin"] = *l.margin;
     }
     if (!metadata.is_null()) row["metadata"] = metadata;
+    if (!l.selection.empty()) {
+      row["selection"] = Json{{"strategy", l.selection}};
+      if (l.selection_score) row["selection"]["score"] = *l.selection_score;
+    }
     out.push_back(row);
   }
   return out;

@@ -52,6 +52,9 @@ struct Comparison {
   int required_raters = 1;
   bool is_gold = false;  // a known-answer item for measuring raters
   Json gold_answer;      // {"choice": "a"} or {"ranking": [...]}
+  double priority = 0;   // open comparisons are served highest first, then oldest
+  std::string selection;                 // the strategy that set the priority ("" = none, served in turn)
+  std::optional<double> selection_score;  // that strategy's score for this comparison
   bool is_ranking() const { return candidates.size() > 2; }
 };
 
@@ -68,6 +71,18 @@ struct Label {
   std::vector<int64_t> shown_order;  // candidate ids, left to right as shown
   std::string client_id;             // the rater tool's id for this label (resends are idempotent)
   std::string created_at;            // UTC, ISO 8601
+  // How its comparison was chosen (active selection): the strategy and its
+  // score, copied from the comparison when the label is added; "" if none.
+  std::string selection;
+  std::optional<double> selection_score;
+};
+
+// The place in the serving order that a selection strategy gave one comparison.
+struct SelectionMark {
+  int64_t comparison_id = 0;
+  double priority = 0;       // higher is served sooner
+  std::string strategy;      // e.g. "uncertainty", or "random" for a floor pick
+  double score = 0;
 };
 
 // What a user of the served model said of one reply: a thumb (+1 up, -1
@@ -119,10 +134,16 @@ class LabelStore {
   Comparison comparison(int64_t id);
   // The comparison of exactly these candidates, if there is one.
   std::optional<int64_t> comparison_with(const std::vector<int64_t>& candidates);
+  // Sets the serving priority, strategy and score of these comparisons in
+  // one transaction (others keep theirs).
+  void set_selection(const std::vector<SelectionMark>& marks);
   // Makes a comparison a gold item with a known answer ({"choice": "a"}).
   void set_gold(int64_t id, const Json& answer);
   std::vector<Comparison> comparisons();
-  // Comparisons this rater has not labelled that still need raters.
+  // Regular (not gold) comparisons still short of labels, in serving order.
+  std::vector<Comparison> open_comparisons();
+  // Comparisons this rater has not labelled that still need raters, in
+  // serving order (priority, then oldest).
   std::vector<Comparison> open_comparisons_for(int64_t rater_id, size_t limit = SIZE_MAX);
 
   // The rating desk's queries. Times are seconds since the Unix epoch

@@ -1,0 +1,98 @@
+#include "labels/selection.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "common/error.h"
+#include "common/hash.h"
+
+namespace rlhf::labels {
+namespace {
+
+constexpr SelectionStrategy kStrategies[] = {SelectionStrategy::kRandom, SelectionStrategy::kUncertainty,
+                                             SelectionStrategy::kDisagreement, SelectionStrategy::kDiversity};
+
+double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
+
+// A uniformly random order of 0..n-1 (Fisher-Yates on SplitMix draws).
+std::vector<size_t> random_order(size_t n, uint64_t seed) {
+  std::vector<size_t> order(n);
+  std::iota(order.begin(), order.end(), size_t{0});
+  SplitMix rng(seed);
+  for (size_t i = n; i > 1; --i) std::swap(order[i - 1], order[rng.next() % i]);
+  return order;
+}
+
+}  // namespace
+
+const char* selection_strategy_name(SelectionStrategy s) {
+  switch (s) {
+    case SelectionStrategy::kRandom: return "random";
+    case SelectionStrategy::kUncertainty: return "uncertainty";
+    case SelectionStrategy::kDisagreement: return "disagreement";
+    case SelectionStrategy::kDiversity: return "diversity";
+  }
+  return "?";
+}
+
+SelectionStrategy parse_selection_strategy(const std::string& name, const std::string& field) {
+  for (SelectionStrategy s : kStrategies) {
+    if (name == selection_strategy_name(s)) return s;
+  }
+  fail(ErrorKind::kConfig, field, " = \"", name,
+       "\" is not a selection strategy: use random, uncertainty, disagreement or diversity");
+}
+
+double selection_score(SelectionStrategy strategy, const ComparisonSignals& signals) {
+  switch (strategy) {
+    case SelectionStrategy::kRandom: return 0.0;
+    case SelectionStrategy::kDiversity: return signals.mixed_sources ? 1.0 : 0.0;
+    case SelectionStrategy::kUncertainty: {
+      if (signals.margins.empty()) fail(ErrorKind::kConfig, "uncertainty selection needs a reward model's scores of the replies");
+      double mean = 0;
+      for (double m : signals.margins) mean += m / static_cast<double>(signals.margins.size());
+      return 1.0 - std::abs(2.0 * sigmoid(mean) - 1.0);
+    }
+    case SelectionStrategy::kDisagreement: {
+      const size_t n = signals.margins.size();
+      if (n < 2) {
+        fail(ErrorKind::kConfig, "disagreement selection needs two or more reward models (an ensemble); got ", n);
+      }
+      double mean = 0, var = 0;
+      for (double m : signals.margins) mean += sigmoid(m) / static_cast<double>(n);
+      for (double m : signals.margins) var += (sigmoid(m) - mean) * (sigmoid(m) - mean) / static_cast<double>(n);
+      return std::sqrt(var);
+    }
+  }
+  return 0.0;
+}
+
+std::vector<SelectionPick> order_for_labelling(const std::vector<double>& scores, double random_floor, uint64_t seed) {
+  if (!(random_floor >= 0.0 && random_floor <= 1.0)) {
+    fail(ErrorKind::kConfig, "random_floor = ", random_floor, " must be between 0 and 1 (the share of random picks)");
+  }
+  const size_t n = scores.size();
+  // By score, highest first; equal scores in a random order.
+  std::vector<size_t> by_score = random_order(n, mix_seed({seed, 0x5c0e}));
+  std::stable_sort(by_score.begin(), by_score.end(), [&](size_t a, size_t b) { return scores[a] > scores[b]; });
+  // The random picks walk an independent random order: its next untaken
+  // index is uniform over those left.
+  const std::vector<size_t> shuffled = random_order(n, mix_seed({seed, 0xf100}));
+  std::vector<bool> taken(n, false);
+  std::vector<SelectionPick> out;
+  out.reserve(n);
+  size_t next_best = 0, next_random = 0;
+  for (size_t i = 0; i < n; ++i) {
+    // (The epsilon keeps a product like 10 x 0.3 from landing just below 3.)
+    const bool floor_pick = std::floor((i + 1) * random_floor + 1e-9) > std::floor(i * random_floor + 1e-9);
+    const std::vector<size_t>& from = floor_pick ? shuffled : by_score;
+    size_t& cursor = floor_pick ? next_random : next_best;
+    while (taken[from[cursor]]) ++cursor;
+    taken[from[cursor]] = true;
+    out.push_back({from[cursor], floor_pick});
+  }
+  return out;
+}
+
+}  // namespace rlhf::labels

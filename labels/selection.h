@@ -1,0 +1,52 @@
+// Active selection: which open comparisons people should label first.
+// A strategy turns what the reward model(s) say about a comparison into a
+// score (higher = ask sooner); `order_for_labelling` sorts by it and keeps a
+// floor of uniformly random picks so the label distribution stays honest
+// (a reward model trained only on its own hard cases learns a skewed
+// picture). The strategy and score behind each pick are recorded with the
+// label it gets (LabelStore::set_selection).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace rlhf::labels {
+
+enum class SelectionStrategy {
+  kRandom,        // uniformly at random (the baseline)
+  kUncertainty,   // the reward model's Bradley-Terry probability nearest 0.5
+  kDisagreement,  // reward models of an ensemble disagree most on the probability
+  kDiversity,     // the replies come from different policies or temperatures
+};
+const char* selection_strategy_name(SelectionStrategy s);
+// Fails (kConfig, naming `field`) on an unknown name and lists the known ones.
+SelectionStrategy parse_selection_strategy(const std::string& name, const std::string& field);
+
+// What is known about one open comparison.
+struct ComparisonSignals {
+  // Per ensemble member: r(a) - r(b) for a pair; for a K-way ranking the
+  // smallest gap between two of its replies (its hardest pair).
+  std::vector<double> margins;
+  bool mixed_sources = false;  // its replies come from different policies or temperatures
+};
+
+// The strategy's score, higher = ask sooner:
+// - uncertainty: 1 - |2 p - 1| with p = sigmoid(mean margin): 1 at a coin flip, 0 when sure;
+// - disagreement: the standard deviation over members of sigmoid(margin) (needs 2 or more members);
+// - diversity: 1 for mixed sources, else 0;
+// - random: 0 (the order is then the random tie-break alone).
+double selection_score(SelectionStrategy strategy, const ComparisonSignals& signals);
+
+struct SelectionPick {
+  size_t index = 0;           // into the scores given
+  bool random_floor = false;  // picked at random to keep the floor, not by score
+};
+// Every index of `scores` in the order to label them. Position i (from 0) is
+// a random pick when floor((i + 1) f) > floor(i f), f = `random_floor`, so
+// any first n picks hold floor(n f) random ones; the other positions take
+// the highest score left. Equal scores are ordered at random. All draws come
+// from `seed`.
+std::vector<SelectionPick> order_for_labelling(const std::vector<double>& scores, double random_floor, uint64_t seed);
+
+}  // namespace rlhf::labels
