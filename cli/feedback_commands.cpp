@@ -11,6 +11,7 @@
 #include "dpo/dpo.h"
 #include "dpo/dpo_loss.h"
 #include "policy/checkpoint.h"
+#include "labels/active.h"
 #include "labels/agreement.h"
 #include "labels/feedback.h"
 #include "labels/store.h"
@@ -80,6 +81,51 @@ void register_feedback_commands(CLI::App& app) {
       std::printf("%zu prompts, %zu new candidates, %zu new comparisons queued in %s\n", r.prompts, r.candidates,
                   r.comparisons, cfg.db.c_str());
     });
+  }
+  {
+    auto args = std::make_shared<StageArgs>();
+    CLI::App* sub = app.add_subcommand(
+        "select", "Order the open comparisons so raters label first those that teach the reward model most");
+    sub->add_option("--config", args->config, "TOML with the settings below (optional)");
+    sub->allow_extras();
+    sub->footer("Settings (--key=value): db, strategy (random|uncertainty|disagreement|diversity), reward_models, "
+                "random_floor, seed, batch_size, threads, device. The label service and `rlhf label` serve the "
+                "comparisons in this order; run it again after the reward model is continued on new labels.");
+    add_action(sub, [args, sub] {
+      auto cfg = load_config<labels::SelectConfig>(args->config, args->overrides(sub));
+      labels::checked_strategy(cfg.strategy, cfg.reward_models.size(), "strategy");
+      if (!path_exists(cfg.db)) fail(ErrorKind::kIo, "label store '", cfg.db, "' does not exist");
+      labels::LabelStore store(cfg.db);
+      const auto r = labels::select_open_comparisons(store, cfg);
+      std::printf("ordered %zu open comparisons by %s (%zu random picks, %zu replies scored) in %s\n", r.comparisons,
+                  cfg.strategy.c_str(), r.random_picks, r.replies_scored, cfg.db.c_str());
+    });
+  }
+  {
+    auto args = std::make_shared<StageArgs>();
+    CLI::App* sub = app.add_subcommand(
+        "active", "Label in rounds with the simulated rater, continuing the reward model and re-selecting each round");
+    sub->add_option("--config", args->config, "TOML with the settings below (optional)");
+    sub->allow_extras();
+    sub->footer("Settings (--key=value): db, out_dir, strategy, random_floor, budgets, ensemble, eval_fraction, "
+                "seed, rater, simulated.*, rm.* (as for rlhf rm train), scoring_batch. Writes out_dir/curve.json: "
+                "the reward model's gold accuracy on held-out prompts after each round.");
+    add_action(sub, [args, sub] {
+      auto cfg = load_config<labels::ActiveLoopConfig>(args->config, args->overrides(sub));
+      labels::validate_active_config(cfg);
+      const auto points = labels::run_active_labelling(cfg);
+      std::printf("%-8s %-14s %s\n", "labels", "gold accuracy", "round time");
+      for (const auto& p : points) {
+        std::printf("%-8lld %5.1f%% (%zu)  %.0f s\n", static_cast<long long>(p.labels), 100 * p.gold_accuracy,
+                    p.gold_pairs, p.seconds);
+      }
+    });
+  }
+  {
+    auto dirs = std::make_shared<std::vector<std::string>>();
+    CLI::App* sub = app.add_subcommand("curves", "Learning curves of `rlhf active` runs as a markdown table");
+    sub->add_option("dirs", *dirs, "the runs' out_dir folders, the baseline (e.g. random) first")->required();
+    add_action(sub, [dirs] { std::printf("%s", labels::curve_table(*dirs).c_str()); });
   }
   {
     struct LabelArgs {

@@ -146,31 +146,38 @@ size_t mark_gold_items(LabelStore& store, size_t count, double min_gap) {
   return marked;
 }
 
+int64_t simulated_rater_id(LabelStore& store, const std::string& rater_name) {
+  if (auto r = store.rater_by_name(rater_name)) return r->id;
+  return store.add_rater(rater_name, "", "simulated");
+}
+
+int64_t label_simulated(LabelStore& store, int64_t rater_id, const Comparison& c, const SimulatedRaterConfig& config) {
+  const std::vector<double> gold = gold_scores(store, c);
+  Label l;
+  l.comparison_id = c.id;
+  l.rater_id = rater_id;
+  const uint64_t item = mix_seed({static_cast<uint64_t>(c.id)});
+  // The order the simulated rater "saw": randomised, as for people.
+  l.shown_order = c.candidates;
+  if (SplitMix(mix_seed({item, static_cast<uint64_t>(config.seed)})).uniform() < 0.5) {
+    std::reverse(l.shown_order.begin(), l.shown_order.end());
+  }
+  if (c.is_ranking()) {
+    l.choice = Choice::kRanking;
+    l.ranking = simulated_ranking(gold, config, item);
+  } else {
+    const Judgement j = simulated_judgement(gold[0], gold[1], config, item);
+    l.choice = j == Judgement::kFirst ? Choice::kA : j == Judgement::kSecond ? Choice::kB : Choice::kTie;
+  }
+  return store.add_label(l);
+}
+
 SimulatedLabelResult label_simulated(LabelStore& store, const std::string& rater_name,
                                      const SimulatedRaterConfig& config, size_t limit) {
-  int64_t rater;
-  if (auto r = store.rater_by_name(rater_name)) rater = r->id;
-  else rater = store.add_rater(rater_name, "", "simulated");
+  const int64_t rater = simulated_rater_id(store, rater_name);
   SimulatedLabelResult result;
   for (const Comparison& c : store.open_comparisons_for(rater, limit)) {
-    const std::vector<double> gold = gold_scores(store, c);
-    Label l;
-    l.comparison_id = c.id;
-    l.rater_id = rater;
-    const uint64_t item = mix_seed({static_cast<uint64_t>(c.id)});
-    // The order the simulated rater "saw": randomised, as for people.
-    l.shown_order = c.candidates;
-    if (SplitMix(mix_seed({item, static_cast<uint64_t>(config.seed)})).uniform() < 0.5) {
-      std::reverse(l.shown_order.begin(), l.shown_order.end());
-    }
-    if (c.is_ranking()) {
-      l.choice = Choice::kRanking;
-      l.ranking = simulated_ranking(gold, config, item);
-    } else {
-      const Judgement j = simulated_judgement(gold[0], gold[1], config, item);
-      l.choice = j == Judgement::kFirst ? Choice::kA : j == Judgement::kSecond ? Choice::kB : Choice::kTie;
-    }
-    store.add_label(l);
+    label_simulated(store, rater, c, config);
     ++result.labelled;
   }
   return result;

@@ -52,10 +52,16 @@ CandidatesResult queue_candidates(const CandidatesConfig& config);
 struct SimulatedLabelResult {
   size_t labelled = 0;
 };
-// Labels every comparison `rater_name` has not labelled yet, from the gold
-// rubric with noise. The rater is created (kind "simulated") if needed.
+// Labels every comparison `rater_name` has not labelled yet (up to `limit`,
+// in serving order), from the gold rubric with noise. The rater is created
+// (kind "simulated") if needed.
 SimulatedLabelResult label_simulated(LabelStore& store, const std::string& rater_name,
                                      const SimulatedRaterConfig& config, size_t limit = SIZE_MAX);
+// The simulated rater's id, created if needed.
+int64_t simulated_rater_id(LabelStore& store, const std::string& rater_name);
+// Labels one comparison as the simulated rater; returns the label id. The
+// same rater config judges the same comparison the same way every time.
+int64_t label_simulated(LabelStore& store, int64_t rater_id, const Comparison& c, const SimulatedRaterConfig& config);
 
 // Gold-rubric scores of a comparison's candidates (measurement only).
 std::vector<double> gold_scores(LabelStore& store, const Comparison& c);

@@ -190,14 +190,15 @@ std::vector<PreferencePair> select_pairs(const std::vector<PreferencePair>& pair
   return out;
 }
 
+bool held_out_prompt(const Conversation& prompt, double fraction, uint64_t seed) {
+  const uint64_t h = mix_seed({seed, fnv1a64(conversation_to_json(prompt).dump())});
+  return static_cast<double>(h % 1000000) / 1e6 < fraction;
+}
+
 std::pair<std::vector<PreferencePair>, std::vector<PreferencePair>> split_by_prompt(
     std::vector<PreferencePair> pairs, double fraction, uint64_t seed) {
   std::pair<std::vector<PreferencePair>, std::vector<PreferencePair>> out;
-  for (auto& p : pairs) {
-    const uint64_t h = mix_seed({seed, fnv1a64(conversation_to_json(p.prompt).dump())});
-    const bool held = static_cast<double>(h % 1000000) / 1e6 < fraction;
-    (held ? out.second : out.first).push_back(std::move(p));
-  }
+  for (auto& p : pairs) (held_out_prompt(p.prompt, fraction, seed) ? out.second : out.first).push_back(std::move(p));
   return out;
 }
 

@@ -34,8 +34,11 @@ std::vector<PreferencePair> preference_pairs(const std::vector<Json>& rows, cons
                                              const std::vector<size_t>& lines = {});
 std::vector<PreferencePair> load_preference_jsonl(const std::string& path);
 
-// Splits by prompt (never one prompt on both sides): a deterministic
-// `fraction` of prompts goes to the second list.
+// Whether the prompt is in the held-out `fraction` for this seed (by a hash
+// of the conversation, so the same prompts are held out wherever asked).
+bool held_out_prompt(const Conversation& prompt, double fraction, uint64_t seed);
+// Splits by prompt (never one prompt on both sides): the held-out prompts
+// (held_out_prompt) go to the second list.
 std::pair<std::vector<PreferencePair>, std::vector<PreferencePair>> split_by_prompt(
     std::vector<PreferencePair> pairs, double fraction, uint64_t seed);
 

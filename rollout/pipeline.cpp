@@ -60,7 +60,9 @@ std::vector<std::string> upstream_stages(const PipelineConfig& c, const std::str
 // What each stage writes, under out_dir. Candidates and labels share the
 // label store, so running either again moves the store (and both) aside.
 std::vector<std::string> stage_outputs(const std::string& stage) {
-  if (stage == "candidates" || stage == "label") return {"labels.sqlite", "labels.sqlite-wal", "labels.sqlite-shm"};
+  if (stage == "candidates" || stage == "label") {
+    return {"labels.sqlite", "labels.sqlite-wal", "labels.sqlite-shm", "active"};
+  }
   return {stage};
 }
 
@@ -79,7 +81,10 @@ Json stage_settings(const PipelineConfig& c, const std::string& stage) {
   if (stage == "pretrain") j = config_to_json(c.pretrain);
   else if (stage == "sft") j = config_to_json(c.sft);
   else if (stage == "candidates") j = config_to_json(c.candidates);
-  else if (stage == "label") j = Json{{"rater", c.simulated_rater}, {"simulated", config_to_json(c.label)}};
+  else if (stage == "label") {
+    j = Json{{"rater", c.simulated_rater}, {"simulated", config_to_json(c.label)}};
+    if (c.label_selection != "all") j["active"] = config_to_json(c.active);
+  }
   else if (stage == "rm") j = config_to_json(c.rm);
   else if (stage == "ppo") j = config_to_json(c.ppo);
   else if (stage == "dpo") j = config_to_json(c.dpo);
@@ -262,7 +267,17 @@ PipelineConfig wire_pipeline(PipelineConfig c) {
     c.grpo.train.seed = derive(10);
     c.rloo.train.seed = derive(11);
     c.grpo.validation.seed = c.rloo.validation.seed = c.ppo.validation.seed;
+    c.active.seed = derive(12);
   }
+  // Active labelling labels for the reward model stage: its rater, its
+  // noise, its starting point and held-out prompts.
+  c.active.db = in("labels.sqlite");
+  c.active.out_dir = in("active");
+  c.active.rater = c.simulated_rater;
+  c.active.simulated = c.label;
+  c.active.rm.init_from = in("sft");
+  c.active.rm.train.seed = c.rm.train.seed;
+  c.active.eval_fraction = c.rm.data.eval_fraction;
   return c;
 }
 
@@ -277,6 +292,10 @@ Json run_pipeline(const PipelineConfig& config) {
   if (c.on_change != "rerun" && c.on_change != "refuse") {
     fail(ErrorKind::kConfig, "pipeline.on_change: '", c.on_change, "' is neither \"rerun\" nor \"refuse\"");
   }
+  if (c.label_selection != "all" && c.label_selection != "active") {
+    fail(ErrorKind::kConfig, "pipeline.label_selection: '", c.label_selection, "' is neither \"all\" nor \"active\"");
+  }
+  if (c.label_selection == "active") labels::validate_active_config(c.active);
   make_dirs(join_path(c.out_dir, "stages"));
   const std::map<std::string, StageFingerprint> fingerprints = current_fingerprints(c);
   const std::vector<std::string> moved = handle_changed_stages(c, fingerprints);
@@ -307,6 +326,15 @@ Json run_pipeline(const PipelineConfig& config) {
     } else if (stage == "candidates") {
       const auto r = labels::queue_candidates(c.candidates);
       result = {{"prompts", r.prompts}, {"candidates", r.candidates}, {"comparisons", r.comparisons}, {"times", r.times}};
+    } else if (stage == "label" && c.label_selection == "active") {
+      const std::vector<labels::CurvePoint> curve = labels::run_active_labelling(c.active);
+      labels::LabelStore store(c.candidates.db);
+      const size_t measuring = labels::label_held_out(store, c.active);
+      Json points = Json::array();
+      for (const auto& p : curve) points.push_back(p.to_json());
+      result = {{"labels", curve.back().labels + static_cast<int64_t>(measuring)}, {"selected", curve.back().labels},
+                {"held_out_labels", measuring}, {"strategy", c.active.strategy}, {"curve", points},
+                {"expected_self_agreement", expected_self_agreement(c.label)}};
     } else if (stage == "label") {
       labels::LabelStore store(c.candidates.db);
       const auto r = labels::label_simulated(store, c.simulated_rater, c.label);
@@ -376,6 +404,10 @@ std::string stage_result(const std::string& stage, const Json& r) {
   if (stage == "candidates") {
     return with_commas(r.value("candidates", 0)) + " replies to " + with_commas(r.value("prompts", 0)) + " prompts, " +
            with_commas(r.value("comparisons", 0)) + " comparisons";
+  }
+  if (stage == "label" && r.contains("strategy")) {
+    return with_commas(r.value("selected", 0)) + " simulated labels chosen by " + r.value("strategy", "") + " + " +
+           with_commas(r.value("held_out_labels", 0)) + " on held-out prompts";
   }
   if (stage == "label") return with_commas(r.value("labels", 0)) + " simulated labels";
   if (stage == "rm" && r.contains("eval")) {

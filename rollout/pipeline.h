@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "labels/active.h"
 #include "labels/feedback.h"
 #include "policy/sft.h"
 #include "pretrain/pretrain.h"
@@ -30,6 +31,11 @@ struct PipelineConfig {
   std::string out_dir = "runs/demo";  // one folder per stage inside
   std::vector<std::string> stages = {"pretrain", "sft", "candidates", "label", "rm", "ppo", "compare"};
   std::string simulated_rater = "simulated-1";  // rater name of the simulated labels
+  // Which comparisons the label stage labels: "all" of them, or "active":
+  // [active].budgets labels in rounds chosen by [active].strategy (rlhf
+  // active), plus every comparison of the reward model's held-out prompts,
+  // which measure it.
+  std::string label_selection = "all";
   // When a finished or started stage's fingerprint differs from now:
   // "rerun" moves its output to <out_dir>/stale/TIME/ and runs it again (the
   // stages that read it follow, their fingerprints having changed too);
@@ -45,6 +51,7 @@ struct PipelineConfig {
   SftConfig sft;
   labels::CandidatesConfig candidates;
   SimulatedRaterConfig label;
+  labels::ActiveLoopConfig active;  // with label_selection = "active"
   RewardTrainConfig rm;
   PpoConfig ppo;
   DpoConfig dpo;                   // with "dpo" in stages: on the reward model's labels
@@ -55,12 +62,14 @@ struct PipelineConfig {
     v("out_dir", out_dir);
     v("stages", stages);
     v("simulated_rater", simulated_rater);
+    v("label_selection", label_selection);
     v("on_change", on_change);
     v("seed", seed);
     v.section("pretrain", pretrain);
     v.section("sft", sft);
     v.section("candidates", candidates);
     v.section("label", label);
+    v.section("active", active);
     v.section("rm", rm);
     v.section("ppo", ppo);
     v.section("dpo", dpo);

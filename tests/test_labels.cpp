@@ -6,7 +6,10 @@
 #include <thread>
 
 #include "common/fs.h"
+#include "labels/active.h"
+#include "labels/desk.h"
 #include "labels/feedback.h"
+#include "labels/selection.h"
 #include "labels/sqlite.h"
 #include "labels/store.h"
 #include "process_util.h"
@@ -15,6 +18,7 @@
 #include "support/generator.h"
 #include "support/rubric.h"
 #include "test_util.h"
+#include "tiny_fixtures.h"
 
 namespace rlhf {
 namespace {
@@ -406,6 +410,239 @@ TEST(GoldRubric, StricterFindingsSpareGoodRepliesAndCatchOffTopicOnes) {
   EXPECT_GT(good, 1500);
   EXPECT_GT(off_topic, 100);
   EXPECT_GT(off_topic_caught, 0.9 * off_topic);
+}
+
+TEST(ActiveSelection, StrategiesScoreAsSpecifiedOnHandMadeSignals) {
+  using labels::SelectionStrategy;
+  auto score = [](SelectionStrategy s, std::vector<double> margins, bool mixed = false) {
+    labels::ComparisonSignals g;
+    g.margins = std::move(margins);
+    g.mixed_sources = mixed;
+    return labels::selection_score(s, g);
+  };
+  // Uncertainty: 1 at a coin flip, falling with |margin|, whichever reply is ahead.
+  EXPECT_DOUBLE_EQ(score(SelectionStrategy::kUncertainty, {0.0}), 1.0);
+  EXPECT_NEAR(score(SelectionStrategy::kUncertainty, {std::log(3.0)}), 0.5, 1e-12);  // p = 0.75
+  EXPECT_DOUBLE_EQ(score(SelectionStrategy::kUncertainty, {-1.3}), score(SelectionStrategy::kUncertainty, {1.3}));
+  EXPECT_GT(score(SelectionStrategy::kUncertainty, {0.5}), score(SelectionStrategy::kUncertainty, {2.0}));
+  // With an ensemble, uncertainty reads the mean margin.
+  EXPECT_DOUBLE_EQ(score(SelectionStrategy::kUncertainty, {2.0, -2.0}), 1.0);
+  // Disagreement: the spread of the members' probabilities, 0 when they agree.
+  EXPECT_DOUBLE_EQ(score(SelectionStrategy::kDisagreement, {1.0, 1.0, 1.0}), 0.0);
+  EXPECT_NEAR(score(SelectionStrategy::kDisagreement, {std::log(3.0), -std::log(3.0)}), 0.25, 1e-12);
+  EXPECT_GT(score(SelectionStrategy::kDisagreement, {3.0, -3.0}), score(SelectionStrategy::kDisagreement, {0.5, -0.5}));
+  EXPECT_NE(error_of([&] { score(SelectionStrategy::kDisagreement, {1.0}); }).find("two or more reward models"),
+            std::string::npos);
+  EXPECT_DOUBLE_EQ(score(SelectionStrategy::kDiversity, {}, true), 1.0);
+  EXPECT_DOUBLE_EQ(score(SelectionStrategy::kDiversity, {}, false), 0.0);
+  EXPECT_NE(error_of([] { labels::parse_selection_strategy("entropy", "strategy"); }).find("strategy = \"entropy\""),
+            std::string::npos);
+  EXPECT_NE(error_of([] { labels::checked_strategy("uncertainty", 0, "strategy"); }).find("needs a reward model"),
+            std::string::npos);
+}
+
+TEST(ActiveSelection, OrderTakesTheHighestScoresFirstAndKeepsTheRandomFloor) {
+  const size_t n = 1000;
+  std::vector<double> scores(n);
+  for (size_t i = 0; i < n; ++i) scores[i] = static_cast<double>((i * 7919) % n);  // a permutation of 0..999
+  const auto picks = labels::order_for_labelling(scores, 0.1, 7);
+  ASSERT_EQ(picks.size(), n);
+  std::vector<bool> seen(n, false);
+  size_t random = 0;
+  double last_scored = 1e9;
+  double random_score_sum = 0;
+  for (size_t pos = 0; pos < n; ++pos) {
+    const auto& p = picks[pos];
+    ASSERT_FALSE(seen[p.index]) << "index " << p.index << " picked twice";
+    seen[p.index] = true;
+    if (p.random_floor) {
+      ++random;
+      if (pos < 500) random_score_sum += scores[p.index];
+    } else {
+      // Picks by score come highest first.
+      EXPECT_LT(scores[p.index], last_scored) << "at position " << pos;
+      last_scored = scores[p.index];
+    }
+    // The floor holds in every prefix: floor(n * 0.1) random picks in the first n.
+    ASSERT_EQ(random, (pos + 1) / 10) << "after " << pos + 1 << " picks";
+  }
+  // The random picks in the first half are drawn from everything left, not
+  // from the top: their mean score is near the middle (499.5), far from the
+  // ~750 of the picks by score.
+  const double mean_random = random_score_sum / 50;
+  EXPECT_GT(mean_random, 350);
+  EXPECT_LT(mean_random, 650);
+  // No floor: exactly by score. Floor 1: every pick random, still each index once.
+  const auto strict = labels::order_for_labelling(scores, 0.0, 7);
+  for (size_t pos = 0; pos < n; ++pos) EXPECT_EQ(scores[strict[pos].index], static_cast<double>(n - 1 - pos));
+  const auto all_random = labels::order_for_labelling(scores, 1.0, 7);
+  std::set<size_t> distinct;
+  for (const auto& p : all_random) {
+    EXPECT_TRUE(p.random_floor);
+    distinct.insert(p.index);
+  }
+  EXPECT_EQ(distinct.size(), n);
+  // Equal scores are ordered at random, and the same seed orders them the same way.
+  const std::vector<double> flat(50, 1.0);
+  const auto a = labels::order_for_labelling(flat, 0.0, 1), b = labels::order_for_labelling(flat, 0.0, 1),
+             c = labels::order_for_labelling(flat, 0.0, 2);
+  std::vector<size_t> ia, ib, ic;
+  for (size_t i = 0; i < flat.size(); ++i) ia.push_back(a[i].index), ib.push_back(b[i].index), ic.push_back(c[i].index);
+  EXPECT_EQ(ia, ib);
+  EXPECT_NE(ia, ic);
+  EXPECT_FALSE(std::is_sorted(ia.begin(), ia.end()));
+}
+
+TEST(ActiveSelection, TheStoreServesByPriorityAndLabelsKeepTheStrategyThroughExportAndImport) {
+  test::TempDir dir("select-store");
+  LabelStore store(dir.file("l.sqlite"));
+  for (int i = 0; i < 4; ++i) {
+    const int64_t p = store.add_prompt(Json::array({{{"role", "user"}, {"content", "Order " + std::to_string(i)}}}), nullptr);
+    store.add_comparison(p, {store.add_candidate(p, "yes " + std::to_string(i), true, "x", nullptr),
+                             store.add_candidate(p, "no " + std::to_string(i), i != 2, "x", nullptr)});
+  }
+  // Comparison 3 first, then 1; 2 and 4 keep the default (oldest first).
+  store.set_selection({{3, 2.0, "uncertainty", 0.93}, {1, 1.0, "random", 0.12}});
+  std::vector<int64_t> order;
+  for (const auto& c : store.open_comparisons()) order.push_back(c.id);
+  EXPECT_EQ(order, (std::vector<int64_t>{3, 1, 2, 4}));
+  const int64_t rater = store.add_rater("ann", "", "human");
+  EXPECT_EQ(store.next_available(rater, 0.0)->id, 3);
+  EXPECT_EQ(store.open_comparisons_for(rater, 1)[0].id, 3);
+
+  // Each label keeps how its comparison was chosen.
+  for (int64_t id : {3, 1, 2}) {
+    Label l;
+    l.comparison_id = id;
+    l.rater_id = rater;
+    l.choice = Choice::kA;
+    l.shown_order = store.comparison(id).candidates;
+    store.add_label(l);
+  }
+  const auto labels = store.labels();
+  EXPECT_EQ(labels[0].selection, "uncertainty");
+  EXPECT_DOUBLE_EQ(*labels[0].selection_score, 0.93);
+  EXPECT_EQ(labels[1].selection, "random");
+  EXPECT_EQ(labels[2].selection, "");
+  EXPECT_FALSE(labels[2].selection_score.has_value());
+
+  // Export writes it; importing that file elsewhere and exporting again gives the same rows.
+  store.export_jsonl(dir.file("out.jsonl"));
+  const auto rows = parse_lines(read_file(dir.file("out.jsonl")));
+  ASSERT_EQ(rows.size(), 3u);
+  EXPECT_EQ(rows[0]["selection"], (nlohmann::json{{"strategy", "uncertainty"}, {"score", 0.93}}));
+  EXPECT_FALSE(rows[2].contains("selection"));
+  LabelStore other(dir.file("other.sqlite"));
+  other.import_jsonl(dir.file("out.jsonl"), "ann");
+  other.export_jsonl(dir.file("again.jsonl"));
+  EXPECT_EQ(parse_lines(read_file(dir.file("again.jsonl"))), rows);
+  // A malformed selection names the line.
+  write_file_atomic(dir.file("bad.jsonl"), R"({"prompt": "x", "chosen": "a", "rejected": "b", "selection": "uncertainty"})" "\n");
+  EXPECT_NE(error_of([&] { other.import_jsonl(dir.file("bad.jsonl"), "bob"); }).find("bad.jsonl:1"), std::string::npos);
+}
+
+TEST(ActiveLabelling, RoundsLabelByTheStrategyOnTheLastRewardModelAndResume) {
+  test::TempDir dir("active-loop");
+  const auto data = test::tiny_support_data(48, 4, 4);
+  const Tokenizer tok = test::tiny_support_tokenizer(data, 400);
+  const std::string sft = test::write_tiny_checkpoint(dir.file("sft"), tok, 3, 128);
+  const std::string db = dir.file("l.sqlite");
+  {
+    // Per prompt: the agent's real reply, a curt one and a cut-off one, all pairs queued.
+    LabelStore store(db);
+    for (const Json& row : data.train) {
+      Json messages = row["messages"];
+      const std::string good = messages.back()["content"].get<std::string>();
+      if (good.size() < 20) continue;
+      messages.erase(messages.size() - 1);
+      const int64_t p = store.add_prompt(messages, row["metadata"]);
+      const int64_t a = store.add_candidate(p, good, true, "sft", nullptr);
+      const int64_t b = store.add_candidate(p, "Sorry.", true, "sft", nullptr);
+      const int64_t c = store.add_candidate(p, good.substr(0, good.size() / 2), false, "sft", nullptr);
+      store.add_comparison(p, {a, b});
+      store.add_comparison(p, {a, c});
+      store.add_comparison(p, {b, c});
+    }
+  }
+  labels::ActiveLoopConfig cfg;
+  cfg.db = db;
+  cfg.out_dir = dir.file("active");
+  cfg.strategy = "uncertainty";
+  cfg.random_floor = 0.2;
+  cfg.budgets = {20, 50};
+  cfg.eval_fraction = 0.2;
+  cfg.rm.init_from = sft;
+  cfg.rm.train.batch_size = 8;
+  cfg.rm.train.threads = 1;
+  cfg.rm.train.log_interval = 100;
+  const auto points = labels::run_active_labelling(cfg);
+  ASSERT_EQ(points.size(), 2u);
+  EXPECT_EQ(points[0].labels, 20);
+  EXPECT_EQ(points[1].labels, 50);
+  EXPECT_GT(points[0].gold_pairs, 0u);
+  EXPECT_EQ(points[0].gold_pairs, points[1].gold_pairs) << "one held-out set for every round";
+  EXPECT_EQ(points[1].reward_models, (std::vector<std::string>{join_path(cfg.out_dir, "round2-rm1")}));
+
+  LabelStore store(db);
+  size_t first_round = 0, by_strategy = 0, by_floor = 0;
+  double lowest_chosen = 1e9;
+  std::set<int64_t> labelled;
+  for (const Label& l : store.labels()) {
+    labelled.insert(l.comparison_id);
+    if (l.id <= points[0].last_label_id) {
+      EXPECT_EQ(l.selection, "random") << "the first round has no reward model yet";
+      ++first_round;
+    } else if (l.selection == "uncertainty") {
+      ++by_strategy;
+      lowest_chosen = std::min(lowest_chosen, *l.selection_score);
+    } else {
+      EXPECT_EQ(l.selection, "random");
+      ++by_floor;
+    }
+  }
+  EXPECT_EQ(first_round, 20u);
+  EXPECT_EQ(by_floor, 6u) << "floor(30 x 0.2) of the second round's 30 picks are random";
+  EXPECT_EQ(by_strategy, 24u);
+  // Picks by uncertainty took the most uncertain comparisons: none left open
+  // scored higher. Held-out prompts were never labelled.
+  size_t open_ranked = 0, held_out = 0;
+  for (const auto& c : store.open_comparisons()) {
+    if (c.selection == "uncertainty") {
+      ++open_ranked;
+      EXPECT_LE(*c.selection_score, lowest_chosen);
+    }
+  }
+  for (const auto& c : store.comparisons()) {
+    const bool held = held_out_prompt(
+        prompt_from_json(Json{{"messages", store.prompt(c.prompt_id).messages}}, "", 0, ""), cfg.eval_fraction,
+        static_cast<uint64_t>(cfg.rm.train.seed));
+    held_out += held;
+    if (held) EXPECT_EQ(labelled.count(c.id), 0u);
+  }
+  EXPECT_GT(open_ranked, 0u);
+  EXPECT_GT(held_out, 0u);
+  // The held-out prompts are those `rlhf rm train` holds out with the same
+  // fraction and seed: none of the loop's labels lands there, and labelling
+  // them (for measurement) fills exactly that side.
+  int64_t last = 0;
+  EXPECT_TRUE(split_by_prompt(labels::store_preferences(store, 0, &last), cfg.eval_fraction,
+                              static_cast<uint64_t>(cfg.rm.train.seed)).second.empty());
+  const size_t measuring = labels::label_held_out(store, cfg);
+  EXPECT_GT(measuring, 0u);
+  const auto split = split_by_prompt(labels::store_preferences(store, 0, &last), cfg.eval_fraction,
+                                     static_cast<uint64_t>(cfg.rm.train.seed));
+  EXPECT_EQ(split.first.size() + split.second.size(), 50u + measuring);
+  EXPECT_EQ(split.first.size(), 50u);
+
+  // Run again: the finished rounds are read back, nothing is labelled or trained twice.
+  const auto again = labels::run_active_labelling(cfg);
+  ASSERT_EQ(again.size(), 2u);
+  EXPECT_EQ(again[1].last_label_id, points[1].last_label_id);
+  EXPECT_DOUBLE_EQ(again[1].gold_accuracy, points[1].gold_accuracy);
+  EXPECT_EQ(store.count_labels(), 50u + measuring);
+  // A different strategy in the same folder is refused.
+  cfg.strategy = "random";
+  EXPECT_NE(error_of([&] { labels::run_active_labelling(cfg); }).find("from another run"), std::string::npos);
 }
 
 TEST(GoldItems, OnlyComparisonsWithAClearAnswerBecomeGoldWithThatAnswer) {

@@ -1,0 +1,354 @@
+#include "labels/active.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <map>
+#include <set>
+
+#include "common/error.h"
+#include "common/fs.h"
+#include "common/hash.h"
+#include "common/log.h"
+#include "labels/feedback.h"
+#include "policy/checkpoint.h"
+#include "reward/reward_model.h"
+#include "train/runtime.h"
+
+namespace rlhf::labels {
+namespace {
+
+bool needs_reward_model(SelectionStrategy s) {
+  return s == SelectionStrategy::kUncertainty || s == SelectionStrategy::kDisagreement;
+}
+
+Conversation prompt_conversation(LabelStore& store, int64_t prompt_id) {
+  return prompt_from_json(Json{{"messages", store.prompt(prompt_id).messages}}, store.path(), 0, "");
+}
+
+// Raw reward-model scores (Bradley-Terry units) of the given candidates.
+std::map<int64_t, double> score_candidates(LabelStore& store, const std::string& reward_model,
+                                           const std::vector<int64_t>& ids, int batch_size, torch::Device device) {
+  LoadedRewardModel rm = load_reward_model(reward_model, device);
+  const ChatTemplate chat(rm.tokenizer);
+  std::map<int64_t, Conversation> prompts;
+  std::vector<Candidate> candidates;
+  candidates.reserve(ids.size());
+  for (int64_t id : ids) {
+    candidates.push_back(store.candidate(id));
+    const int64_t p = candidates.back().prompt_id;
+    if (!prompts.count(p)) prompts.emplace(p, prompt_conversation(store, p));
+  }
+  // Similar lengths share a batch: less padding.
+  std::vector<size_t> order(candidates.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    return candidates[a].text.size() < candidates[b].text.size();
+  });
+  std::vector<const Conversation*> conv;
+  std::vector<const std::string*> text;
+  std::vector<bool> finished;
+  for (size_t i : order) {
+    conv.push_back(&prompts.at(candidates[i].prompt_id));
+    text.push_back(&candidates[i].text);
+    finished.push_back(candidates[i].finished);
+  }
+  const std::vector<double> s = score_replies(rm.model, chat, conv, text, batch_size, device, finished);
+  std::map<int64_t, double> out;
+  for (size_t k = 0; k < order.size(); ++k) out[candidates[order[k]].id] = s[k];
+  return out;
+}
+
+// r(a) - r(b) for a pair; for a ranking the smallest gap between two replies.
+double comparison_margin(const Comparison& c, const std::map<int64_t, double>& scores) {
+  if (!c.is_ranking()) return scores.at(c.candidates[0]) - scores.at(c.candidates[1]);
+  double smallest = 1e300;
+  for (size_t i = 0; i < c.candidates.size(); ++i) {
+    for (size_t j = i + 1; j < c.candidates.size(); ++j) {
+      smallest = std::min(smallest, std::abs(scores.at(c.candidates[i]) - scores.at(c.candidates[j])));
+    }
+  }
+  return smallest;
+}
+
+bool mixed_sources(LabelStore& store, const Comparison& c) {
+  std::set<std::string> sources;
+  for (int64_t id : c.candidates) {
+    const Candidate cand = store.candidate(id);
+    sources.insert(cand.policy + "\n" + (cand.sampling.is_null() ? std::string() : cand.sampling.dump()));
+  }
+  return sources.size() > 1;
+}
+
+std::string format_percent(double x) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f%%", 100 * x);
+  return buf;
+}
+
+double seconds_since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+bool finished_run(const std::string& dir) {
+  const std::optional<std::string> latest = latest_checkpoint(dir);
+  return latest && read_json_file(join_path(*latest, "trainer_state.json")).value("done", false);
+}
+
+}  // namespace
+
+SelectionStrategy checked_strategy(const std::string& strategy, size_t reward_models, const std::string& field) {
+  const SelectionStrategy s = parse_selection_strategy(strategy, field);
+  if (s == SelectionStrategy::kUncertainty && reward_models < 1) {
+    fail(ErrorKind::kConfig, field, " = \"uncertainty\" needs a reward model: set reward_models (or --reward_models)");
+  }
+  if (s == SelectionStrategy::kDisagreement && reward_models < 2) {
+    fail(ErrorKind::kConfig, field, " = \"disagreement\" needs two or more reward models (an ensemble); got ",
+         reward_models, ": list them in reward_models, or set ensemble = 2 in the loop");
+  }
+  return s;
+}
+
+SelectResult select_open_comparisons(LabelStore& store, const SelectConfig& config,
+                                     const std::vector<int64_t>& skip_prompts) {
+  const SelectionStrategy strategy = checked_strategy(config.strategy, config.reward_models.size(), "strategy");
+  const std::set<int64_t> skip(skip_prompts.begin(), skip_prompts.end());
+  std::vector<Comparison> open;
+  for (Comparison& c : store.open_comparisons()) {
+    if (!skip.count(c.prompt_id)) open.push_back(std::move(c));
+  }
+  SelectResult result;
+  std::vector<ComparisonSignals> signals(open.size());
+  if (needs_reward_model(strategy)) {
+    set_torch_threads(config.threads);
+    std::set<int64_t> ids;
+    for (const Comparison& c : open) ids.insert(c.candidates.begin(), c.candidates.end());
+    const std::vector<int64_t> id_list(ids.begin(), ids.end());
+    for (const std::string& rm : config.reward_models) {
+      const std::map<int64_t, double> scores =
+          score_candidates(store, rm, id_list, config.batch_size, parse_device(config.device));
+      for (size_t i = 0; i < open.size(); ++i) signals[i].margins.push_back(comparison_margin(open[i], scores));
+      result.replies_scored += id_list.size();
+    }
+  }
+  if (strategy == SelectionStrategy::kDiversity) {
+    for (size_t i = 0; i < open.size(); ++i) signals[i].mixed_sources = mixed_sources(store, open[i]);
+  }
+  std::vector<double> scores(open.size());
+  for (size_t i = 0; i < open.size(); ++i) scores[i] = selection_score(strategy, signals[i]);
+  const std::vector<SelectionPick> picks =
+      order_for_labelling(scores, config.random_floor, static_cast<uint64_t>(config.seed));
+  std::vector<SelectionMark> marks;
+  marks.reserve(picks.size());
+  for (size_t pos = 0; pos < picks.size(); ++pos) {
+    const SelectionPick& p = picks[pos];
+    const bool random = p.random_floor || strategy == SelectionStrategy::kRandom;
+    marks.push_back({open[p.index].id, static_cast<double>(picks.size() - pos), random ? "random" : config.strategy,
+                     scores[p.index]});
+    result.order.push_back(open[p.index].id);
+    result.random_picks += random;
+  }
+  store.set_selection(marks);
+  result.comparisons = open.size();
+  return result;
+}
+
+void validate_active_config(const ActiveLoopConfig& c) {
+  checked_strategy(c.strategy, static_cast<size_t>(c.ensemble), "strategy");
+  if (c.budgets.empty()) fail(ErrorKind::kConfig, "budgets: list the label counts after each round, e.g. [1000, 2000]");
+  for (size_t i = 0; i < c.budgets.size(); ++i) {
+    if (c.budgets[i] <= (i == 0 ? 0 : c.budgets[i - 1])) {
+      fail(ErrorKind::kConfig, "budgets must be positive and increasing; entry ", i + 1, " is ", c.budgets[i]);
+    }
+  }
+}
+
+Json CurvePoint::to_json() const {
+  return Json{{"labels", labels},         {"gold_accuracy", gold_accuracy}, {"gold_pairs", gold_pairs},
+              {"seconds", seconds},       {"reward_models", reward_models}, {"last_label_id", last_label_id}};
+}
+
+std::vector<CurvePoint> run_active_labelling(const ActiveLoopConfig& c) {
+  validate_active_config(c);
+  if (!path_exists(c.db)) fail(ErrorKind::kIo, "label store '", c.db, "' does not exist: queue comparisons with rlhf candidates");
+  make_dirs(c.out_dir);
+  LabelStore store(c.db);
+  const int64_t rater = simulated_rater_id(store, c.rater);
+  const torch::Device device = parse_device(c.rm.train.device);
+
+  // Held-out prompts: never labelled; every pair of theirs whose gold
+  // scores differ measures the reward model.
+  const uint64_t split_seed = static_cast<uint64_t>(c.rm.train.seed);
+  std::vector<int64_t> held;
+  std::map<int64_t, bool> is_held;
+  struct EvalPair {
+    int64_t better, worse;
+  };
+  std::vector<EvalPair> eval;
+  std::set<int64_t> eval_ids;
+  for (const Comparison& cmp : store.comparisons()) {
+    if (!is_held.count(cmp.prompt_id)) {
+      const bool h = held_out_prompt(prompt_conversation(store, cmp.prompt_id), c.eval_fraction, split_seed);
+      is_held[cmp.prompt_id] = h;
+      if (h) held.push_back(cmp.prompt_id);
+    }
+    if (!is_held[cmp.prompt_id] || cmp.is_ranking() || cmp.is_gold) continue;
+    const std::vector<double> g = gold_scores(store, cmp);
+    if (g[0] == g[1]) continue;
+    eval.push_back(g[0] > g[1] ? EvalPair{cmp.candidates[0], cmp.candidates[1]} : EvalPair{cmp.candidates[1], cmp.candidates[0]});
+    eval_ids.insert(cmp.candidates.begin(), cmp.candidates.end());
+  }
+  if (eval.empty()) fail(ErrorKind::kData, c.db, ": no held-out pairs with a gold answer (raise eval_fraction)");
+  log_info("active: ", held.size(), " held-out prompts with ", eval.size(), " gold pairs; strategy ", c.strategy,
+           ", random floor ", c.random_floor);
+
+  const std::string curve_path = join_path(c.out_dir, "curve.json");
+  std::vector<CurvePoint> points;
+  if (path_exists(curve_path)) {
+    const Json saved = read_json_file(curve_path);
+    if (saved.value("strategy", "") != c.strategy || saved.value("db", "") != c.db) {
+      fail(ErrorKind::kConfig, curve_path, " is from another run (strategy ", saved.value("strategy", ""),
+           ", store ", saved.value("db", ""), "): use a new out_dir");
+    }
+    for (const Json& p : saved.at("points")) {
+      CurvePoint pt;
+      pt.labels = p.at("labels").get<int64_t>();
+      pt.gold_accuracy = p.at("gold_accuracy").get<double>();
+      pt.gold_pairs = p.at("gold_pairs").get<size_t>();
+      pt.seconds = p.at("seconds").get<double>();
+      pt.reward_models = p.at("reward_models").get<std::vector<std::string>>();
+      pt.last_label_id = p.at("last_label_id").get<int64_t>();
+      points.push_back(pt);
+    }
+  }
+
+  for (size_t round = points.size(); round < c.budgets.size(); ++round) {
+    const auto start = std::chrono::steady_clock::now();
+    const std::vector<std::string> members = round == 0 ? std::vector<std::string>{} : points.back().reward_models;
+    const int64_t since = round == 0 ? 0 : points.back().last_label_id;
+
+    // 1. Label up to this round's budget: the first round at random, then
+    //    by the strategy on the last round's reward models.
+    const int64_t have = static_cast<int64_t>(store.rater_counts(rater).labels);
+    if (have < c.budgets[round]) {
+      SelectConfig sc;
+      sc.db = c.db;
+      sc.strategy = round == 0 ? "random" : c.strategy;
+      sc.reward_models = members;
+      sc.random_floor = c.random_floor;
+      sc.seed = static_cast<int64_t>(mix_seed({static_cast<uint64_t>(c.seed), round}));
+      sc.batch_size = c.scoring_batch;
+      sc.threads = c.rm.train.threads;
+      sc.device = c.rm.train.device;
+      const SelectResult sel = select_open_comparisons(store, sc, held);
+      const size_t want = static_cast<size_t>(c.budgets[round] - have);
+      if (sel.order.size() < want) {
+        fail(ErrorKind::kData, c.db, ": only ", have + static_cast<int64_t>(sel.order.size()),
+             " comparisons can be labelled, fewer than the budget ", c.budgets[round],
+             ": queue more (rlhf candidates) or lower budgets");
+      }
+      for (size_t i = 0; i < want; ++i) label_simulated(store, rater, store.comparison(sel.order[i]), c.simulated);
+      log_info("active: round ", round + 1, ": labelled ", want, " by ", sc.strategy, " (", sel.random_picks,
+               " of the ", sel.comparisons, " ordered are random picks)");
+    }
+
+    // 2. Continue each reward model on the labels added since the last round.
+    CurvePoint point;
+    const std::vector<PreferencePair> pairs = store_preferences(store, since, &point.last_label_id);
+    for (int m = 0; m < c.ensemble; ++m) {
+      RewardTrainConfig r = c.rm;
+      r.out_dir = join_path(c.out_dir, str_cat("round", round + 1, "-rm", m + 1));
+      r.init_from = round == 0 ? c.rm.init_from : members[m];
+      r.train.seed = c.rm.train.seed + m;
+      if (!finished_run(r.out_dir)) run_reward_training(r, pairs, {}, point.last_label_id);
+      point.reward_models.push_back(r.out_dir);
+    }
+
+    // 3. Measure the first member on the held-out pairs.
+    const std::map<int64_t, double> s = score_candidates(store, point.reward_models[0],
+                                                         std::vector<int64_t>(eval_ids.begin(), eval_ids.end()),
+                                                         c.scoring_batch, device);
+    size_t right = 0;
+    for (const EvalPair& e : eval) right += s.at(e.better) > s.at(e.worse);
+    point.labels = static_cast<int64_t>(store.rater_counts(rater).labels);
+    point.gold_pairs = eval.size();
+    point.gold_accuracy = static_cast<double>(right) / static_cast<double>(eval.size());
+    point.seconds = seconds_since(start);
+    points.push_back(point);
+    log_info("active: ", point.labels, " labels: reward model ", 100 * point.gold_accuracy, "% vs gold on ",
+             point.gold_pairs, " held-out pairs (round ", point.seconds, " s)");
+    Json saved = {{"strategy", c.strategy}, {"db", c.db}, {"random_floor", c.random_floor}, {"points", Json::array()}};
+    for (const CurvePoint& p : points) saved["points"].push_back(p.to_json());
+    write_file_atomic(curve_path, saved.dump(2) + "\n");
+  }
+  return points;
+}
+
+size_t label_held_out(LabelStore& store, const ActiveLoopConfig& c) {
+  const int64_t rater = simulated_rater_id(store, c.rater);
+  std::map<int64_t, bool> held;
+  size_t labelled = 0;
+  for (const Comparison& cmp : store.open_comparisons()) {
+    auto it = held.find(cmp.prompt_id);
+    if (it == held.end()) {
+      it = held.emplace(cmp.prompt_id, held_out_prompt(prompt_conversation(store, cmp.prompt_id), c.eval_fraction,
+                                                       static_cast<uint64_t>(c.rm.train.seed)))
+               .first;
+    }
+    if (!it->second) continue;
+    label_simulated(store, rater, cmp, c.simulated);
+    ++labelled;
+  }
+  return labelled;
+}
+
+std::string curve_table(const std::vector<std::string>& out_dirs) {
+  if (out_dirs.empty()) fail(ErrorKind::kUsage, "name one or more folders of `rlhf active` runs");
+  struct Run {
+    std::string name;
+    std::map<int64_t, double> accuracy;
+    size_t pairs = 0;
+  };
+  std::vector<Run> runs;
+  std::set<int64_t> budgets;
+  for (const std::string& dir : out_dirs) {
+    const std::string path = join_path(dir, "curve.json");
+    if (!path_exists(path)) fail(ErrorKind::kIo, path, " does not exist: run `rlhf active --out_dir=", dir, "` first");
+    const Json j = read_json_file(path);
+    Run r;
+    r.name = j.value("strategy", dir);
+    for (const Json& p : j.at("points")) {
+      r.accuracy[p.at("labels").get<int64_t>()] = p.at("gold_accuracy").get<double>();
+      r.pairs = p.at("gold_pairs").get<size_t>();
+      budgets.insert(p.at("labels").get<int64_t>());
+    }
+    runs.push_back(std::move(r));
+  }
+  std::string out = "| labels |";
+  for (const Run& r : runs) out += " " + r.name + " |";
+  out += "\n|---:|";
+  for (size_t i = 0; i < runs.size(); ++i) out += "---:|";
+  out += "\n";
+  for (int64_t b : budgets) {
+    out += "| " + std::to_string(b) + " |";
+    for (const Run& r : runs) {
+      const auto it = r.accuracy.find(b);
+      out += it == r.accuracy.end() ? std::string(" |") : str_cat(" ", format_percent(it->second), " |");
+    }
+    out += "\n";
+  }
+  const Run& base = runs.front();
+  if (!base.accuracy.empty()) {
+    const auto [base_labels, target] = *base.accuracy.rbegin();
+    out += str_cat("\nLabels needed to reach ", base.name, "'s accuracy at ", base_labels, " labels (",
+                   format_percent(target), ", ", base.pairs, " held-out pairs):");
+    for (const Run& r : runs) {
+      const auto it = std::find_if(r.accuracy.begin(), r.accuracy.end(), [&](const auto& p) { return p.second >= target; });
+      out += str_cat(" ", r.name, " ", it == r.accuracy.end() ? std::string("not reached") : std::to_string(it->first), ";");
+    }
+    out.back() = '\n';
+  }
+  return out;
+}
+
+}  // namespace rlhf::labels
