@@ -7,7 +7,8 @@
 //   rlhf-rater ... --compare runs/demo/compare      # also the compare view
 //
 // Keys: 1 left better, 2 right better, 3 tie, 4 both bad, space skip,
-// backspace undo, enter submits a ranking. --script/--screenshot drive it
+// backspace undo, enter submits a ranking, d toggles the highlighting of
+// the words two replies do not share. --script/--screenshot drive it
 // headless (tests, under Xvfb): the listed keys are pressed through ImGui's
 // own input, one every few frames, then the window is saved as a PNG.
 #include <GLFW/glfw3.h>
@@ -18,6 +19,7 @@
 #include <stb_image_write.h>
 
 #include <CLI/CLI.hpp>
+#include <cctype>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -32,6 +34,7 @@
 #include "feedback-ui/backend.h"
 #include "feedback-ui/compare_session.h"
 #include "feedback-ui/rater_session.h"
+#include "feedback-ui/word_diff.h"
 #include "labels/service.h"
 #include "labels/token.h"
 
@@ -42,6 +45,8 @@ namespace {
 
 struct Options {
   std::string server, token, token_file, tls_ca, db, rater = "me", guidelines_file, compare_dir, script, screenshot;
+  std::string font = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";  // proportional; ImGui's own font if missing
+  float font_size = 17;
   int width = 1280, height = 800, settle_frames = 6;
 };
 
@@ -52,6 +57,7 @@ std::optional<int> key_of(const std::string& name) {
   if (name == "backspace") return GLFW_KEY_BACKSPACE;
   if (name == "enter") return GLFW_KEY_ENTER;
   if (name == "tab") return GLFW_KEY_TAB;
+  if (name.size() == 1 && name[0] >= 'a' && name[0] <= 'z') return GLFW_KEY_A + (name[0] - 'a');
   return std::nullopt;
 }
 
@@ -84,19 +90,105 @@ void draw_conversation(const std::vector<labels::TaskMessage>& conv, float heigh
   ImGui::EndChild();
 }
 
-void draw_reply(const char* id, const char* title, const std::string& text, bool finished, float width, float height) {
+// A filled label on the current line ("CUT OFF").
+void badge(const char* text, ImU32 background) {
+  const ImVec2 pad(5, 1);
+  const ImVec2 size = ImGui::CalcTextSize(text);
+  const ImVec2 at = ImGui::GetCursorScreenPos();
+  ImGui::GetWindowDrawList()->AddRectFilled(at, ImVec2(at.x + size.x + 2 * pad.x, at.y + size.y + 2 * pad.y),
+                                            background, 3.0f);
+  ImGui::SetCursorScreenPos(ImVec2(at.x + pad.x, at.y + pad.y));
+  ImGui::TextUnformatted(text);
+  ImGui::SetCursorScreenPos(ImVec2(at.x, at.y + size.y + 2 * pad.y + ImGui::GetStyle().ItemSpacing.y));
+}
+
+size_t word_count(const std::string& text) {
+  size_t n = 0;
+  bool in_word = false;
+  for (char c : text) {
+    const bool space = std::isspace(static_cast<unsigned char>(c)) != 0;
+    n += !space && !in_word;
+    in_word = !space;
+  }
+  return n;
+}
+
+// Text wrapped word by word; with `highlight`, words the other reply does
+// not share sit on a coloured background.
+void draw_spans(const std::vector<DiffSpan>& spans, bool highlight) {
+  const float right = ImGui::GetWindowContentRegionMax().x;
+  const float space = ImGui::CalcTextSize(" ").x;
+  const ImU32 mark = ImGui::GetColorU32(ImVec4(0.75f, 0.55f, 0.1f, 0.55f));
+  int breaks = 1;  // line breaks before the next word (1 = start of a line)
+  for (const DiffSpan& s : spans) {
+    size_t end = s.text.size();
+    while (end > 0 && std::isspace(static_cast<unsigned char>(s.text[end - 1]))) --end;
+    const std::string word = s.text.substr(0, end);
+    if (!word.empty()) {
+      const ImVec2 size = ImGui::CalcTextSize(word.c_str());
+      if (breaks == 0) {
+        ImGui::SameLine(0, space);
+        if (ImGui::GetCursorPosX() + size.x > right) ImGui::NewLine();
+      }
+      for (int b = 1; b < breaks; ++b) ImGui::NewLine();  // blank lines
+      if (highlight && s.changed) {
+        const ImVec2 at = ImGui::GetCursorScreenPos();
+        ImGui::GetWindowDrawList()->AddRectFilled(ImVec2(at.x - 1, at.y), ImVec2(at.x + size.x + 1, at.y + size.y),
+                                                  mark, 2.0f);
+      }
+      ImGui::TextUnformatted(word.c_str());
+      breaks = 0;
+    }
+    for (size_t i = end; i < s.text.size(); ++i) breaks += s.text[i] == '\n';
+  }
+}
+
+void draw_reply(const char* id, const char* title, const std::vector<DiffSpan>& spans, const std::string& text,
+                bool finished, bool highlight, float width, float height) {
   ImGui::BeginChild(id, ImVec2(width, height), true);
   ImGui::TextColored(ImVec4(1, 0.85f, 0.4f, 1), "%s", title);
+  ImGui::SameLine();
+  ImGui::TextColored(kGrey, "%zu words", word_count(text));
+  if (!finished) {
+    ImGui::SameLine();
+    badge("CUT OFF", ImGui::GetColorU32(ImVec4(0.75f, 0.2f, 0.15f, 1)));
+  }
   ImGui::Separator();
-  ImGui::TextWrapped("%s", text.c_str());
-  if (!finished) ImGui::TextColored(kRed, "(cut off: the reply did not end)");
+  draw_spans(spans, highlight);
+  if (!finished) ImGui::TextColored(kRed, "(cut off: the reply hit the length limit and did not end)");
   ImGui::EndChild();
+}
+
+// Draws two replies side by side, their differences marked when `highlight`.
+void draw_pair(const char* id, const std::string& left, bool left_finished, const std::string& right,
+               bool right_finished, bool highlight, float height) {
+  const WordDiff d = word_diff(left, right);
+  const float w = (ImGui::GetContentRegionAvail().x - ImGui::GetStyle().ItemSpacing.x) / 2;
+  draw_reply((std::string(id) + "_left").c_str(), "Reply A", d.a, left, left_finished, highlight, w, height);
+  ImGui::SameLine();
+  draw_reply((std::string(id) + "_right").c_str(), "Reply B", d.b, right, right_finished, highlight, w, height);
+}
+
+// The guidelines' bullet points ("- ..."), for the panel beside the choice buttons.
+std::vector<std::string> key_points(const std::string& guidelines, size_t max_points = 6) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (start < guidelines.size() && out.size() < max_points) {
+    size_t end = guidelines.find('\n', start);
+    if (end == std::string::npos) end = guidelines.size();
+    std::string line = guidelines.substr(start, end - start);
+    const size_t first = line.find_first_not_of(" \t");
+    if (first != std::string::npos && line.compare(first, 2, "- ") == 0) out.push_back(line.substr(first + 2));
+    start = end + 1;
+  }
+  return out;
 }
 
 class RaterApp {
  public:
   RaterApp(RaterSession& session, std::string guidelines, std::unique_ptr<CompareSession> compare)
-      : s_(session), guidelines_(std::move(guidelines)), compare_(std::move(compare)) {}
+      : s_(session), guidelines_(std::move(guidelines)), key_points_(key_points(guidelines_)),
+        compare_(std::move(compare)) {}
 
   void frame() {
     const ImGuiViewport* vp = ImGui::GetMainViewport();
@@ -129,13 +221,20 @@ class RaterApp {
   // Keyboard shortcuts, unless a text field has the keyboard.
   bool key(int k) { return !ImGui::GetIO().WantTextInput && ImGui::IsKeyPressed(k, false); }
 
+  void highlight_toggle() {
+    ImGui::Checkbox("[D] highlight differences", &highlight_);
+    if (key(GLFW_KEY_D)) highlight_ = !highlight_;
+  }
+
   void status_bar() {
     const auto& p = s_.progress();
     if (s_.connected()) ImGui::TextColored(kGreen, "connected");
     else ImGui::TextColored(kRed, "disconnected");
     ImGui::SameLine();
-    ImGui::Text("| rater %s | done %u, remaining %u | this session %zu (%.0f/h) | unsent %zu", p.rater.c_str(),
-                p.labels, p.remaining, s_.labelled_this_session(), s_.pace_per_hour(), s_.unsent());
+    ImGui::Text("| rater %s | done %u, remaining %u | this session %zu (%.0f/h, %.0f s per label) | this task %.0f s "
+                "| unsent %zu",
+                p.rater.c_str(), p.labels, p.remaining, s_.labelled_this_session(), s_.pace_per_hour(),
+                s_.seconds_per_label(), s_.seconds_on_task(), s_.unsent());
     if (!s_.connected()) {
       ImGui::SameLine();
       if (ImGui::SmallButton("Reconnect")) s_.reconnect();
@@ -154,17 +253,27 @@ class RaterApp {
       return;
     }
     const float avail = ImGui::GetContentRegionAvail().y;
-    draw_conversation(task->conversation, avail * 0.30f);
+    draw_conversation(task->conversation, avail * 0.28f);
+    highlight_toggle();
     const size_t k = task->replies.size();
     const float w = (ImGui::GetContentRegionAvail().x - ImGui::GetStyle().ItemSpacing.x * (k - 1)) / k;
-    const float h = avail * (task->ranking || task->ask_ratings ? 0.40f : 0.45f);
-    for (size_t i = 0; i < k; ++i) {
-      if (i > 0) ImGui::SameLine();
-      const std::string title = std::string("Reply ") + static_cast<char>('A' + i);
-      draw_reply(("reply" + std::to_string(i)).c_str(), title.c_str(), task->replies[i].text, task->replies[i].finished,
-                 w, h);
+    const float h = avail * (task->ranking || task->ask_ratings ? 0.36f : 0.40f);
+    if (k == 2) {
+      draw_pair("reply", task->replies[0].text, task->replies[0].finished, task->replies[1].text,
+                task->replies[1].finished, highlight_, h);
+    } else {
+      for (size_t i = 0; i < k; ++i) {
+        if (i > 0) ImGui::SameLine();
+        const std::string title = std::string("Reply ") + static_cast<char>('A' + i);
+        draw_reply(("reply" + std::to_string(i)).c_str(), title.c_str(), word_spans(task->replies[i].text),
+                   task->replies[i].text,
+                   task->replies[i].finished, false, w, h);
+      }
     }
     Draft& d = s_.draft();
+    // The choice controls, with the guidelines' key points beside them.
+    const float points_width = key_points_.empty() ? 0.0f : ImGui::GetContentRegionAvail().x * 0.34f;
+    ImGui::BeginGroup();
     if (task->ranking || task->ask_ratings) {
       for (size_t i = 0; i < k; ++i) {
         if (i > 0) ImGui::SameLine(static_cast<float>(i) * (w + ImGui::GetStyle().ItemSpacing.x));
@@ -187,7 +296,8 @@ class RaterApp {
       ImGui::SameLine();
       ImGui::RadioButton("clearly", &d.strength, 2);
     }
-    ImGui::InputTextMultiline("rationale (optional)", &d.rationale, ImVec2(-180, ImGui::GetTextLineHeight() * 3));
+    ImGui::InputTextMultiline("rationale (optional)", &d.rationale,
+                              ImVec2(ImGui::GetContentRegionAvail().x - points_width - 160, ImGui::GetTextLineHeight() * 3));
     if (task->ranking) {
       if (ImGui::Button("[Enter] Submit ranking") || key(GLFW_KEY_ENTER)) s_.submit_ranking();
     } else {
@@ -203,6 +313,14 @@ class RaterApp {
     if (ImGui::Button("[Space] Skip") || key(GLFW_KEY_SPACE)) s_.skip();
     ImGui::SameLine();
     if (ImGui::Button("[Backspace] Undo") || key(GLFW_KEY_BACKSPACE)) s_.undo();
+    ImGui::EndGroup();
+    if (!key_points_.empty()) {
+      ImGui::SameLine();
+      ImGui::BeginChild("key_points", ImVec2(0, 0), true);
+      ImGui::TextColored(kGrey, "Guidelines");
+      for (const std::string& p : key_points_) ImGui::BulletText("%s", p.c_str());
+      ImGui::EndChild();
+    }
   }
 
   void compare_view() {
@@ -234,13 +352,11 @@ class RaterApp {
     }
     ImGui::Text("prompt %zu of %zu (names hidden until you vote)", c.position() + 1, c.size());
     const float avail = ImGui::GetContentRegionAvail().y;
-    draw_conversation(c.item().conversation, avail * 0.35f);
-    const float w = (ImGui::GetContentRegionAvail().x - ImGui::GetStyle().ItemSpacing.x) / 2;
+    draw_conversation(c.item().conversation, avail * 0.33f);
+    highlight_toggle();
     const std::string& left = c.a_on_left() ? c.item().reply_a : c.item().reply_b;
     const std::string& right = c.a_on_left() ? c.item().reply_b : c.item().reply_a;
-    draw_reply("cmp_left", "Reply A", left, true, w, avail * 0.45f);
-    ImGui::SameLine();
-    draw_reply("cmp_right", "Reply B", right, true, w, avail * 0.45f);
+    draw_pair("cmp", left, true, right, true, highlight_, avail * 0.45f);
     if (ImGui::Button("[1] A better") || key(GLFW_KEY_1)) c.vote(PairChoice::kLeft);
     ImGui::SameLine();
     if (ImGui::Button("[2] B better") || key(GLFW_KEY_2)) c.vote(PairChoice::kRight);
@@ -250,7 +366,9 @@ class RaterApp {
 
   RaterSession& s_;
   std::string guidelines_;
+  std::vector<std::string> key_points_;
   std::unique_ptr<CompareSession> compare_;
+  bool highlight_ = true;  // word differences between the two replies
 };
 
 // Presses script keys through ImGui's input state: down for one frame, then up.
@@ -262,7 +380,7 @@ class KeyScript {
       const size_t comma = script.find(',', start);
       const std::string name = script.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
       const auto k = key_of(name);
-      if (!k) fail(ErrorKind::kUsage, "--script: unknown key '", name, "' (use 1-9, space, backspace, enter, tab)");
+      if (!k) fail(ErrorKind::kUsage, "--script: unknown key '", name, "' (use 1-9, a-z, space, backspace, enter, tab)");
       keys_.push_back(*k);
       if (comma == std::string::npos) break;
       start = comma + 1;
@@ -320,7 +438,7 @@ int run(const Options& o) {
       "Rate which reply a good support agent would send.\n\n"
       "- Does it address what the customer asked?\n- Does it use the right name and order number?\n"
       "- Does it invent policies or facts?\n- Is it polite, complete, neither clipped nor rambling?\n"
-      "\nKeys: 1 A better, 2 B better, 3 tie, 4 both bad, space skip, backspace undo.";
+      "\nKeys: 1 A better, 2 B better, 3 tie, 4 both bad, space skip, backspace undo, d highlight differences.";
   if (!o.guidelines_file.empty()) guidelines = read_file(o.guidelines_file);
   std::unique_ptr<CompareSession> compare;
   if (!o.compare_dir.empty()) compare = std::make_unique<CompareSession>(o.compare_dir, "", "");
@@ -342,6 +460,14 @@ int run(const Options& o) {
   IMGUI_CHECKVERSION();
   ImGui::CreateContext();
   ImGui::GetIO().IniFilename = nullptr;
+  if (!o.font.empty() && path_exists(o.font)) {
+    if (ImGui::GetIO().Fonts->AddFontFromFileTTF(o.font.c_str(), o.font_size) == nullptr) {
+      fail(ErrorKind::kIo, "--font: cannot read the TrueType font '", o.font, "'");
+    }
+  } else if (!o.font.empty()) {
+    std::fprintf(stderr, "font '%s' not found: using ImGui's built-in font (install fonts-dejavu-core, or give --font)\n",
+                 o.font.c_str());
+  }
   ImGui::StyleColorsDark();
   ImGui_ImplGlfw_InitForOpenGL(window, true);
   ImGui_ImplOpenGL3_Init("#version 130");
@@ -409,6 +535,8 @@ int main(int argc, char** argv) {
   cli.add_option("--compare", o.compare_dir, "output folder of `rlhf compare`: adds the Compare view");
   cli.add_option("--script", o.script, "headless: keys to press, e.g. 1,2,space,backspace,3");
   cli.add_option("--screenshot", o.screenshot, "headless: save the window as PNG after the script and exit");
+  cli.add_option("--font", o.font, "TrueType font for all text (\"\" = ImGui's built-in)")->capture_default_str();
+  cli.add_option("--font_size", o.font_size, "font size in pixels")->capture_default_str();
   cli.add_option("--width", o.width)->capture_default_str();
   cli.add_option("--height", o.height)->capture_default_str();
   CLI11_PARSE(cli, argc, argv);

@@ -27,6 +27,7 @@ void RaterSession::load_next(int64_t prefer) {
     return;
   }
   if (task_) {
+    task_shown_ = clock_();
     draft_.ranks.assign(task_->replies.size(), 0);
     draft_.ratings.assign(task_->replies.size(), 0);
   }
@@ -45,7 +46,8 @@ void RaterSession::queue_label(labels::Label label) {
     label.ratings = draft_.ratings;
   queue_.push_back(std::move(label));
   ++labelled_;
-  if (!first_label_) first_label_ = std::chrono::steady_clock::now();
+  label_seconds_ += seconds_on_task();
+  if (!first_label_) first_label_ = clock_();
   flush();
   load_next();
 }
@@ -156,10 +158,15 @@ bool RaterSession::reconnect() {
   return connected_;
 }
 
+double RaterSession::seconds_per_label() const { return labelled_ ? label_seconds_ / labelled_ : 0; }
+
+double RaterSession::seconds_on_task() const {
+  return task_ ? std::chrono::duration<double>(clock_() - task_shown_).count() : 0;
+}
+
 double RaterSession::pace_per_hour() const {
   if (!first_label_ || labelled_ == 0) return 0;
-  const double h =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - *first_label_).count() / 3600.0;
+  const double h = std::chrono::duration<double>(clock_() - *first_label_).count() / 3600.0;
   return h > 0 ? labelled_ / std::max(h, 1.0 / 60) : 0;
 }
 

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -59,6 +60,13 @@ class RaterSession {
   size_t skipped() const { return skipped_.size(); }
   // Labels per hour since the first label of this session.
   double pace_per_hour() const;
+  // Mean seconds from a task appearing to its label, this session (0 before
+  // the first label); and the seconds the current task has been shown.
+  double seconds_per_label() const;
+  double seconds_on_task() const;
+  // The clock the timings read (tests set a fake one).
+  using Clock = std::function<std::chrono::steady_clock::time_point()>;
+  void set_clock(Clock clock) { clock_ = std::move(clock); }
   const labels::RaterProgress& progress() const { return progress_; }
   const std::vector<labels::Label>& sent() const { return sent_; }
 
@@ -80,6 +88,9 @@ class RaterSession {
   std::string status_;
   labels::RaterProgress progress_;
   std::optional<std::chrono::steady_clock::time_point> first_label_;
+  Clock clock_ = [] { return std::chrono::steady_clock::now(); };
+  std::chrono::steady_clock::time_point task_shown_{};
+  double label_seconds_ = 0;  // summed over this session's labels
 };
 
 }  // namespace rlhf::ui

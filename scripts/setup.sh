@@ -18,11 +18,12 @@ PACKAGES=(
   libsqlite3-dev libboost-dev capnproto libcapnp-dev
   libssl-dev openssl                  # TLS for the label service (openssl makes test certificates)
   libimgui-dev libglfw3-dev xvfb libgl1-mesa-dri xauth
+  fonts-dejavu-core                   # the rater's proportional font (DejaVu Sans)
 )
 # Only for the tests (scripts/test.sh sets RLHF_TEST_DEPS=1): real clients of
 # `rlhf serve`.
 if [ "${RLHF_TEST_DEPS:-0}" = "1" ]; then
-  PACKAGES+=(curl chromium fonts-dejavu-core)
+  PACKAGES+=(curl chromium)
 fi
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }

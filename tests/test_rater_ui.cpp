@@ -10,6 +10,7 @@
 #include "feedback-ui/backend.h"
 #include "feedback-ui/compare_session.h"
 #include "feedback-ui/rater_session.h"
+#include "feedback-ui/word_diff.h"
 #include "label_fixture.h"
 #include "labels/desk.h"
 #include "test_util.h"
@@ -217,4 +218,53 @@ TEST(CompareSession, VotesAsShownBecomeATallyForPolicyA) {
   remove_all(dir.file("human_votes.jsonl"));
   write_file_atomic(dir.file("replies.jsonl"), "{\"prompt\": []}\n");
   EXPECT_NE(test::error_of([&] { CompareSession bad(dir.path(), "", ""); }).find(":1"), std::string::npos);
+}
+
+TEST(WordDiff, MarksTheWordsEachReplyDoesNotShareAndKeepsTheText) {
+  const std::string a = "Hi Maria, your order #123 shipped today.\nThanks!";
+  const std::string b = "Hi Maria, your order #123 was cancelled today.\nThanks!";
+  const WordDiff d = word_diff(a, b);
+  auto joined = [](const std::vector<DiffSpan>& spans) {
+    std::string out;
+    for (const auto& s : spans) out += s.text;
+    return out;
+  };
+  auto changed = [](const std::vector<DiffSpan>& spans) {
+    std::vector<std::string> out;
+    for (const auto& s : spans) {
+      if (s.changed) out.push_back(s.text);
+    }
+    return out;
+  };
+  EXPECT_EQ(joined(d.a), a);
+  EXPECT_EQ(joined(d.b), b);
+  EXPECT_EQ(changed(d.a), (std::vector<std::string>{"shipped "}));
+  EXPECT_EQ(changed(d.b), (std::vector<std::string>{"was ", "cancelled "}));
+  // Only the whitespace differs: nothing is marked.
+  const WordDiff spaces = word_diff("a  b\nc", "a b c");
+  for (const auto& s : spaces.a) EXPECT_FALSE(s.changed) << s.text;
+  for (const auto& s : spaces.b) EXPECT_FALSE(s.changed) << s.text;
+  // One side empty: every word of the other is new; leading whitespace is kept.
+  const WordDiff empty = word_diff("", "  two words");
+  EXPECT_TRUE(empty.a.empty());
+  EXPECT_EQ(changed(empty.b), (std::vector<std::string>{"two ", "words"}));
+  EXPECT_EQ(joined(empty.b), "  two words");
+  // Past the size cap nothing is compared (and nothing is marked).
+  const WordDiff big = word_diff("x y z", "p q r", 2);
+  for (const auto& s : big.a) EXPECT_FALSE(s.changed);
+}
+
+TEST(RaterSession, TimePerLabelIsMeasuredFromTheTaskAppearingToItsLabel) {
+  Fixture f("rater-time");
+  auto now = std::chrono::steady_clock::time_point{} + std::chrono::hours(1);
+  f.session->set_clock([&] { return now; });
+  f.session->skip();  // the next task appears at `now`
+  EXPECT_DOUBLE_EQ(f.session->seconds_per_label(), 0.0);
+  now += std::chrono::seconds(12);
+  EXPECT_DOUBLE_EQ(f.session->seconds_on_task(), 12.0);
+  ASSERT_TRUE(f.session->choose(PairChoice::kLeft));
+  now += std::chrono::seconds(30);
+  ASSERT_TRUE(f.session->choose(PairChoice::kRight));
+  EXPECT_DOUBLE_EQ(f.session->seconds_per_label(), 21.0);
+  EXPECT_DOUBLE_EQ(f.session->seconds_on_task(), 0.0) << "the next task has just appeared";
 }
