@@ -43,6 +43,9 @@ TEST(Configs, EveryShippedConfigLoadsWithoutUnknownKeys) {
   validate_grpo_config(demo.grpo, 1);
   validate_grpo_config(demo.rloo, 1);
   load_config<PipelineConfig>(dir + "ci.toml", {});
+  const auto active = load_config<labels::ActiveLoopConfig>(dir + "active.toml", {});
+  labels::validate_active_config(active);
+  EXPECT_EQ(active.budgets, (std::vector<int64_t>{1000, 2000, 4000, 8000, 16000}));
 }
 
 // `rm train` with batch_size 0 trained on nothing and exited 0; `ppo` with
@@ -517,6 +520,31 @@ TEST(Grpo, ThePipelineTrainsAndComparesEveryListedAlgorithmFromTheSameSftModel) 
   EXPECT_NE(report.find("| rloo | 8m53s | validation gold 0.79, 3.38"), std::string::npos) << report;
   // Without them, the demo's comparison is PPO against SFT as before.
   EXPECT_EQ(wire_pipeline(PipelineConfig()).compare.names, (std::vector<std::string>{"ppo", "sft"}));
+}
+
+TEST(Pipeline, ActiveLabellingUsesTheRewardModelStagesStoreRaterAndHeldOutPrompts) {
+  for (int64_t seed : {0, 3}) {
+    PipelineConfig p;
+    p.out_dir = "/tmp/run";
+    p.seed = seed;
+    p.label_selection = "active";
+    p.rm.data.eval_fraction = 0.15;
+    const PipelineConfig w = wire_pipeline(p);
+    EXPECT_EQ(w.active.db, w.rm.data.preferences);
+    EXPECT_EQ(w.active.db, w.candidates.db);
+    EXPECT_EQ(w.active.out_dir, "/tmp/run/active");
+    EXPECT_EQ(w.active.rm.init_from, "/tmp/run/sft");
+    EXPECT_EQ(w.active.rater, w.simulated_rater);
+    EXPECT_EQ(w.active.simulated.seed, w.label.seed);
+    // The loop holds out exactly the prompts the reward model stage evaluates on.
+    EXPECT_EQ(w.active.rm.train.seed, w.rm.train.seed) << "seed " << seed;
+    EXPECT_DOUBLE_EQ(w.active.eval_fraction, 0.15);
+  }
+  const Json summary = {{"label", {{"seconds", 600.0}, {"selected", 8000}, {"held_out_labels", 2900},
+                                   {"strategy", "uncertainty"}, {"labels", 10900}}}};
+  const std::string report = pipeline_report(summary);
+  EXPECT_NE(report.find("8,000 simulated labels chosen by uncertainty + 2,900 on held-out prompts"), std::string::npos)
+      << report;
 }
 
 }  // namespace
