@@ -155,6 +155,10 @@ SelectResult select_open_comparisons(LabelStore& store, const SelectConfig& conf
 
 void validate_active_config(const ActiveLoopConfig& c) {
   checked_strategy(c.strategy, static_cast<size_t>(c.ensemble), "strategy");
+  if (c.train_on != "new" && c.train_on != "all") {
+    fail(ErrorKind::kConfig, "train_on = '", c.train_on,
+         "': use \"new\" (continue the last reward model on the new labels) or \"all\" (train afresh on every label)");
+  }
   if (c.budgets.empty()) fail(ErrorKind::kConfig, "budgets: list the label counts after each round, e.g. [1000, 2000]");
   for (size_t i = 0; i < c.budgets.size(); ++i) {
     if (c.budgets[i] <= (i == 0 ? 0 : c.budgets[i - 1])) {
@@ -206,9 +210,10 @@ std::vector<CurvePoint> run_active_labelling(const ActiveLoopConfig& c) {
   std::vector<CurvePoint> points;
   if (path_exists(curve_path)) {
     const Json saved = read_json_file(curve_path);
-    if (saved.value("strategy", "") != c.strategy || saved.value("db", "") != c.db) {
-      fail(ErrorKind::kConfig, curve_path, " is from another run (strategy ", saved.value("strategy", ""),
-           ", store ", saved.value("db", ""), "): use a new out_dir");
+    if (saved.value("strategy", "") != c.strategy || saved.value("db", "") != c.db ||
+        saved.value("train_on", "new") != c.train_on) {
+      fail(ErrorKind::kConfig, curve_path, " is from another run (strategy ", saved.value("strategy", ""), ", store ",
+           saved.value("db", ""), ", train_on ", saved.value("train_on", "new"), "): use a new out_dir");
     }
     for (const Json& p : saved.at("points")) {
       CurvePoint pt;
@@ -225,7 +230,8 @@ std::vector<CurvePoint> run_active_labelling(const ActiveLoopConfig& c) {
   for (size_t round = points.size(); round < c.budgets.size(); ++round) {
     const auto start = std::chrono::steady_clock::now();
     const std::vector<std::string> members = round == 0 ? std::vector<std::string>{} : points.back().reward_models;
-    const int64_t since = round == 0 ? 0 : points.back().last_label_id;
+    const bool afresh = round == 0 || c.train_on == "all";
+    const int64_t since = afresh ? 0 : points.back().last_label_id;
 
     // 1. Label up to this round's budget: the first round at random, then
     //    by the strategy on the last round's reward models.
@@ -252,13 +258,14 @@ std::vector<CurvePoint> run_active_labelling(const ActiveLoopConfig& c) {
                " of the ", sel.comparisons, " ordered are random picks)");
     }
 
-    // 2. Continue each reward model on the labels added since the last round.
+    // 2. Continue each reward model on the labels added since the last round,
+    //    or train it afresh on all of them.
     CurvePoint point;
     const std::vector<PreferencePair> pairs = store_preferences(store, since, &point.last_label_id);
     for (int m = 0; m < c.ensemble; ++m) {
       RewardTrainConfig r = c.rm;
       r.out_dir = join_path(c.out_dir, str_cat("round", round + 1, "-rm", m + 1));
-      r.init_from = round == 0 ? c.rm.init_from : members[m];
+      r.init_from = afresh ? c.rm.init_from : members[m];
       r.train.seed = c.rm.train.seed + m;
       if (!finished_run(r.out_dir)) run_reward_training(r, pairs, {}, point.last_label_id);
       point.reward_models.push_back(r.out_dir);
@@ -277,7 +284,8 @@ std::vector<CurvePoint> run_active_labelling(const ActiveLoopConfig& c) {
     points.push_back(point);
     log_info("active: ", point.labels, " labels: reward model ", 100 * point.gold_accuracy, "% vs gold on ",
              point.gold_pairs, " held-out pairs (round ", point.seconds, " s)");
-    Json saved = {{"strategy", c.strategy}, {"db", c.db}, {"random_floor", c.random_floor}, {"points", Json::array()}};
+    Json saved = {{"strategy", c.strategy}, {"db", c.db}, {"random_floor", c.random_floor},
+                  {"train_on", c.train_on}, {"points", Json::array()}};
     for (const CurvePoint& p : points) saved["points"].push_back(p.to_json());
     write_file_atomic(curve_path, saved.dump(2) + "\n");
   }

@@ -65,7 +65,13 @@ struct ActiveLoopConfig {
   int64_t seed = 0;                        // selection draws (the first round's random batch is the same for every strategy)
   std::string rater = "simulated";         // the simulated rater's name in the store
   SimulatedRaterConfig simulated;          // its noise
-  RewardTrainConfig rm;                    // each round continues the last round's reward model on the new labels
+  // What each round trains on: "new" continues the last round's reward
+  // model on the labels added since; "all" trains afresh from rm.init_from
+  // on every label so far (the usual active-learning protocol: the biased
+  // batches of later rounds do not pull the model away from earlier ones,
+  // at about twice the training time over five doubling rounds).
+  std::string train_on = "new";
+  RewardTrainConfig rm;                    // the reward model's training (init_from: the first round's start)
   int scoring_batch = 32;                  // replies per scoring batch
   template <class V> void visit(V& v) {
     v("db", db);
@@ -78,6 +84,7 @@ struct ActiveLoopConfig {
     v("seed", seed);
     v("rater", rater);
     v.section("simulated", simulated);
+    v("train_on", train_on);
     v.section("rm", rm);
     v("scoring_batch", scoring_batch, Range::at_least(1));
   }

@@ -12,6 +12,7 @@
 #include "labels/selection.h"
 #include "labels/sqlite.h"
 #include "labels/store.h"
+#include "policy/checkpoint.h"
 #include "process_util.h"
 #include "reward/preference.h"
 #include "reward/simulated_rater.h"
@@ -643,6 +644,49 @@ TEST(ActiveLabelling, RoundsLabelByTheStrategyOnTheLastRewardModelAndResume) {
   // A different strategy in the same folder is refused.
   cfg.strategy = "random";
   EXPECT_NE(error_of([&] { labels::run_active_labelling(cfg); }).find("from another run"), std::string::npos);
+}
+
+TEST(ActiveLabelling, TrainOnAllRetrainsEachRoundFromTheStartOnEveryLabel) {
+  test::TempDir dir("active-all");
+  const auto data = test::tiny_support_data(48, 4, 4);
+  const Tokenizer tok = test::tiny_support_tokenizer(data, 400);
+  const std::string sft = test::write_tiny_checkpoint(dir.file("sft"), tok, 3, 128);
+  const std::string db = dir.file("l.sqlite");
+  {
+    LabelStore store(db);
+    for (const Json& row : data.train) {
+      Json messages = row["messages"];
+      const std::string good = messages.back()["content"].get<std::string>();
+      messages.erase(messages.size() - 1);
+      const int64_t p = store.add_prompt(messages, row["metadata"]);
+      const int64_t a = store.add_candidate(p, good, true, "sft", nullptr);
+      const int64_t b = store.add_candidate(p, "Sorry.", true, "sft", nullptr);
+      store.add_comparison(p, {a, b});
+    }
+  }
+  labels::ActiveLoopConfig cfg;
+  cfg.db = db;
+  cfg.out_dir = dir.file("active");
+  cfg.budgets = {10, 25};
+  cfg.eval_fraction = 0.2;
+  cfg.train_on = "all";
+  cfg.rm.init_from = sft;
+  cfg.rm.train.batch_size = 8;
+  cfg.rm.train.threads = 1;
+  cfg.rm.train.log_interval = 100;
+  const auto points = labels::run_active_labelling(cfg);
+  ASSERT_EQ(points.size(), 2u);
+  // The second round's reward model started from the SFT model, not from the
+  // first round's, and saw all 25 labels, not the 15 new ones.
+  const Json state = read_json_file(join_path(resolve_checkpoint(points[1].reward_models[0]), "trainer_state.json"));
+  EXPECT_EQ(state["config"]["init_from"].get<std::string>(), sft);
+  EXPECT_EQ(state["train_pairs"].get<size_t>(), 25u);
+  EXPECT_EQ(state["last_label_id"].get<int64_t>(), points[1].last_label_id);
+  // The folder remembers how it was trained: a rerun that continues instead is refused.
+  cfg.train_on = "new";
+  EXPECT_NE(error_of([&] { labels::run_active_labelling(cfg); }).find("train_on all"), std::string::npos);
+  cfg.train_on = "every";
+  EXPECT_NE(error_of([&] { labels::validate_active_config(cfg); }).find("train_on = 'every'"), std::string::npos);
 }
 
 TEST(GoldItems, OnlyComparisonsWithAClearAnswerBecomeGoldWithThatAnswer) {
