@@ -16,6 +16,9 @@
 //   with W the bytes of weights read once per step for all B rows, the KV
 //   cache read per row, and bandwidth the read rate of a 256 MB tensor.
 //   The lower of the two is the best a decode step can do here.
+// - Decoding with bf16 weights (SamplingConfig::weights = "bf16"): the same
+//   bounds with the bf16 GEMM rate and 2 bytes per weight, and the fp32
+//   bound beside it.
 // - K samples per prompt: one prompt pass shared by the K samples against
 //   the prompt repeated K times.
 #include <torch/torch.h>
@@ -38,8 +41,8 @@ using Clock = std::chrono::steady_clock;
 
 static double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
-static double gemm_gflops(int n, int reps) {
-  torch::Tensor a = torch::randn({n, n}), b = torch::randn({n, n});
+static double gemm_gflops(int n, int reps, torch::ScalarType dtype = torch::kFloat) {
+  torch::Tensor a = torch::randn({n, n}).to(dtype), b = torch::randn({n, n}).to(dtype);
   torch::Tensor c = torch::mm(a, b);
   double best = 0;
   for (int r = 0; r < 3; ++r) {
@@ -122,25 +125,54 @@ int main(int argc, char** argv) {
   // token, so every row runs to the end.
   const int new_tokens = std::min<int>(gen_tokens, static_cast<int>(T) - 8);
   const double L = cfg.n_layer, C = cfg.n_embd, t_mean = 8 + new_tokens / 2.0;
-  const double weight_bytes = 4.0 * N;
   const double kv_row_bytes = 2.0 * L * C * t_mean * 4.0;
   SamplingConfig sc;
   sc.temperature = 1.0;
   sc.max_new_tokens = new_tokens;
-  for (int rows : {8, 64}) {
+  // Best tokens/s of two timed runs after a warm-up.
+  auto decode_rate = [&](int rows, const SamplingConfig& config) {
     std::vector<std::vector<int32_t>> prompts(rows, std::vector<int32_t>{1, 2, 3, 4, 5, 6, 7, 8});
-    generate(model, prompts, sc, {}, 0);  // warm-up
+    generate(model, prompts, config, {}, 0);
     double best = 0;
     for (int r = 0; r < 2; ++r) {
-      t0 = Clock::now();
-      Generation g = generate(model, prompts, sc, {}, 0);
-      best = std::max(best, g.lengths.sum().item<double>() / since(t0));
+      const auto start = Clock::now();
+      Generation g = generate(model, prompts, config, {}, 0);
+      best = std::max(best, g.lengths.sum().item<double>() / since(start));
     }
-    const double gemm_bound = gemm * 1e9 / (2.0 * N + 4.0 * L * C * t_mean);
-    const double memory_bound = rows * bandwidth * 1e9 / (weight_bytes + rows * kv_row_bytes);
-    const double bound = std::min(gemm_bound, memory_bound);
+    return best;
+  };
+  // The bounds for weights of `bytes_per_weight` multiplied at `rate` GFLOP/s
+  // (the KV cache and attention stay fp32).
+  auto lower_bound = [&](int rows, double rate, double bytes_per_weight, double* gemm_bound, double* memory_bound) {
+    *gemm_bound = rate * 1e9 / (2.0 * N + 4.0 * L * C * t_mean);
+    *memory_bound = rows * bandwidth * 1e9 / (bytes_per_weight * N + rows * kv_row_bytes);
+    return std::min(*gemm_bound, *memory_bound);
+  };
+  double fp32_bound64 = 0;
+  for (int rows : {8, 64}) {
+    const double rate = decode_rate(rows, sc);
+    double gemm_bound = 0, memory_bound = 0;
+    const double bound = lower_bound(rows, gemm, 4.0, &gemm_bound, &memory_bound);
+    if (rows == 64) fp32_bound64 = bound;
     std::printf("decode %2d rows x %d new tokens: %.0f tokens/s; GEMM bound %.0f, memory bound %.0f: %.1f%% of the lower\n",
-                rows, new_tokens, best, gemm_bound, memory_bound, 100.0 * best / bound);
+                rows, new_tokens, rate, gemm_bound, memory_bound, 100.0 * rate / bound);
+  }
+  // The same with bf16 weights for the products (SamplingConfig::weights),
+  // against bounds in bf16: the bf16 GEMM rate measured here and 2 bytes a
+  // weight; and, for comparison, against the fp32 bound above.
+  const double gemm_bf16 = gemm_gflops(2048, 5, torch::kBFloat16);
+  std::printf("bf16 GEMM 2048^3: %.1f GFLOP/s\n", gemm_bf16);
+  SamplingConfig sc16 = sc;
+  sc16.weights = "bf16";
+  for (int rows : {8, 64}) {
+    const double rate = decode_rate(rows, sc16);
+    double gemm_bound = 0, memory_bound = 0;
+    const double bound = lower_bound(rows, gemm_bf16, 2.0, &gemm_bound, &memory_bound);
+    std::printf("decode %2d rows x %d new tokens, bf16 weights: %.0f tokens/s; bf16 GEMM bound %.0f, memory bound %.0f: "
+                "%.1f%% of the lower",
+                rows, new_tokens, rate, gemm_bound, memory_bound, 100.0 * rate / bound);
+    if (rows == 64) std::printf("; %.1f%% of the fp32 lower bound", 100.0 * rate / fp32_bound64);
+    std::printf("\n");
   }
 
   // The KV cache against recomputing the whole prefix, 8 rows.

@@ -1,6 +1,7 @@
 #include "policy/generate.h"
 
 #include <algorithm>
+#include <optional>
 
 #include "common/error.h"
 #include "common/hash.h"
@@ -154,6 +155,9 @@ Generation generate_cached(GPT& model, const std::vector<std::vector<int32_t>>& 
   RLHF_CHECK(!prompts.empty(), "generate() needs at least one prompt");
   RLHF_CHECK(k >= 1, "generate_samples() needs at least one sample per prompt");
   torch::NoGradGuard no_grad;
+  const torch::ScalarType dtype = sampling_weights_dtype(config);
+  std::optional<LowPrecisionWeights> low_precision;
+  if (dtype != model->transformer->wte->weight.scalar_type()) low_precision.emplace(model, dtype);
   const bool was_training = model->is_training();
   model->eval();
   const torch::Device device = model->transformer->wte->weight.device();
@@ -178,6 +182,13 @@ Generation generate_cached(GPT& model, const std::vector<std::vector<int32_t>>& 
 }
 
 }  // namespace
+
+torch::ScalarType sampling_weights_dtype(const SamplingConfig& config) {
+  if (config.weights == "fp32") return torch::kFloat;
+  if (config.weights == "bf16") return torch::kBFloat16;
+  fail(ErrorKind::kConfig, "sampling weights = '", config.weights,
+       "': use \"fp32\" (as trained) or \"bf16\" (faster on CPUs with AVX512-BF16 and on GPUs)");
+}
 
 Generation generate(GPT& model, const std::vector<std::vector<int32_t>>& prompts,
                     const SamplingConfig& config, const std::vector<int32_t>& stop_tokens,

@@ -24,12 +24,18 @@ struct SamplingConfig {
   double top_p = 1.0;          // nucleus: smallest set with this much mass (1 = all), e.g. 0.9
   int max_new_tokens = 64;     // per row, e.g. 128
   int64_t seed = 1234;         // sampling seed; rows use mix(seed, row) unless given
+  // Precision of the weights' matrix products while sampling: "fp32" (as
+  // trained) or "bf16" (bfloat16 copies, several times faster GEMMs on
+  // AVX512-BF16/AMX CPUs and GPUs; log-probs for training are recomputed
+  // in fp32 either way).
+  std::string weights = "fp32";
   template <class V> void visit(V& v) {
     v("temperature", temperature, Range::at_least(0));
     v("top_k", top_k, Range::at_least(0));
     v("top_p", top_p, Range::between(1e-9, 1));
     v("max_new_tokens", max_new_tokens, Range::at_least(1));
     v("seed", seed);
+    v("weights", weights);
   }
 };
 
@@ -47,6 +53,10 @@ std::vector<int32_t> row_tokens(const torch::Tensor& tokens, const torch::Tensor
 // Called after each step with the new token of every row ([B]) and which
 // rows were still running before it; for streaming output.
 using TokenCallback = std::function<void(const torch::Tensor& tokens, const torch::Tensor& running)>;
+
+// The dtype of SamplingConfig::weights; anything but "fp32" or "bf16" is an
+// error naming the setting.
+torch::ScalarType sampling_weights_dtype(const SamplingConfig& config);
 
 // Generates up to max_new_tokens after each prompt. A prompt longer than the
 // context allows keeps its last tokens. `stop_tokens` end a row (the stop

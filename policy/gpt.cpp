@@ -172,7 +172,13 @@ torch::Tensor Conv1DImpl::forward(const torch::Tensor& x) {
   auto out_shape = x.sizes().vec();
   out_shape.back() = weight.size(1);
   torch::Tensor x2 = x.reshape({-1, weight.size(0)});
-  torch::Tensor y = bias.defined() ? torch::addmm(bias, x2, weight) : torch::mm(x2, weight);
+  torch::Tensor y;
+  if (low_precision_weight.defined()) {
+    y = torch::mm(x2.to(low_precision_weight.scalar_type()), low_precision_weight).to(x.scalar_type());
+    if (bias.defined()) y.add_(bias);
+  } else {
+    y = bias.defined() ? torch::addmm(bias, x2, weight) : torch::mm(x2, weight);
+  }
   if (lora) y = torch::addmm(y, torch::mm(x2, lora->A), lora->B, 1.0, lora->scale);
   return y.view(out_shape);
 }
@@ -361,7 +367,26 @@ torch::Tensor GPTImpl::forward(const torch::Tensor& input_ids, const torch::Tens
 }
 
 torch::Tensor GPTImpl::lm_head(const torch::Tensor& hidden) {
+  if (low_precision_head.defined()) {
+    return at::linear(hidden.to(low_precision_head.scalar_type()), low_precision_head).to(hidden.scalar_type());
+  }
   return at::linear(hidden, head ? head->weight : transformer->wte->weight);
+}
+
+LowPrecisionWeights::LowPrecisionWeights(GPT model, torch::ScalarType dtype) : model_(std::move(model)) {
+  torch::NoGradGuard no_grad;
+  for (const auto& m : model_->modules(/*include_self=*/false)) {
+    if (auto* conv = dynamic_cast<Conv1DImpl*>(m.get())) conv->low_precision_weight = conv->weight.detach().to(dtype);
+  }
+  const torch::Tensor& head = model_->head ? model_->head->weight : model_->transformer->wte->weight;
+  model_->low_precision_head = head.detach().to(dtype);
+}
+
+LowPrecisionWeights::~LowPrecisionWeights() {
+  for (const auto& m : model_->modules(/*include_self=*/false)) {
+    if (auto* conv = dynamic_cast<Conv1DImpl*>(m.get())) conv->low_precision_weight = torch::Tensor();
+  }
+  model_->low_precision_head = torch::Tensor();
 }
 
 KVCache GPTImpl::make_cache(int64_t batch, int64_t capacity) {

@@ -130,6 +130,7 @@ class Conv1DImpl : public torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& x);  // [..., in] -> [..., out]
   torch::Tensor weight, bias;  // bias undefined when there is none
   std::optional<LoraBranch> lora;  // set while LoRA adapters are attached
+  torch::Tensor low_precision_weight;  // set while LowPrecisionWeights lives: multiplied in its dtype instead of weight
 };
 TORCH_MODULE(Conv1D);
 
@@ -237,8 +238,26 @@ class GPTImpl : public torch::nn::Module {
 
   Transformer transformer{nullptr};
   LMHead head{nullptr};  // only when tie_word_embeddings is false ("lm_head.weight")
+  torch::Tensor low_precision_head;  // set while LowPrecisionWeights lives: the LM head in its dtype
 };
 TORCH_MODULE(GPT);
+
+// For its lifetime, the model's projections (every Conv1D) and its LM head
+// multiply in `dtype` (e.g. torch::kBFloat16) from copies of their weights
+// made once; activations, norms, attention, the KV cache and the logits stay
+// in the model's own precision. For sampling only: bf16 GEMMs run on
+// AVX512-BF16/AMX CPUs and on GPUs at several times the fp32 rate, and the
+// copies are dropped (and the trained weights untouched) when it ends.
+class LowPrecisionWeights {
+ public:
+  LowPrecisionWeights(GPT model, torch::ScalarType dtype);
+  ~LowPrecisionWeights();
+  LowPrecisionWeights(const LowPrecisionWeights&) = delete;
+  LowPrecisionWeights& operator=(const LowPrecisionWeights&) = delete;
+
+ private:
+  GPT model_;
+};
 
 // GPT-2's tanh GELU; on CPU fp32 through a fused kernel (policy/kernels.h).
 torch::Tensor gelu_tanh(const torch::Tensor& x);

@@ -131,6 +131,39 @@ TEST(Generate, BatchedRowsWithDifferentPromptLengthsEqualEachRowAlone) {
   }
 }
 
+TEST(Generate, Bf16WeightsSampleCloseToFp32AndLeaveTheModelAsItWas) {
+  GPT m = tiny_model();
+  torch::NoGradGuard ng;
+  const torch::Tensor ids = torch::tensor(std::vector<int64_t>{5, 6, 7, 8, 9, 10, 11}).unsqueeze(0);
+  const torch::Tensor fp32 = m->forward(ids);
+  const torch::Tensor wte = m->transformer->wte->weight.clone();
+  {
+    LowPrecisionWeights bf16(m, torch::kBFloat16);
+    const torch::Tensor low = m->forward(ids);
+    EXPECT_EQ(low.scalar_type(), torch::kFloat) << "logits stay fp32";
+    const double err = (low - fp32).abs().max().item<double>() / fp32.abs().max().item<double>();
+    EXPECT_LT(err, 0.02) << "bf16 keeps about 3 significant digits";
+    EXPECT_GT(err, 0.0) << "the products really ran in bf16";
+  }
+  // Afterwards the model computes exactly what it did, in fp32, with its own weights.
+  EXPECT_TRUE(torch::equal(m->forward(ids), fp32));
+  EXPECT_TRUE(torch::equal(m->transformer->wte->weight, wte));
+  EXPECT_EQ(m->transformer->wte->weight.scalar_type(), torch::kFloat);
+
+  // Sampling with weights = "bf16": the sampled tokens' log-probs under the
+  // fp32 model are close to those the bf16 sampler reports.
+  SamplingConfig sc;
+  sc.max_new_tokens = 20;
+  sc.weights = "bf16";
+  Generation g = generate(m, {{5, 6, 7, 8, 9, 10, 11}}, sc, {}, 0);
+  ASSERT_EQ(g.lengths[0].item<int64_t>(), 20);
+  const torch::Tensor full = torch::cat({ids, g.tokens}, 1);
+  EXPECT_LT((sequence_logprobs(m, full, {}, 7) - g.logprobs).abs().max().item<double>(), 0.05);
+  EXPECT_TRUE(torch::equal(m->forward(ids), fp32)) << "the bf16 copies are gone after sampling";
+  sc.weights = "fp16";
+  EXPECT_NE(error_of([&] { generate(m, {{1, 2}}, sc, {}, 0); }).find("weights = 'fp16'"), std::string::npos);
+}
+
 TEST(Generate, StopTokensEndARowAndArePadded) {
   GPT m = tiny_model();
   SamplingConfig sc;
