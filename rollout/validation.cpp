@@ -77,7 +77,6 @@ PolicyReplies validation_replies(GPT& policy, GPT& reference, ScalarHeadModel& r
   SamplingConfig sc;
   sc.temperature = config.temperature;
   sc.max_new_tokens = config.max_new_tokens;
-  const torch::Device device = policy->transformer->wte->weight.device();
   const bool policy_training = policy->is_training(), rm_training = reward_model->is_training();
   policy->eval();
   reward_model->eval();

@@ -542,40 +542,45 @@ TEST(ActiveSelection, TheStoreServesByPriorityAndLabelsKeepTheStrategyThroughExp
   EXPECT_NE(error_of([&] { other.import_jsonl(dir.file("bad.jsonl"), "bob"); }).find("bad.jsonl:1"), std::string::npos);
 }
 
-TEST(ActiveLabelling, RoundsLabelByTheStrategyOnTheLastRewardModelAndResume) {
-  test::TempDir dir("active-loop");
+// A tiny SFT checkpoint and a store of its prompts, each with the agent's
+// real reply and a curt one queued as a pair; with `cut_off`, also a reply
+// cut in half, paired with both. The loop's config points at them.
+labels::ActiveLoopConfig tiny_active_loop(test::TempDir& dir, bool cut_off) {
   const auto data = test::tiny_support_data(48, 4, 4);
   const Tokenizer tok = test::tiny_support_tokenizer(data, 400);
-  const std::string sft = test::write_tiny_checkpoint(dir.file("sft"), tok, 3, 128);
-  const std::string db = dir.file("l.sqlite");
-  {
-    // Per prompt: the agent's real reply, a curt one and a cut-off one, all pairs queued.
-    LabelStore store(db);
-    for (const Json& row : data.train) {
-      Json messages = row["messages"];
-      const std::string good = messages.back()["content"].get<std::string>();
-      if (good.size() < 20) continue;
-      messages.erase(messages.size() - 1);
-      const int64_t p = store.add_prompt(messages, row["metadata"]);
-      const int64_t a = store.add_candidate(p, good, true, "sft", nullptr);
-      const int64_t b = store.add_candidate(p, "Sorry.", true, "sft", nullptr);
-      const int64_t c = store.add_candidate(p, good.substr(0, good.size() / 2), false, "sft", nullptr);
-      store.add_comparison(p, {a, b});
-      store.add_comparison(p, {a, c});
-      store.add_comparison(p, {b, c});
-    }
-  }
   labels::ActiveLoopConfig cfg;
-  cfg.db = db;
+  cfg.rm.init_from = test::write_tiny_checkpoint(dir.file("sft"), tok, 3, 128);
+  cfg.db = dir.file("l.sqlite");
   cfg.out_dir = dir.file("active");
-  cfg.strategy = "uncertainty";
-  cfg.random_floor = 0.2;
-  cfg.budgets = {20, 50};
   cfg.eval_fraction = 0.2;
-  cfg.rm.init_from = sft;
   cfg.rm.train.batch_size = 8;
   cfg.rm.train.threads = 1;
   cfg.rm.train.log_interval = 100;
+  LabelStore store(cfg.db);
+  for (const Json& row : data.train) {
+    Json messages = row["messages"];
+    const std::string good = messages.back()["content"].get<std::string>();
+    if (good.size() < 20) continue;
+    messages.erase(messages.size() - 1);
+    const int64_t p = store.add_prompt(messages, row["metadata"]);
+    const int64_t a = store.add_candidate(p, good, true, "sft", nullptr);
+    const int64_t b = store.add_candidate(p, "Sorry.", true, "sft", nullptr);
+    store.add_comparison(p, {a, b});
+    if (!cut_off) continue;
+    const int64_t c = store.add_candidate(p, good.substr(0, good.size() / 2), false, "sft", nullptr);
+    store.add_comparison(p, {a, c});
+    store.add_comparison(p, {b, c});
+  }
+  return cfg;
+}
+
+TEST(ActiveLabelling, RoundsLabelByTheStrategyOnTheLastRewardModelAndResume) {
+  test::TempDir dir("active-loop");
+  labels::ActiveLoopConfig cfg = tiny_active_loop(dir, /*cut_off=*/true);
+  const std::string& db = cfg.db;
+  cfg.strategy = "uncertainty";
+  cfg.random_floor = 0.2;
+  cfg.budgets = {20, 50};
   const auto points = labels::run_active_labelling(cfg);
   ASSERT_EQ(points.size(), 2u);
   EXPECT_EQ(points[0].labels, 20);
@@ -618,7 +623,9 @@ TEST(ActiveLabelling, RoundsLabelByTheStrategyOnTheLastRewardModelAndResume) {
         prompt_from_json(Json{{"messages", store.prompt(c.prompt_id).messages}}, "", 0, ""), cfg.eval_fraction,
         static_cast<uint64_t>(cfg.rm.train.seed));
     held_out += held;
-    if (held) EXPECT_EQ(labelled.count(c.id), 0u);
+    if (held) {
+      EXPECT_EQ(labelled.count(c.id), 0u);
+    }
   }
   EXPECT_GT(open_ranked, 0u);
   EXPECT_GT(held_out, 0u);
@@ -648,32 +655,10 @@ TEST(ActiveLabelling, RoundsLabelByTheStrategyOnTheLastRewardModelAndResume) {
 
 TEST(ActiveLabelling, TrainOnAllRetrainsEachRoundFromTheStartOnEveryLabel) {
   test::TempDir dir("active-all");
-  const auto data = test::tiny_support_data(48, 4, 4);
-  const Tokenizer tok = test::tiny_support_tokenizer(data, 400);
-  const std::string sft = test::write_tiny_checkpoint(dir.file("sft"), tok, 3, 128);
-  const std::string db = dir.file("l.sqlite");
-  {
-    LabelStore store(db);
-    for (const Json& row : data.train) {
-      Json messages = row["messages"];
-      const std::string good = messages.back()["content"].get<std::string>();
-      messages.erase(messages.size() - 1);
-      const int64_t p = store.add_prompt(messages, row["metadata"]);
-      const int64_t a = store.add_candidate(p, good, true, "sft", nullptr);
-      const int64_t b = store.add_candidate(p, "Sorry.", true, "sft", nullptr);
-      store.add_comparison(p, {a, b});
-    }
-  }
-  labels::ActiveLoopConfig cfg;
-  cfg.db = db;
-  cfg.out_dir = dir.file("active");
+  labels::ActiveLoopConfig cfg = tiny_active_loop(dir, /*cut_off=*/false);
+  const std::string sft = cfg.rm.init_from;
   cfg.budgets = {10, 25};
-  cfg.eval_fraction = 0.2;
   cfg.train_on = "all";
-  cfg.rm.init_from = sft;
-  cfg.rm.train.batch_size = 8;
-  cfg.rm.train.threads = 1;
-  cfg.rm.train.log_interval = 100;
   const auto points = labels::run_active_labelling(cfg);
   ASSERT_EQ(points.size(), 2u);
   // The second round's reward model started from the SFT model, not from the
