@@ -25,6 +25,12 @@ std::vector<std::string> StageArgs::overrides(CLI::App* sub) const {
   return out;
 }
 
+void add_weights_option(CLI::App* sub, std::string& weights) {
+  sub->add_option("--weights", weights, "fp32 (as trained) or bf16 (faster products while sampling)")
+      ->check(CLI::IsMember({"fp32", "bf16"}))
+      ->capture_default_str();
+}
+
 void add_action(CLI::App* sub, Action action) { actions()[sub] = std::move(action); }
 
 void register_commands(CLI::App& app) {

@@ -24,6 +24,9 @@ void run_selected(CLI::App& app);
 // Each group adds its subcommands and their actions.
 using Action = std::function<void()>;
 void add_action(CLI::App* sub, Action action);
+// --weights: the precision of a sampling command's matrix products
+// (SamplingConfig::weights, fp32 or bf16).
+void add_weights_option(CLI::App* sub, std::string& weights);
 void register_pretrain_commands(CLI::App& app);
 void register_data_commands(CLI::App& app);
 void register_sft_commands(CLI::App& app);

@@ -62,9 +62,7 @@ void register_pretrain_commands(CLI::App& app) {
     sub->add_option("--top-k", args->sampling.top_k, "0 = off")->capture_default_str();
     sub->add_option("--top-p", args->sampling.top_p, "1 = off")->capture_default_str();
     sub->add_option("--seed", args->sampling.seed)->capture_default_str();
-    sub->add_option("--weights", args->sampling.weights, "fp32 (as trained) or bf16 (faster products while sampling)")
-        ->check(CLI::IsMember({"fp32", "bf16"}))
-        ->capture_default_str();
+    add_weights_option(sub, args->sampling.weights);
     sub->add_option("--threads", args->threads, "0 = all CPUs")->capture_default_str();
     add_action(sub, [args] {
       set_torch_threads(args->threads);

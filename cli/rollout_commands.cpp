@@ -73,9 +73,7 @@ void register_rollout_commands(CLI::App& app) {
   cmp->add_option("--temperature", c->sampling.temperature)->capture_default_str();
   cmp->add_option("--max-new-tokens", c->sampling.max_new_tokens)->capture_default_str();
   cmp->add_option("--seed", c->sampling.seed)->capture_default_str();
-  cmp->add_option("--weights", c->sampling.weights, "fp32 (as trained) or bf16 (faster products while sampling)")
-      ->check(CLI::IsMember({"fp32", "bf16"}))
-      ->capture_default_str();
+  add_weights_option(cmp, c->sampling.weights);
   cmp->add_option("--samples", c->samples, "replies per prompt and policy")->capture_default_str();
   cmp->add_option("--bootstrap", c->bootstrap, "resamples for the 95% intervals")->capture_default_str();
   cmp->add_option("--out", c->out, "output folder (compare.json, compare.md, replies.jsonl)")->capture_default_str();

@@ -37,9 +37,7 @@ void add_sampling_options(CLI::App* sub, PolicyArgs& a) {
   sub->add_option("--top-p", a.sampling.top_p, "1 = off")->capture_default_str();
   sub->add_option("--max-new-tokens", a.sampling.max_new_tokens)->capture_default_str();
   sub->add_option("--seed", a.sampling.seed)->capture_default_str();
-  sub->add_option("--weights", a.sampling.weights, "fp32 (as trained) or bf16 (faster products while sampling)")
-      ->check(CLI::IsMember({"fp32", "bf16"}))
-      ->capture_default_str();
+  add_weights_option(sub, a.sampling.weights);
   sub->add_option("--threads", a.threads, "0 = all CPUs")->capture_default_str();
 }
 

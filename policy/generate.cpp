@@ -40,7 +40,22 @@ PromptBatch left_pad_prompts(const std::vector<std::vector<int32_t>>& prompts, i
   return {ids.to(device), mask.to(device)};
 }
 
+torch::ScalarType sampling_weights_dtype(const SamplingConfig& config) {
+  if (config.weights == "fp32") return torch::kFloat;
+  if (config.weights == "bf16") return torch::kBFloat16;
+  fail(ErrorKind::kConfig, "sampling weights = '", config.weights,
+       "': use \"fp32\" (as trained) or \"bf16\" (faster on CPUs with AVX512-BF16 and on GPUs)");
+}
+
 namespace {
+
+// Low-precision copies of the weights for one sampling call, when the
+// config asks for a precision other than the model's own.
+std::optional<LowPrecisionWeights> sampling_precision(GPT& model, const SamplingConfig& config) {
+  const torch::ScalarType dtype = sampling_weights_dtype(config);
+  if (dtype == model->transformer->wte->weight.scalar_type()) return std::nullopt;
+  return std::optional<LowPrecisionWeights>(std::in_place, model, dtype);
+}
 
 std::vector<SplitMix> row_rngs(size_t rows, const SamplingConfig& config,
                                const std::vector<uint64_t>& row_seeds) {
@@ -155,9 +170,7 @@ Generation generate_cached(GPT& model, const std::vector<std::vector<int32_t>>& 
   RLHF_CHECK(!prompts.empty(), "generate() needs at least one prompt");
   RLHF_CHECK(k >= 1, "generate_samples() needs at least one sample per prompt");
   torch::NoGradGuard no_grad;
-  const torch::ScalarType dtype = sampling_weights_dtype(config);
-  std::optional<LowPrecisionWeights> low_precision;
-  if (dtype != model->transformer->wte->weight.scalar_type()) low_precision.emplace(model, dtype);
+  const auto low_precision = sampling_precision(model, config);
   const bool was_training = model->is_training();
   model->eval();
   const torch::Device device = model->transformer->wte->weight.device();
@@ -183,13 +196,6 @@ Generation generate_cached(GPT& model, const std::vector<std::vector<int32_t>>& 
 
 }  // namespace
 
-torch::ScalarType sampling_weights_dtype(const SamplingConfig& config) {
-  if (config.weights == "fp32") return torch::kFloat;
-  if (config.weights == "bf16") return torch::kBFloat16;
-  fail(ErrorKind::kConfig, "sampling weights = '", config.weights,
-       "': use \"fp32\" (as trained) or \"bf16\" (faster on CPUs with AVX512-BF16 and on GPUs)");
-}
-
 Generation generate(GPT& model, const std::vector<std::vector<int32_t>>& prompts,
                     const SamplingConfig& config, const std::vector<int32_t>& stop_tokens,
                     int32_t pad_id, const std::vector<uint64_t>& row_seeds,
@@ -207,6 +213,7 @@ Generation generate_uncached(GPT& model, const std::vector<std::vector<int32_t>>
                              const SamplingConfig& config, const std::vector<int32_t>& stop_tokens,
                              int32_t pad_id, const std::vector<uint64_t>& row_seeds) {
   torch::NoGradGuard no_grad;
+  const auto low_precision = sampling_precision(model, config);
   const bool was_training = model->is_training();
   model->eval();
   const torch::Device device = model->transformer->wte->weight.device();
