@@ -17,8 +17,7 @@
 #include "policy/checkpoint.h"
 #include "train/data_order.h"
 #include "train/progress.h"
-#include "train/run_dir.h"
-#include "train/runtime.h"
+#include "train/training_run.h"
 #include "train/safetensors.h"
 
 namespace rlhf {
@@ -231,11 +230,9 @@ DpoResult run_dpo(const DpoConfig& cfg, const std::vector<PreferencePair>& label
     log_info("dpo: data.pairs = ", cfg.data.pairs, ": ", train.size(), " training pairs from ", labelled.size(),
              " labelled");
   }
-  const int threads = set_torch_threads(tc.threads);
-  const torch::Device device = parse_device(tc.device);
-  RunDir run(cfg.out_dir, dist.is_main());
-  // The reference log-probs belong to this policy and these pairs.
-  run.save_config(config_to_json(cfg), {"data", "lora"});
+  // The cached reference log-probs belong to this policy and these pairs.
+  TrainingRun run("dpo", cfg.out_dir, config_to_json(cfg), tc, ResumeRules::fixing({"policy", "data", "lora"}), dist);
+  const torch::Device device = run.device();
 
   LoadedPolicy start = load_chat_policy(cfg.policy, device);
   GPT model = start.model;
@@ -245,7 +242,7 @@ DpoResult run_dpo(const DpoConfig& cfg, const std::vector<PreferencePair>& label
   model->eval();  // no dropout: the reference log-probs must be reproducible
 
   // Reference log-probs, once: the starting policy is the reference.
-  const std::string cache_path = run.file("reference_logps.safetensors");
+  const std::string cache_path = run.dir().file("reference_logps.safetensors");
   torch::Tensor ref_train, ref_eval;
   if (path_exists(cache_path)) {
     const TensorMap cache = load_safetensors(cache_path).tensors;
@@ -256,7 +253,7 @@ DpoResult run_dpo(const DpoConfig& cfg, const std::vector<PreferencePair>& label
            " pairs but this run has ", train.size(), " + ", eval.size(), "; the labels changed: start a new out_dir");
     }
   } else {
-    if (latest_checkpoint(cfg.out_dir)) {
+    if (run.resume()) {
       fail(ErrorKind::kCorrupt, cache_path, " is missing from a run with checkpoints; start a new out_dir");
     }
     const auto t0 = std::chrono::steady_clock::now();
@@ -281,32 +278,29 @@ DpoResult run_dpo(const DpoConfig& cfg, const std::vector<PreferencePair>& label
                        : std::max<int64_t>(1, static_cast<int64_t>(std::ceil(tc.epochs * train.size() / global_batch)));
   EpochOrder order(static_cast<int64_t>(train.size()), mix_seed({static_cast<uint64_t>(tc.seed), 0xd70u}));
 
-  int64_t start_step = 0;
   double best_loss = std::numeric_limits<double>::infinity();
-  if (auto latest = latest_checkpoint(cfg.out_dir)) {
-    const Json state = restore_training_state(*latest, model, lora.get(), optimizer);
-    start_step = state.at("step").get<int64_t>();
-    if (state.contains("best_eval_loss") && state["best_eval_loss"].is_number()) best_loss = state["best_eval_loss"];
-    log_info("resuming from ", *latest, " at step ", start_step);
+  if (const auto& resume = run.resume()) {
+    restore_training_state(resume->dir, model, lora.get(), optimizer);
+    best_loss = resume->state.number("best_eval_loss", best_loss);  // infinity is stored as null
   }
-  run.open_metrics(start_step);
-  broadcast_parameters(dist, params);
-  GradientSync sync(dist, params);
+  const int64_t start_step = run.resume_step();
+  run.start(params, start_step);
   log_info("dpo: ", train.size(), " training and ", eval.size(), " held-out pairs, loss ", cfg.dpo.loss_type,
            ", beta ", cfg.dpo.beta, cfg.dpo.label_smoothing > 0 ? str_cat(", label smoothing ", cfg.dpo.label_smoothing) : "",
            cfg.dpo.rpo_alpha > 0 ? str_cat(", RPO alpha ", cfg.dpo.rpo_alpha) : "",
            cfg.lora.enabled ? str_cat(", LoRA rank ", cfg.lora.rank) : std::string(), ", ", total_steps, " steps, ",
-           threads, " threads");
+           run.threads(), " threads");
 
   DpoResult result;
   auto save = [&](int64_t step, const DpoStats& e, bool best) {
-    if (!dist.is_main()) return;
-    CheckpointWrite w = policy_checkpoint(model, lora.get(), tokenizer);
-    w.trainer_state = {{"stage", "dpo"}, {"step", step}, {"eval", e.to_json("")}, {"best_eval_loss", best_loss},
-                       {"last_label_id", last_label_id}, {"system_prompt", system_prompt},
-                       {"config", config_to_json(cfg)}};
-    w.optimizer_state = optimizer.state();
-    commit_checkpoint(cfg.out_dir, step, w, best, tc.keep_checkpoints);
+    run.commit(step, best, [&](const std::string& folder) {
+      CheckpointWrite w = policy_checkpoint(model, lora.get(), tokenizer);
+      w.trainer_state = run.state(step, {{"eval", e.to_json("")}, {"best_eval_loss", best_loss},
+                                         {"last_label_id", last_label_id}, {"system_prompt", system_prompt}})
+                            .to_json();
+      w.optimizer_state = optimizer.state();
+      save_checkpoint(folder, w);
+    });
   };
 
   ProgressMeter progress("dpo", total_steps, tc.log_interval);
@@ -328,24 +322,20 @@ DpoResult run_dpo(const DpoConfig& cfg, const std::vector<PreferencePair>& label
       std::vector<float> w;
       for (const PreferencePair* p : batch) w.push_back(static_cast<float>(p->weight));
       const torch::Tensor loss = (t.losses * torch::tensor(w).to(device)).sum() / step_weight;
-      if (m == tc.grad_accum - 1) sync.arm();
+      if (m == tc.grad_accum - 1) run.sync().arm();
       loss.backward();
       step_loss += loss.item<double>();
       accumulate(s, t, lp.chosen.detach(), lp.rejected.detach(), batch);
     }
-    sync.finish();
+    const auto [grad_norm, lr] = run.finish_step(optimizer, cfg.schedule, step, total_steps, tc.grad_clip);
     step_loss = all_reduce_sum(dist, step_loss);
-    const double grad_norm = clip_grad_norm(params, tc.grad_clip);
-    const double lr = learning_rate(cfg.schedule, step, total_steps);
-    optimizer.step(lr);
-    optimizer.zero_grad();
     const int64_t done = step + 1;
     Json row = averaged(s).to_json("train/");
     row["step"] = done;
     row["train/loss"] = step_loss;
     row["lr"] = lr;
     row["grad_norm"] = grad_norm;
-    run.log_metrics(row);
+    run.log(row);
     progress.step_done(done, step_loss, lr, static_cast<double>(global_batch), "pairs");
 
     const bool last = done == total_steps;
@@ -355,15 +345,17 @@ DpoResult run_dpo(const DpoConfig& cfg, const std::vector<PreferencePair>& label
       if (improved) best_loss = e.loss;
       Json erow = e.to_json("eval/");
       erow["step"] = done;
-      run.log_metrics(erow);
+      run.log(erow);
       log_info("eval step ", done, " | loss ", e.loss, " | accuracy ", e.accuracy, " | margin ", e.margin,
                " | logps chosen ", e.chosen_logp, " rejected ", e.rejected_logp, improved ? " (best)" : "");
       save(done, e, improved);
       result.eval = e;
+    } else if (run.checkpoint_due(done, total_steps)) {
+      save(done, averaged(s), false);
     }
     progress.pause_done();
   }
-  barrier(dist);
+  run.finish();
   result.checkpoint = resolve_checkpoint(cfg.out_dir, /*prefer_best=*/true);
   return result;
 }

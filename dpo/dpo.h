@@ -21,6 +21,7 @@
 #include "reward/rm_train.h"
 #include "train/distributed.h"
 #include "train/optim.h"
+#include "train/training_run.h"
 
 namespace rlhf {
 
@@ -49,30 +50,23 @@ struct DpoDataConfig : RewardDataConfig {
   }
 };
 
-struct DpoLoopConfig {
+struct DpoLoopConfig : RunSettings {
   int batch_size = 8;           // pairs per micro-batch (each is two sequences), e.g. 8
   int grad_accum = 1;
   double epochs = 1.0;          // passes over the training pairs
   int64_t max_steps = 0;        // optimiser steps; 0 = from epochs
   double grad_clip = 1.0;
-  int64_t seed = 42;
-  int threads = 0;
-  std::string device = "cpu";
   int log_interval = 10;
   int eval_interval = 0;        // steps between held-out evaluations (0 = only at the end)
-  int keep_checkpoints = 2;     // newest checkpoints kept (and the best)
   template <class V> void visit(V& v) {
     v("batch_size", batch_size, Range::at_least(1));
     v("grad_accum", grad_accum, Range::at_least(1));
     v("epochs", epochs, Range::at_least(0));
     v("max_steps", max_steps, Range::at_least(0));
     v("grad_clip", grad_clip, Range::at_least(0));
-    v("seed", seed);
-    v("threads", threads, Range::at_least(0));
-    v("device", device);
+    visit_run(v);
     v("log_interval", log_interval, Range::at_least(1));
     v("eval_interval", eval_interval, Range::at_least(0));
-    v("keep_checkpoints", keep_checkpoints, Range::at_least(1));
   }
 };
 

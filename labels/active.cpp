@@ -14,6 +14,7 @@
 #include "policy/checkpoint.h"
 #include "reward/reward_model.h"
 #include "train/runtime.h"
+#include "train/training_run.h"
 
 namespace rlhf::labels {
 namespace {
@@ -92,7 +93,7 @@ double seconds_since(std::chrono::steady_clock::time_point t) {
 
 bool finished_run(const std::string& dir) {
   const std::optional<std::string> latest = latest_checkpoint(dir);
-  return latest && read_json_file(join_path(*latest, "trainer_state.json")).value("done", false);
+  return latest && TrainerState::read(*latest).finished;
 }
 
 }  // namespace

@@ -199,14 +199,13 @@ CheckpointWrite policy_checkpoint(GPT& model, const LoraAdapters* lora, const To
   return w;
 }
 
-Json restore_training_state(const std::string& dir, GPT& model, LoraAdapters* lora, AdamW& optimizer) {
+void restore_training_state(const std::string& dir, GPT& model, LoraAdapters* lora, AdamW& optimizer) {
   if (lora != nullptr) {
     lora->load_peft_state(load_safetensors(join_path(dir, "adapter_model.safetensors")).tensors, dir);
   } else {
     load_weights(*model, load_safetensors(join_path(dir, "model.safetensors")).tensors, dir);
   }
   optimizer.load_state(load_safetensors(join_path(dir, "optimizer.safetensors")).tensors, dir);
-  return read_json_file(join_path(dir, "trainer_state.json"));
 }
 
 }  // namespace rlhf

@@ -91,8 +91,7 @@ std::vector<NamedParameter> trainable_parameters(torch::nn::Module& module, cons
 CheckpointWrite policy_checkpoint(GPT& model, const LoraAdapters* lora, const Tokenizer& tokenizer);
 
 // Restores what a run trains from its checkpoint `dir`: the adapters (with
-// `lora`) or the model's weights, and the optimiser. Returns the
-// checkpoint's trainer_state.json.
-Json restore_training_state(const std::string& dir, GPT& model, LoraAdapters* lora, AdamW& optimizer);
+// `lora`) or the model's weights, and the optimiser.
+void restore_training_state(const std::string& dir, GPT& model, LoraAdapters* lora, AdamW& optimizer);
 
 }  // namespace rlhf

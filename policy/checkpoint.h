@@ -18,6 +18,7 @@
 #include "common/config.h"
 #include "policy/gpt.h"
 #include "tokenizer/tokenizer.h"
+#include "train/checkpoints.h"
 #include "train/safetensors.h"
 
 namespace rlhf {
@@ -44,7 +45,6 @@ Json special_token_ids(const Tokenizer& tokenizer);
 // model.safetensors.index.json lists (as transformers writes large models).
 // Every tensor the index names must be in its shard; errors name the file.
 TensorMap load_model_tensors(const std::string& dir);
-bool has_model_weights(const std::string& dir);
 
 // All parameters and buffers of a module by name (what model.safetensors holds).
 TensorMap model_weights(torch::nn::Module& model);
@@ -58,11 +58,6 @@ void save_checkpoint(const std::string& dir, const CheckpointWrite& contents);
 // naming it and `source`.
 void load_weights(torch::nn::Module& model, const TensorMap& tensors, const std::string& source,
                   bool allow_missing = false);
-
-// A checkpoint folder given a run folder or a checkpoint folder: a folder
-// holding model.safetensors is used as is; a run folder resolves to its
-// "best" checkpoint if asked and present, else its latest.
-std::string resolve_checkpoint(const std::string& path, bool prefer_best = false);
 
 struct LoadedPolicy {
   GPT model{nullptr};
@@ -78,20 +73,5 @@ struct LoadedPolicy {
 void share_weights(torch::nn::Module& dst, torch::nn::Module& src);
 
 LoadedPolicy load_policy(const std::string& path, torch::Device device = torch::kCPU);
-
-Json read_json_file(const std::string& path);
-
-// Checkpoints of a run live in <run>/checkpoints/step-NNNNNNN; "latest" and
-// "best" files name them.
-std::string checkpoint_name(int64_t step);
-std::optional<std::string> latest_checkpoint(const std::string& run_dir);
-// Points "latest" (or "best") at `name`, then deletes all but the newest
-// `keep` step folders (never the one "best" names).
-void mark_checkpoint(const std::string& run_dir, const std::string& name, const char* which = "latest");
-void prune_checkpoints(const std::string& run_dir, int keep);
-// A stage's checkpoint at `step`, in one call: writes it, points "latest"
-// (and with `best` "best") at it, keeps the newest `keep`. Returns its name.
-std::string commit_checkpoint(const std::string& run_dir, int64_t step, const CheckpointWrite& contents, bool best,
-                              int keep);
 
 }  // namespace rlhf

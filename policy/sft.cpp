@@ -13,8 +13,7 @@
 #include "train/data_order.h"
 #include "train/distributed.h"
 #include "train/progress.h"
-#include "train/run_dir.h"
-#include "train/runtime.h"
+#include "train/training_run.h"
 
 namespace rlhf {
 namespace {
@@ -117,11 +116,9 @@ torch::Tensor masked_token_loss_sum(const torch::Tensor& logits, const torch::Te
 SftResult run_sft(const SftConfig& cfg, const DistInfo& dist) {
   const auto& tc = cfg.train;
   if (tc.batch_size < 1 || tc.grad_accum < 1) fail(ErrorKind::kConfig, "train.batch_size and train.grad_accum must be at least 1");
-  const int threads = set_torch_threads(tc.threads);
-  const torch::Device device = parse_device(tc.device);
-  RunDir run(cfg.out_dir, dist.is_main());
-  // Resuming with another starting point or adaptation would mix two runs.
-  run.save_config(config_to_json(cfg), {"data", "freeze", "lora"});
+  // Resuming with other data or another adaptation would mix two runs.
+  TrainingRun run("sft", cfg.out_dir, config_to_json(cfg), tc, ResumeRules::fixing({"data", "freeze", "lora"}), dist);
+  const torch::Device device = run.device();
 
   // The starting model and its tokenizer, with its chat template (ours, and
   // our markers, if it has none).
@@ -156,7 +153,7 @@ SftResult run_sft(const SftConfig& cfg, const DistInfo& dist) {
   log_info("sft: ", train.size(), " training and ", val.size(), " validation conversations; trainable parameters ",
            format_count(static_cast<double>(trainable)), " of ", format_count(static_cast<double>(total_params)),
            " (", 100.0 * trainable / std::max<int64_t>(total_params, 1), "%)",
-           cfg.lora.enabled ? str_cat(", LoRA rank ", cfg.lora.rank) : std::string(), ", ", threads, " threads");
+           cfg.lora.enabled ? str_cat(", LoRA rank ", cfg.lora.rank) : std::string(), ", ", run.threads(), " threads");
   if (params.empty()) fail(ErrorKind::kConfig, "every parameter is frozen: nothing would train");
   AdamW optimizer(params, cfg.optim);
 
@@ -169,32 +166,30 @@ SftResult run_sft(const SftConfig& cfg, const DistInfo& dist) {
   LengthGroupedOrder order(lengths, global_batch, mix_seed({static_cast<uint64_t>(tc.seed), 0x5f7u}));
   const std::string system_prompt = first_system_prompt(cfg.data.train_file);
 
-  int64_t start_step = 0, best_step = -1;
+  int64_t best_step = -1;
   double best_val = std::numeric_limits<double>::infinity();
   SftResult result;
-  if (auto latest = latest_checkpoint(cfg.out_dir)) {
-    const Json state = restore_training_state(*latest, model, lora.get(), optimizer);
-    start_step = state.at("step").get<int64_t>();
-    best_step = state.value("best_step", int64_t{-1});
-    // Infinity and NaN are stored as null in JSON.
-    if (state.contains("best_val_loss") && state["best_val_loss"].is_number()) best_val = state["best_val_loss"].get<double>();
-    for (const auto& p : state.value("val_curve", Json::array())) result.val_curve.emplace_back(p[0], p[1]);
-    log_info("resuming from ", *latest, " at step ", start_step);
+  if (const auto& resume = run.resume()) {
+    restore_training_state(resume->dir, model, lora.get(), optimizer);
+    best_step = resume->state.integer("best_step", -1);
+    best_val = resume->state.number("best_val_loss", best_val);  // infinity is stored as null
+    for (const auto& p : resume->state.extra.value("val_curve", Json::array())) result.val_curve.emplace_back(p[0], p[1]);
   }
-  run.open_metrics(start_step);
-  broadcast_parameters(dist, params);
-  GradientSync sync(dist, params);
+  const int64_t start_step = run.resume_step();
+  run.start(params, start_step);
 
   auto save = [&](int64_t step, double val_loss, bool best) {
-    if (!dist.is_main()) return std::string();
-    CheckpointWrite w = policy_checkpoint(model, lora.get(), tokenizer);
-    Json curve = Json::array();
-    for (const auto& [s, l] : result.val_curve) curve.push_back({s, l});
-    w.trainer_state = {{"stage", "sft"}, {"step", step}, {"val_loss", val_loss}, {"best_val_loss", best_val},
-                       {"best_step", best_step}, {"val_curve", curve}, {"system_prompt", system_prompt},
-                       {"trainable_parameters", trainable}, {"config", config_to_json(cfg)}};
-    w.optimizer_state = optimizer.state();
-    return commit_checkpoint(cfg.out_dir, step, w, best, tc.keep_checkpoints);
+    return run.commit(step, best, [&](const std::string& folder) {
+      CheckpointWrite w = policy_checkpoint(model, lora.get(), tokenizer);
+      Json curve = Json::array();
+      for (const auto& [s, l] : result.val_curve) curve.push_back({s, l});
+      w.trainer_state = run.state(step, {{"val_loss", val_loss}, {"best_val_loss", best_val}, {"best_step", best_step},
+                                         {"val_curve", curve}, {"system_prompt", system_prompt},
+                                         {"trainable_parameters", trainable}})
+                            .to_json();
+      w.optimizer_state = optimizer.state();
+      save_checkpoint(folder, w);
+    });
   };
 
   ProgressMeter progress("sft", total_steps, tc.log_interval);
@@ -220,22 +215,18 @@ SftResult run_sft(const SftConfig& cfg, const DistInfo& dist) {
       torch::Tensor logits = model->forward(b.input_ids.to(device));
       // This rank's share of the step's loss (gradients are summed across ranks).
       torch::Tensor loss = masked_token_loss_sum(logits, b.targets.to(device), b.loss_mask.to(device)) / step_tokens;
-      if (m == tc.grad_accum - 1) sync.arm();
+      if (m == tc.grad_accum - 1) run.sync().arm();
       loss.backward();
       step_loss += loss.item<double>();
     }
-    sync.finish();
+    const auto [grad_norm, lr] = run.finish_step(optimizer, cfg.schedule, step, total_steps, tc.grad_clip);
     step_loss = all_reduce_sum(dist, step_loss);
-    const double grad_norm = clip_grad_norm(params, tc.grad_clip);
-    const double lr = learning_rate(cfg.schedule, step, total_steps);
-    optimizer.step(lr);
-    optimizer.zero_grad();
     const int64_t done = step + 1;
-    run.log_metrics({{"step", done}, {"loss/train", step_loss}, {"lr", lr}, {"grad_norm", grad_norm}});
+    run.log({{"step", done}, {"loss/train", step_loss}, {"lr", lr}, {"grad_norm", grad_norm}});
     progress.step_done(done, step_loss, lr, static_cast<double>(global_batch), "conversations");
 
     const bool last = done == total_steps;
-    std::string saved;
+    bool saved = false;
     if ((tc.eval_interval > 0 && done % tc.eval_interval == 0) || last) {
       val_loss = evaluate(model, val, tc.batch_size, pad, device);
       result.val_curve.emplace_back(done, val_loss);
@@ -245,18 +236,17 @@ SftResult run_sft(const SftConfig& cfg, const DistInfo& dist) {
         best_step = done;
       }
       log_info("eval step ", done, " | val loss ", val_loss, improved ? " (best)" : "");
-      run.log_metrics({{"step", done}, {"loss/val", val_loss}});
+      run.log({{"step", done}, {"loss/val", val_loss}});
       if (improved) {
-        saved = save(done, val_loss, /*best=*/true);
+        save(done, val_loss, /*best=*/true);
+        saved = true;
       }
     }
-    if (saved.empty() && ((tc.checkpoint_interval > 0 && done % tc.checkpoint_interval == 0) || last)) {
-      save(done, val_loss, /*best=*/false);
-    }
+    if (!saved && run.checkpoint_due(done, total_steps)) save(done, val_loss, /*best=*/false);
     progress.pause_done();
   }
 
-  barrier(dist);  // rank 0's checkpoints are on disk
+  run.finish();  // rank 0's checkpoints are on disk
   result.best_checkpoint = resolve_checkpoint(cfg.out_dir, /*prefer_best=*/true);
   result.best_val_loss = best_val;
 
@@ -276,7 +266,7 @@ SftResult run_sft(const SftConfig& cfg, const DistInfo& dist) {
       result.samples.push_back("customer: " + convs[i].back().content + "\nagent: " + replies[i].text);
       text += result.samples.back() + "\n\n";
     }
-    if (dist.is_main()) write_file_atomic(run.file("samples.txt"), text);
+    write_file_atomic(run.dir().file("samples.txt"), text);
   }
   return result;
 }

@@ -13,6 +13,7 @@
 #include "policy/generate.h"
 #include "train/distributed.h"
 #include "train/optim.h"
+#include "train/training_run.h"
 
 namespace rlhf {
 
@@ -25,32 +26,27 @@ struct SftDataConfig {
   }
 };
 
-struct SftLoopConfig {
+struct SftLoopConfig : RunSettings {
+  SftLoopConfig() {
+    seed = 1234;  // data order, dropout, LoRA and random initialisation
+    checkpoint_interval = 100;
+  }
   int batch_size = 16;              // conversations per micro-batch, e.g. 16
   int grad_accum = 1;               // micro-batches per optimizer step
   double epochs = 2.0;              // passes over the training set (when max_steps is 0)
   int64_t max_steps = 0;            // optimizer steps; 0 = from epochs
   double grad_clip = 1.0;           // global gradient-norm limit (0 = off)
-  int64_t seed = 1234;              // data order, dropout, LoRA and random initialisation
-  int threads = 0;                  // LibTorch threads (0 = all CPUs available)
-  std::string device = "cpu";       // "cpu", "cuda" or "auto"
   int log_interval = 10;            // steps between progress lines
   int eval_interval = 50;           // steps between validation passes (0 = only at the end)
-  int checkpoint_interval = 100;    // steps between checkpoints (0 = only at the end)
-  int keep_checkpoints = 2;         // step checkpoints kept on disk (the best is always kept)
   template <class V> void visit(V& v) {
     v("batch_size", batch_size, Range::at_least(1));
     v("grad_accum", grad_accum, Range::at_least(1));
     v("epochs", epochs, Range::at_least(0));
     v("max_steps", max_steps, Range::at_least(0));
     v("grad_clip", grad_clip, Range::at_least(0));
-    v("seed", seed);
-    v("threads", threads, Range::at_least(0));
-    v("device", device);
+    visit_run(v);
     v("log_interval", log_interval, Range::at_least(1));
     v("eval_interval", eval_interval, Range::at_least(0));
-    v("checkpoint_interval", checkpoint_interval, Range::at_least(0));
-    v("keep_checkpoints", keep_checkpoints, Range::at_least(1));
   }
 };
 

@@ -16,8 +16,7 @@
 #include "train/data_order.h"
 #include "train/distributed.h"
 #include "train/progress.h"
-#include "train/run_dir.h"
-#include "train/runtime.h"
+#include "train/training_run.h"
 
 namespace rlhf {
 namespace {
@@ -173,8 +172,6 @@ PretrainResult run_pretrain(const PretrainConfig& config_in, const DistInfo& dis
   if (tc.batch_size < 1 || tc.grad_accum < 1 || tc.max_steps < 1) {
     fail(ErrorKind::kConfig, "train.batch_size, train.grad_accum and train.max_steps must be at least 1");
   }
-  const int threads = set_torch_threads(tc.threads);
-  const torch::Device device = parse_device(tc.device);
   std::optional<LoadedPolicy> base;
   if (!cfg.init_from.empty()) {
     if (!cfg.data.tokenizer.empty()) {
@@ -190,20 +187,21 @@ PretrainResult run_pretrain(const PretrainConfig& config_in, const DistInfo& dis
     cfg.model = base->model->config();
     cfg.model.vocab_size = 0;  // taken from the tokenizer below, grown for its special tokens if needed
   }
-  RunDir run(cfg.out_dir, dist.is_main());
+  RunDir folder(cfg.out_dir, dist.is_main());
 
   // Rank 0 prepares the token files; the others wait, then reuse them.
   PreparedData data;
-  if (dist.is_main()) data = prepare_data(cfg, run, dist);
+  if (dist.is_main()) data = prepare_data(cfg, folder, dist);
   barrier(dist);
-  if (!dist.is_main()) data = prepare_data(cfg, run, dist);
+  if (!dist.is_main()) data = prepare_data(cfg, folder, dist);
   if (cfg.model.vocab_size != 0 && cfg.model.vocab_size != data.tokenizer.vocab_size()) {
     fail(ErrorKind::kConfig, "model.vocab_size = ", cfg.model.vocab_size, " but the tokenizer has ",
          data.tokenizer.vocab_size(), " tokens; leave model.vocab_size at 0 to take it from the tokenizer");
   }
   cfg.model.vocab_size = data.tokenizer.vocab_size();
   cfg.model.validate();
-  run.save_config(config_to_json(cfg), {"data", "model"});
+  TrainingRun run("pretrain", cfg.out_dir, config_to_json(cfg), tc, ResumeRules::fixing({"data", "model"}), dist);
+  const torch::Device device = run.device();
 
   TokenFile train_file(data.train_path, cfg.model.vocab_size);
   TokenFile val_file(data.val_path, cfg.model.vocab_size);
@@ -226,33 +224,29 @@ PretrainResult run_pretrain(const PretrainConfig& config_in, const DistInfo& dis
   for (auto& [name, p] : named_parameters(*model)) params.push_back({name, p, default_decay(name, p)});
   AdamW optimizer(params, cfg.optim);
 
-  int64_t start_step = 0;
-  if (auto latest = latest_checkpoint(cfg.out_dir)) {
-    load_weights(*model, load_model_tensors(*latest), *latest);
-    optimizer.load_state(load_safetensors(join_path(*latest, "optimizer.safetensors")).tensors, *latest);
-    start_step = read_json_file(join_path(*latest, "trainer_state.json")).at("step").get<int64_t>();
-    log_info("resuming from ", *latest, " at step ", start_step);
+  if (const auto& resume = run.resume()) {
+    load_weights(*model, load_model_tensors(resume->dir), resume->dir);
+    optimizer.load_state(load_safetensors(join_path(resume->dir, "optimizer.safetensors")).tensors, resume->dir);
   }
-  run.open_metrics(start_step);
-  broadcast_parameters(dist, params);
-  GradientSync sync(dist, params);
+  const int64_t start_step = run.resume_step();
+  run.start(params, start_step);
 
   const int64_t tokens_per_step = static_cast<int64_t>(tc.batch_size) * tc.grad_accum * dist.world_size * block;
   log_info("pretrain: ", format_count(static_cast<double>(cfg.model.num_parameters())), " parameters, ",
            cfg.model.n_layer, " layers x ", cfg.model.n_embd, " wide, context ", block, ", ",
            format_count(static_cast<double>(tokens_per_step)), " tokens per step, ", tc.max_steps,
-           " steps, ", threads, " threads on ", device.str());
+           " steps, ", run.threads(), " threads on ", device.str());
 
   auto save = [&](int64_t step, double val_loss) {
-    if (!dist.is_main()) return;
-    CheckpointWrite w;
-    w.weights = model_weights(*model);
-    w.hf_config = gpt_config_to_hf(cfg.model);
-    w.tokenizer = &data.tokenizer;
-    w.trainer_state = {{"stage", "pretrain"}, {"step", step}, {"val_loss", val_loss},
-                       {"tokens_seen", step * tokens_per_step}, {"config", config_to_json(cfg)}};
-    w.optimizer_state = optimizer.state();
-    commit_checkpoint(cfg.out_dir, step, w, /*best=*/false, tc.keep_checkpoints);
+    run.commit(step, /*best=*/false, [&](const std::string& folder) {
+      CheckpointWrite w;
+      w.weights = model_weights(*model);
+      w.hf_config = gpt_config_to_hf(cfg.model);
+      w.tokenizer = &data.tokenizer;
+      w.trainer_state = run.state(step, {{"val_loss", val_loss}, {"tokens_seen", step * tokens_per_step}}).to_json();
+      w.optimizer_state = optimizer.state();
+      save_checkpoint(folder, w);
+    });
   };
 
   double val_loss = std::nan("");
@@ -268,38 +262,34 @@ PretrainResult run_pretrain(const PretrainConfig& config_in, const DistInfo& dis
       }
       auto [x, y] = make_batch(train_file, starts, block);
       torch::Tensor loss = next_token_loss(model->forward(x.to(device)), y.to(device));
-      if (m == tc.grad_accum - 1) sync.arm();
+      if (m == tc.grad_accum - 1) run.sync().arm();
       // This rank's share of the global mean (gradients are summed across ranks).
       (loss / (tc.grad_accum * dist.world_size)).backward();
       step_loss += loss.item<double>() / tc.grad_accum;
     }
-    sync.finish();
+    const auto [grad_norm, lr] = run.finish_step(optimizer, cfg.schedule, step, tc.max_steps, tc.grad_clip);
     step_loss = all_reduce_sum(dist, step_loss) / dist.world_size;
-    const double grad_norm = clip_grad_norm(params, tc.grad_clip);
-    const double lr = learning_rate(cfg.schedule, step, tc.max_steps);
-    optimizer.step(lr);
-    optimizer.zero_grad();
 
     const int64_t done = step + 1;
-    run.log_metrics({{"step", done}, {"loss/train", step_loss}, {"lr", lr}, {"grad_norm", grad_norm},
+    run.log({{"step", done}, {"loss/train", step_loss}, {"lr", lr}, {"grad_norm", grad_norm},
                      {"tokens", done * tokens_per_step}});
     progress.step_done(done, step_loss, lr, static_cast<double>(tokens_per_step), "tok");
     const bool last = done == tc.max_steps;
     if ((tc.eval_interval > 0 && done % tc.eval_interval == 0) || last) {
       val_loss = evaluate(model, val_file, cfg, device);
       log_info("eval step ", done, " | val loss ", val_loss, " | val ppl ", std::exp(val_loss));
-      run.log_metrics({{"step", done}, {"loss/val", val_loss}, {"ppl/val", std::exp(val_loss)}});
+      run.log({{"step", done}, {"loss/val", val_loss}, {"ppl/val", std::exp(val_loss)}});
     }
-    if ((tc.checkpoint_interval > 0 && done % tc.checkpoint_interval == 0) || last) save(done, val_loss);
+    if (run.checkpoint_due(done, tc.max_steps)) save(done, val_loss);
     progress.pause_done();
   }
 
-  barrier(dist);  // rank 0's last checkpoint is on disk
+  run.finish();  // rank 0's last checkpoint is on disk
   PretrainResult result;
   result.checkpoint = resolve_checkpoint(cfg.out_dir);
   if (std::isnan(val_loss)) val_loss = evaluate(model, val_file, cfg, device);
   result.final_val_loss = val_loss;
-  if (dist.is_main()) result.samples = write_samples(model, data.tokenizer, cfg.sample, run);
+  if (dist.is_main()) result.samples = write_samples(model, data.tokenizer, cfg.sample, folder);
   return result;
 }
 

@@ -12,6 +12,7 @@
 #include "tokenizer/tokenizer.h"
 #include "train/distributed.h"
 #include "train/optim.h"
+#include "train/training_run.h"
 
 namespace rlhf {
 
@@ -32,32 +33,27 @@ struct PretrainDataConfig {
   }
 };
 
-struct PretrainLoopConfig {
+struct PretrainLoopConfig : RunSettings {
+  PretrainLoopConfig() {
+    seed = 1337;  // data order, initialisation and dropout
+    checkpoint_interval = 200;
+  }
   int batch_size = 16;             // sequences per micro-batch, e.g. 16
   int grad_accum = 1;              // micro-batches per optimizer step, e.g. 4
   int64_t max_steps = 1000;        // optimizer steps, e.g. 5000
   double grad_clip = 1.0;          // global gradient-norm limit (0 = off)
-  int64_t seed = 1337;             // data order, initialisation and dropout
-  int threads = 0;                 // LibTorch threads (0 = all CPUs available)
-  std::string device = "cpu";      // "cpu", "cuda" or "auto"
   int log_interval = 10;           // steps between progress lines
   int eval_interval = 200;         // steps between validation passes (0 = only at the end)
   int eval_batches = 8;            // micro-batches per validation pass
-  int checkpoint_interval = 200;   // steps between checkpoints (0 = only at the end)
-  int keep_checkpoints = 2;        // step checkpoints kept on disk
   template <class V> void visit(V& v) {
     v("batch_size", batch_size, Range::at_least(1));
     v("grad_accum", grad_accum, Range::at_least(1));
     v("max_steps", max_steps, Range::at_least(0));
     v("grad_clip", grad_clip, Range::at_least(0));
-    v("seed", seed);
-    v("threads", threads, Range::at_least(0));
-    v("device", device);
+    visit_run(v);
     v("log_interval", log_interval, Range::at_least(1));
     v("eval_interval", eval_interval, Range::at_least(0));
     v("eval_batches", eval_batches, Range::at_least(1));
-    v("checkpoint_interval", checkpoint_interval, Range::at_least(0));
-    v("keep_checkpoints", keep_checkpoints, Range::at_least(1));
   }
 };
 

@@ -13,8 +13,7 @@
 #include "train/data_order.h"
 #include "train/distributed.h"
 #include "train/progress.h"
-#include "train/run_dir.h"
-#include "train/runtime.h"
+#include "train/training_run.h"
 
 namespace rlhf {
 namespace {
@@ -173,10 +172,13 @@ RewardTrainResult run_reward_training(const RewardTrainConfig& cfg, const std::v
                                       const DistInfo& dist) {
   const auto& tc = cfg.train;
   if (train.empty()) fail(ErrorKind::kData, "no training pairs: label some comparisons first (rlhf label)");
-  const int threads = set_torch_threads(tc.threads);
-  const torch::Device device = parse_device(tc.device);
-  RunDir run(cfg.out_dir, dist.is_main());
-  run.save_config(config_to_json(cfg), {"data"});
+  // A finished reward model trains afresh when started again (on the labels
+  // of now); an unfinished one resumes on the same data.
+  ResumeRules rules;
+  rules.fixed = {"data"};
+  rules.restart_finished = true;
+  TrainingRun run("rm", cfg.out_dir, config_to_json(cfg), tc, rules, dist);
+  const torch::Device device = run.device();
 
   Start start = initial_model(cfg.init_from, mix_seed({static_cast<uint64_t>(tc.seed), 0x4ead}));
   ScalarHeadModel model = start.model;
@@ -194,37 +196,32 @@ RewardTrainResult run_reward_training(const RewardTrainConfig& cfg, const std::v
       std::max<int64_t>(1, static_cast<int64_t>(std::ceil(tc.epochs * groups.size() / global_batch)));
   EpochOrder order(static_cast<int64_t>(groups.size()), mix_seed({static_cast<uint64_t>(tc.seed), 0x0de5u}));
   log_info("rm: ", train.size(), " training pairs on ", groups.size(), " prompts, ", eval.size(),
-           " held-out pairs, ", total_steps, " steps of ", global_batch, " prompts, ", threads, " threads");
+           " held-out pairs, ", total_steps, " steps of ", global_batch, " prompts, ", run.threads(), " threads");
 
-  int64_t start_step = 0;
-  if (auto latest = latest_checkpoint(cfg.out_dir)) {
-    const Json state = read_json_file(join_path(*latest, "trainer_state.json"));
-    if (state.value("done", false) == false) {
-      load_weights(*model, load_safetensors(join_path(*latest, "model.safetensors")).tensors, *latest);
-      optimizer.load_state(load_safetensors(join_path(*latest, "optimizer.safetensors")).tensors, *latest);
-      start_step = state.at("step").get<int64_t>();
-      log_info("resuming from ", *latest, " at step ", start_step);
-    }
+  if (const auto& resume = run.resume()) {
+    load_weights(*model, load_safetensors(join_path(resume->dir, "model.safetensors")).tensors, resume->dir);
+    optimizer.load_state(load_safetensors(join_path(resume->dir, "optimizer.safetensors")).tensors, resume->dir);
   }
-  run.open_metrics(start_step);
-  broadcast_parameters(dist, params);
-  GradientSync sync(dist, params);
+  run.start(params, run.resume_step());
 
+  // The final save (`done`) is the finished, normalised model: marked best,
+  // without optimiser state.
   auto save = [&](int64_t step, bool done, const RewardEval& e) {
-    if (!dist.is_main()) return;
-    CheckpointWrite w;
-    w.weights = model_weights(*model);
-    w.hf_config = reward_config_to_hf(*model, chat.pad_id());
-    w.tokenizer = &start.tokenizer;
-    w.trainer_state = {{"stage", "rm"}, {"step", step}, {"done", done}, {"eval", e.to_json()},
-                       {"last_label_id", last_label_id}, {"train_pairs", train.size()},
-                       {"config", config_to_json(cfg)}};
-    if (!done) w.optimizer_state = optimizer.state();
-    commit_checkpoint(cfg.out_dir, step, w, done, cfg.train.keep_checkpoints);
+    run.commit(step, /*best=*/done, [&](const std::string& folder) {
+      CheckpointWrite w;
+      w.weights = model_weights(*model);
+      w.hf_config = reward_config_to_hf(*model, chat.pad_id());
+      w.tokenizer = &start.tokenizer;
+      w.trainer_state = run.state(step, {{"eval", e.to_json()}, {"last_label_id", last_label_id},
+                                         {"train_pairs", train.size()}}, /*finished=*/done)
+                            .to_json();
+      if (!done) w.optimizer_state = optimizer.state();
+      save_checkpoint(folder, w);
+    });
   };
 
   ProgressMeter progress("rm", total_steps, tc.log_interval);
-  for (int64_t step = start_step; step < total_steps; ++step) {
+  for (int64_t step = run.resume_step(); step < total_steps; ++step) {
     double step_weight = 0;
     for (int64_t k = step * global_batch; k < (step + 1) * global_batch; ++k) {
       for (size_t i : groups[order.at(k)]) step_weight += train[i].weight;
@@ -240,28 +237,27 @@ RewardTrainResult run_reward_training(const RewardTrainConfig& cfg, const std::v
       torch::Tensor per_pair = pair_batch_losses(model, chat, batch, device, tc.label_noise, &rc, &rr);
       torch::Tensor w = torch::tensor(batch.weight).to(device);
       torch::Tensor loss = (per_pair * w).sum() / step_weight;  // this rank's share; gradients are summed
-      if (m == tc.grad_accum - 1) sync.arm();
+      if (m == tc.grad_accum - 1) run.sync().arm();
       loss.backward();
       step_loss += loss.item<double>();
       step_acc += (rc > rr).to(torch::kFloat).mean().item<double>() / tc.grad_accum;
     }
-    sync.finish();
+    const auto [grad_norm, lr] = run.finish_step(optimizer, cfg.schedule, step, total_steps, tc.grad_clip);
     step_loss = all_reduce_sum(dist, step_loss);
     step_acc = all_reduce_sum(dist, step_acc) / dist.world_size;
-    const double grad_norm = clip_grad_norm(params, tc.grad_clip);
-    const double lr = learning_rate(cfg.schedule, step, total_steps);
-    optimizer.step(lr);
-    optimizer.zero_grad();
     const int64_t done = step + 1;
 
-    run.log_metrics({{"step", done}, {"loss/train", step_loss}, {"accuracy/train", step_acc}, {"lr", lr},
+    run.log({{"step", done}, {"loss/train", step_loss}, {"accuracy/train", step_acc}, {"lr", lr},
                      {"grad_norm", grad_norm}});
     progress.step_done(done, step_loss, lr, static_cast<double>(global_batch), "prompts");
     if (tc.eval_interval > 0 && done % tc.eval_interval == 0 && done != total_steps && !eval.empty()) {
       const RewardEval e = evaluate_reward_model(model, chat, eval, kScoringBatch, device);
       log_info("eval step ", done, " | accuracy vs labels ", e.label_accuracy, " | vs gold ", e.gold_accuracy);
-      run.log_metrics({{"step", done}, {"accuracy/eval_labels", e.label_accuracy}, {"accuracy/eval_gold", e.gold_accuracy}});
+      run.log({{"step", done}, {"accuracy/eval_labels", e.label_accuracy}, {"accuracy/eval_gold", e.gold_accuracy}});
       save(done, false, e);
+      progress.pause_done();
+    } else if (done != total_steps && run.checkpoint_due(done, total_steps)) {
+      save(done, false, RewardEval{});
       progress.pause_done();
     }
   }
@@ -298,10 +294,10 @@ RewardTrainResult run_reward_training(const RewardTrainConfig& cfg, const std::v
   if (!eval.empty()) result.eval = evaluate_reward_model(model, chat, eval, kScoringBatch, device);
   log_info("rm: held-out accuracy vs labels ", result.eval.label_accuracy, " on ", result.eval.pairs,
            " pairs; vs gold ", result.eval.gold_accuracy, " on ", result.eval.gold_pairs, " pairs");
-  run.log_metrics({{"step", total_steps}, {"accuracy/eval_labels", result.eval.label_accuracy},
+  run.log({{"step", total_steps}, {"accuracy/eval_labels", result.eval.label_accuracy},
                    {"accuracy/eval_gold", result.eval.gold_accuracy}});
   save(total_steps, true, result.eval);
-  barrier(dist);
+  run.finish();
   result.checkpoint = resolve_checkpoint(cfg.out_dir, true);
   result.last_label_id = last_label_id;
   return result;

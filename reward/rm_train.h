@@ -14,6 +14,7 @@
 #include "reward/reward_model.h"
 #include "train/distributed.h"
 #include "train/optim.h"
+#include "train/training_run.h"
 
 namespace rlhf {
 
@@ -28,30 +29,23 @@ struct RewardDataConfig {
   }
 };
 
-struct RewardLoopConfig {
+struct RewardLoopConfig : RunSettings {
   int batch_size = 16;         // prompts per micro-batch, each with all its labelled pairs (one pair per prompt: pairs)
   int grad_accum = 1;
   double epochs = 1.0;         // passes over the training pairs (1 is standard: RMs overfit fast)
   double grad_clip = 1.0;
   double label_noise = 0.0;    // assumed share of flipped labels in the loss (0 = plain Bradley-Terry), e.g. 0.1
-  int64_t seed = 42;
-  int threads = 0;
-  std::string device = "cpu";
   int log_interval = 10;
   int eval_interval = 0;       // steps between evaluations (0 = only at the end)
-  int keep_checkpoints = 2;    // newest checkpoints kept (and the best)
   template <class V> void visit(V& v) {
     v("batch_size", batch_size, Range::at_least(1));
     v("grad_accum", grad_accum, Range::at_least(1));
     v("epochs", epochs, Range::at_least(0));
     v("grad_clip", grad_clip, Range::at_least(0));
     v("label_noise", label_noise, Range::between(0, 0.5));
-    v("seed", seed);
-    v("threads", threads, Range::at_least(0));
-    v("device", device);
+    visit_run(v);
     v("log_interval", log_interval, Range::at_least(1));
     v("eval_interval", eval_interval, Range::at_least(0));
-    v("keep_checkpoints", keep_checkpoints, Range::at_least(1));
   }
 };
 

@@ -11,8 +11,7 @@
 #include "train/data_order.h"
 #include "train/optim.h"
 #include "train/progress.h"
-#include "train/run_dir.h"
-#include "train/runtime.h"
+#include "train/training_run.h"
 
 namespace rlhf {
 namespace {
@@ -77,10 +76,11 @@ OnlineResult run_grpo(const GrpoConfig& cfg, const RewardFn& custom_reward, cons
   const auto& rc = cfg.rollout;
   validate_grpo_config(cfg, dist.world_size, static_cast<bool>(custom_reward));
   const ppo::GroupAdvantage advantage_type = ppo::parse_group_advantage(tc.advantage);
-  const int threads = set_torch_threads(tc.threads);
-  const torch::Device device = parse_device(tc.device);
-  RunDir run(cfg.out_dir, dist.is_main());
-  run.save_config(config_to_json(cfg), {});
+  // Another starting policy or reference would mix two runs; rewards, KL
+  // and rollout settings may change from the resumed iteration on.
+  TrainingRun run(tc.advantage, cfg.out_dir, config_to_json(cfg), tc,
+                  ResumeRules::fixing({"policy", "lora", "train.advantage"}), dist);
+  const torch::Device device = run.device();
 
   const uint64_t seed = static_cast<uint64_t>(tc.seed);
   PolicyWithReference m = load_policy_with_reference(cfg.policy, cfg.lora, seed, device);
@@ -100,14 +100,11 @@ OnlineResult run_grpo(const GrpoConfig& cfg, const RewardFn& custom_reward, cons
   ValidationTracker validation(cfg.validation, chat, m.system_prompt, m.reference,
                                reward_model ? &reward_model : nullptr, dist.is_main());
 
-  int64_t start = 0;
-  if (auto latest = latest_checkpoint(cfg.out_dir)) {
-    const Json state = restore_training_state(*latest, m.policy, m.lora.get(), optimizer);
-    start = state.at("iteration").get<int64_t>();
-    validation.restore(state);
-    log_info("resuming from ", *latest, " at iteration ", start);
+  if (const auto& resume = run.resume()) {
+    restore_training_state(resume->dir, m.policy, m.lora.get(), optimizer);
+    validation.restore(resume->state.extra);
   }
-  run.open_metrics(start);
+  const int64_t start = run.resume_step();
   const int P = rc.prompts, K = rc.samples, W = dist.world_size;
   const int local_p = P / W, local_n = local_p * K, row0 = dist.rank * local_n;
   const int rows = P * K;
@@ -116,20 +113,20 @@ OnlineResult run_grpo(const GrpoConfig& cfg, const RewardFn& custom_reward, cons
   log_info(tc.advantage, ": ", prompts.size(), " prompts, ", P, " prompts x ", K, " samples x ", tc.iterations,
            " iterations, ", tc.epochs, " epochs x ", tc.minibatches, " minibatches, loss ", tc.loss_aggregation,
            ", KL ", cfg.kl.coef, " in the ", cfg.kl.mode, ", reward ",
-           custom_reward ? std::string("custom") : cfg.reward.describe(), ", ", threads, " threads");
+           custom_reward ? std::string("custom") : cfg.reward.describe(), ", ", run.threads(), " threads");
 
   auto save = [&](int64_t iteration, bool best) {
-    if (!dist.is_main()) return;
-    CheckpointWrite w = policy_checkpoint(m.policy, m.lora.get(), m.tokenizer);
-    w.trainer_state = {{"stage", tc.advantage}, {"iteration", iteration}, {"kl_coef", cfg.kl.coef},
-                       {"system_prompt", m.system_prompt}, {"config", config_to_json(cfg)}};
-    w.trainer_state.update(validation.state());
-    w.optimizer_state = optimizer.state();
-    commit_checkpoint(cfg.out_dir, iteration, w, best, tc.keep_checkpoints);
+    run.commit(iteration, best, [&](const std::string& folder) {
+      CheckpointWrite w = policy_checkpoint(m.policy, m.lora.get(), m.tokenizer);
+      Json extra = {{"kl_coef", cfg.kl.coef}, {"system_prompt", m.system_prompt}};
+      extra.update(validation.state());
+      w.trainer_state = run.state(iteration, extra).to_json();
+      w.optimizer_state = optimizer.state();
+      save_checkpoint(folder, w);
+    });
   };
 
-  broadcast_parameters(dist, params);
-  GradientSync sync(dist, params);
+  run.start(params, start);
   for (int64_t it = start; it < tc.iterations; ++it) {
     PhaseTimer times;
     GroupBatch b;
@@ -201,7 +198,7 @@ OnlineResult run_grpo(const GrpoConfig& cfg, const RewardFn& custom_reward, cons
       for (const std::vector<int64_t>& local : local_minibatches(rows, tc.minibatches, shuffle, row0, local_n)) {
         const double mb_tokens = all_reduce_sum(
             dist, local.empty() ? 0.0 : r.response_mask.index_select(0, torch::tensor(local)).sum().item<double>());
-        for_each_micro_batch(local, tc.micro_batch, sync, [&](const torch::Tensor& idx) {
+        for_each_micro_batch(local, tc.micro_batch, run.sync(), [&](const torch::Tensor& idx) {
           auto pick = [&](const torch::Tensor& t) { return t.index_select(0, idx); };
           const torch::Tensor mask = pick(r.response_mask);
           torch::Tensor entropy, clipped;
@@ -284,17 +281,17 @@ OnlineResult run_grpo(const GrpoConfig& cfg, const RewardFn& custom_reward, cons
     }
 
     // 5. Validation (rank 0; the others wait) and checkpoints.
-    validate_and_checkpoint(validation, m.policy, done, tc.iterations, cfg.kl.coef, tc.checkpoint_interval, run,
-                            tc.advantage, dist, times, [&](bool best) { save(done, best); });
+    validate_and_checkpoint(validation, m.policy, done, tc.iterations, cfg.kl.coef, run, times,
+                            [&](bool best) { save(done, best); });
     times.stop();
     row.update(times.metrics());
-    run.log_metrics(row);
+    run.log(row);
     log_info(tc.advantage, " iter ", done, "/", tc.iterations, " | reward ", reward_mean,
              g[6] > 0 ? str_cat(" | gold ", g[5] / g[6]) : std::string(), " | kl ", g[10] / n_rows, " | flat groups ",
              g[11], "/", P, " | len ", g[3] / n_rows, " | ", times.summary());
   }
 
-  barrier(dist);
+  run.finish();
   return online_result(cfg.out_dir, validation.history());
 }
 

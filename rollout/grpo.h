@@ -16,6 +16,7 @@
 #include "rollout/ppo.h"
 #include "rollout/validation.h"
 #include "train/distributed.h"
+#include "train/training_run.h"
 
 namespace rlhf {
 
@@ -34,7 +35,11 @@ struct GrpoRolloutConfig {
   }
 };
 
-struct GrpoLoopConfig {
+struct GrpoLoopConfig : RunSettings {
+  GrpoLoopConfig() {
+    seed = 7;
+    checkpoint_interval = 10;
+  }
   int64_t iterations = 60;       // sample + update rounds
   std::string advantage = "grpo";  // "grpo" (z-score in the group), "dr_grpo" (no std division), "rloo" (leave-one-out)
   std::string loss_aggregation = "sequence";  // "sequence" (GRPO), "token" (DAPO), "constant" (Dr. GRPO)
@@ -45,11 +50,6 @@ struct GrpoLoopConfig {
   bool anneal_lr = true;
   double clip = 0.2;             // ratio clip
   double grad_clip = 1.0;
-  int64_t seed = 7;
-  int threads = 0;
-  std::string device = "cpu";
-  int checkpoint_interval = 10;  // iterations between checkpoints (0 = only at the end)
-  int keep_checkpoints = 2;      // newest checkpoints kept besides the best
   template <class V> void visit(V& v) {
     v("iterations", iterations, Range::at_least(1));
     v("advantage", advantage);
@@ -61,11 +61,7 @@ struct GrpoLoopConfig {
     v("anneal_lr", anneal_lr);
     v("clip", clip, Range::at_least(0));
     v("grad_clip", grad_clip, Range::at_least(0));
-    v("seed", seed);
-    v("threads", threads, Range::at_least(0));
-    v("device", device);
-    v("checkpoint_interval", checkpoint_interval, Range::at_least(0));
-    v("keep_checkpoints", keep_checkpoints, Range::at_least(1));
+    visit_run(v);
   }
 };
 

@@ -179,15 +179,14 @@ void for_each_micro_batch(const std::vector<int64_t>& local, int micro_batch, Gr
 }
 
 void validate_and_checkpoint(ValidationTracker& validation, GPT& policy, int64_t done, int64_t total, double kl_coef,
-                             int checkpoint_interval, RunDir& run, const std::string& stage, const DistInfo& dist,
-                             PhaseTimer& times, const std::function<void(bool best)>& save) {
+                             TrainingRun& run, PhaseTimer& times, const std::function<void(bool best)>& save) {
   bool best = false;
   if (validation.due(done, total)) {
     times.start("validation");
-    if (dist.is_main()) best = validation.validate(policy, done, kl_coef, run, stage);
-    barrier(dist);
+    if (run.dist().is_main()) best = validation.validate(policy, done, kl_coef, run);
+    barrier(run.dist());
   }
-  if (best || done == total || (checkpoint_interval > 0 && done % checkpoint_interval == 0)) {
+  if (best || run.checkpoint_due(done, total)) {
     times.start("checkpoint");
     save(best);
   }
@@ -221,19 +220,19 @@ bool ValidationTracker::due(int64_t done, int64_t total) const {
   return enabled_ && ((config_.interval > 0 && done % config_.interval == 0) || done == total);
 }
 
-bool ValidationTracker::validate(GPT& policy, int64_t done, double kl_coef, RunDir& run, const std::string& stage) {
+bool ValidationTracker::validate(GPT& policy, int64_t done, double kl_coef, TrainingRun& run) {
   last_replies_ = validation_replies(policy, reference_, reward_model_, chat_, prompts_, config_);
   const ValidationResult v = summarise(last_replies_, done);
   history_.push_back(v);
   const bool best = v.objective(kl_coef) > best_objective_;
   if (best) best_objective_ = v.objective(kl_coef);
-  log_info(stage, " validation iter ", done, " | reward ", v.reward,
+  log_info(run.stage(), " validation iter ", done, " | reward ", v.reward,
            v.has_gold ? str_cat(" | gold ", v.gold) : std::string(), " | kl ", v.kl, " | length ", v.length,
            best ? " (best)" : "");
   Json row = {{"step", done}, {"validation/reward", v.reward}, {"validation/kl", v.kl}, {"validation/length", v.length}};
   if (v.has_gold) row["validation/gold"] = v.gold;
-  run.log_metrics(row);
-  write_file_atomic(run.file("validation.md"),
+  run.log(row);
+  write_file_atomic(run.dir().file("validation.md"),
                     validation_report(history_, prompts_, reference_replies_, last_replies_, config_.samples));
   return best;
 }

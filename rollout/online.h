@@ -18,7 +18,7 @@
 #include "rollout/validation.h"
 #include "train/distributed.h"
 #include "train/progress.h"
-#include "train/run_dir.h"
+#include "train/training_run.h"
 
 namespace rlhf {
 
@@ -164,7 +164,7 @@ class ValidationTracker {
   // Validates `policy` after `done` iterations (rank 0): logs a line and a
   // metrics row, writes validation.md; true when it is the best so far by
   // reward - kl_coef * KL.
-  bool validate(GPT& policy, int64_t done, double kl_coef, RunDir& run, const std::string& stage);
+  bool validate(GPT& policy, int64_t done, double kl_coef, TrainingRun& run);
   Json state() const;  // {"best_objective", "validations"}
   void restore(const Json& trainer_state);
   const std::vector<ValidationResult>& history() const { return history_; }
@@ -182,10 +182,9 @@ class ValidationTracker {
 };
 
 // The end of an online iteration `done` of `total`: validation when due
-// (rank 0; the others wait), then `save(best)` when it is the best so far,
-// the last iteration or a multiple of `checkpoint_interval`.
+// (rank 0; the others wait), then `save(best)` when it is the best so far
+// or a checkpoint is due.
 void validate_and_checkpoint(ValidationTracker& validation, GPT& policy, int64_t done, int64_t total, double kl_coef,
-                             int checkpoint_interval, RunDir& run, const std::string& stage, const DistInfo& dist,
-                             PhaseTimer& times, const std::function<void(bool best)>& save);
+                             TrainingRun& run, PhaseTimer& times, const std::function<void(bool best)>& save);
 
 }  // namespace rlhf

@@ -16,8 +16,7 @@
 #include "train/data_order.h"
 #include "train/progress.h"
 #include "train/distributed.h"
-#include "train/run_dir.h"
-#include "train/runtime.h"
+#include "train/training_run.h"
 
 namespace rlhf {
 namespace {
@@ -225,21 +224,155 @@ void validate_ppo_config(const PpoConfig& cfg, int world_size) {
   }
 }
 
+namespace {
+
+SamplingConfig rollout_sampling(const PpoConfig& cfg) {
+  SamplingConfig sc;
+  sc.temperature = cfg.rollout.temperature;
+  sc.max_new_tokens = cfg.rollout.max_new_tokens;
+  return sc;
+}
+
+// 1. Rollouts: pure sampling from the current policy. Row i of the
+// iteration always gets the same prompt and seed, whoever generates it.
+Rollout collect_rollouts(const PpoContext& c, EpochOrder& order, int64_t it, std::vector<uint64_t>* seeds) {
+  const PpoConfig& cfg = c.cfg;
+  Rollout ro;
+  std::vector<std::vector<int32_t>> query_ids;
+  for (int i = c.row0; i < c.row0 + c.local_n; ++i) {
+    const int64_t k = it * c.rows + i;
+    ro.prompt_index.push_back(order.at(k));
+    query_ids.push_back(c.prompts[ro.prompt_index.back()].ids);
+    seeds->push_back(mix_seed({static_cast<uint64_t>(cfg.train.seed), static_cast<uint64_t>(k), 0x5a3bu}));
+  }
+  static_cast<SampledReplies&>(ro) =
+      sample_replies(c.m.policy, query_ids, 1, rollout_sampling(cfg), cfg.rollout.generation_batch, c.chat, *seeds);
+  return ro;
+}
+
+// Online RLHF: a second sample for a few of this iteration's prompts, paired
+// with the rollout's reply, goes out for rating (rank 0).
+std::vector<FreshPair> fresh_pairs(const PpoContext& c, const Rollout& ro, const std::vector<uint64_t>& seeds,
+                                   int64_t done) {
+  const int k = std::min(c.local_n, c.cfg.feedback.prompts);
+  std::vector<std::vector<int32_t>> queries;
+  std::vector<uint64_t> second_seeds;
+  for (int i = 0; i < k; ++i) {
+    queries.push_back(c.prompts[ro.prompt_index[i]].ids);
+    second_seeds.push_back(mix_seed({seeds[i], 0xfeedu}));
+  }
+  const Generation extra = generate(c.m.policy, queries, rollout_sampling(c.cfg), c.chat.stop_tokens(),
+                                    c.chat.pad_id(), second_seeds);
+  std::vector<FreshPair> pairs;
+  for (int i = 0; i < k; ++i) {
+    const PromptItem& p = c.prompts[ro.prompt_index[i]];
+    pairs.push_back({conversation_to_json(p.conversation), p.metadata,
+                     c.chat.decode_reply(row_tokens(ro.response_ids, ro.lengths, i)),
+                     c.chat.decode_reply(row_tokens(extra.tokens, extra.lengths, i)), ro.finished[i].item<bool>(),
+                     extra.finished[i].item<bool>(), done});
+  }
+  return pairs;
+}
+
+// 4. The iteration's metrics row, over every rank's rollouts; `beta` is the
+// KL coefficient the rewards were computed with. Returns the mean KL (the
+// same per-token KL that was penalised), for the controller.
+Json iteration_metrics(const PpoContext& c, const Rollout& ro, const std::vector<double>& gold_scores,
+                       const TrainStats& st, double beta, double lr, int64_t done, double* mean_kl) {
+  torch::NoGradGuard no_grad;
+  double gold = 0, gold_n = 0;
+  for (double gs : gold_scores) {
+    if (!std::isnan(gs)) {
+      gold += gs;
+      gold_n += 1;
+    }
+  }
+  const auto g = all_reduce_sum(c.dist, {ro.kl.sum().item<double>(), ro.raw_scores.sum().item<double>(),
+                                         ro.raw_scores.pow(2).sum().item<double>(), ro.scores.sum().item<double>(),
+                                         ro.response_mask.sum().item<double>(),
+                                         ro.finished.to(torch::kFloat).sum().item<double>(), gold, gold_n,
+                                         st.policy_loss, st.value_loss, st.clipfrac, st.value_clipfrac, st.approx_kl,
+                                         st.entropy, ppo::masked_var(ro.returns - ro.values, ro.response_mask).item<double>(),
+                                         ppo::masked_var(ro.returns, ro.response_mask).item<double>()});
+  const double rows = c.rows, n = std::max(1, st.count);
+  const double reward_mean = g[1] / rows;
+  *mean_kl = g[0] / rows;
+  Json row = {{"step", done},
+              {"env/reward_mean", reward_mean},
+              {"env/reward_std", std::sqrt(std::max(0.0, g[2] / rows - reward_mean * reward_mean))},
+              {"env/score_mean", g[3] / rows},
+              {"objective/kl", *mean_kl},
+              {"objective/kl_coef", beta},
+              {"objective/rlhf_reward", g[3] / rows - beta * *mean_kl},
+              // Losses are shares of the global minibatch loss, so the sum over ranks is the loss.
+              {"objective/entropy", g[13] / n},
+              {"policy/approxkl", g[12] / n},
+              {"policy/clipfrac", g[10] / n},
+              {"loss/policy", g[8] / n},
+              {"loss/value", g[9] / n},
+              {"val/clipfrac", g[11] / n},
+              {"val/explained_variance", g[15] > 0 ? 1.0 - g[14] / g[15] : 0.0},
+              {"reply/length", g[4] / rows},
+              {"reply/finished", g[5] / rows},
+              {"lr", lr}};
+  if (g[7] > 0) row["env/gold_mean"] = g[6] / g[7];
+  return row;
+}
+
+// The policy, its value model (full weights or adapters) and both
+// optimisers into a checkpoint folder, and back.
+void write_ppo_checkpoint(const std::string& folder, Models& m, const AdamW& policy_opt, const AdamW& value_opt,
+                          const Json& trainer_state) {
+  CheckpointWrite w = policy_checkpoint(m.policy, m.policy_lora.get(), m.tokenizer);
+  w.trainer_state = trainer_state;
+  for (const auto& [k, t] : policy_opt.state()) w.optimizer_state["policy/" + k] = t;
+  for (const auto& [k, t] : value_opt.state()) w.optimizer_state["value/" + k] = t;
+  if (m.value_lora) {
+    TensorMap value = m.value_lora->peft_state();
+    value["score.weight"] = m.value->score->weight.detach();
+    w.extra_tensors["value_adapters.safetensors"] = value;
+  } else {
+    w.extra_tensors["value_model.safetensors"] = model_weights(*m.value);
+  }
+  save_checkpoint(folder, w);
+}
+
+void restore_ppo_checkpoint(const std::string& dir, Models& m, AdamW& policy_opt, AdamW& value_opt) {
+  if (m.policy_lora) {  // the base stays the SFT policy's; the adapters continue
+    m.policy_lora->load_peft_state(load_safetensors(join_path(dir, "adapter_model.safetensors")).tensors, dir);
+    const TensorMap value = load_safetensors(join_path(dir, "value_adapters.safetensors")).tensors;
+    m.value_lora->load_peft_state(value, dir);
+    torch::NoGradGuard no_grad;
+    m.value->score->weight.copy_(value.at("score.weight"));
+  } else {
+    load_weights(*m.policy, load_safetensors(join_path(dir, "model.safetensors")).tensors, dir);
+    load_weights(*m.value, load_safetensors(join_path(dir, "value_model.safetensors")).tensors, dir);
+  }
+  TensorMap opt = load_safetensors(join_path(dir, "optimizer.safetensors")).tensors;
+  TensorMap po, vo;
+  for (auto& [k, t] : opt) (k.rfind("policy/", 0) == 0 ? po : vo)[k.substr(k.find('/') + 1)] = t;
+  policy_opt.load_state(po, dir);
+  value_opt.load_state(vo, dir);
+}
+
+}  // namespace
+
 PpoResult run_ppo(const PpoConfig& cfg, const RewardFn& custom_reward, const DistInfo& dist,
                   const FreshPairsFn& feedback) {
   const auto& tc = cfg.train;
   const auto& rc = cfg.rollout;
   validate_ppo_config(cfg, dist.world_size);
-  const int threads = set_torch_threads(tc.threads);
-  const torch::Device device = parse_device(tc.device);
-  RunDir run(cfg.out_dir, dist.is_main());
-  run.save_config(config_to_json(cfg), {});
+  // Another starting policy, reference or adaptation would mix two runs. An
+  // adaptive KL coefficient is state and continues; a fixed one is a
+  // setting, so a resumed run uses the configured value.
+  ResumeRules rules;
+  rules.fixed = {"policy", "reward_model", "lora"};
+  if (cfg.kl.adaptive) rules.carried = {"kl.coef"};
+  TrainingRun run("ppo", cfg.out_dir, config_to_json(cfg), tc, rules, dist);
 
-  Models m = load_models(cfg, static_cast<bool>(custom_reward), device);
+  Models m = load_models(cfg, static_cast<bool>(custom_reward), run.device());
   const ChatTemplate chat(m.tokenizer);
-  const int32_t pad = chat.pad_id();
   const std::vector<PromptItem> prompts = load_prompts(cfg.prompts, chat, m.system_prompt);
-  const double temperature = rc.temperature;
 
   std::vector<NamedParameter> policy_params = trainable_parameters(*m.policy, m.policy_lora.get()),
                               value_params = trainable_parameters(*m.value, m.value_lora.get());
@@ -254,57 +387,22 @@ PpoResult run_ppo(const PpoConfig& cfg, const RewardFn& custom_reward, const Dis
   ValidationTracker validation(cfg.validation, chat, m.system_prompt, m.reference, m.reward ? &m.reward : nullptr,
                                dist.is_main());
 
-  int64_t start = 0;
-  if (auto latest = latest_checkpoint(cfg.out_dir)) {
-    const Json state = read_json_file(join_path(*latest, "trainer_state.json"));
-    if (m.policy_lora) {  // the base stays the SFT policy's; the adapters continue
-      m.policy_lora->load_peft_state(load_safetensors(join_path(*latest, "adapter_model.safetensors")).tensors, *latest);
-      const TensorMap value = load_safetensors(join_path(*latest, "value_adapters.safetensors")).tensors;
-      m.value_lora->load_peft_state(value, *latest);
-      torch::NoGradGuard no_grad;
-      m.value->score->weight.copy_(value.at("score.weight"));
-    } else {
-      load_weights(*m.policy, load_safetensors(join_path(*latest, "model.safetensors")).tensors, *latest);
-      load_weights(*m.value, load_safetensors(join_path(*latest, "value_model.safetensors")).tensors, *latest);
-    }
-    TensorMap opt = load_safetensors(join_path(*latest, "optimizer.safetensors")).tensors;
-    TensorMap po, vo;
-    for (auto& [k, t] : opt) (k.rfind("policy/", 0) == 0 ? po : vo)[k.substr(k.find('/') + 1)] = t;
-    policy_opt.load_state(po, *latest);
-    value_opt.load_state(vo, *latest);
-    start = state.at("iteration").get<int64_t>();
-    // The adaptive coefficient is state and continues; a fixed one is a
-    // setting, so a resumed run uses the configured value (and says so).
-    const double saved_coef = state.at("kl_coef").get<double>();
-    if (cfg.kl.adaptive) {
-      kl_ctl.set_value(saved_coef);
-    } else if (saved_coef != cfg.kl.coef) {
-      log_info("kl.coef changed on resume: ", saved_coef, " -> ", cfg.kl.coef, " from iteration ", start + 1);
-    }
-    validation.restore(state);
-    log_info("resuming from ", *latest, " at iteration ", start);
+  if (const auto& resume = run.resume()) {
+    restore_ppo_checkpoint(resume->dir, m, policy_opt, value_opt);
+    if (cfg.kl.adaptive) kl_ctl.set_value(resume->state.number("kl_coef", cfg.kl.coef));
+    validation.restore(resume->state.extra);
   }
-  run.open_metrics(start);
+  const int64_t start = run.resume_step();
   log_info("ppo: ", prompts.size(), " prompts, ", rc.batch_size, " rollouts x ", tc.iterations, " iterations, ",
            tc.ppo_epochs, " epochs x ", tc.minibatches, " minibatches, KL ", cfg.kl.estimator, " coef ", kl_ctl.value(),
-           cfg.kl.adaptive ? " (adaptive)" : "", ", ", threads, " threads");
+           cfg.kl.adaptive ? " (adaptive)" : "", ", ", run.threads(), " threads");
 
-  auto save = [&](int64_t iteration, bool mark_best) {
-    if (!dist.is_main()) return;
-    CheckpointWrite w = policy_checkpoint(m.policy, m.policy_lora.get(), m.tokenizer);
-    w.trainer_state = {{"stage", "ppo"}, {"iteration", iteration}, {"kl_coef", kl_ctl.value()},
-                       {"system_prompt", m.system_prompt}, {"config", config_to_json(cfg)}};
-    w.trainer_state.update(validation.state());
-    for (const auto& [k, t] : policy_opt.state()) w.optimizer_state["policy/" + k] = t;
-    for (const auto& [k, t] : value_opt.state()) w.optimizer_state["value/" + k] = t;
-    if (m.value_lora) {
-      TensorMap value = m.value_lora->peft_state();
-      value["score.weight"] = m.value->score->weight.detach();
-      w.extra_tensors["value_adapters.safetensors"] = value;
-    } else {
-      w.extra_tensors["value_model.safetensors"] = model_weights(*m.value);
-    }
-    commit_checkpoint(cfg.out_dir, iteration, w, mark_best, tc.keep_checkpoints);
+  auto save = [&](int64_t iteration, bool best) {
+    run.commit(iteration, best, [&](const std::string& folder) {
+      Json extra = {{"kl_coef", kl_ctl.value()}, {"system_prompt", m.system_prompt}};
+      extra.update(validation.state());
+      write_ppo_checkpoint(folder, m, policy_opt, value_opt, run.state(iteration, extra).to_json());
+    });
   };
 
   // Each rank owns a contiguous shard of every iteration's rollouts.
@@ -312,111 +410,44 @@ PpoResult run_ppo(const PpoConfig& cfg, const RewardFn& custom_reward, const Dis
   const int local_n = G / W, row0 = dist.rank * local_n;
   std::vector<NamedParameter> all_params = policy_params;
   all_params.insert(all_params.end(), value_params.begin(), value_params.end());
-  broadcast_parameters(dist, all_params);
-  GradientSync sync(dist, all_params);
+  run.start(all_params, start);
   const PpoContext ctx{cfg, m, chat, prompts, custom_reward, dist, G, row0, local_n};
   for (int64_t it = start; it < tc.iterations; ++it) {
-    // 1. Rollouts: pure sampling from the current policy. Row i of the
-    // iteration always gets the same prompt and seed, whoever generates it.
+    const int64_t done = it + 1;
     PhaseTimer times;
     times.start("generation");
-    Rollout ro;
-    std::vector<std::vector<int32_t>> query_ids;
     std::vector<uint64_t> seeds;
-    for (int i = row0; i < row0 + local_n; ++i) {
-      const int64_t k = it * G + i;
-      ro.prompt_index.push_back(order.at(k));
-      query_ids.push_back(prompts[ro.prompt_index.back()].ids);
-      seeds.push_back(mix_seed({static_cast<uint64_t>(tc.seed), static_cast<uint64_t>(k), 0x5a3bu}));
-    }
-    SamplingConfig sc;
-    sc.temperature = temperature;
-    sc.max_new_tokens = rc.max_new_tokens;
-    static_cast<SampledReplies&>(ro) = sample_replies(m.policy, query_ids, 1, sc, rc.generation_batch, chat, seeds);
-    const torch::Tensor& reply_lengths = ro.lengths;
-
-    // 2. Scoring, 3. the PPO epochs.
+    Rollout ro = collect_rollouts(ctx, order, it, &seeds);
+    // 2. Scoring and advantages, 3. the PPO epochs.
     times.start("policy_logprobs");
-    const std::vector<double> gold_scores = score_rollout(ctx, ro, kl_ctl.value(), times);
+    const double beta = kl_ctl.value();
+    const std::vector<double> gold_scores = score_rollout(ctx, ro, beta, times);
     times.start("update");
     const double frac = tc.anneal_lr ? 1.0 - static_cast<double>(it) / static_cast<double>(tc.iterations) : 1.0;
-    const TrainStats st = ppo_update(ctx, ro, it, frac, sync, policy_opt, value_opt, policy_params, value_params);
-
-    // 4. Statistics over every rank's rollouts, the KL controller, metrics.
-    times.start("statistics");
-    torch::NoGradGuard no_grad;
-    double gold = 0, gold_n = 0;
-    for (double gs : gold_scores) {
-      if (!std::isnan(gs)) {
-        gold += gs;
-        gold_n += 1;
-      }
-    }
-    // Online RLHF: a second sample for a few of this iteration's prompts,
-    // paired with the rollout's reply, goes out for rating.
-    if (feedback && dist.is_main() && cfg.feedback.every > 0 && (it + 1) % cfg.feedback.every == 0) {
+    const TrainStats st = ppo_update(ctx, ro, it, frac, run.sync(), policy_opt, value_opt, policy_params, value_params);
+    if (feedback && dist.is_main() && cfg.feedback.every > 0 && done % cfg.feedback.every == 0) {
       times.start("feedback");
-      const int k = std::min(local_n, cfg.feedback.prompts);
-      std::vector<std::vector<int32_t>> q(query_ids.begin(), query_ids.begin() + k);
-      std::vector<uint64_t> s2;
-      for (int i = 0; i < k; ++i) s2.push_back(mix_seed({seeds[i], 0xfeedu}));
-      const Generation extra = generate(m.policy, q, sc, chat.stop_tokens(), pad, s2);
-      std::vector<FreshPair> pairs;
-      for (int i = 0; i < k; ++i) {
-        const PromptItem& p = prompts[ro.prompt_index[i]];
-        pairs.push_back({conversation_to_json(p.conversation), p.metadata,
-                         chat.decode_reply(row_tokens(ro.response_ids, reply_lengths, i)),
-                         chat.decode_reply(row_tokens(extra.tokens, extra.lengths, i)),
-                         ro.finished[i].item<bool>(), extra.finished[i].item<bool>(), it + 1});
-      }
-      feedback(pairs);
-      times.start("statistics");
+      feedback(fresh_pairs(ctx, ro, seeds, done));
     }
-    const auto g = all_reduce_sum(dist, {ro.kl.sum().item<double>(), ro.raw_scores.sum().item<double>(),
-                                         ro.raw_scores.pow(2).sum().item<double>(), ro.scores.sum().item<double>(),
-                                         ro.response_mask.sum().item<double>(), ro.finished.to(torch::kFloat).sum().item<double>(),
-                                         gold, gold_n, st.policy_loss, st.value_loss, st.clipfrac, st.value_clipfrac,
-                                         st.approx_kl, st.entropy,
-                                         ppo::masked_var(ro.returns - ro.values, ro.response_mask).item<double>(),
-                                         ppo::masked_var(ro.returns, ro.response_mask).item<double>()});
-    const double rows = G, c = std::max(1, st.count);
-    const double mean_kl = g[0] / rows, reward_mean = g[1] / rows;
-    const double beta = kl_ctl.value();
+    // 4. Metrics; the controller sees the KL that was penalised.
+    times.start("statistics");
+    double mean_kl = 0;
+    Json row = iteration_metrics(ctx, ro, gold_scores, st, beta, tc.lr * frac, done, &mean_kl);
     kl_ctl.update(mean_kl, G);
-    const int64_t done = it + 1;
-    Json row = {{"step", done},
-                {"env/reward_mean", reward_mean},
-                {"env/reward_std", std::sqrt(std::max(0.0, g[2] / rows - reward_mean * reward_mean))},
-                {"env/score_mean", g[3] / rows},
-                {"objective/kl", mean_kl},
-                {"objective/kl_coef", beta},
-                {"objective/rlhf_reward", g[3] / rows - beta * mean_kl},
-                // Losses are shares of the global minibatch loss, so the sum over ranks is the loss.
-                {"objective/entropy", g[13] / c},
-                {"policy/approxkl", g[12] / c},
-                {"policy/clipfrac", g[10] / c},
-                {"loss/policy", g[8] / c},
-                {"loss/value", g[9] / c},
-                {"val/clipfrac", g[11] / c},
-                {"val/explained_variance", g[15] > 0 ? 1.0 - g[14] / g[15] : 0.0},
-                {"reply/length", g[4] / rows},
-                {"reply/finished", g[5] / rows},
-                {"lr", tc.lr * frac}};
-    if (g[7] > 0) row["env/gold_mean"] = g[6] / g[7];
-
     // 5. Validation (rank 0; the others wait) and checkpoints.
-    validate_and_checkpoint(validation, m.policy, done, tc.iterations, beta, tc.checkpoint_interval, run, "ppo", dist,
-                            times, [&](bool best) { save(done, best); });
+    validate_and_checkpoint(validation, m.policy, done, tc.iterations, beta, run, times,
+                            [&](bool best) { save(done, best); });
     // The iteration's time by phase (rank 0's), then the line and the row.
     times.stop();
     row.update(times.metrics());
-    run.log_metrics(row);
-    log_info("ppo iter ", done, "/", tc.iterations, " | reward ", reward_mean,
-             g[7] > 0 ? str_cat(" | gold ", g[6] / g[7]) : std::string(), " | kl ", mean_kl, " | entropy ", g[13] / c,
-             " | clipfrac ", g[10] / c, " | len ", g[4] / rows, " | ", times.summary());
+    run.log(row);
+    log_info("ppo iter ", done, "/", tc.iterations, " | reward ", row["env/reward_mean"].get<double>(),
+             row.contains("env/gold_mean") ? str_cat(" | gold ", row["env/gold_mean"].get<double>()) : std::string(),
+             " | kl ", mean_kl, " | entropy ", row["objective/entropy"].get<double>(), " | clipfrac ",
+             row["policy/clipfrac"].get<double>(), " | len ", row["reply/length"].get<double>(), " | ", times.summary());
   }
 
-  barrier(dist);
+  run.finish();
   return online_result(cfg.out_dir, validation.history());
 }
 

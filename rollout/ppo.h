@@ -16,6 +16,7 @@
 #include "rollout/validation.h"
 #include "train/distributed.h"
 #include "train/optim.h"
+#include "train/training_run.h"
 
 namespace rlhf {
 
@@ -32,7 +33,11 @@ struct PpoRolloutConfig {
   }
 };
 
-struct PpoLoopConfig {
+struct PpoLoopConfig : RunSettings {
+  PpoLoopConfig() {
+    seed = 7;
+    checkpoint_interval = 10;
+  }
   int64_t iterations = 40;       // rollout + update rounds
   int ppo_epochs = 2;            // passes over each batch of rollouts
   int minibatches = 4;           // optimizer steps per epoch (shuffled)
@@ -47,11 +52,6 @@ struct PpoLoopConfig {
   double lambda = 0.95;          // GAE lambda
   bool whiten_advantages = true;
   double grad_clip = 1.0;
-  int64_t seed = 7;
-  int threads = 0;
-  std::string device = "cpu";
-  int checkpoint_interval = 10;  // iterations between checkpoints (0 = only at the end)
-  int keep_checkpoints = 2;      // newest checkpoints kept besides the best
   template <class V> void visit(V& v) {
     v("iterations", iterations, Range::at_least(1));
     v("ppo_epochs", ppo_epochs, Range::at_least(1));
@@ -67,11 +67,7 @@ struct PpoLoopConfig {
     v("lambda", lambda, Range::between(0, 1));
     v("whiten_advantages", whiten_advantages);
     v("grad_clip", grad_clip, Range::at_least(0));
-    v("seed", seed);
-    v("threads", threads, Range::at_least(0));
-    v("device", device);
-    v("checkpoint_interval", checkpoint_interval, Range::at_least(0));
-    v("keep_checkpoints", keep_checkpoints, Range::at_least(1));
+    visit_run(v);
   }
 };
 

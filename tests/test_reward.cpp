@@ -126,12 +126,17 @@ TEST(RewardModel, PairsOfOnePromptShareOneForwardPassWithTheSameLossAsPairByPair
   const ChatTemplate chat(tok);
   // A K = 3 ranking of one prompt as its three pairs, then another prompt's pair.
   const Conversation q1 = {{"user", "Where is order 12345?"}}, q2 = {{"user", "Can I return it?"}};
-  std::vector<PreferencePair> pairs(4);
-  pairs[0] = {q1, "It shipped today.", "No idea."};
-  pairs[1] = {q1, "It shipped today.", "Read the policy."};
-  pairs[2] = {q1, "No idea.", "Read the policy."};
+  auto pair = [](const Conversation& prompt, const std::string& chosen, const std::string& rejected) {
+    PreferencePair p;
+    p.prompt = prompt;
+    p.chosen = chosen;
+    p.rejected = rejected;
+    return p;
+  };
+  std::vector<PreferencePair> pairs = {pair(q1, "It shipped today.", "No idea."),
+                                       pair(q1, "It shipped today.", "Read the policy."),
+                                       pair(q1, "No idea.", "Read the policy."), pair(q2, "Yes, within 30 days.", "No.")};
   pairs[2].tie = true;
-  pairs[3] = {q2, "Yes, within 30 days.", "No."};
   pairs[3].margin = 0.5;
   const auto groups = group_by_prompt(pairs);
   ASSERT_EQ(groups, (std::vector<std::vector<size_t>>{{0, 1, 2}, {3}}));

@@ -410,8 +410,12 @@ TEST(SupportData, HeldOutPromptsUseNewNamesAndOrders) {
   for (const auto& r : d.heldout) {
     const std::string name = r["metadata"]["first_name"].get<std::string>();
     const std::string order = r["metadata"]["order"].get<std::string>();
-    if (!name.empty()) EXPECT_FALSE(train_names.count(name)) << name;
-    if (!order.empty()) EXPECT_FALSE(train_orders.count(order)) << order;
+    if (!name.empty()) {
+      EXPECT_FALSE(train_names.count(name)) << name;
+    }
+    if (!order.empty()) {
+      EXPECT_FALSE(train_orders.count(order)) << order;
+    }
     EXPECT_EQ(r["prompt"].back()["role"], "user");
   }
 }

@@ -1,5 +1,6 @@
 // A run folder: every command writes its resolved config, metrics,
 // checkpoints and samples into one. Only the main process (rank 0) writes.
+// Training stages use it through TrainingRun (train/training_run.h).
 #pragma once
 
 #include <string>
@@ -17,11 +18,6 @@ class RunDir {
   const std::string& path() const { return path_; }
   std::string file(const std::string& name) const;
   bool is_main() const { return is_main_; }
-
-  // Writes config.toml. If the folder already holds a config whose sections
-  // in `must_match` differ (e.g. "model"), that is an error: resuming would
-  // mix two different runs. Other differences are reported and accepted.
-  void save_config(const Json& resolved, const std::vector<std::string>& must_match);
 
   // Opens metrics.jsonl for appending. Lines of steps after `resume_step`
   // (logged by a killed run after its last checkpoint) are dropped first, so
