@@ -289,6 +289,45 @@ TEST(Ppo, ResumeFromACheckpointEqualsTheUninterruptedRun) {
   EXPECT_EQ(reward_curve(killed.out_dir + "/metrics.jsonl"), reward_curve(straight.out_dir + "/metrics.jsonl"));
 }
 
+// Which settings may change on resume, as the scaffold declares them for
+// PPO: a fixed kl.coef is a setting (the new value applies), an adaptive one
+// is state (the saved value continues), another policy is refused.
+TEST(Ppo, OnResumeAFixedKlCoefChangesAnAdaptiveOneContinuesAndAnotherPolicyIsRefused) {
+  PpoFixture f;
+  auto kl_coefs = [](const std::string& metrics) {
+    std::vector<double> out;
+    for (const std::string& line : test::file_lines(metrics)) out.push_back(Json::parse(line)["objective/kl_coef"]);
+    return out;
+  };
+  for (const bool adaptive : {false, true}) {
+    PpoConfig c = f.config(adaptive ? "adaptive" : "fixed");
+    c.train.iterations = 4;
+    c.train.checkpoint_interval = 2;
+    c.kl.adaptive = adaptive;
+    run_ppo(c, f.reward());
+    const std::vector<double> before = kl_coefs(c.out_dir + "/metrics.jsonl");
+    remove_all(c.out_dir + "/checkpoints/step-0000004");
+    mark_checkpoint(c.out_dir, "step-0000002");
+    c.kl.coef = 0.5;
+    run_ppo(c, f.reward());
+    const std::vector<double> after = kl_coefs(c.out_dir + "/metrics.jsonl");
+    ASSERT_EQ(after.size(), 4u);
+    EXPECT_EQ(after[0], before[0]);
+    EXPECT_EQ(after[1], before[1]);
+    if (adaptive) {
+      EXPECT_EQ(after[2], before[2]);  // the controller's saved value, not 0.5
+      EXPECT_NE(after[2], 0.5);
+    } else {
+      EXPECT_EQ(after[2], 0.5);
+      EXPECT_EQ(after[3], 0.5);
+    }
+  }
+  PpoConfig other = f.config("fixed");
+  other.policy = f.dir.file("elsewhere");
+  const std::string err = test::error_of([&] { run_ppo(other, f.reward()); });
+  EXPECT_NE(err.find("policy ("), std::string::npos) << err;
+  EXPECT_NE(err.find("another out_dir"), std::string::npos) << err;
+}
 
 // PPO with LoRA: adapters train over the SFT policy's weights, which stay
 // as they were (the reference is those very tensors); the written policy is
