@@ -74,7 +74,7 @@ void register_feedback_commands(CLI::App& app) {
     sub->add_option("--config", args->config, "TOML with the settings below (optional)");
     sub->allow_extras();
     sub->footer("Settings (--key=value): db, prompts, policies, temperatures, k, max_prompts, pairs "
-                "(adjacent|all|ranking), required_raters, max_new_tokens, batch_size, seed, threads");
+                "(adjacent|all|ranking), required_raters, max_new_tokens, batch_size, seed, threads, weights (fp32|bf16)");
     add_action(sub, [args, sub] {
       auto cfg = load_config<labels::CandidatesConfig>(args->config, args->overrides(sub));
       const auto r = labels::queue_candidates(cfg);

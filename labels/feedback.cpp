@@ -20,6 +20,7 @@ CandidatesResult queue_candidates(const CandidatesConfig& c) {
   if (c.pairs != "adjacent" && c.pairs != "all" && c.pairs != "ranking") {
     fail(ErrorKind::kConfig, "candidates.pairs must be \"adjacent\", \"all\" or \"ranking\", not \"", c.pairs, "\"");
   }
+  sampling_weights_dtype(c.weights, "candidates.weights");
   set_torch_threads(c.threads);
   PhaseTimer times;
   times.start("store");
@@ -61,6 +62,7 @@ CandidatesResult queue_candidates(const CandidatesConfig& c) {
       SamplingConfig sc;
       sc.temperature = c.temperatures[ti];
       sc.max_new_tokens = c.max_new_tokens;
+      sc.weights = c.weights;
       const Json sampling = {{"temperature", sc.temperature}, {"max_new_tokens", sc.max_new_tokens}};
       // Each batch holds whole items: an item's samples share one pass over
       // its prompt (generate_samples), the rows item-major as before.

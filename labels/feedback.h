@@ -27,6 +27,7 @@ struct CandidatesConfig {
   int batch_size = 32;              // replies per generation batch, in whole prompts (a prompt's K samples share one prompt pass)
   int64_t seed = 11;
   int threads = 0;
+  std::string weights = "fp32";     // sampling precision, "fp32" or "bf16" (faster on AVX512-BF16 CPUs and GPUs)
   template <class V> void visit(V& v) {
     v("db", db);
     v("prompts", prompts);
@@ -40,6 +41,7 @@ struct CandidatesConfig {
     v("batch_size", batch_size, Range::at_least(1));
     v("seed", seed);
     v("threads", threads, Range::at_least(0));
+    v("weights", weights);
   }
 };
 

@@ -40,10 +40,10 @@ PromptBatch left_pad_prompts(const std::vector<std::vector<int32_t>>& prompts, i
   return {ids.to(device), mask.to(device)};
 }
 
-torch::ScalarType sampling_weights_dtype(const SamplingConfig& config) {
-  if (config.weights == "fp32") return torch::kFloat;
-  if (config.weights == "bf16") return torch::kBFloat16;
-  fail(ErrorKind::kConfig, "sampling weights = '", config.weights,
+torch::ScalarType sampling_weights_dtype(const std::string& weights, const std::string& key) {
+  if (weights == "fp32") return torch::kFloat;
+  if (weights == "bf16") return torch::kBFloat16;
+  fail(ErrorKind::kConfig, key, " = '", weights,
        "': use \"fp32\" (as trained) or \"bf16\" (faster on CPUs with AVX512-BF16 and on GPUs)");
 }
 

@@ -54,9 +54,12 @@ std::vector<int32_t> row_tokens(const torch::Tensor& tokens, const torch::Tensor
 // rows were still running before it; for streaming output.
 using TokenCallback = std::function<void(const torch::Tensor& tokens, const torch::Tensor& running)>;
 
-// The dtype of SamplingConfig::weights; anything but "fp32" or "bf16" is an
-// error naming the setting.
-torch::ScalarType sampling_weights_dtype(const SamplingConfig& config);
+// The dtype of a sampling weights setting; anything but "fp32" or "bf16" is
+// an error naming `key`, the setting it came from.
+torch::ScalarType sampling_weights_dtype(const std::string& weights, const std::string& key = "sampling.weights");
+inline torch::ScalarType sampling_weights_dtype(const SamplingConfig& config) {
+  return sampling_weights_dtype(config.weights);
+}
 
 // Generates up to max_new_tokens after each prompt. A prompt longer than the
 // context allows keeps its last tokens. `stop_tokens` end a row (the stop

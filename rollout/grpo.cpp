@@ -48,6 +48,8 @@ GrpoConfig rloo_defaults() {
 void validate_grpo_config(const GrpoConfig& c, int world_size, bool custom_reward) {
   ppo::parse_group_advantage(c.train.advantage);
   ppo::check_loss_aggregation(c.train.loss_aggregation);
+  sampling_weights_dtype(c.rollout.weights, "rollout.weights");
+  sampling_weights_dtype(c.validation.weights, "validation.weights");
   if (c.kl.mode != "loss" && c.kl.mode != "reward") {
     fail(ErrorKind::kConfig, "kl.mode '", c.kl.mode, "' is not one of loss (k3 in the loss, GRPO), reward (k1 off the "
                              "score, RLOO)");
@@ -150,6 +152,7 @@ OnlineResult run_grpo(const GrpoConfig& cfg, const RewardFn& custom_reward, cons
     SamplingConfig sc;
     sc.temperature = rc.temperature;
     sc.max_new_tokens = rc.max_new_tokens;
+    sc.weights = rc.weights;
     b.replies = sample_replies(m.policy, query_ids, K, sc, rc.generation_batch, chat, seeds);
     const SampledReplies& r = b.replies;
     const int64_t tq = r.query_ids.size(1);

@@ -26,12 +26,14 @@ struct GrpoRolloutConfig {
   int generation_batch = 64;     // rows per generate() call
   double temperature = 1.0;      // pure sampling; log-probs use the same temperature
   int max_new_tokens = 80;       // reply length limit
+  std::string weights = "fp32";  // sampling precision, "fp32" or "bf16" (log-probs for the update stay fp32)
   template <class V> void visit(V& v) {
     v("prompts", prompts, Range::at_least(1));
     v("samples", samples, Range::at_least(2));
     v("generation_batch", generation_batch, Range::at_least(1));
     v("temperature", temperature, Range::at_least(1e-6));
     v("max_new_tokens", max_new_tokens, Range::at_least(1));
+    v("weights", weights);
   }
 };
 

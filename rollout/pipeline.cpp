@@ -269,6 +269,14 @@ PipelineConfig wire_pipeline(PipelineConfig c) {
     c.grpo.validation.seed = c.rloo.validation.seed = c.ppo.validation.seed;
     c.active.seed = derive(12);
   }
+  if (!c.sampling_weights.empty()) {
+    sampling_weights_dtype(c.sampling_weights, "pipeline.sampling_weights");
+    for (std::string* w : {&c.candidates.weights, &c.ppo.rollout.weights, &c.ppo.validation.weights,
+                           &c.grpo.rollout.weights, &c.grpo.validation.weights, &c.rloo.rollout.weights,
+                           &c.rloo.validation.weights, &c.compare.sampling.weights}) {
+      *w = c.sampling_weights;
+    }
+  }
   // Active labelling labels for the reward model stage: its rater, its
   // noise, its starting point and held-out prompts.
   c.active.db = in("labels.sqlite");

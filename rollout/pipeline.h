@@ -45,6 +45,10 @@ struct PipelineConfig {
   // order, initialisation, sampling, label noise, held-out split) derive
   // from this one, so `--seed=1,2,3` runs are the pipeline over seeds.
   int64_t seed = 0;
+  // "": every stage keeps its own sampling precision. "fp32" or "bf16":
+  // every sampling stage uses it (candidates, PPO/GRPO/RLOO rollouts and
+  // validation, compare); training and scoring stay fp32 either way.
+  std::string sampling_weights;
   // Stage settings. Paths that link stages (out_dir, init_from, policy,
   // reward_model, db, preferences, policies, out) are set by the pipeline.
   PretrainConfig pretrain;
@@ -65,6 +69,7 @@ struct PipelineConfig {
     v("label_selection", label_selection);
     v("on_change", on_change);
     v("seed", seed);
+    v("sampling_weights", sampling_weights);
     v.section("pretrain", pretrain);
     v.section("sft", sft);
     v.section("candidates", candidates);

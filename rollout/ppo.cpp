@@ -222,6 +222,8 @@ void validate_ppo_config(const PpoConfig& cfg, int world_size) {
   if (cfg.kl.estimator != "k1" && cfg.kl.estimator != "k3") {
     fail(ErrorKind::kConfig, "kl.estimator '", cfg.kl.estimator, "' is not one of k1, k3");
   }
+  sampling_weights_dtype(rc.weights, "rollout.weights");
+  sampling_weights_dtype(cfg.validation.weights, "validation.weights");
 }
 
 namespace {
@@ -230,6 +232,7 @@ SamplingConfig rollout_sampling(const PpoConfig& cfg) {
   SamplingConfig sc;
   sc.temperature = cfg.rollout.temperature;
   sc.max_new_tokens = cfg.rollout.max_new_tokens;
+  sc.weights = cfg.rollout.weights;
   return sc;
 }
 

@@ -77,6 +77,7 @@ PolicyReplies validation_replies(GPT& policy, GPT& reference, ScalarHeadModel& r
   SamplingConfig sc;
   sc.temperature = config.temperature;
   sc.max_new_tokens = config.max_new_tokens;
+  sc.weights = config.weights;
   const bool policy_training = policy->is_training(), rm_training = reward_model->is_training();
   policy->eval();
   reward_model->eval();

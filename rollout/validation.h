@@ -24,6 +24,7 @@ struct ValidationConfig {
   int max_new_tokens = 80;
   int64_t seed = 99;
   int samples = 4;          // replies written side by side with the reference's
+  std::string weights = "fp32";  // sampling precision, "fp32" or "bf16" (KL and reward stay fp32)
   template <class V> void visit(V& v) {
     v("prompts", prompts);
     v("interval", interval, Range::at_least(0));
@@ -32,6 +33,7 @@ struct ValidationConfig {
     v("max_new_tokens", max_new_tokens, Range::at_least(1));
     v("seed", seed);
     v("samples", samples, Range::at_least(1));
+    v("weights", weights);
   }
 };
 

@@ -561,6 +561,44 @@ TEST(Grpo, ThePipelineTrainsAndComparesEveryListedAlgorithmFromTheSameSftModel) 
   EXPECT_EQ(wire_pipeline(PipelineConfig()).compare.names, (std::vector<std::string>{"ppo", "sft"}));
 }
 
+// One setting makes every sampling stage sample in bf16; a bad value names
+// its key before anything runs; rollouts sampled in bf16 train as usual.
+TEST(Pipeline, OneSamplingWeightsSettingReachesEverySamplingStage) {
+  PipelineConfig p;
+  p.out_dir = "/tmp/run";
+  const PipelineConfig plain = wire_pipeline(p);
+  EXPECT_EQ(plain.ppo.rollout.weights, "fp32");
+  p.sampling_weights = "bf16";
+  const PipelineConfig w = wire_pipeline(p);
+  for (const std::string& weights : {w.candidates.weights, w.ppo.rollout.weights, w.ppo.validation.weights,
+                                     w.grpo.rollout.weights, w.grpo.validation.weights, w.rloo.rollout.weights,
+                                     w.rloo.validation.weights, w.compare.sampling.weights}) {
+    EXPECT_EQ(weights, "bf16");
+  }
+  p.sampling_weights = "fp16";
+  EXPECT_NE(test::error_of([&] { wire_pipeline(p); }).find("pipeline.sampling_weights = 'fp16'"), std::string::npos);
+
+  PpoFixture f;
+  GrpoConfig bad = grpo_config(f, "bad");
+  bad.rollout.weights = "int8";
+  EXPECT_NE(test::error_of([&] { validate_grpo_config(bad, 1); }).find("rollout.weights"), std::string::npos);
+  PpoConfig bad_ppo = f.config("bad");
+  bad_ppo.validation.weights = "half";
+  EXPECT_NE(test::error_of([&] { validate_ppo_config(bad_ppo, 1); }).find("validation.weights"), std::string::npos);
+
+  PpoConfig c = f.config("bf16");
+  c.train.iterations = 2;
+  c.rollout.weights = "bf16";
+  run_ppo(c, f.reward());
+  const std::vector<std::string> rows = test::file_lines(c.out_dir + "/metrics.jsonl");
+  ASSERT_EQ(rows.size(), 2u);
+  for (const std::string& line : rows) {
+    const Json row = Json::parse(line);
+    EXPECT_TRUE(std::isfinite(row["objective/kl"].get<double>())) << line;
+    EXPECT_GT(row["reply/length"].get<double>(), 0) << line;
+  }
+}
+
 TEST(Pipeline, ActiveLabellingUsesTheRewardModelStagesStoreRaterAndHeldOutPrompts) {
   for (int64_t seed : {0, 3}) {
     PipelineConfig p;
