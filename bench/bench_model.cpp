@@ -16,8 +16,9 @@
 //   with W the bytes of weights read once per step for all B rows, the KV
 //   cache read per row, and bandwidth the read rate of a 256 MB tensor.
 //   The lower of the two is the best a decode step can do here.
-// - Decoding with bf16 weights (SamplingConfig::weights = "bf16"): the same
-//   bounds with the bf16 GEMM rate and 2 bytes per weight, and the fp32
+// - Decoding with bf16 sampling (SamplingConfig::weights = "bf16": bf16
+//   weights and, on the CPU, a bf16 KV cache): the same bounds with the bf16
+//   GEMM rate and 2 bytes per weight and per cached value, and the fp32
 //   bound beside it.
 // - K samples per prompt: one prompt pass shared by the K samples against
 //   the prompt repeated K times.
@@ -125,7 +126,7 @@ int main(int argc, char** argv) {
   // token, so every row runs to the end.
   const int new_tokens = std::min<int>(gen_tokens, static_cast<int>(T) - 8);
   const double L = cfg.n_layer, C = cfg.n_embd, t_mean = 8 + new_tokens / 2.0;
-  const double kv_row_bytes = 2.0 * L * C * t_mean * 4.0;
+  const double kv_row_values = 2.0 * L * C * t_mean;
   SamplingConfig sc;
   sc.temperature = 1.0;
   sc.max_new_tokens = new_tokens;
@@ -141,11 +142,11 @@ int main(int argc, char** argv) {
     }
     return best;
   };
-  // The bounds for weights of `bytes_per_weight` multiplied at `rate` GFLOP/s
-  // (the KV cache and attention stay fp32).
-  auto lower_bound = [&](int rows, double rate, double bytes_per_weight, double* gemm_bound, double* memory_bound) {
+  // The bounds for weights and cached keys/values of `bytes` each, the
+  // weights multiplied at `rate` GFLOP/s.
+  auto lower_bound = [&](int rows, double rate, double bytes, double* gemm_bound, double* memory_bound) {
     *gemm_bound = rate * 1e9 / (2.0 * N + 4.0 * L * C * t_mean);
-    *memory_bound = rows * bandwidth * 1e9 / (bytes_per_weight * N + rows * kv_row_bytes);
+    *memory_bound = rows * bandwidth * 1e9 / (bytes * N + rows * kv_row_values * bytes);
     return std::min(*gemm_bound, *memory_bound);
   };
   double fp32_bound64 = 0;
@@ -157,9 +158,10 @@ int main(int argc, char** argv) {
     std::printf("decode %2d rows x %d new tokens: %.0f tokens/s; GEMM bound %.0f, memory bound %.0f: %.1f%% of the lower\n",
                 rows, new_tokens, rate, gemm_bound, memory_bound, 100.0 * rate / bound);
   }
-  // The same with bf16 weights for the products (SamplingConfig::weights),
-  // against bounds in bf16: the bf16 GEMM rate measured here and 2 bytes a
-  // weight; and, for comparison, against the fp32 bound above.
+  // The same with bf16 sampling (SamplingConfig::weights: bf16 weights for
+  // the products and a bf16 KV cache), against bounds in bf16: the bf16 GEMM
+  // rate measured here and 2 bytes a value; and, for comparison, against
+  // the fp32 bound above.
   const double gemm_bf16 = gemm_gflops(2048, 5, torch::kBFloat16);
   std::printf("bf16 GEMM 2048^3: %.1f GFLOP/s\n", gemm_bf16);
   SamplingConfig sc16 = sc;
@@ -168,7 +170,7 @@ int main(int argc, char** argv) {
     const double rate = decode_rate(rows, sc16);
     double gemm_bound = 0, memory_bound = 0;
     const double bound = lower_bound(rows, gemm_bf16, 2.0, &gemm_bound, &memory_bound);
-    std::printf("decode %2d rows x %d new tokens, bf16 weights: %.0f tokens/s; bf16 GEMM bound %.0f, memory bound %.0f: "
+    std::printf("decode %2d rows x %d new tokens, bf16 weights and KV cache: %.0f tokens/s; bf16 GEMM bound %.0f, memory bound %.0f: "
                 "%.1f%% of the lower",
                 rows, new_tokens, rate, gemm_bound, memory_bound, 100.0 * rate / bound);
     if (rows == 64) std::printf("; %.1f%% of the fp32 lower bound", 100.0 * rate / fp32_bound64);

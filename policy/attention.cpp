@@ -44,12 +44,20 @@ torch::Tensor attend_cached_query(const torch::Tensor& q, const torch::Tensor& k
   const torch::Tensor qc = q.contiguous(), b = bias.reshape({B, t}).to(torch::kFloat).contiguous();
   torch::Tensor out = torch::empty_like(qc);
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
-  const float *qp = qc.data_ptr<float>(), *kp = k_cache.data_ptr<float>(), *vp = v_cache.data_ptr<float>();
+  const float* qp = qc.data_ptr<float>();
   const float* bp = b.data_ptr<float>();
   float* op = out.data_ptr<float>();
+  const bool bf16 = k_cache.scalar_type() == torch::kBFloat16;
   at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> scratch(static_cast<size_t>(t));
-    kernels::attend_one_query(qp, kp, vp, bp, op, begin, end, H, t, cap, D, scale, scratch.data());
+    if (bf16) {
+      const auto* kp = reinterpret_cast<const uint16_t*>(k_cache.data_ptr<at::BFloat16>());
+      const auto* vp = reinterpret_cast<const uint16_t*>(v_cache.data_ptr<at::BFloat16>());
+      kernels::attend_one_query(qp, kp, vp, bp, op, begin, end, H, t, cap, D, scale, scratch.data());
+    } else {
+      kernels::attend_one_query(qp, k_cache.data_ptr<float>(), v_cache.data_ptr<float>(), bp, op, begin, end, H, t,
+                                cap, D, scale, scratch.data());
+    }
   });
   return out;
 }

@@ -57,6 +57,18 @@ std::optional<LowPrecisionWeights> sampling_precision(GPT& model, const Sampling
   return std::optional<LowPrecisionWeights>(std::in_place, model, dtype);
 }
 
+// bf16 sampling on the CPU keeps the KV cache in bfloat16 too, where the
+// decoding kernel reads it directly (one key/value head per query head):
+// at rollout batch sizes each step reads more cache than weights.
+c10::optional<torch::ScalarType> kv_cache_dtype(GPT& model, const SamplingConfig& config) {
+  const GPTConfig& c = model->config();
+  if (sampling_weights_dtype(config) != torch::kBFloat16 || !model->transformer->wte->weight.device().is_cpu() ||
+      c.kv_heads() != c.n_head) {
+    return c10::nullopt;
+  }
+  return torch::kBFloat16;
+}
+
 std::vector<SplitMix> row_rngs(size_t rows, const SamplingConfig& config,
                                const std::vector<uint64_t>& row_seeds) {
   RLHF_CHECK(row_seeds.empty() || row_seeds.size() == rows, "one seed per row");
@@ -179,7 +191,7 @@ Generation generate_cached(GPT& model, const std::vector<std::vector<int32_t>>& 
   const int64_t P = batch.ids.size(0), T = batch.ids.size(1), B = P * k;
   std::vector<SplitMix> rngs = row_rngs(static_cast<size_t>(B), config, row_seeds);
 
-  KVCache cache = model->make_cache(P, T + max_new);
+  KVCache cache = model->make_cache(P, T + max_new, kv_cache_dtype(model, config));
   torch::Tensor logits = model->forward(batch.ids, batch.mask, &cache).select(1, T - 1);
   if (k > 1) {
     cache.repeat_rows(k);

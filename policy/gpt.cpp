@@ -215,7 +215,7 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor
   const bool decoding = cache != nullptr && T == 1 && p == 0 && bias.defined() && x.device().is_cpu() &&
                         x.scalar_type() == torch::kFloat && !torch::GradMode::is_enabled();
   torch::Tensor y = decoding ? attend_cached_query(q, cache->k[layer_], cache->v[layer_], cache->length + 1, bias)
-                             : attend(q, k, v, bias, /*causal=*/true, p);
+                             : attend(q, k.to(q.scalar_type()), v.to(q.scalar_type()), bias, /*causal=*/true, p);
   y = y.transpose(1, 2).reshape({B, T, C});
   y = c_proj(y);
   if (p > 0) y = torch::dropout(y, p, true);
@@ -389,14 +389,15 @@ LowPrecisionWeights::~LowPrecisionWeights() {
   model_->low_precision_head = torch::Tensor();
 }
 
-KVCache GPTImpl::make_cache(int64_t batch, int64_t capacity) {
+KVCache GPTImpl::make_cache(int64_t batch, int64_t capacity, c10::optional<torch::ScalarType> dtype) {
   const GPTConfig& c = config();
   const torch::Tensor& w = transformer->wte->weight;
   KVCache cache;
   const int64_t D = c.dim_head(), H = c.kv_heads();
+  const auto options = w.options().dtype(dtype.value_or(w.scalar_type()));
   for (int i = 0; i < c.n_layer; ++i) {
-    cache.k.push_back(torch::zeros({batch, H, capacity, D}, w.options()));
-    cache.v.push_back(torch::zeros({batch, H, capacity, D}, w.options()));
+    cache.k.push_back(torch::zeros({batch, H, capacity, D}, options));
+    cache.v.push_back(torch::zeros({batch, H, capacity, D}, options));
   }
   cache.key_mask = torch::zeros({batch, capacity}, w.options().dtype(torch::kLong));
   return cache;

@@ -102,7 +102,7 @@ GPTConfig gpt_config_from_hf(const Json& hf, const std::string& source);
 
 // Per-layer key/value cache for incremental decoding.
 struct KVCache {
-  std::vector<torch::Tensor> k, v;  // per layer [B, H_kv, capacity, D]
+  std::vector<torch::Tensor> k, v;  // per layer [B, H_kv, capacity, D], fp32 or bf16 (values are rounded on append)
   torch::Tensor key_mask;           // [B, capacity] 1 where the position is a real token
   int64_t length = 0;               // positions filled
   // Writes a layer's new keys and values [B, H_kv, T, D] at `length` and
@@ -229,8 +229,10 @@ class GPTImpl : public torch::nn::Module {
   // Hidden [B, T, C] -> logits [B, T, V] through the tied embedding (or the
   // untied head).
   torch::Tensor lm_head(const torch::Tensor& hidden);
-  // An empty cache for `batch` rows and up to `capacity` positions.
-  KVCache make_cache(int64_t batch, int64_t capacity);
+  // An empty cache for `batch` rows and up to `capacity` positions, in the
+  // model's dtype or in `dtype` (bf16 sampling on the CPU keeps it in
+  // bfloat16: half the bytes that decoding reads every step).
+  KVCache make_cache(int64_t batch, int64_t capacity, c10::optional<torch::ScalarType> dtype = c10::nullopt);
   // Grows the vocabulary of the embedding and of an untied head (see
   // TransformerImpl::resize_vocab).
   void resize_vocab(int new_vocab_size);
@@ -244,8 +246,9 @@ TORCH_MODULE(GPT);
 
 // For its lifetime, the model's projections (every Conv1D) and its LM head
 // multiply in `dtype` (e.g. torch::kBFloat16) from copies of their weights
-// made once; activations, norms, attention, the KV cache and the logits stay
-// in the model's own precision. For sampling only: bf16 GEMMs run on
+// made once; activations, norms, attention and the logits stay in the
+// model's own precision (generate() also keeps the KV cache in `dtype` on
+// the CPU). For sampling only: bf16 GEMMs run on
 // AVX512-BF16/AMX CPUs and on GPUs at several times the fp32 rate, and the
 // copies are dropped (and the trained weights untouched) when it ends.
 class LowPrecisionWeights {

@@ -2,6 +2,7 @@
 #include "policy/kernels.h"
 
 #include <cmath>
+#include <cstring>
 
 namespace rlhf::kernels {
 namespace {
@@ -31,20 +32,32 @@ void gelu_tanh_backward(const float* __restrict g, const float* __restrict x, fl
   }
 }
 
-__attribute__((target_clones("avx512f", "avx2", "default")))
-void attend_one_query(const float* __restrict q, const float* __restrict k, const float* __restrict v,
-                      const float* __restrict bias, float* __restrict out, int64_t begin, int64_t end, int64_t heads,
-                      int64_t t, int64_t cap, int64_t D, float scale, float* __restrict scratch) {
+namespace {
+
+inline float load(float x) { return x; }
+// bfloat16 is the upper half of a float's bits.
+inline float load(uint16_t h) {
+  const uint32_t bits = static_cast<uint32_t>(h) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+template <class KV>
+inline void attend_one_query_impl(const float* __restrict q, const KV* __restrict k, const KV* __restrict v,
+                                  const float* __restrict bias, float* __restrict out, int64_t begin, int64_t end,
+                                  int64_t heads, int64_t t, int64_t cap, int64_t D, float scale,
+                                  float* __restrict scratch) {
   for (int64_t r = begin; r < end; ++r) {
     const float* qr = q + r * D;
-    const float* kr = k + r * cap * D;
-    const float* vr = v + r * cap * D;
+    const KV* kr = k + r * cap * D;
+    const KV* vr = v + r * cap * D;
     const float* br = bias + (r / heads) * t;
     float top = -3.0e38f;
     for (int64_t j = 0; j < t; ++j) {
-      const float* kj = kr + j * D;
+      const KV* kj = kr + j * D;
       float dot = 0.0f;
-      for (int64_t d = 0; d < D; ++d) dot += qr[d] * kj[d];
+      for (int64_t d = 0; d < D; ++d) dot += qr[d] * load(kj[d]);
       scratch[j] = dot * scale + br[j];
       top = scratch[j] > top ? scratch[j] : top;
     }
@@ -57,10 +70,26 @@ void attend_one_query(const float* __restrict q, const float* __restrict k, cons
     for (int64_t d = 0; d < D; ++d) o[d] = 0.0f;
     for (int64_t j = 0; j < t; ++j) {
       const float p = scratch[j] / total;
-      const float* vj = vr + j * D;
-      for (int64_t d = 0; d < D; ++d) o[d] += p * vj[d];
+      const KV* vj = vr + j * D;
+      for (int64_t d = 0; d < D; ++d) o[d] += p * load(vj[d]);
     }
   }
+}
+
+}  // namespace
+
+__attribute__((target_clones("avx512f", "avx2", "default")))
+void attend_one_query(const float* __restrict q, const float* __restrict k, const float* __restrict v,
+                      const float* __restrict bias, float* __restrict out, int64_t begin, int64_t end, int64_t heads,
+                      int64_t t, int64_t cap, int64_t D, float scale, float* __restrict scratch) {
+  attend_one_query_impl(q, k, v, bias, out, begin, end, heads, t, cap, D, scale, scratch);
+}
+
+__attribute__((target_clones("avx512f", "avx2", "default")))
+void attend_one_query(const float* __restrict q, const uint16_t* __restrict k, const uint16_t* __restrict v,
+                      const float* __restrict bias, float* __restrict out, int64_t begin, int64_t end, int64_t heads,
+                      int64_t t, int64_t cap, int64_t D, float scale, float* __restrict scratch) {
+  attend_one_query_impl(q, k, v, bias, out, begin, end, heads, t, cap, D, scale, scratch);
 }
 
 }  // namespace rlhf::kernels

@@ -24,5 +24,10 @@ void gelu_tanh_backward(const float* g, const float* x, float* dx, int64_t n);
 void attend_one_query(const float* q, const float* k, const float* v, const float* bias, float* out,
                       int64_t begin, int64_t end, int64_t heads, int64_t t, int64_t cap, int64_t D, float scale,
                       float* scratch);
+// The same over a bfloat16 KV cache (the raw 16-bit patterns), read as fp32;
+// half the bytes of the fp32 cache, which bounds decoding at large batches.
+void attend_one_query(const float* q, const uint16_t* k, const uint16_t* v, const float* bias, float* out,
+                      int64_t begin, int64_t end, int64_t heads, int64_t t, int64_t cap, int64_t D, float scale,
+                      float* scratch);
 
 }  // namespace rlhf::kernels

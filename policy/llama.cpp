@@ -74,6 +74,8 @@ torch::Tensor LlamaAttentionImpl::forward(const torch::Tensor& x, const torch::T
       x.scalar_type() == torch::kFloat && !torch::GradMode::is_enabled()) {
     y = attend_cached_query(q, cache->k[layer_], cache->v[layer_], cache->length + 1, bias);
   } else {
+    k = k.to(q.scalar_type());
+    v = v.to(q.scalar_type());
     if (Hk < H) {  // grouped-query attention: each key/value head serves H / Hk query heads
       k = k.repeat_interleave(H / Hk, 1);
       v = v.repeat_interleave(H / Hk, 1);

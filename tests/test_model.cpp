@@ -6,6 +6,7 @@
 
 #include <fstream>
 
+#include "policy/attention.h"
 #include "policy/checkpoint.h"
 #include "policy/generate.h"
 #include "policy/gpt.h"
@@ -162,6 +163,31 @@ TEST(Generate, Bf16WeightsSampleCloseToFp32AndLeaveTheModelAsItWas) {
   EXPECT_TRUE(torch::equal(m->forward(ids), fp32)) << "the bf16 copies are gone after sampling";
   sc.weights = "fp16";
   EXPECT_NE(error_of([&] { generate(m, {{1, 2}}, sc, {}, 0); }).find("weights = 'fp16'"), std::string::npos);
+}
+
+// The decoding kernel over a bfloat16 KV cache computes what the fp32
+// kernel computes over the same (rounded) keys and values, and the cache
+// generate() makes for bf16 sampling is bfloat16.
+TEST(Attention, DecodingOverABf16CacheEqualsFp32OverTheRoundedValues) {
+  torch::manual_seed(3);
+  const int64_t B = 3, H = 4, cap = 40, D = 16, t = 29;
+  const torch::Tensor q = torch::randn({B, H, 1, D});
+  const torch::Tensor k16 = torch::randn({B, H, cap, D}).to(torch::kBFloat16);
+  const torch::Tensor v16 = torch::randn({B, H, cap, D}).to(torch::kBFloat16);
+  torch::Tensor bias = torch::zeros({B, 1, 1, t});
+  bias[1][0][0].narrow(0, 0, 5).fill_(kMasked);  // row 1's first keys are padding
+  const torch::Tensor from_bf16 = attend_cached_query(q, k16, v16, t, bias);
+  const torch::Tensor from_fp32 = attend_cached_query(q, k16.to(torch::kFloat), v16.to(torch::kFloat), t, bias);
+  EXPECT_EQ(from_bf16.scalar_type(), torch::kFloat);
+  EXPECT_TRUE(torch::allclose(from_bf16, from_fp32, 1e-5, 1e-5)) << (from_bf16 - from_fp32).abs().max();
+  // Against attention written out in plain tensor ops.
+  const torch::Tensor kf = k16.to(torch::kFloat).narrow(2, 0, t), vf = v16.to(torch::kFloat).narrow(2, 0, t);
+  const torch::Tensor att = torch::softmax(torch::matmul(q, kf.transpose(2, 3)) / std::sqrt(double(D)) + bias, -1);
+  EXPECT_TRUE(torch::allclose(from_bf16, torch::matmul(att, vf), 1e-4, 1e-4));
+
+  GPT m = tiny_model();
+  EXPECT_EQ(m->make_cache(2, 8).k[0].scalar_type(), torch::kFloat);
+  EXPECT_EQ(m->make_cache(2, 8, torch::kBFloat16).k[0].scalar_type(), torch::kBFloat16);
 }
 
 TEST(Generate, StopTokensEndARowAndArePadded) {
