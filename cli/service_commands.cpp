@@ -43,6 +43,8 @@ void register_serve_command(CLI::App& app) {
   sub->add_option("--shutdown_grace_s", cfg->shutdown_grace_s, "after SIGTERM, time for running requests to finish")
       ->capture_default_str()->check(CLI::Range(0.0, 3600.0));
   sub->add_option("--threads", cfg->threads, "LibTorch threads (0 = all cores)")->capture_default_str();
+  sub->add_option("--weights", cfg->engine.weights, "fp32 (as trained) or bf16 (bf16 weights and KV cache: faster)")
+      ->capture_default_str()->check(CLI::IsMember({"fp32", "bf16"}));
   add_action(sub, [cfg] {
     if (!cfg->labels.empty() && !path_exists(cfg->labels)) {
       fail(ErrorKind::kUsage, "no label store at '", cfg->labels, "'; make one with `rlhf raters add NAME --db ",

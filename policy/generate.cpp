@@ -40,6 +40,15 @@ PromptBatch left_pad_prompts(const std::vector<std::vector<int32_t>>& prompts, i
   return {ids.to(device), mask.to(device)};
 }
 
+c10::optional<torch::ScalarType> kv_cache_dtype(GPT& model, const SamplingConfig& config) {
+  const GPTConfig& c = model->config();
+  if (sampling_weights_dtype(config) != torch::kBFloat16 || !model->transformer->wte->weight.device().is_cpu() ||
+      c.kv_heads() != c.n_head) {
+    return c10::nullopt;
+  }
+  return torch::kBFloat16;
+}
+
 torch::ScalarType sampling_weights_dtype(const std::string& weights, const std::string& key) {
   if (weights == "fp32") return torch::kFloat;
   if (weights == "bf16") return torch::kBFloat16;
@@ -55,18 +64,6 @@ std::optional<LowPrecisionWeights> sampling_precision(GPT& model, const Sampling
   const torch::ScalarType dtype = sampling_weights_dtype(config);
   if (dtype == model->transformer->wte->weight.scalar_type()) return std::nullopt;
   return std::optional<LowPrecisionWeights>(std::in_place, model, dtype);
-}
-
-// bf16 sampling on the CPU keeps the KV cache in bfloat16 too, where the
-// decoding kernel reads it directly (one key/value head per query head):
-// at rollout batch sizes each step reads more cache than weights.
-c10::optional<torch::ScalarType> kv_cache_dtype(GPT& model, const SamplingConfig& config) {
-  const GPTConfig& c = model->config();
-  if (sampling_weights_dtype(config) != torch::kBFloat16 || !model->transformer->wte->weight.device().is_cpu() ||
-      c.kv_heads() != c.n_head) {
-    return c10::nullopt;
-  }
-  return torch::kBFloat16;
 }
 
 std::vector<SplitMix> row_rngs(size_t rows, const SamplingConfig& config,

@@ -71,6 +71,11 @@ Engine::Engine(GPT model, std::vector<int32_t> stop_tokens, EngineConfig config)
       stop_tokens_(std::move(stop_tokens)),
       config_(config) {
   model_->eval();
+  SamplingConfig precision;
+  precision.weights = config_.weights;
+  const torch::ScalarType dtype = sampling_weights_dtype(config_.weights, "engine.weights");
+  if (dtype != model_->transformer->wte->weight.scalar_type()) low_precision_.emplace(model_, dtype);
+  cache_dtype_ = kv_cache_dtype(model_, precision);
   thread_ = std::thread([this] { loop(); });
 }
 
@@ -207,7 +212,7 @@ torch::Tensor Engine::prefill(const std::vector<std::shared_ptr<Job>>& jobs, KVC
   for (const auto& job : jobs) prompts.push_back(job->request.prompt);
   const PromptBatch batch = left_pad_prompts(prompts, model_config_.n_positions, 0, device);
   const int64_t T = batch.ids.size(1);
-  cache = model_->make_cache(batch.ids.size(0), T);
+  cache = model_->make_cache(batch.ids.size(0), T, cache_dtype_);
   return model_->forward(batch.ids, batch.mask, &cache).select(1, T - 1).to(torch::kCPU);
 }
 

@@ -127,6 +127,42 @@ TEST(Engine, AloneMatchesGenerate) {
   }
 }
 
+// With weights = "bf16" the engine serves what bf16 sampling generates, and
+// the model it was given computes in fp32 again once the engine is gone.
+TEST(Engine, Bf16WeightsServeWhatBf16SamplingGenerates) {
+  GPT reference = load_model();
+  ChatTemplate chat(fixture().tokenizer);
+  GPT served = load_model();
+  const torch::Tensor ids = torch::tensor(std::vector<int64_t>{5, 6, 7, 8}).unsqueeze(0);
+  torch::Tensor before;
+  {
+    torch::NoGradGuard no_grad;
+    before = served->forward(ids);
+  }
+  const auto prompts = test_prompts(2);
+  {
+    serve::EngineConfig config;
+    config.weights = "bf16";
+    serve::Engine engine(served, chat.stop_tokens(), config);
+    SamplingConfig s;
+    s.temperature = 1.0;
+    s.max_new_tokens = 24;
+    s.weights = "bf16";
+    for (size_t i = 0; i < prompts.size(); ++i) {
+      auto got = submit(engine, prompts[i], s, 7 + i);
+      wait(got);
+      Generation g = generate(reference, {prompts[i]}, s, chat.stop_tokens(), 0, {7 + i});
+      EXPECT_EQ(got->tokens, row_tokens(g.tokens, g.lengths, 0)) << "prompt " << i;
+    }
+  }
+  torch::NoGradGuard no_grad;
+  EXPECT_TRUE(torch::equal(served->forward(ids), before));
+  serve::EngineConfig bad;
+  bad.weights = "fp8";
+  EXPECT_NE(test::error_of([&] { serve::Engine e(load_model(), chat.stop_tokens(), bad); }).find("engine.weights"),
+            std::string::npos);
+}
+
 TEST(Engine, BatchingDoesNotChangeReplies) {
   ChatTemplate chat(fixture().tokenizer);
   const auto prompts = test_prompts(32);
