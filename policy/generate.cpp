@@ -40,9 +40,9 @@ PromptBatch left_pad_prompts(const std::vector<std::vector<int32_t>>& prompts, i
   return {ids.to(device), mask.to(device)};
 }
 
-c10::optional<torch::ScalarType> kv_cache_dtype(GPT& model, const SamplingConfig& config) {
+c10::optional<torch::ScalarType> kv_cache_dtype(GPT& model, torch::ScalarType weights_dtype) {
   const GPTConfig& c = model->config();
-  if (sampling_weights_dtype(config) != torch::kBFloat16 || !model->transformer->wte->weight.device().is_cpu() ||
+  if (weights_dtype != torch::kBFloat16 || !model->transformer->wte->weight.device().is_cpu() ||
       c.kv_heads() != c.n_head) {
     return c10::nullopt;
   }
@@ -188,7 +188,7 @@ Generation generate_cached(GPT& model, const std::vector<std::vector<int32_t>>& 
   const int64_t P = batch.ids.size(0), T = batch.ids.size(1), B = P * k;
   std::vector<SplitMix> rngs = row_rngs(static_cast<size_t>(B), config, row_seeds);
 
-  KVCache cache = model->make_cache(P, T + max_new, kv_cache_dtype(model, config));
+  KVCache cache = model->make_cache(P, T + max_new, kv_cache_dtype(model, sampling_weights_dtype(config)));
   torch::Tensor logits = model->forward(batch.ids, batch.mask, &cache).select(1, T - 1);
   if (k > 1) {
     cache.repeat_rows(k);

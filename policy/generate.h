@@ -60,11 +60,12 @@ torch::ScalarType sampling_weights_dtype(const std::string& weights, const std::
 inline torch::ScalarType sampling_weights_dtype(const SamplingConfig& config) {
   return sampling_weights_dtype(config.weights);
 }
-// The KV cache's dtype for sampling with `config`: bfloat16 with bf16
-// weights on the CPU, where the decoding kernel reads it directly (at
-// rollout batch sizes a step reads more cache than weights); otherwise the
-// model's (nullopt). Llama models with grouped-query attention keep theirs.
-c10::optional<torch::ScalarType> kv_cache_dtype(GPT& model, const SamplingConfig& config);
+// The KV cache's dtype for sampling with weights in `weights_dtype`:
+// bfloat16 with bf16 weights on the CPU, where the decoding kernel reads it
+// directly (at rollout batch sizes a step reads more cache than weights);
+// otherwise the model's (nullopt). Llama models with grouped-query
+// attention keep theirs.
+c10::optional<torch::ScalarType> kv_cache_dtype(GPT& model, torch::ScalarType weights_dtype);
 
 // Generates up to max_new_tokens after each prompt. A prompt longer than the
 // context allows keeps its last tokens. `stop_tokens` end a row (the stop

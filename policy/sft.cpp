@@ -179,7 +179,7 @@ SftResult run_sft(const SftConfig& cfg, const DistInfo& dist) {
   run.start(params, start_step);
 
   auto save = [&](int64_t step, double val_loss, bool best) {
-    return run.commit(step, best, [&](const std::string& folder) {
+    run.commit(step, best, [&](const std::string& folder) {
       CheckpointWrite w = policy_checkpoint(model, lora.get(), tokenizer);
       Json curve = Json::array();
       for (const auto& [s, l] : result.val_curve) curve.push_back({s, l});

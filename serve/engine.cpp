@@ -71,11 +71,9 @@ Engine::Engine(GPT model, std::vector<int32_t> stop_tokens, EngineConfig config)
       stop_tokens_(std::move(stop_tokens)),
       config_(config) {
   model_->eval();
-  SamplingConfig precision;
-  precision.weights = config_.weights;
   const torch::ScalarType dtype = sampling_weights_dtype(config_.weights, "engine.weights");
   if (dtype != model_->transformer->wte->weight.scalar_type()) low_precision_.emplace(model_, dtype);
-  cache_dtype_ = kv_cache_dtype(model_, precision);
+  cache_dtype_ = kv_cache_dtype(model_, dtype);
   thread_ = std::thread([this] { loop(); });
 }
 
