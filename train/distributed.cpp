@@ -4,8 +4,13 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstdio>
 #include <cstdlib>
 #include <exception>
+#include <iostream>
 
 #include "common/error.h"
 #include "common/log.h"
@@ -27,6 +32,45 @@ std::string env_str(const char* name, const std::string& fallback) {
   const char* v = std::getenv(name);
   return v != nullptr && *v != '\0' ? v : fallback;
 }
+
+// LibTorch 2.x's bundled Gloo prints "[Gloo] Rank N is connected to ..."
+// on every rank while the group forms; ranks other than 0 must log nothing,
+// and rank 0 logs the same fact itself. Standard output and error point at
+// /dev/null for this object's lifetime; errors still arrive as exceptions.
+class QuietStdStreams {
+ public:
+  QuietStdStreams() {
+    std::cout.flush();
+    std::cerr.flush();
+    std::fflush(nullptr);
+    const int null_fd = ::open("/dev/null", O_WRONLY | O_CLOEXEC);
+    if (null_fd < 0) return;
+    saved_out_ = ::dup(STDOUT_FILENO);
+    saved_err_ = ::dup(STDERR_FILENO);
+    if (saved_out_ >= 0) ::dup2(null_fd, STDOUT_FILENO);
+    if (saved_err_ >= 0) ::dup2(null_fd, STDERR_FILENO);
+    ::close(null_fd);
+  }
+  ~QuietStdStreams() {
+    std::cout.flush();
+    std::cerr.flush();
+    std::fflush(nullptr);
+    restore(saved_out_, STDOUT_FILENO);
+    restore(saved_err_, STDERR_FILENO);
+  }
+  QuietStdStreams(const QuietStdStreams&) = delete;
+  QuietStdStreams& operator=(const QuietStdStreams&) = delete;
+
+ private:
+  static void restore(int saved, int fd) {
+    if (saved < 0) return;
+    ::dup2(saved, fd);
+    ::close(saved);
+  }
+
+  int saved_out_ = -1;
+  int saved_err_ = -1;
+};
 
 [[noreturn]] void lost_peer(const std::string& what, const std::string& why) {
   fail(ErrorKind::kNetwork, "distributed ", what, " failed: ", why,
@@ -64,6 +108,7 @@ class GlooCommunicator : public Communicator {
     options->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
     options->threads = 1;
     try {
+      QuietStdStreams quiet;
       group_ = c10::make_intrusive<c10d::ProcessGroupGloo>(prefixed, rank, world, options);
     } catch (const std::exception& e) {
       fail(ErrorKind::kNetwork, "rank ", rank, " could not join the process group of ", world, " ranks: ", e.what());
