@@ -78,7 +78,8 @@ int main(int argc, char** argv) {
     else if (!std::strcmp(argv[i], "--gemm-only")) gemm_only = std::atoi(argv[i + 1]);
   }
   threads = set_torch_threads(threads);
-  std::printf("threads %d, LibTorch %s, %s\n", threads, TORCH_VERSION, process_environment_summary().c_str());
+  std::printf("threads %d, LibTorch %s (BLAS %s), %s\n", threads, TORCH_VERSION, torch_blas().c_str(),
+              process_environment_summary().c_str());
 
   double gemm = 0;
   for (int n : {1024, 2048, 3072}) {

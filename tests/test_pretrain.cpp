@@ -92,10 +92,12 @@ void write_corpus(const std::string& dir) {
   }
 }
 
-std::vector<std::string> tiny_run_args(const std::string& corpus, const std::string& out) {
+// max_steps: the resume test runs longer, so that the run it kills at its
+// first checkpoint cannot finish first (a tiny step takes milliseconds).
+std::vector<std::string> tiny_run_args(const std::string& corpus, const std::string& out, int max_steps = 12) {
   return {"pretrain", "--out_dir=" + out, "--data.corpus=" + corpus, "--data.vocab_size=300",
           "--model.n_layer=2", "--model.n_embd=32", "--model.n_head=2", "--model.n_positions=32",
-          "--train.batch_size=4", "--train.max_steps=12", "--train.checkpoint_interval=4",
+          "--train.batch_size=4", "--train.max_steps=" + std::to_string(max_steps), "--train.checkpoint_interval=4",
           "--train.eval_interval=6", "--train.eval_batches=2", "--train.threads=2",
           "--schedule.warmup_steps=2", "--sample.prompts="};
 }
@@ -111,11 +113,11 @@ std::vector<std::string> metric_lines(const std::string& path) {
 TEST(PretrainE2E, KilledRunResumesToExactlyTheUninterruptedResult) {
   test::TempDir dir("resume");
   write_corpus(dir.file("corpus"));
-  ASSERT_EQ(test::run_cli(tiny_run_args(dir.file("corpus"), dir.file("straight")), dir.file("straight.log")), 0)
+  ASSERT_EQ(test::run_cli(tiny_run_args(dir.file("corpus"), dir.file("straight"), 60), dir.file("straight.log")), 0)
       << read_file(dir.file("straight.log"));
 
   // Start the same run, kill it with SIGKILL once a checkpoint exists.
-  const pid_t pid = test::spawn_cli(tiny_run_args(dir.file("corpus"), dir.file("killed")), dir.file("killed.log"));
+  const pid_t pid = test::spawn_cli(tiny_run_args(dir.file("corpus"), dir.file("killed"), 60), dir.file("killed.log"));
   ASSERT_GT(pid, 0);
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
   while (!path_exists(dir.file("killed/checkpoints/latest")) && std::chrono::steady_clock::now() < deadline) {
@@ -127,7 +129,7 @@ TEST(PretrainE2E, KilledRunResumesToExactlyTheUninterruptedResult) {
   const std::string killed_at = read_file(dir.file("killed/checkpoints/latest"));
   EXPECT_NE(killed_at.find("step-"), std::string::npos);
 
-  ASSERT_EQ(test::run_cli(tiny_run_args(dir.file("corpus"), dir.file("killed")), dir.file("resumed.log")), 0)
+  ASSERT_EQ(test::run_cli(tiny_run_args(dir.file("corpus"), dir.file("killed"), 60), dir.file("resumed.log")), 0)
       << read_file(dir.file("resumed.log"));
   EXPECT_NE(read_file(dir.file("resumed.log")).find("resuming from"), std::string::npos);
 

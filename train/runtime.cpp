@@ -4,6 +4,7 @@
 #include <cstdlib>
 
 #include <ATen/Parallel.h>
+#include <ATen/Version.h>
 #include <torch/cuda.h>
 
 #include "common/error.h"
@@ -23,6 +24,16 @@ int set_torch_threads(int threads) {
     // Already set (it can be set once per process); harmless.
   }
   return n;
+}
+
+std::string torch_blas() {
+  const std::string config = at::show_config();
+  const std::string key = "BLAS_INFO=";
+  const auto at = config.find(key);
+  if (at == std::string::npos) return "unknown";
+  const auto begin = at + key.size();
+  const auto end = config.find_first_of(", \n", begin);
+  return config.substr(begin, end == std::string::npos ? std::string::npos : end - begin);
 }
 
 torch::Device parse_device(const std::string& name) {

@@ -11,6 +11,13 @@ namespace rlhf {
 // default is 1 here) and a single inter-op thread. Returns the count used.
 int set_torch_threads(int threads);
 
+// The BLAS this LibTorch was built against, as its build configuration says:
+// "generic" (Debian's 1.13: the system's libblas.so.3, which scripts/setup.sh
+// points at OpenBLAS, so OPENBLAS_CORETYPE applies), "mkl" (PyPI's 2.x
+// wheels: Intel MKL inside libtorch_cpu), "open" (OpenBLAS linked in), or
+// "unknown".
+std::string torch_blas();
+
 // "cpu", "cuda", "cuda:1" or "auto" (CUDA when available).
 torch::Device parse_device(const std::string& name);
 
