@@ -17,9 +17,10 @@ cd "$ROOT"
 TORCH_VERSION="${RLHF_TORCH2_VERSION:-2.9.1}"
 VENV=.cache/torch2-venv
 
-if ! dpkg-query -W -f='${Status}' python3-venv 2>/dev/null | grep -q "install ok installed" \
-   && ! python3 -m venv --help >/dev/null 2>&1; then
-  if [ "$(id -u)" -eq 0 ]; then apt-get install -y -qq python3-venv; else sudo apt-get install -y -qq python3-venv; fi
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+# Debian's python3 makes venvs only with python3-venv (ensurepip) installed.
+if [ ! -x "$VENV/bin/pip" ] && ! dpkg-query -W -f='${Status}' python3-venv 2>/dev/null | grep -q "install ok installed"; then
+  as_root apt-get install -y -qq python3-venv
 fi
 [ -x "$VENV/bin/pip" ] || python3 -m venv "$VENV"
 # torch 2.9.1's pins for the two CUDA libraries libtorch_cpu.so needs at load time.
