@@ -20,6 +20,8 @@
 //   weights and, on the CPU, a bf16 KV cache): the same bounds with the bf16
 //   GEMM rate and 2 bytes per weight and per cached value, and the fp32
 //   bound beside it.
+// - Training with bf16 GEMMs (train.precision = "bf16"): tokens/s beside
+//   fp32's, same steps.
 // - K samples per prompt: one prompt pass shared by the K samples against
 //   the prompt repeated K times.
 #include <torch/torch.h>
@@ -112,16 +114,25 @@ int main(int argc, char** argv) {
     opt.step(1e-4);
     opt.zero_grad();
   };
-  train_step();  // warm-up
-  auto t0 = Clock::now();
-  for (int s = 0; s < steps; ++s) train_step();
-  const double secs = since(t0);
-  const double tok_s = static_cast<double>(batch) * T * steps / secs;
+  auto training_rate = [&] {
+    train_step();  // warm-up
+    auto t0 = Clock::now();
+    for (int s = 0; s < steps; ++s) train_step();
+    return static_cast<double>(batch) * T * steps / since(t0);
+  };
+  const double tok_s = training_rate();
   const double N = static_cast<double>(cfg.num_parameters());
   const double flops_per_token = 6.0 * N + 6.0 * cfg.n_layer * cfg.n_embd * T;
   const double achieved = tok_s * flops_per_token / 1e9;
   std::printf("training: batch %d x %lld tokens, %.0f tokens/s, %.1f GFLOP/s model, MFU %.1f%% of the GEMM reference\n",
               batch, static_cast<long long>(T), tok_s, achieved, 100.0 * achieved / gemm);
+  // Mixed precision (train.precision = "bf16"): the same steps with bf16
+  // GEMMs, fp32 weights and optimiser.
+  set_compute_dtype(*model, torch::kBFloat16);
+  const double bf16_tok_s = training_rate();
+  set_compute_dtype(*model, c10::nullopt);
+  std::printf("training with bf16 GEMMs (train.precision = \"bf16\"): %.0f tokens/s, %.2fx fp32, %.1f GFLOP/s model\n",
+              bf16_tok_s, bf16_tok_s / tok_s, bf16_tok_s * flops_per_token / 1e9);
 
   // Decoding: B prompts of 8 tokens, gen_tokens new tokens each, no stop
   // token, so every row runs to the end.
@@ -180,7 +191,7 @@ int main(int argc, char** argv) {
 
   // The KV cache against recomputing the whole prefix, 8 rows.
   std::vector<std::vector<int32_t>> prompts(8, std::vector<int32_t>{1, 2, 3, 4, 5, 6, 7, 8});
-  t0 = Clock::now();
+  auto t0 = Clock::now();
   Generation g = generate(model, prompts, sc, {}, 0);
   const double cached = g.lengths.sum().item<double>() / since(t0);
   t0 = Clock::now();

@@ -240,6 +240,7 @@ DpoResult run_dpo(const DpoConfig& cfg, const std::vector<PreferencePair>& label
   const ChatTemplate chat(tokenizer);
   const std::string system_prompt = start.trainer_state.value("system_prompt", "");
   model->eval();  // no dropout: the reference log-probs must be reproducible
+  set_compute_dtype(*model, run.compute_dtype());  // the reference's log-probs too, so step 0's margins are 0
 
   // Reference log-probs, once: the starting policy is the reference.
   const std::string cache_path = run.dir().file("reference_logps.safetensors");

@@ -176,6 +176,9 @@ torch::Tensor Conv1DImpl::forward(const torch::Tensor& x) {
   if (low_precision_weight.defined()) {
     y = torch::mm(x2.to(low_precision_weight.scalar_type()), low_precision_weight).to(x.scalar_type());
     if (bias.defined()) y.add_(bias);
+  } else if (compute_dtype && *compute_dtype != weight.scalar_type()) {
+    y = torch::mm(x2.to(*compute_dtype), weight.to(*compute_dtype)).to(x.scalar_type());
+    if (bias.defined()) y = y + bias;
   } else {
     y = bias.defined() ? torch::addmm(bias, x2, weight) : torch::mm(x2, weight);
   }
@@ -370,7 +373,20 @@ torch::Tensor GPTImpl::lm_head(const torch::Tensor& hidden) {
   if (low_precision_head.defined()) {
     return at::linear(hidden.to(low_precision_head.scalar_type()), low_precision_head).to(hidden.scalar_type());
   }
-  return at::linear(hidden, head ? head->weight : transformer->wte->weight);
+  const torch::Tensor& w = head ? head->weight : transformer->wte->weight;
+  if (head_compute_dtype && *head_compute_dtype != w.scalar_type()) {
+    return at::linear(hidden.to(*head_compute_dtype), w.to(*head_compute_dtype)).to(hidden.scalar_type());
+  }
+  return at::linear(hidden, w);
+}
+
+void set_compute_dtype(torch::nn::Module& model, c10::optional<torch::ScalarType> dtype) {
+  auto set = [&](torch::nn::Module& m) {
+    if (auto* conv = dynamic_cast<Conv1DImpl*>(&m)) conv->compute_dtype = dtype;
+    if (auto* gpt = dynamic_cast<GPTImpl*>(&m)) gpt->head_compute_dtype = dtype;
+  };
+  set(model);
+  for (const auto& m : model.modules(/*include_self=*/false)) set(*m);
 }
 
 LowPrecisionWeights::LowPrecisionWeights(GPT model, torch::ScalarType dtype) : model_(std::move(model)) {

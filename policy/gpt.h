@@ -131,6 +131,7 @@ class Conv1DImpl : public torch::nn::Module {
   torch::Tensor weight, bias;  // bias undefined when there is none
   std::optional<LoraBranch> lora;  // set while LoRA adapters are attached
   torch::Tensor low_precision_weight;  // set while LowPrecisionWeights lives: multiplied in its dtype instead of weight
+  c10::optional<torch::ScalarType> compute_dtype;  // mixed precision (set_compute_dtype): the GEMM's dtype
 };
 TORCH_MODULE(Conv1D);
 
@@ -241,6 +242,7 @@ class GPTImpl : public torch::nn::Module {
   Transformer transformer{nullptr};
   LMHead head{nullptr};  // only when tie_word_embeddings is false ("lm_head.weight")
   torch::Tensor low_precision_head;  // set while LowPrecisionWeights lives: the LM head in its dtype
+  c10::optional<torch::ScalarType> head_compute_dtype;  // mixed precision (set_compute_dtype): the head's GEMM dtype
 };
 TORCH_MODULE(GPT);
 
@@ -261,6 +263,15 @@ class LowPrecisionWeights {
  private:
   GPT model_;
 };
+
+// Mixed-precision training: every projection (Conv1D) of `model` and the
+// LM head of any GPT in it multiply in `dtype` (torch::kBFloat16) from casts
+// of the fp32 weights made in each forward pass, so gradients flow to the
+// fp32 weights, which the optimiser updates as before; activations, norms,
+// attention, the logits and the loss stay fp32. nullopt turns it off. On
+// CPUs with AVX512-BF16/AMX and on GPUs the GEMMs (forward and backward)
+// run several times faster; elsewhere bf16 is emulated and slower.
+void set_compute_dtype(torch::nn::Module& model, c10::optional<torch::ScalarType> dtype);
 
 // GPT-2's tanh GELU; on CPU fp32 through a fused kernel (policy/kernels.h).
 torch::Tensor gelu_tanh(const torch::Tensor& x);

@@ -130,6 +130,7 @@ SftResult run_sft(const SftConfig& cfg, const DistInfo& dist) {
   if (cfg.random_init) init_gpt_weights(*model, model->config(), static_cast<uint64_t>(tc.seed));
   model->to(device);
   model->train();
+  set_compute_dtype(*model, run.compute_dtype());
   const ChatTemplate chat(tokenizer);
   const int32_t pad = chat.pad_id();
 

@@ -220,6 +220,7 @@ PretrainResult run_pretrain(const PretrainConfig& config_in, const DistInfo& dis
   }
   model->to(device);
   model->train();
+  set_compute_dtype(*model, run.compute_dtype());
   std::vector<NamedParameter> params;
   for (auto& [name, p] : named_parameters(*model)) params.push_back({name, p, default_decay(name, p)});
   AdamW optimizer(params, cfg.optim);

@@ -184,6 +184,7 @@ RewardTrainResult run_reward_training(const RewardTrainConfig& cfg, const std::v
   ScalarHeadModel model = start.model;
   model->to(device);
   model->train();
+  set_compute_dtype(*model, run.compute_dtype());
   const ChatTemplate chat(start.tokenizer);
   const std::vector<NamedParameter> params = apply_freeze(*model, model->config().n_layer, cfg.freeze);
   AdamW optimizer(params, cfg.optim);

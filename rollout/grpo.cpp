@@ -90,6 +90,10 @@ OnlineResult run_grpo(const GrpoConfig& cfg, const RewardFn& custom_reward, cons
   if (!cfg.reward_model.empty() && (cfg.reward.model > 0 || !cfg.validation.prompts.empty())) {
     reward_model = load_frozen_reward_model(cfg.reward_model, m, device).model;
   }
+  // Policy and reference in one precision, so the KL starts at 0.
+  set_compute_dtype(*m.policy, run.compute_dtype());
+  set_compute_dtype(*m.reference, run.compute_dtype());
+  if (reward_model) set_compute_dtype(*reward_model, run.compute_dtype());
   const ChatTemplate chat(m.tokenizer);
   const std::vector<PromptItem> prompts = load_prompts(cfg.prompts, chat, m.system_prompt);
 

@@ -374,6 +374,11 @@ PpoResult run_ppo(const PpoConfig& cfg, const RewardFn& custom_reward, const Dis
   TrainingRun run("ppo", cfg.out_dir, config_to_json(cfg), tc, rules, dist);
 
   Models m = load_models(cfg, static_cast<bool>(custom_reward), run.device());
+  // Every model in one precision: policy and reference alike, so the KL starts at 0.
+  set_compute_dtype(*m.policy, run.compute_dtype());
+  set_compute_dtype(*m.reference, run.compute_dtype());
+  set_compute_dtype(*m.value, run.compute_dtype());
+  if (m.reward) set_compute_dtype(*m.reward, run.compute_dtype());
   const ChatTemplate chat(m.tokenizer);
   const std::vector<PromptItem> prompts = load_prompts(cfg.prompts, chat, m.system_prompt);
 

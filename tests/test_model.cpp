@@ -13,6 +13,7 @@
 #include "pretrain/pretrain.h"
 #include "test_util.h"
 #include "train/optim.h"
+#include "train/runtime.h"
 #include "train/safetensors.h"
 
 namespace rlhf {
@@ -245,6 +246,60 @@ TEST(Training, GradientAccumulationEqualsOneLargerBatch) {
   for (auto& [n, p] : named_parameters(*m)) {
     EXPECT_TRUE(torch::allclose(p.grad(), big[i++], 1e-5, 1e-6)) << n;
   }
+}
+
+// Mixed precision (train.precision = "bf16"): the loss and gradients are
+// close to fp32's, the gradients land on the fp32 weights, training still
+// learns, and turning it off gives fp32's results exactly.
+TEST(Training, Bf16ComputeKeepsFp32WeightsAndGradientsCloseToFp32) {
+  GPT m = tiny_model();
+  m->train();
+  torch::manual_seed(1);
+  const torch::Tensor x = torch::randint(97, {4, 16}), y = torch::randint(97, {4, 16});
+  auto grads = [&] {
+    for (auto& [n, p] : named_parameters(*m)) p.mutable_grad().reset();
+    const torch::Tensor loss = next_token_loss(m->forward(x), y);
+    loss.backward();
+    std::vector<torch::Tensor> g;
+    for (auto& [n, p] : named_parameters(*m)) g.push_back(p.grad().clone());
+    return std::make_pair(loss.item<double>(), g);
+  };
+  const auto [fp32_loss, fp32_grads] = grads();
+  set_compute_dtype(*m, torch::kBFloat16);
+  const auto [bf16_loss, bf16_grads] = grads();
+  EXPECT_NE(bf16_loss, fp32_loss) << "the GEMMs really ran in bf16";
+  EXPECT_NEAR(bf16_loss, fp32_loss, 0.01 * fp32_loss);
+  size_t i = 0;
+  for (auto& [n, p] : named_parameters(*m)) {
+    EXPECT_EQ(p.scalar_type(), torch::kFloat) << n;
+    ASSERT_EQ(bf16_grads[i].scalar_type(), torch::kFloat) << n;
+    const torch::Tensor a = bf16_grads[i].flatten(), b = fp32_grads[i].flatten();
+    const double cosine = (a * b).sum().item<double>() / (a.norm() * b.norm()).item<double>();
+    EXPECT_GT(cosine, 0.99) << n << ": the bf16 gradient points where fp32's does";
+    ++i;
+  }
+  set_compute_dtype(*m, c10::nullopt);
+  EXPECT_EQ(grads().first, fp32_loss) << "off again, the model computes in fp32 exactly";
+
+  // It still learns: the memorisation test below, with bf16 GEMMs.
+  set_compute_dtype(*m, torch::kBFloat16);
+  std::vector<NamedParameter> params;
+  for (auto& [n, p] : named_parameters(*m)) params.push_back({n, p, default_decay(n, p)});
+  AdamWConfig oc;
+  oc.weight_decay = 0;
+  AdamW opt(params, oc);
+  const torch::Tensor seq = torch::arange(33).remainder(11).unsqueeze(0).repeat({4, 1});
+  double last = 0;
+  for (int step = 0; step < 60; ++step) {
+    torch::Tensor loss = next_token_loss(m->forward(seq.narrow(1, 0, 32)), seq.narrow(1, 1, 32));
+    loss.backward();
+    opt.step(1e-2);
+    opt.zero_grad();
+    last = loss.item<double>();
+  }
+  EXPECT_LT(last, 0.2) << "bf16 GEMMs failed to memorise a repeating sequence";
+  EXPECT_NE(error_of([] { parse_precision("fp16", "train.precision"); }).find("train.precision = 'fp16'"),
+            std::string::npos);
 }
 
 TEST(Training, LossFallsWhenOverfittingATinyCorpus) {

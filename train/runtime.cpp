@@ -36,6 +36,14 @@ std::string torch_blas() {
   return config.substr(begin, end == std::string::npos ? std::string::npos : end - begin);
 }
 
+c10::optional<torch::ScalarType> parse_precision(const std::string& precision, const std::string& key) {
+  if (precision == "fp32") return c10::nullopt;
+  if (precision == "bf16") return torch::kBFloat16;
+  fail(ErrorKind::kConfig, key, " = '", precision,
+       "': use \"fp32\" or \"bf16\" (mixed precision: bf16 GEMMs, fp32 weights; faster on CPUs with "
+       "AVX512-BF16 or AMX and on GPUs, slower elsewhere)");
+}
+
 torch::Device parse_device(const std::string& name) {
   if (name == "auto") return torch::cuda::is_available() ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU);
   try {

@@ -21,4 +21,9 @@ std::string torch_blas();
 // "cpu", "cuda", "cuda:1" or "auto" (CUDA when available).
 torch::Device parse_device(const std::string& name);
 
+// The GEMM dtype of a training precision setting: "fp32" (nullopt: as the
+// weights are) or "bf16" (mixed precision, fp32 weights and optimiser).
+// Anything else is a config error naming `key`.
+c10::optional<torch::ScalarType> parse_precision(const std::string& precision, const std::string& key);
+
 }  // namespace rlhf

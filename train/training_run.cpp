@@ -118,7 +118,8 @@ TrainingRun::TrainingRun(std::string stage, const std::string& out_dir, const Js
       settings_(settings),
       dist_(dist),
       config_(config),
-      device_(parse_device(settings.device)) {
+      device_(parse_device(settings.device)),
+      compute_dtype_(parse_precision(settings.precision, "train.precision")) {
   if (auto latest = latest_checkpoint(out_dir)) {
     TrainerState state = TrainerState::read(*latest);
     if (!(state.finished && rules.restart_finished)) resume_ = Resume{*latest, std::move(state)};

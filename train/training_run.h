@@ -39,12 +39,14 @@ struct RunSettings {
   std::string device = "cpu";   // "cpu", "cuda" or "auto"
   int checkpoint_interval = 0;  // steps (online stages: iterations) between checkpoints (0 = only at the end)
   int keep_checkpoints = 2;     // newest step checkpoints kept on disk (the best is always kept)
+  std::string precision = "fp32";  // GEMMs in "fp32" or "bf16" (mixed precision: fp32 weights and optimiser)
   template <class V> void visit_run(V& v) {
     v("seed", seed);
     v("threads", threads, Range::at_least(0));
     v("device", device);
     v("checkpoint_interval", checkpoint_interval, Range::at_least(0));
     v("keep_checkpoints", keep_checkpoints, Range::at_least(1));
+    v("precision", precision);
   }
 };
 
@@ -114,6 +116,9 @@ class TrainingRun {
   const DistInfo& dist() const { return dist_; }
   torch::Device device() const { return device_; }
   int threads() const { return threads_; }
+  // The GEMM dtype the stage's trained models use (set_compute_dtype):
+  // nullopt for fp32.
+  c10::optional<torch::ScalarType> compute_dtype() const { return compute_dtype_; }
   const RunSettings& settings() const { return settings_; }
 
   // The checkpoint this run continues from, if any.
@@ -158,6 +163,7 @@ class TrainingRun {
   DistInfo dist_;
   Json config_;
   torch::Device device_;
+  c10::optional<torch::ScalarType> compute_dtype_;
   int threads_ = 0;
   std::optional<Resume> resume_;
   std::vector<NamedParameter> params_;
