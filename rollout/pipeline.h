@@ -47,8 +47,14 @@ struct PipelineConfig {
   int64_t seed = 0;
   // "": every stage keeps its own sampling precision. "fp32" or "bf16":
   // every sampling stage uses it (candidates, PPO/GRPO/RLOO rollouts and
-  // validation, compare); training and scoring stay fp32 either way.
+  // validation, compare); training and scoring follow `precision`. "auto":
+  // bf16 where the CPU has native bf16 (AVX512-BF16), else fp32.
   std::string sampling_weights;
+  // "": every stage keeps its own train.precision. "fp32", "bf16" or "auto"
+  // (as above): every training stage uses it (pretrain, sft, rm, ppo, dpo,
+  // grpo, rloo; bf16 is mixed precision: bf16 GEMMs, fp32 weights and
+  // optimiser). report.md says what each resolved to.
+  std::string precision;
   // Stage settings. Paths that link stages (out_dir, init_from, policy,
   // reward_model, db, preferences, policies, out) are set by the pipeline.
   PretrainConfig pretrain;
@@ -70,6 +76,7 @@ struct PipelineConfig {
     v("on_change", on_change);
     v("seed", seed);
     v("sampling_weights", sampling_weights);
+    v("precision", precision);
     v.section("pretrain", pretrain);
     v.section("sft", sft);
     v.section("candidates", candidates);

@@ -561,9 +561,10 @@ TEST(Grpo, ThePipelineTrainsAndComparesEveryListedAlgorithmFromTheSameSftModel) 
   EXPECT_EQ(wire_pipeline(PipelineConfig()).compare.names, (std::vector<std::string>{"ppo", "sft"}));
 }
 
-// One setting makes every sampling stage sample in bf16; a bad value names
-// its key before anything runs; rollouts sampled in bf16 train as usual.
-TEST(Pipeline, OneSamplingWeightsSettingReachesEverySamplingStage) {
+// One setting makes every sampling stage sample in bf16, another every
+// training stage train in bf16; a bad value names its key before anything
+// runs; rollouts sampled in bf16 train as usual.
+TEST(Pipeline, OneSettingGivesEveryStageItsSamplingOrTrainingPrecision) {
   PipelineConfig p;
   p.out_dir = "/tmp/run";
   const PipelineConfig plain = wire_pipeline(p);
@@ -577,6 +578,31 @@ TEST(Pipeline, OneSamplingWeightsSettingReachesEverySamplingStage) {
   }
   p.sampling_weights = "fp16";
   EXPECT_NE(test::error_of([&] { wire_pipeline(p); }).find("pipeline.sampling_weights = 'fp16'"), std::string::npos);
+  p.sampling_weights = "bf16";
+
+  // The same for training: one precision setting reaches every training
+  // stage (and the active-labelling reward models); stages keep their own
+  // without it.
+  EXPECT_EQ(plain.rm.train.precision, "fp32");
+  p.precision = "bf16";
+  const PipelineConfig t = wire_pipeline(p);
+  for (const std::string& precision : {t.pretrain.train.precision, t.sft.train.precision, t.rm.train.precision,
+                                       t.ppo.train.precision, t.dpo.train.precision, t.grpo.train.precision,
+                                       t.rloo.train.precision, t.active.rm.train.precision}) {
+    EXPECT_EQ(precision, "bf16");
+  }
+  p.precision = "fp16";
+  EXPECT_NE(test::error_of([&] { wire_pipeline(p); }).find("pipeline.precision = 'fp16'"), std::string::npos);
+  // "auto" is one of the two, the same for training and sampling, and the
+  // report says which.
+  p.precision = p.sampling_weights = "auto";
+  const PipelineConfig a = wire_pipeline(p);
+  EXPECT_TRUE(a.precision == "bf16" || a.precision == "fp32") << a.precision;
+  EXPECT_EQ(a.sampling_weights, a.precision);
+  EXPECT_EQ(a.rm.train.precision, a.precision);
+  EXPECT_EQ(a.candidates.weights, a.precision);
+  Json summary = {{"program", "test"}, {"seed", 0}, {"precision", "bf16"}, {"sampling_weights", "bf16"}};
+  EXPECT_NE(pipeline_report(summary).find("training in bf16; sampling in bf16"), std::string::npos);
 
   PpoFixture f;
   GrpoConfig bad = grpo_config(f, "bad");
