@@ -74,6 +74,25 @@ std::string process_environment_summary() {
          (hugetlb || mode == "always" ? "on" : "off") + " (THP " + (mode.empty() ? "absent" : mode) + ")";
 }
 
+std::string cpu_description() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line, name, family, model, flags;
+  auto value = [&line] {
+    const size_t colon = line.find(':');
+    return colon == std::string::npos || colon + 2 > line.size() ? std::string() : line.substr(colon + 2);
+  };
+  while (std::getline(in, line) && !line.empty()) {  // the first processor's block
+    if (line.rfind("model name", 0) == 0) name = value();
+    else if (line.rfind("cpu family", 0) == 0) family = value();
+    else if (line.rfind("model\t", 0) == 0) model = value();
+    else if (line.rfind("flags", 0) == 0) flags = " " + value() + " ";
+  }
+  if (name.empty()) return "unknown CPU";
+  auto has = [&flags](const char* flag) { return flags.find(" " + std::string(flag) + " ") != std::string::npos; };
+  const char* vector = has("avx512_bf16") ? "AVX-512 BF16" : has("avx512f") ? "AVX-512" : has("avx2") ? "AVX2" : "no AVX2";
+  return name + " (family " + family + ", model " + model + "; " + vector + ")";
+}
+
 int available_cpus() {
   cpu_set_t set;
   CPU_ZERO(&set);

@@ -22,6 +22,12 @@ void ensure_process_environment(int argc, char** argv);
 // e.g. "OPENBLAS_CORETYPE=SkylakeX, malloc huge pages on (THP madvise)".
 std::string process_environment_summary();
 
+// The CPU as /proc/cpuinfo names it, with the vector units the numeric
+// libraries pick their kernels by: "AMD EPYC (family 25, model 1; AVX2)".
+// Two machines whose descriptions differ can round differently, so the same
+// seeds can give other figures (docs/results.md); "unknown CPU" off Linux.
+std::string cpu_description();
+
 // Number of CPUs this process may run on (affinity-aware).
 int available_cpus();
 

@@ -10,10 +10,13 @@
 #include <map>
 #include <set>
 
+#include <torch/version.h>
+
 #include "common/error.h"
 #include "common/fs.h"
 #include "common/hash.h"
 #include "common/log.h"
+#include "common/runtime.h"
 #include "common/version.h"
 #include "policy/checkpoint.h"
 #include "rollout/stage_fingerprint.h"
@@ -341,6 +344,9 @@ Json run_pipeline(const PipelineConfig& config) {
   Json summary = path_exists(summary_path) ? read_json_file(summary_path) : Json::object();
   for (const std::string& stage : moved) summary.erase(stage);  // its figures went with its output
   summary["program"] = program_version();
+  // Figures depend on the machine's rounding as well as on the seeds.
+  summary["machine"] = cpu_description() + ", " + std::to_string(available_cpus()) + " CPUs, LibTorch " +
+                       TORCH_VERSION + ", " + process_environment_summary();
 
   // Stages run in their fixed order, whatever order the list has.
   for (const std::string& stage : kStages) {
@@ -489,7 +495,9 @@ std::string pipeline_report(const Json& s) {
                    std::to_string(s.value("seed", int64_t{0})) + " (0: each stage's configured seed)";
   if (s.contains("precision")) md += "; training in " + s["precision"].get<std::string>();
   if (s.contains("sampling_weights")) md += "; sampling in " + s["sampling_weights"].get<std::string>();
-  md += ".\n\n";
+  md += ".";
+  if (s.contains("machine")) md += " Machine: " + s["machine"].get<std::string>() + ".";
+  md += "\n\n";
   md += "| stage | time | result |\n|---|---:|---|\n";
   for (const std::string& stage : kStages) {
     if (!s.contains(stage) || !s[stage].is_object()) continue;

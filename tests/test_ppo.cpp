@@ -601,8 +601,12 @@ TEST(Pipeline, OneSettingGivesEveryStageItsSamplingOrTrainingPrecision) {
   EXPECT_EQ(a.sampling_weights, a.precision);
   EXPECT_EQ(a.rm.train.precision, a.precision);
   EXPECT_EQ(a.candidates.weights, a.precision);
-  Json summary = {{"program", "test"}, {"seed", 0}, {"precision", "bf16"}, {"sampling_weights", "bf16"}};
-  EXPECT_NE(pipeline_report(summary).find("training in bf16; sampling in bf16"), std::string::npos);
+  Json summary = {{"program", "test"}, {"seed", 0}, {"precision", "bf16"}, {"sampling_weights", "bf16"},
+                  {"machine", "Some CPU (family 6, model 143; AVX-512 BF16), 2 CPUs"}};
+  EXPECT_NE(pipeline_report(summary).find("training in bf16; sampling in bf16. Machine: Some CPU (family 6, "
+                                          "model 143; AVX-512 BF16), 2 CPUs."),
+            std::string::npos)
+      << pipeline_report(summary);
 
   PpoFixture f;
   GrpoConfig bad = grpo_config(f, "bad");
