@@ -144,12 +144,13 @@ void Engine::loop() {
       }
       stats_.queued = queue_.size();
       running_ = rows.size() + admitted.size();
+      stats_.running = running_;
       if (exit_ && rows.empty() && admitted.empty() && refused.empty()) break;
     }
     for (auto& job : refused) job->on_event({-1, FinishReason::kCancelled});
     for (Row& row : rows) {
       if (!row.done && (past_deadline || row.job->handle->cancelled())) {
-        row.job->on_event({-1, FinishReason::kCancelled});
+        emit(*row.job, {-1, FinishReason::kCancelled});
         row.done = true;
       }
     }
@@ -218,7 +219,7 @@ void Engine::admit(std::vector<std::shared_ptr<Job>>& jobs, std::vector<Row>& ro
   std::vector<std::shared_ptr<Job>> live;
   for (auto& job : jobs) {
     if (job->handle->cancelled()) {
-      job->on_event({-1, FinishReason::kCancelled});
+      emit(*job, {-1, FinishReason::kCancelled});
     } else {
       live.push_back(job);
     }
@@ -249,11 +250,11 @@ void Engine::admit(std::vector<std::shared_ptr<Job>>& jobs, std::vector<Row>& ro
       row.generated = 1;
       row.last = token;
       if (is_stop(token, stop_tokens_)) {
-        job->on_event({token, FinishReason::kStop});
+        emit(*job, {token, FinishReason::kStop});
       } else if (row.generated >= row.max_new) {
-        job->on_event({token, FinishReason::kLength});
+        emit(*job, {token, FinishReason::kLength});
       } else {
-        job->on_event({token, FinishReason::kRunning});
+        emit(*job, {token, FinishReason::kRunning});
         joining.push_back(std::move(row));
         joining_rows.push_back(static_cast<int64_t>(i));
       }
@@ -294,6 +295,15 @@ void Engine::admit(std::vector<std::shared_ptr<Job>>& jobs, std::vector<Row>& ro
   stats_.tokens += live.size();
 }
 
+void Engine::emit(Job& job, const TokenEvent& event) {
+  if (event.finish != FinishReason::kRunning) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    running_ -= std::min<size_t>(running_, 1);
+    stats_.running = running_;
+  }
+  job.on_event(event);
+}
+
 void Engine::step(std::vector<Row>& rows, KVCache& cache) {
   const torch::Device device = model_->transformer->wte->weight.device();
   const int64_t B = static_cast<int64_t>(rows.size());
@@ -321,7 +331,7 @@ void Engine::step(std::vector<Row>& rows, KVCache& cache) {
     } else if (row.generated >= row.max_new) {
       finish = FinishReason::kLength;
     }
-    row.job->on_event({token, finish});
+    emit(*row.job, {token, finish});
     row.done = finish != FinishReason::kRunning;
   }
   std::lock_guard<std::mutex> lock(mutex_);

@@ -116,6 +116,10 @@ class Engine {
   // cache and the logits after each prompt [B, V].
   torch::Tensor prefill(const std::vector<std::shared_ptr<Job>>& jobs, KVCache& cache);
   void step(std::vector<Row>& rows, KVCache& cache);
+  // Hands a row's event to its request. A last event first takes the row off
+  // the running count, so a client that has seen its reply end never reads
+  // that row in stats() (or /metrics) afterwards.
+  void emit(Job& job, const TokenEvent& event);
 
   GPT model_;
   GPTConfig model_config_;

@@ -251,6 +251,28 @@ TEST(Engine, CancelFreesTheRowAndShutdownEndsEverything) {
   EXPECT_EQ(engine.submit({prompts[3], s, 4}, [](const serve::TokenEvent&) {}), nullptr);
 }
 
+// A request's last event comes after its row has left the running count: a
+// client that has its whole reply and then reads /metrics must not see the
+// row still running (CI saw "rlhf_running_rows 1" there once).
+TEST(Engine, ARowIsFreeWhenItsLastEventArrives) {
+  serve::Engine engine(load_model(), {}, {});
+  const auto prompts = test_prompts(2);
+  SamplingConfig s;
+  s.max_new_tokens = 5;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    auto c = std::make_shared<Collected>();
+    auto running_at_end = std::make_shared<size_t>(99);
+    auto h = engine.submit({prompts[i], s, i}, [&engine, c, running_at_end](const serve::TokenEvent& ev) {
+      if (ev.finish == serve::FinishReason::kRunning) return;
+      *running_at_end = engine.stats().running;
+      c->done.set_value();
+    });
+    ASSERT_TRUE(h);
+    wait(c);
+    EXPECT_EQ(*running_at_end, 0u) << "request " << i;
+  }
+}
+
 TEST(Engine, MergedCacheKeepsRowsRightAligned) {
   GPT model = load_model();
   auto fill = [&](int64_t rows, int64_t len, float base) {
