@@ -120,13 +120,18 @@ void Engine::shutdown(std::chrono::steady_clock::time_point deadline) {
 
 EngineStats Engine::stats() const {
   std::lock_guard<std::mutex> lock(mutex_);
-  return stats_;
+  EngineStats stats = stats_;
+  stats.running = running_;
+  return stats;
 }
 
 void Engine::loop() {
   torch::NoGradGuard no_grad;
   std::vector<Row> rows;
   KVCache cache;
+  auto live_rows = [](const std::vector<Row>& rows) {
+    return static_cast<size_t>(std::count_if(rows.begin(), rows.end(), [](const Row& r) { return !r.done; }));
+  };
   for (;;) {
     std::vector<std::shared_ptr<Job>> admitted, refused;
     bool past_deadline = false;
@@ -143,8 +148,7 @@ void Engine::loop() {
         queue_.pop_front();
       }
       stats_.queued = queue_.size();
-      running_ = rows.size() + admitted.size();
-      stats_.running = running_;
+      running_ = live_rows(rows) + admitted.size();  // rows finished last step leave in admit()
       if (exit_ && rows.empty() && admitted.empty() && refused.empty()) break;
     }
     for (auto& job : refused) job->on_event({-1, FinishReason::kCancelled});
@@ -158,14 +162,12 @@ void Engine::loop() {
     if (!rows.empty()) step(rows, cache);
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      running_ = static_cast<size_t>(std::count_if(rows.begin(), rows.end(), [](const Row& r) { return !r.done; }));
-      stats_.running = running_;
+      running_ = live_rows(rows);
     }
     wake_.notify_all();  // shutdown() waits for the batch to empty
   }
   std::lock_guard<std::mutex> lock(mutex_);
   running_ = 0;
-  stats_.running = 0;
   wake_.notify_all();
 }
 
@@ -299,7 +301,6 @@ void Engine::emit(Job& job, const TokenEvent& event) {
   if (event.finish != FinishReason::kRunning) {
     std::lock_guard<std::mutex> lock(mutex_);
     running_ -= std::min<size_t>(running_, 1);
-    stats_.running = running_;
   }
   job.on_event(event);
 }
