@@ -87,16 +87,23 @@ void register_rollout_commands(CLI::App& app) {
   CLI::App* pipe = app.add_subcommand(
       "pipeline", "Run every stage: pretrain, SFT, candidates, simulated labels, reward model, PPO, comparison");
   pipe->add_option("--config", pargs->config, "TOML config (configs/demo.toml; configs/ci.toml is the small one)");
-  auto report_dir = std::make_shared<std::string>();
-  pipe->add_option("--report", *report_dir,
+  auto report_dirs = std::make_shared<std::vector<std::string>>();
+  pipe->add_option("--report", *report_dirs,
                    "Print the stage table and headline results of the finished run in DIR (from its summary.json) "
-                   "and exit");
+                   "and exit; with several DIRs (e.g. one per --seed), their headline figures side by side, with "
+                   "mean, range and the demo's bars");
   pipe->allow_extras();
   pipe->footer("Overrides: --section.key=value, e.g. --ppo.train.iterations=10, --seed=2 (every stage's seed).\n"
                "Finished stages are skipped while their inputs are unchanged; a killed run continues where it stopped.");
-  add_action(pipe, [pargs, pipe, report_dir] {
-    if (!report_dir->empty()) {
-      std::printf("%s", pipeline_report(read_json_file(join_path(*report_dir, "summary.json"))).c_str());
+  add_action(pipe, [pargs, pipe, report_dirs] {
+    if (report_dirs->size() == 1) {
+      std::printf("%s", pipeline_report(read_json_file(join_path(report_dirs->front(), "summary.json"))).c_str());
+      return;
+    }
+    if (report_dirs->size() > 1) {
+      std::vector<std::pair<std::string, Json>> runs;
+      for (const std::string& dir : *report_dirs) runs.emplace_back(dir, read_json_file(join_path(dir, "summary.json")));
+      std::printf("%s", seeds_report(runs).c_str());
       return;
     }
     auto cfg = load_config<PipelineConfig>(pargs->config, pargs->overrides(pipe));

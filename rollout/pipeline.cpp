@@ -524,4 +524,101 @@ std::string pipeline_report(const Json& s) {
   return md;
 }
 
+namespace {
+
+// The PPO-vs-SFT comparison by gold in a run's summary, or null.
+const Json* ppo_vs_sft_by_gold(const Json& s) {
+  if (!s.contains("compare") || !s["compare"].contains("pairwise")) return nullptr;
+  for (const Json& p : s["compare"]["pairwise"]) {
+    if (p.value("a", std::string()) == "ppo" && p.value("b", std::string()) == "sft" &&
+        p.value("judge", std::string()) == "gold") {
+      return &p;
+    }
+  }
+  return nullptr;
+}
+
+double policy_mean_gold(const Json& s, const std::string& name) {
+  for (const Json& p : s["compare"]["policies"]) {
+    if (p.value("name", std::string()) == name) return p.value("mean_gold", std::nan(""));
+  }
+  return std::nan("");
+}
+
+// "mean 85.2, range 84.1-86.0" over the finite values, in the given scale.
+std::string mean_and_range(const std::vector<double>& values, double scale, int digits) {
+  std::vector<double> v;
+  for (double x : values) {
+    if (std::isfinite(x)) v.push_back(x * scale);
+  }
+  if (v.empty()) return "not measured";
+  double sum = 0;
+  for (double x : v) sum += x;
+  const auto [lo, hi] = std::minmax_element(v.begin(), v.end());
+  return "mean " + fixed(sum / static_cast<double>(v.size()), digits) + ", range " + fixed(*lo, digits) + "-" +
+         fixed(*hi, digits) + " (" + std::to_string(v.size()) + " runs)";
+}
+
+}  // namespace
+
+std::string seeds_report(const std::vector<std::pair<std::string, Json>>& runs, const HeadlineBars& bars) {
+  const double nan = std::nan("");
+  std::vector<double> rm, win, kl;
+  std::vector<std::string> rm_misses, ppo_misses;
+  std::set<std::string> programs;
+  std::string md = "| run | seed | RM vs gold | PPO wins vs SFT (gold) | 95% interval | wins / ties / losses | "
+                   "mean gold PPO / SFT | KL (nats/reply) |\n|---|---:|---:|---:|---|---|---|---:|\n";
+  for (const auto& [name, s] : runs) {
+    programs.insert(s.value("program", std::string("(unknown)")));
+    md += "| " + name + " | " + std::to_string(s.value("seed", int64_t{0})) + " | ";
+    double rm_gold = nan;
+    if (s.contains("rm") && s["rm"].contains("eval")) {
+      const Json& e = s["rm"]["eval"];
+      rm_gold = e.value("gold_accuracy", nan);
+      md += percent(rm_gold) + " (" + with_commas(e.value("gold_pairs", 0)) + " pairs)";
+    } else {
+      md += "-";
+    }
+    rm.push_back(rm_gold);
+    if (!(rm_gold >= bars.rm_gold_accuracy)) rm_misses.push_back(name);
+    md += " | ";
+    const Json* p = ppo_vs_sft_by_gold(s);
+    if (p != nullptr) {
+      const double rate = p->value("a_win_rate", nan), low = (*p)["ci95"][0].get<double>();
+      win.push_back(rate);
+      if (!(rate >= bars.ppo_win_rate && low > bars.ppo_interval_low)) ppo_misses.push_back(name);
+      md += percent(rate) + " | [" + percent(low) + ", " + percent((*p)["ci95"][1].get<double>()) + "] | " +
+            std::to_string(p->value("wins", 0)) + " / " + std::to_string(p->value("ties", 0)) + " / " +
+            std::to_string(p->value("losses", 0)) + " | " + fixed(policy_mean_gold(s, "ppo"), 2) + " / " +
+            fixed(policy_mean_gold(s, "sft"), 2) + " | ";
+    } else {
+      win.push_back(nan);
+      ppo_misses.push_back(name);
+      md += "- | - | - | - | ";
+    }
+    double last_kl = nan;
+    if (s.contains("ppo") && s["ppo"].contains("validations") && !s["ppo"]["validations"].empty()) {
+      last_kl = s["ppo"]["validations"].back().value("kl", nan);
+    }
+    kl.push_back(last_kl);
+    md += (std::isfinite(last_kl) ? fixed(last_kl, 2) : std::string("-")) + " |\n";
+  }
+  md += "\n- RM vs gold: " + mean_and_range(rm, 100, 1) + "\n";
+  md += "- PPO win rate vs SFT by gold: " + mean_and_range(win, 100, 1) + "\n";
+  md += "- KL at PPO's last validation: " + mean_and_range(kl, 1, 2) + "\n";
+  const auto missed = [&](const std::vector<std::string>& misses) {
+    if (misses.empty()) return "met by all " + std::to_string(runs.size()) + " runs";
+    std::string names;
+    for (const std::string& n : misses) names += (names.empty() ? "" : ", ") + n;
+    return "missed by " + std::to_string(misses.size()) + " of " + std::to_string(runs.size()) + " (" + names + ")";
+  };
+  md += "- Bar: RM >= " + percent(bars.rm_gold_accuracy) + " vs gold: " + missed(rm_misses) + "\n";
+  md += "- Bar: PPO >= " + percent(bars.ppo_win_rate) + " vs SFT by gold, interval's low end above " +
+        percent(bars.ppo_interval_low) + ": " + missed(ppo_misses) + "\n";
+  std::string names;
+  for (const std::string& p : programs) names += (names.empty() ? "" : ", ") + p;
+  md += "- Program" + std::string(programs.size() > 1 ? "s (the runs differ!): " : ": ") + names + "\n";
+  return md;
+}
+
 }  // namespace rlhf

@@ -13,6 +13,7 @@
 #pragma once
 
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "labels/active.h"
@@ -101,5 +102,18 @@ Json run_pipeline(const PipelineConfig& config);
 // The stage table and the headline results of a run, in Markdown, from its
 // summary.json alone: what the README and docs/results.md quote.
 std::string pipeline_report(const Json& summary);
+
+// The demo's bars for its headline figures, judged by gold.
+struct HeadlineBars {
+  double rm_gold_accuracy = 0.85;  // reward model's held-out accuracy vs gold, at least
+  double ppo_win_rate = 0.70;      // PPO's win rate against SFT by gold (ties half), at least
+  double ppo_interval_low = 0.60;  // ... and its 95% interval's low end, above
+};
+
+// The headline figures of several runs (e.g. one per pipeline seed) from
+// their summary.json files, named by their folders: one row per run, mean
+// and range, and for each bar the runs that miss it. What docs/results.md's
+// seeds table quotes.
+std::string seeds_report(const std::vector<std::pair<std::string, Json>>& runs, const HeadlineBars& bars = {});
 
 }  // namespace rlhf

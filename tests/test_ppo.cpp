@@ -629,6 +629,46 @@ TEST(Pipeline, OneSettingGivesEveryStageItsSamplingOrTrainingPrecision) {
   }
 }
 
+// The seeds table: one row per run from its summary alone, mean and range,
+// and the runs that miss each bar named.
+TEST(Pipeline, SeedsReportGivesEachRunsHeadlineMeanRangeAndTheRunsBelowABar) {
+  const auto run = [](int64_t seed, double rm, double win, double low, double kl) {
+    return Json{{"program", "0.1.0+abc"},
+                {"seed", seed},
+                {"rm", {{"eval", {{"gold_accuracy", rm}, {"gold_pairs", 10304}}}}},
+                {"ppo", {{"validations", Json::array({{{"kl", 0.0}}, {{"kl", kl}}})}}},
+                {"compare",
+                 {{"policies", Json::array({{{"name", "ppo"}, {"mean_gold", 4.68}}, {{"name", "sft"}, {"mean_gold", 1.42}}})},
+                  {"pairwise", Json::array({{{"a", "ppo"}, {"b", "sft"}, {"judge", "reward_model"}, {"a_win_rate", 0.99},
+                                             {"ci95", {0.98, 1.0}}, {"wins", 1}, {"ties", 0}, {"losses", 0}, {"n", 1}},
+                                            {{"a", "ppo"}, {"b", "sft"}, {"judge", "gold"}, {"a_win_rate", win},
+                                             {"ci95", {low, win + 0.04}}, {"wins", 192}, {"ties", 17}, {"losses", 31},
+                                             {"n", 240}}})}}}};
+  };
+  const std::string md = seeds_report({{"runs/demo", run(0, 0.856, 0.835, 0.792, 3.95)},
+                                       {"runs/seed2", run(2, 0.849, 0.77, 0.73, 4.10)},
+                                       {"runs/seed3", run(3, 0.87, 0.70, 0.59, 5.0)}});
+  EXPECT_NE(md.find("| runs/demo | 0 | 85.6% (10,304 pairs) | 83.5% | [79.2%, 87.5%] | 192 / 17 / 31 | 4.68 / 1.42 | 3.95 |"),
+            std::string::npos)
+      << md;
+  EXPECT_NE(md.find("- RM vs gold: mean 85.8, range 84.9-87.0 (3 runs)"), std::string::npos) << md;
+  EXPECT_NE(md.find("- PPO win rate vs SFT by gold: mean 76.8, range 70.0-83.5 (3 runs)"), std::string::npos) << md;
+  EXPECT_NE(md.find("RM >= 85.0% vs gold: missed by 1 of 3 (runs/seed2)"), std::string::npos) << md;
+  // Seed 3's win rate is on the bar but its interval's low end is not above 60%.
+  EXPECT_NE(md.find("interval's low end above 60.0%: missed by 1 of 3 (runs/seed3)"), std::string::npos) << md;
+  EXPECT_NE(md.find("- Program: 0.1.0+abc"), std::string::npos) << md;
+  // A run without a comparison misses the PPO bar rather than passing it; runs
+  // from different programs are flagged.
+  Json partial = run(4, 0.9, 0.8, 0.7, 3.0);
+  partial.erase("compare");
+  partial["program"] = "0.1.0+def";
+  const std::string two = seeds_report({{"a", run(0, 0.9, 0.8, 0.7, 3.0)}, {"b", partial}});
+  EXPECT_NE(two.find("| b | 4 | 90.0% (10,304 pairs) | - | - | - | - | 3.00 |"), std::string::npos) << two;
+  EXPECT_NE(two.find("missed by 1 of 2 (b)"), std::string::npos) << two;
+  EXPECT_NE(two.find("RM >= 85.0% vs gold: met by all 2 runs"), std::string::npos) << two;
+  EXPECT_NE(two.find("Programs (the runs differ!): 0.1.0+abc, 0.1.0+def"), std::string::npos) << two;
+}
+
 TEST(Pipeline, ActiveLabellingUsesTheRewardModelStagesStoreRaterAndHeldOutPrompts) {
   for (int64_t seed : {0, 3}) {
     PipelineConfig p;
