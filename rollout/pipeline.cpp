@@ -309,6 +309,13 @@ PipelineConfig wire_pipeline(PipelineConfig c) {
       *p = c.precision;
     }
   }
+  if (c.threads > 0) {
+    for (int* t : {&c.pretrain.train.threads, &c.sft.train.threads, &c.candidates.threads, &c.active.rm.train.threads,
+                   &c.rm.train.threads, &c.ppo.train.threads, &c.dpo.train.threads, &c.grpo.train.threads,
+                   &c.rloo.train.threads, &c.compare.threads}) {
+      *t = c.threads;
+    }
+  }
   // Active labelling labels for the reward model stage: its rater, its
   // noise, its starting point and held-out prompts.
   c.active.db = in("labels.sqlite");

@@ -56,6 +56,10 @@ struct PipelineConfig {
   // grpo, rloo; bf16 is mixed precision: bf16 GEMMs, fp32 weights and
   // optimiser). report.md says what each resolved to.
   std::string precision;
+  // 0: every stage keeps its own thread count. N: every stage uses N
+  // LibTorch threads (e.g. 1 to run two seeds side by side on 2 cores).
+  // Threads change float rounding only, so fingerprints leave them out.
+  int threads = 0;
   // Stage settings. Paths that link stages (out_dir, init_from, policy,
   // reward_model, db, preferences, policies, out) are set by the pipeline.
   PretrainConfig pretrain;
@@ -78,6 +82,7 @@ struct PipelineConfig {
     v("seed", seed);
     v("sampling_weights", sampling_weights);
     v("precision", precision);
+    v("threads", threads, Range::at_least(0));
     v.section("pretrain", pretrain);
     v.section("sft", sft);
     v.section("candidates", candidates);

@@ -629,6 +629,23 @@ TEST(Pipeline, OneSettingGivesEveryStageItsSamplingOrTrainingPrecision) {
   }
 }
 
+// One setting gives every stage its thread count; without it stages keep
+// their own.
+TEST(Pipeline, OneThreadsSettingReachesEveryStage) {
+  PipelineConfig p;
+  p.out_dir = "/tmp/run";
+  p.rm.train.threads = 2;
+  EXPECT_EQ(wire_pipeline(p).rm.train.threads, 2);
+  EXPECT_EQ(wire_pipeline(p).ppo.train.threads, 0);
+  p.threads = 1;
+  const PipelineConfig w = wire_pipeline(p);
+  for (int t : {w.pretrain.train.threads, w.sft.train.threads, w.candidates.threads, w.active.rm.train.threads,
+                w.rm.train.threads, w.ppo.train.threads, w.dpo.train.threads, w.grpo.train.threads,
+                w.rloo.train.threads, w.compare.threads}) {
+    EXPECT_EQ(t, 1);
+  }
+}
+
 // The seeds table: one row per run from its summary alone, mean and range,
 // and the runs that miss each bar named.
 TEST(Pipeline, SeedsReportGivesEachRunsHeadlineMeanRangeAndTheRunsBelowABar) {
