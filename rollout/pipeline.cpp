@@ -432,13 +432,23 @@ Json run_pipeline(const PipelineConfig& config) {
 
 namespace {
 
+// "-" for a figure a summary did not record.
 std::string fixed(double v, int digits) {
+  if (!std::isfinite(v)) return "-";
   char buf[64];
   std::snprintf(buf, sizeof(buf), "%.*f", digits, v);
   return buf;
 }
 
-std::string percent(double v) { return fixed(100 * v, 1) + "%"; }
+std::string percent(double v) { return std::isfinite(v) ? fixed(100 * v, 1) + "%" : "-"; }
+
+// Bound i (0 low, 1 high) of a comparison's 95% interval, or NaN when a summary from an older or hand-edited
+// run lacks it: reading a missing key of a const json is undefined behaviour, not an error.
+double interval_bound(const Json& comparison, size_t i) {
+  const auto it = comparison.find("ci95");
+  if (it == comparison.end() || !it->is_array() || it->size() <= i || !(*it)[i].is_number()) return std::nan("");
+  return (*it)[i].get<double>();
+}
 
 std::string with_commas(int64_t n) {
   std::string s = std::to_string(n);
@@ -517,8 +527,8 @@ std::string pipeline_report(const Json& s) {
     for (const Json& p : s["compare"]["pairwise"]) {
       md += "- " + p.value("a", std::string()) + " vs " + p.value("b", std::string()) + " by " +
             p.value("judge", std::string()) + ": " + p.value("a", std::string()) + " wins " +
-            percent(p.value("a_win_rate", 0.0)) + " (ties half), 95% interval [" + percent(p["ci95"][0].get<double>()) +
-            ", " + percent(p["ci95"][1].get<double>()) + "], " + std::to_string(p.value("wins", 0)) + " / " +
+            percent(p.value("a_win_rate", 0.0)) + " (ties half), 95% interval [" + percent(interval_bound(p, 0)) +
+            ", " + percent(interval_bound(p, 1)) + "], " + std::to_string(p.value("wins", 0)) + " / " +
             std::to_string(p.value("ties", 0)) + " / " + std::to_string(p.value("losses", 0)) + " of " +
             std::to_string(p.value("n", 0)) + " prompts\n";
     }
@@ -546,6 +556,7 @@ const Json* ppo_vs_sft_by_gold(const Json& s) {
 }
 
 double policy_mean_gold(const Json& s, const std::string& name) {
+  if (!s.contains("compare") || !s["compare"].contains("policies")) return std::nan("");
   for (const Json& p : s["compare"]["policies"]) {
     if (p.value("name", std::string()) == name) return p.value("mean_gold", std::nan(""));
   }
@@ -591,10 +602,10 @@ std::string seeds_report(const std::vector<std::pair<std::string, Json>>& runs, 
     md += " | ";
     const Json* p = ppo_vs_sft_by_gold(s);
     if (p != nullptr) {
-      const double rate = p->value("a_win_rate", nan), low = (*p)["ci95"][0].get<double>();
+      const double rate = p->value("a_win_rate", nan), low = interval_bound(*p, 0);
       win.push_back(rate);
       if (!(rate >= bars.ppo_win_rate && low > bars.ppo_interval_low)) ppo_misses.push_back(name);
-      md += percent(rate) + " | [" + percent(low) + ", " + percent((*p)["ci95"][1].get<double>()) + "] | " +
+      md += percent(rate) + " | [" + percent(low) + ", " + percent(interval_bound(*p, 1)) + "] | " +
             std::to_string(p->value("wins", 0)) + " / " + std::to_string(p->value("ties", 0)) + " / " +
             std::to_string(p->value("losses", 0)) + " | " + fixed(policy_mean_gold(s, "ppo"), 2) + " / " +
             fixed(policy_mean_gold(s, "sft"), 2) + " | ";
@@ -608,7 +619,7 @@ std::string seeds_report(const std::vector<std::pair<std::string, Json>>& runs, 
       last_kl = s["ppo"]["validations"].back().value("kl", nan);
     }
     kl.push_back(last_kl);
-    md += (std::isfinite(last_kl) ? fixed(last_kl, 2) : std::string("-")) + " |\n";
+    md += fixed(last_kl, 2) + " |\n";
   }
   md += "\n- RM vs gold: " + mean_and_range(rm, 100, 1) + "\n";
   md += "- PPO win rate vs SFT by gold: " + mean_and_range(win, 100, 1) + "\n";

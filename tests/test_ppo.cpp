@@ -684,6 +684,16 @@ TEST(Pipeline, SeedsReportGivesEachRunsHeadlineMeanRangeAndTheRunsBelowABar) {
   EXPECT_NE(two.find("missed by 1 of 2 (b)"), std::string::npos) << two;
   EXPECT_NE(two.find("RM >= 85.0% vs gold: met by all 2 runs"), std::string::npos) << two;
   EXPECT_NE(two.find("Programs (the runs differ!): 0.1.0+abc, 0.1.0+def"), std::string::npos) << two;
+  // A summary without the interval or the policies' means (an older or
+  // hand-edited run) gives dashes and misses the PPO bar; it does not crash.
+  Json old_run = run(5, 0.9, 0.8, 0.7, 3.0);
+  old_run["compare"].erase("policies");
+  old_run["compare"]["pairwise"][1].erase("ci95");
+  const std::string one = seeds_report({{"old", old_run}});
+  EXPECT_NE(one.find("| old | 5 | 90.0% (10,304 pairs) | 80.0% | [-, -] | 192 / 17 / 31 | - / - | 3.00 |"),
+            std::string::npos)
+      << one;
+  EXPECT_NE(one.find("interval's low end above 60.0%: missed by 1 of 1 (old)"), std::string::npos) << one;
 }
 
 TEST(Pipeline, ActiveLabellingUsesTheRewardModelStagesStoreRaterAndHeldOutPrompts) {
