@@ -127,7 +127,7 @@ struct DpoFixture {
     c.train.batch_size = 8;
     c.train.max_steps = 12;
     c.train.eval_interval = 6;
-    c.train.threads = 2;
+    c.train.threads = 1;  // tiny model: see tiny_online_config in test_ppo.cpp
     c.schedule.lr = 3e-3;
     c.schedule.min_lr = 3e-4;
     c.schedule.warmup_steps = 2;

@@ -96,7 +96,7 @@ TEST(RewardModel, HeadStartsNearTheDocumentedScaleAndTrainingLearnsAPreference) 
   cfg.init_from = dir.file("sft");
   cfg.train.batch_size = 8;
   cfg.train.epochs = 3;
-  cfg.train.threads = 2;
+  cfg.train.threads = 1;  // tiny model: see tiny_online_config in test_ppo.cpp
   cfg.schedule.lr = 3e-3;
   cfg.schedule.warmup_steps = 2;
   const RewardTrainResult r = run_reward_training(cfg, pairs, {pairs.begin(), pairs.begin() + 8}, 0);
@@ -163,7 +163,7 @@ TEST(RewardModel, FrozenBackboneParametersStayAsInTheStartingModel) {
   cfg.out_dir = dir.file("rm");
   cfg.init_from = dir.file("sft");
   cfg.train.batch_size = 8;
-  cfg.train.threads = 2;
+  cfg.train.threads = 1;
   cfg.freeze.embeddings = true;
   cfg.freeze.first_layers = 1;
   const RewardTrainResult r = run_reward_training(cfg, pairs, {pairs.begin(), pairs.begin() + 4}, 0);

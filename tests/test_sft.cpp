@@ -300,7 +300,7 @@ SftConfig tiny_sft_config(const test::TempDir& dir) {
   c.train.batch_size = 8;
   c.train.max_steps = 4;
   c.train.eval_interval = 2;
-  c.train.threads = 2;
+  c.train.threads = 1;  // tiny model: see tiny_online_config in test_ppo.cpp
   c.schedule.warmup_steps = 1;
   c.schedule.lr = 1e-2;
   return c;
