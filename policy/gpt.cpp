@@ -207,6 +207,12 @@ void KVCache::repeat_rows(int64_t times) {
   key_mask = key_mask.repeat_interleave(times, 0);
 }
 
+void KVCache::select_rows(const torch::Tensor& rows) {
+  for (auto& t : k) t = t.index_select(0, rows);
+  for (auto& t : v) t = t.index_select(0, rows);
+  key_mask = key_mask.index_select(0, rows);
+}
+
 torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& bias,
                                      KVCache* cache) {
   const int64_t B = x.size(0), T = x.size(1), C = x.size(2), D = C / n_head_;
@@ -405,18 +411,21 @@ LowPrecisionWeights::~LowPrecisionWeights() {
   model_->low_precision_head = torch::Tensor();
 }
 
-KVCache GPTImpl::make_cache(int64_t batch, int64_t capacity, c10::optional<torch::ScalarType> dtype) {
-  const GPTConfig& c = config();
-  const torch::Tensor& w = transformer->wte->weight;
+KVCache TransformerImpl::make_cache(int64_t batch, int64_t capacity, c10::optional<torch::ScalarType> dtype) {
+  const torch::Tensor& w = wte->weight;
   KVCache cache;
-  const int64_t D = c.dim_head(), H = c.kv_heads();
+  const int64_t D = config_.dim_head(), H = config_.kv_heads();
   const auto options = w.options().dtype(dtype.value_or(w.scalar_type()));
-  for (int i = 0; i < c.n_layer; ++i) {
+  for (int i = 0; i < config_.n_layer; ++i) {
     cache.k.push_back(torch::zeros({batch, H, capacity, D}, options));
     cache.v.push_back(torch::zeros({batch, H, capacity, D}, options));
   }
   cache.key_mask = torch::zeros({batch, capacity}, w.options().dtype(torch::kLong));
   return cache;
+}
+
+KVCache GPTImpl::make_cache(int64_t batch, int64_t capacity, c10::optional<torch::ScalarType> dtype) {
+  return transformer->make_cache(batch, capacity, dtype);
 }
 
 void init_gpt_weights(torch::nn::Module& model, const GPTConfig& config, uint64_t seed) {

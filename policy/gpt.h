@@ -111,6 +111,10 @@ struct KVCache {
   // Each row becomes `times` consecutive copies of itself ([B] -> [B * times]):
   // a prompt's cache shared by several samples of it.
   void repeat_rows(int64_t times);
+  // Row r becomes old row rows[r] ([B] -> [rows.size(0)]), e.g. each reply's
+  // own copy of its prompt's keys and values. Differentiable: gradients of
+  // the copies flow back to the shared rows.
+  void select_rows(const torch::Tensor& rows);
 };
 
 // A low-rank update beside a frozen weight (LoRA, Hu et al. 2021):
@@ -204,6 +208,9 @@ class TransformerImpl : public torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& input_ids, const torch::Tensor& attention_mask = {},
                         KVCache* cache = nullptr);
   const GPTConfig& config() const { return config_; }
+  // An empty cache for `batch` rows and up to `capacity` positions (see
+  // GPTImpl::make_cache).
+  KVCache make_cache(int64_t batch, int64_t capacity, c10::optional<torch::ScalarType> dtype = c10::nullopt);
   // Grows the vocabulary (e.g. to add chat tokens), keeping the old rows; new
   // rows start at the mean of the old ones.
   void resize_vocab(int new_vocab_size);

@@ -3,6 +3,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <cmath>
+#include <map>
 
 #include "common/error.h"
 #include "common/fs.h"
@@ -28,6 +29,17 @@ torch::Tensor ScalarHeadModelImpl::forward(const torch::Tensor& input_ids, const
                                            bool right_padded) {
   torch::Tensor hidden = transformer(input_ids, right_padded ? torch::Tensor() : attention_mask);  // [B, T, C]
   torch::Tensor idx = last_token_index(attention_mask);
+  torch::Tensor last = hidden.gather(1, idx.view({-1, 1, 1}).expand({-1, 1, hidden.size(2)})).squeeze(1);
+  return score(last).squeeze(-1);
+}
+
+torch::Tensor ScalarHeadModelImpl::forward_shared(const SharedPromptBatch& b) {
+  const int64_t Tp = b.prompt_ids.size(1), Ts = b.reply_ids.size(1);
+  KVCache cache = transformer->make_cache(b.prompt_ids.size(0), Tp + Ts);
+  transformer(b.prompt_ids, b.prompt_mask, &cache);  // only the keys and values are needed
+  cache.select_rows(b.prompt_of);
+  torch::Tensor hidden = transformer(b.reply_ids, b.reply_mask, &cache);  // [R, Ts, C]
+  torch::Tensor idx = last_token_index(b.reply_mask);
   torch::Tensor last = hidden.gather(1, idx.view({-1, 1, 1}).expand({-1, 1, hidden.size(2)})).squeeze(1);
   return score(last).squeeze(-1);
 }
@@ -134,6 +146,67 @@ ScoringBatch reward_batch(const ChatTemplate& chat, const std::vector<const Conv
       m[r][t] = 1;
     }
   }
+  return b;
+}
+
+SharedPromptBatch SharedPromptBatch::to(torch::Device device) const {
+  return SharedPromptBatch{prompt_ids.to(device), prompt_mask.to(device), reply_ids.to(device), reply_mask.to(device),
+                           prompt_of.to(device)};
+}
+
+std::optional<SharedPromptBatch> shared_prompt_batch(const ChatTemplate& chat,
+                                                     const std::vector<const Conversation*>& prompts,
+                                                     const std::vector<const std::string*>& replies,
+                                                     int64_t max_tokens, const std::vector<bool>& finished) {
+  RLHF_CHECK(prompts.size() == replies.size());
+  std::map<std::vector<int32_t>, int64_t> index;  // rendered prompt -> its row
+  std::vector<const std::vector<int32_t>*> prompt_rows;
+  std::vector<std::vector<int32_t>> reply_rows;
+  std::vector<int64_t> prompt_of;
+  const Conversation* last_prompt = nullptr;
+  int64_t last_row = -1;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    if (prompts[i] != last_prompt) {  // consecutive replies usually share the object
+      auto [it, added] = index.emplace(chat.render_prompt(*prompts[i]), static_cast<int64_t>(prompt_rows.size()));
+      if (added) prompt_rows.push_back(&it->first);
+      last_prompt = prompts[i];
+      last_row = it->second;
+    }
+    std::vector<int32_t> ids = chat.tokenizer().encode(*replies[i]);
+    if (finished.empty() || finished[i]) ids.push_back(chat.end_of_turn());
+    const auto n = static_cast<int64_t>(prompt_rows[last_row]->size() + ids.size());
+    if (ids.empty() || n > max_tokens) return std::nullopt;
+    reply_rows.push_back(std::move(ids));
+    prompt_of.push_back(last_row);
+  }
+  int64_t Tp = 1, Ts = 1;
+  for (const auto* p : prompt_rows) Tp = std::max<int64_t>(Tp, static_cast<int64_t>(p->size()));
+  for (const auto& r : reply_rows) Ts = std::max<int64_t>(Ts, static_cast<int64_t>(r.size()));
+  SharedPromptBatch b;
+  const auto P = static_cast<int64_t>(prompt_rows.size()), R = static_cast<int64_t>(reply_rows.size());
+  b.prompt_ids = torch::full({P, Tp}, chat.pad_id(), torch::kLong);
+  b.prompt_mask = torch::zeros({P, Tp}, torch::kLong);
+  auto pi = b.prompt_ids.accessor<int64_t, 2>();
+  auto pm = b.prompt_mask.accessor<int64_t, 2>();
+  for (int64_t r = 0; r < P; ++r) {
+    const std::vector<int32_t>& ids = *prompt_rows[r];
+    const int64_t start = Tp - static_cast<int64_t>(ids.size());
+    for (size_t t = 0; t < ids.size(); ++t) {
+      pi[r][start + static_cast<int64_t>(t)] = ids[t];
+      pm[r][start + static_cast<int64_t>(t)] = 1;
+    }
+  }
+  b.reply_ids = torch::full({R, Ts}, chat.pad_id(), torch::kLong);
+  b.reply_mask = torch::zeros({R, Ts}, torch::kLong);
+  auto ri = b.reply_ids.accessor<int64_t, 2>();
+  auto rm = b.reply_mask.accessor<int64_t, 2>();
+  for (int64_t r = 0; r < R; ++r) {
+    for (size_t t = 0; t < reply_rows[r].size(); ++t) {
+      ri[r][static_cast<int64_t>(t)] = reply_rows[r][t];
+      rm[r][static_cast<int64_t>(t)] = 1;
+    }
+  }
+  b.prompt_of = torch::tensor(prompt_of, torch::kLong);
   return b;
 }
 

@@ -9,6 +9,7 @@
 
 #include <torch/nn/modules/linear.h>
 
+#include <optional>
 #include <string>
 
 #include "policy/chat.h"
@@ -16,6 +17,8 @@
 #include "policy/gpt.h"
 
 namespace rlhf {
+
+struct SharedPromptBatch;
 
 class ScalarHeadModelImpl : public torch::nn::Module {
  public:
@@ -26,6 +29,10 @@ class ScalarHeadModelImpl : public torch::nn::Module {
   // `right_padded`: every row starts at position 0 (padding only at the end),
   // so causal attention alone keeps padding out and the fast path runs.
   torch::Tensor forward(const torch::Tensor& input_ids, const torch::Tensor& attention_mask, bool right_padded = false);
+  // One scalar per reply [R] of a SharedPromptBatch: each prompt runs once
+  // and its keys and values serve all its replies, which see what they would
+  // after it in one sequence (the same scores to float rounding).
+  torch::Tensor forward_shared(const SharedPromptBatch& batch);
   const GPTConfig& config() const { return transformer->config(); }
 
   Transformer transformer{nullptr};
@@ -73,5 +80,22 @@ struct ScoringBatch {
 ScoringBatch reward_batch(const ChatTemplate& chat, const std::vector<const Conversation*>& prompts,
                           const std::vector<const std::string*>& replies, int64_t max_tokens,
                           const std::vector<bool>& finished = {});
+
+// The same rows with each distinct prompt once: with 16 replies per prompt
+// the prompt's tokens (most of a support conversation's) are computed once
+// instead of 16 times.
+struct SharedPromptBatch {
+  torch::Tensor prompt_ids, prompt_mask;  // [P, Tp], left-padded
+  torch::Tensor reply_ids, reply_mask;    // [R, Ts], right-padded; the reply's tokens (+ <|end|>)
+  torch::Tensor prompt_of;                // [R] index of each reply's prompt
+  SharedPromptBatch to(torch::Device device) const;
+};
+// Prompts are the same when their rendered tokens are. nullopt when a row
+// would not fit in `max_tokens` (reward_batch keeps its end instead) or a
+// reply has no tokens: score those with reward_batch.
+std::optional<SharedPromptBatch> shared_prompt_batch(const ChatTemplate& chat,
+                                                     const std::vector<const Conversation*>& prompts,
+                                                     const std::vector<const std::string*>& replies,
+                                                     int64_t max_tokens, const std::vector<bool>& finished = {});
 
 }  // namespace rlhf

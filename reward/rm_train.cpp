@@ -1,8 +1,9 @@
 #include "reward/rm_train.h"
 
 #include <cmath>
-#include <set>
 #include <map>
+#include <set>
+#include <tuple>
 
 #include "common/error.h"
 #include "common/fs.h"
@@ -55,7 +56,7 @@ Json RewardEval::to_json() const {
 std::vector<double> score_replies(ScalarHeadModel& model, const ChatTemplate& chat,
                                   const std::vector<const Conversation*>& prompts,
                                   const std::vector<const std::string*>& replies, int batch_size,
-                                  torch::Device device, const std::vector<bool>& finished) {
+                                  torch::Device device, const std::vector<bool>& finished, bool share_prompts) {
   torch::NoGradGuard no_grad;
   const bool was_training = model->is_training();
   model->eval();
@@ -67,8 +68,15 @@ std::vector<double> score_replies(ScalarHeadModel& model, const ChatTemplate& ch
     std::vector<const std::string*> r(replies.begin() + i, replies.begin() + end);
     std::vector<bool> f;
     if (!finished.empty()) f.assign(finished.begin() + i, finished.begin() + end);
-    ScoringBatch b = reward_batch(chat, p, r, ctx, f);
-    torch::Tensor s = model->forward(b.input_ids.to(device), b.attention_mask.to(device), /*right_padded=*/true).to(torch::kCPU);
+    torch::Tensor s;
+    std::optional<SharedPromptBatch> shared;
+    if (share_prompts) shared = shared_prompt_batch(chat, p, r, ctx, f);
+    if (shared) {
+      s = model->forward_shared(shared->to(device)).to(torch::kCPU);
+    } else {
+      ScoringBatch b = reward_batch(chat, p, r, ctx, f);
+      s = model->forward(b.input_ids.to(device), b.attention_mask.to(device), /*right_padded=*/true).to(torch::kCPU);
+    }
     for (int64_t k = 0; k < s.size(0); ++k) out.push_back(s[k].item<double>());
   }
   model->train(was_training);
@@ -77,19 +85,42 @@ std::vector<double> score_replies(ScalarHeadModel& model, const ChatTemplate& ch
 
 RewardEval evaluate_reward_model(ScalarHeadModel& model, const ChatTemplate& chat,
                                  const std::vector<PreferencePair>& pairs, int batch_size, torch::Device device,
-                                 std::vector<Json>* per_pair) {
+                                 std::vector<Json>* per_pair, bool share_prompts) {
   std::vector<const Conversation*> prompts;
   std::vector<const std::string*> replies;
   std::vector<bool> finished;
-  for (const auto& p : pairs) {
-    prompts.push_back(&p.prompt);
-    replies.push_back(&p.chosen);
-    finished.push_back(p.chosen_finished);
-    prompts.push_back(&p.prompt);
-    replies.push_back(&p.rejected);
-    finished.push_back(p.rejected_finished);
+  std::vector<size_t> row(2 * pairs.size());  // per pair: chosen's and rejected's row in the scored list
+  // With sharing, each distinct (prompt, reply, finished) is scored once: a
+  // reply appears in up to 15 of its prompt's pairs.
+  std::map<std::tuple<std::string, std::string, bool>, size_t> seen;
+  const Conversation* last_prompt = nullptr;
+  std::string prompt_key;
+  for (size_t i = 0; i < pairs.size(); ++i) {
+    const PreferencePair& p = pairs[i];
+    if (share_prompts && &p.prompt != last_prompt) {
+      prompt_key = conversation_to_json(p.prompt).dump();
+      last_prompt = &p.prompt;
+    }
+    const std::pair<const std::string*, bool> both[2] = {{&p.chosen, p.chosen_finished},
+                                                         {&p.rejected, p.rejected_finished}};
+    for (int k = 0; k < 2; ++k) {
+      const auto [reply, done] = both[k];
+      if (share_prompts) {
+        const auto [it, added] = seen.emplace(std::make_tuple(prompt_key, *reply, done), replies.size());
+        row[2 * i + k] = it->second;
+        if (!added) continue;
+      } else {
+        row[2 * i + k] = replies.size();
+      }
+      prompts.push_back(&p.prompt);
+      replies.push_back(reply);
+      finished.push_back(done);
+    }
   }
-  const std::vector<double> s = score_replies(model, chat, prompts, replies, batch_size, device, finished);
+  const std::vector<double> scored =
+      score_replies(model, chat, prompts, replies, batch_size, device, finished, share_prompts);
+  std::vector<double> s(row.size());
+  for (size_t j = 0; j < row.size(); ++j) s[j] = scored[row[j]];
   RewardEval e;
   size_t right = 0, gold_right = 0;
   double margin = 0;
@@ -154,15 +185,22 @@ PairBatch pair_batch(const std::vector<PreferencePair>& pairs, const std::vector
   return b;
 }
 
-torch::Tensor pair_batch_losses(ScalarHeadModel& model, const ChatTemplate& chat, const PairBatch& batch,
-                                torch::Device device, double label_noise, torch::Tensor* r_chosen,
-                                torch::Tensor* r_rejected) {
-  const ScoringBatch sb = reward_batch(chat, batch.prompts, batch.replies, model->config().n_positions, batch.finished);
-  torch::Tensor r = model->forward(sb.input_ids.to(device), sb.attention_mask.to(device), /*right_padded=*/true);
-  torch::Tensor rc = r.index_select(0, torch::tensor(batch.chosen).to(device));
-  torch::Tensor rr = r.index_select(0, torch::tensor(batch.rejected).to(device));
-  if (r_chosen != nullptr) *r_chosen = rc.detach();
-  if (r_rejected != nullptr) *r_rejected = rr.detach();
+torch::Tensor pair_batch_rewards(ScalarHeadModel& model, const ChatTemplate& chat, const PairBatch& batch,
+                                 torch::Device device, bool share_prompts) {
+  const int64_t ctx = model->config().n_positions;
+  if (share_prompts) {
+    if (auto shared = shared_prompt_batch(chat, batch.prompts, batch.replies, ctx, batch.finished)) {
+      return model->forward_shared(shared->to(device));
+    }
+  }
+  const ScoringBatch sb = reward_batch(chat, batch.prompts, batch.replies, ctx, batch.finished);
+  return model->forward(sb.input_ids.to(device), sb.attention_mask.to(device), /*right_padded=*/true);
+}
+
+torch::Tensor pair_batch_losses(const PairBatch& batch, const torch::Tensor& rewards, double label_noise) {
+  const torch::Device device = rewards.device();
+  torch::Tensor rc = rewards.index_select(0, torch::tensor(batch.chosen).to(device));
+  torch::Tensor rr = rewards.index_select(0, torch::tensor(batch.rejected).to(device));
   return bradley_terry_per_pair(rc, rr, torch::tensor(batch.margin).to(device), torch::tensor(batch.tie).to(device),
                                 label_noise);
 }
@@ -234,8 +272,11 @@ RewardTrainResult run_reward_training(const RewardTrainConfig& cfg, const std::v
         micro.push_back(&groups[order.at(k)]);
       }
       const PairBatch batch = pair_batch(train, micro);
-      torch::Tensor rc, rr;
-      torch::Tensor per_pair = pair_batch_losses(model, chat, batch, device, tc.label_noise, &rc, &rr);
+      const torch::Tensor r = pair_batch_rewards(model, chat, batch, device, tc.share_prompts);
+      torch::Tensor per_pair = pair_batch_losses(batch, r, tc.label_noise);
+      const torch::Tensor rd = r.detach();
+      const torch::Tensor rc = rd.index_select(0, torch::tensor(batch.chosen).to(device));
+      const torch::Tensor rr = rd.index_select(0, torch::tensor(batch.rejected).to(device));
       torch::Tensor w = torch::tensor(batch.weight).to(device);
       torch::Tensor loss = (per_pair * w).sum() / step_weight;  // this rank's share; gradients are summed
       if (m == tc.grad_accum - 1) run.sync().arm();
@@ -252,7 +293,7 @@ RewardTrainResult run_reward_training(const RewardTrainConfig& cfg, const std::v
                      {"grad_norm", grad_norm}});
     progress.step_done(done, step_loss, lr, static_cast<double>(global_batch), "prompts");
     if (tc.eval_interval > 0 && done % tc.eval_interval == 0 && done != total_steps && !eval.empty()) {
-      const RewardEval e = evaluate_reward_model(model, chat, eval, kScoringBatch, device);
+      const RewardEval e = evaluate_reward_model(model, chat, eval, kScoringBatch, device, nullptr, tc.share_prompts);
       log_info("eval step ", done, " | accuracy vs labels ", e.label_accuracy, " | vs gold ", e.gold_accuracy);
       run.log({{"step", done}, {"accuracy/eval_labels", e.label_accuracy}, {"accuracy/eval_gold", e.gold_accuracy}});
       save(done, false, e);
@@ -281,7 +322,8 @@ RewardTrainResult run_reward_training(const RewardTrainConfig& cfg, const std::v
     }
     model->gain = 1.0;
     model->bias = 0.0;
-    const std::vector<double> s = score_replies(model, chat, prompts, replies, kScoringBatch, device, finished);
+    const std::vector<double> s =
+        score_replies(model, chat, prompts, replies, kScoringBatch, device, finished, tc.share_prompts);
     double mean = 0, var = 0;
     for (double x : s) mean += x / s.size();
     for (double x : s) var += (x - mean) * (x - mean) / s.size();
@@ -292,7 +334,9 @@ RewardTrainResult run_reward_training(const RewardTrainConfig& cfg, const std::v
   }
 
   RewardTrainResult result;
-  if (!eval.empty()) result.eval = evaluate_reward_model(model, chat, eval, kScoringBatch, device);
+  if (!eval.empty()) {
+    result.eval = evaluate_reward_model(model, chat, eval, kScoringBatch, device, nullptr, tc.share_prompts);
+  }
   log_info("rm: held-out accuracy vs labels ", result.eval.label_accuracy, " on ", result.eval.pairs,
            " pairs; vs gold ", result.eval.gold_accuracy, " on ", result.eval.gold_pairs, " pairs");
   run.log({{"step", total_steps}, {"accuracy/eval_labels", result.eval.label_accuracy},

@@ -37,6 +37,10 @@ struct RewardLoopConfig : RunSettings {
   double label_noise = 0.0;    // assumed share of flipped labels in the loss (0 = plain Bradley-Terry), e.g. 0.1
   int log_interval = 10;
   int eval_interval = 0;       // steps between evaluations (0 = only at the end)
+  // Score each prompt once for all its replies (and each distinct held-out
+  // reply once in evaluation): about half the compute with 16 replies per
+  // prompt, the same scores to float rounding (docs/performance.md).
+  bool share_prompts = false;
   template <class V> void visit(V& v) {
     v("batch_size", batch_size, Range::at_least(1));
     v("grad_accum", grad_accum, Range::at_least(1));
@@ -46,6 +50,7 @@ struct RewardLoopConfig : RunSettings {
     visit_run(v);
     v("log_interval", log_interval, Range::at_least(1));
     v("eval_interval", eval_interval, Range::at_least(0));
+    v("share_prompts", share_prompts);
   }
 };
 
@@ -106,11 +111,14 @@ struct PairBatch {
 // `groups` are groups of indices into `pairs` (group_by_prompt).
 PairBatch pair_batch(const std::vector<PreferencePair>& pairs, const std::vector<const std::vector<size_t>*>& groups);
 
-// Bradley-Terry loss per pair [P] from one forward pass over the batch's
-// distinct replies; optionally the pairs' rewards (detached).
-torch::Tensor pair_batch_losses(ScalarHeadModel& model, const ChatTemplate& chat, const PairBatch& batch,
-                                torch::Device device, double label_noise = 0.0, torch::Tensor* r_chosen = nullptr,
-                                torch::Tensor* r_rejected = nullptr);
+// Rewards [R] of the batch's distinct replies, from one forward pass; with
+// `share_prompts`, each prompt's tokens run once for all its replies
+// (SharedPromptBatch; reward_batch where a row does not fit).
+torch::Tensor pair_batch_rewards(ScalarHeadModel& model, const ChatTemplate& chat, const PairBatch& batch,
+                                 torch::Device device, bool share_prompts = false);
+
+// Bradley-Terry loss per pair [P] from the rewards of pair_batch_rewards.
+torch::Tensor pair_batch_losses(const PairBatch& batch, const torch::Tensor& rewards, double label_noise = 0.0);
 
 // `train_pairs`/`eval_pairs` come from the caller (label store or JSONL).
 RewardTrainResult run_reward_training(const RewardTrainConfig& config, const std::vector<PreferencePair>& train_pairs,
@@ -119,15 +127,19 @@ RewardTrainResult run_reward_training(const RewardTrainConfig& config, const std
 
 // `per_pair`, if given, receives one record per pair (both rewards, and the
 // gold findings of both replies where the case's facts are known): what
-// `rlhf rm eval --dump` writes for error analysis.
+// `rlhf rm eval --dump` writes for error analysis. `share_prompts`: each
+// distinct (prompt, reply) is scored once, prompts shared (score_replies).
 RewardEval evaluate_reward_model(ScalarHeadModel& model, const ChatTemplate& chat,
                                  const std::vector<PreferencePair>& pairs, int batch_size, torch::Device device,
-                                 std::vector<Json>* per_pair = nullptr);
+                                 std::vector<Json>* per_pair = nullptr, bool share_prompts = false);
 
-// Raw scores for (prompt, reply) pairs, batched, under no_grad.
+// Raw scores for (prompt, reply) pairs, batched, under no_grad. With
+// `share_prompts`, consecutive rows of one prompt share its forward pass
+// (batch_size replies per pass).
 std::vector<double> score_replies(ScalarHeadModel& model, const ChatTemplate& chat,
                                   const std::vector<const Conversation*>& prompts,
                                   const std::vector<const std::string*>& replies, int batch_size,
-                                  torch::Device device, const std::vector<bool>& finished = {});
+                                  torch::Device device, const std::vector<bool>& finished = {},
+                                  bool share_prompts = false);
 
 }  // namespace rlhf

@@ -144,11 +144,114 @@ TEST(RewardModel, PairsOfOnePromptShareOneForwardPassWithTheSameLossAsPairByPair
   EXPECT_EQ(b.replies.size(), 5u) << "three distinct replies for the first prompt, two for the second";
   EXPECT_EQ(b.chosen, (std::vector<int64_t>{0, 0, 1, 3}));
   EXPECT_EQ(b.rejected, (std::vector<int64_t>{1, 2, 2, 4}));
-  const torch::Tensor grouped = pair_batch_losses(rm, chat, b, torch::kCPU);
+  const torch::Tensor grouped = pair_batch_losses(b, pair_batch_rewards(rm, chat, b, torch::kCPU));
   for (size_t i = 0; i < pairs.size(); ++i) {
     const std::vector<size_t> one = {i};
-    const torch::Tensor alone = pair_batch_losses(rm, chat, pair_batch(pairs, {&one}), torch::kCPU);
+    const PairBatch alone_batch = pair_batch(pairs, {&one});
+    const torch::Tensor alone = pair_batch_losses(alone_batch, pair_batch_rewards(rm, chat, alone_batch, torch::kCPU));
     EXPECT_NEAR(grouped[static_cast<int64_t>(i)].item<double>(), alone[0].item<double>(), 1e-5) << "pair " << i;
+  }
+}
+
+// Scoring each prompt once for all its replies must not change what is
+// learned: the same rewards and the same gradients as whole sequences, for
+// both architectures, with prompts and replies of different lengths and a
+// reply cut off at the limit (no end-of-turn token).
+TEST(RewardModel, SharedPromptsGiveTheRewardsAndGradientsOfWholeSequences) {
+  auto data = test::tiny_support_data(16, 4, 2);
+  Tokenizer tok = test::tiny_support_tokenizer(data);
+  tok.add_special_tokens(special::defaults());
+  const ChatTemplate chat(tok);
+  const Conversation q1 = {{"system", "Be polite."}, {"user", "Where is order 12345? It has been a week."}};
+  const Conversation q2 = {{"user", "Can I return it?"}};
+  auto pair = [](const Conversation& prompt, const std::string& chosen, const std::string& rejected) {
+    PreferencePair p;
+    p.prompt = prompt;
+    p.chosen = chosen;
+    p.rejected = rejected;
+    return p;
+  };
+  std::vector<PreferencePair> pairs = {
+      pair(q1, "It shipped today and should arrive on Friday.", "No idea."),
+      pair(q1, "No idea.", "Read the policy."),
+      pair(q2, "Yes, within 30 days, free of charge.", "No."),
+      pair(q2, "No.", "Ask someone else, I am busy with other orders today")};
+  pairs[3].rejected_finished = false;
+  const auto groups = group_by_prompt(pairs);
+  std::vector<const std::vector<size_t>*> all;
+  for (const auto& g : groups) all.push_back(&g);
+  const PairBatch b = pair_batch(pairs, all);
+
+  const std::optional<SharedPromptBatch> shared = shared_prompt_batch(chat, b.prompts, b.replies, 64, b.finished);
+  ASSERT_TRUE(shared.has_value());
+  EXPECT_EQ(shared->prompt_ids.size(0), 2) << "each prompt once";
+  EXPECT_EQ(shared->reply_ids.size(0), static_cast<int64_t>(b.replies.size()));
+  EXPECT_FALSE(shared_prompt_batch(chat, b.prompts, b.replies, 12, b.finished).has_value())
+      << "rows longer than the context are scored whole (their start is cut)";
+
+  for (const std::string arch : {"gpt2", "llama"}) {
+    GPTConfig c = test::tiny_gpt_config(tok.vocab_size(), 64);
+    c.arch = arch;
+    if (arch == "llama") c.n_kv_head = 1;  // grouped-query attention too
+    torch::manual_seed(1);
+    ScalarHeadModel whole(c), split(c);
+    init_gpt_weights(*whole->transformer, c, 3);
+    torch::NoGradGuard no_grad;
+    for (size_t i = 0; i < whole->parameters().size(); ++i) split->parameters()[i].copy_(whole->parameters()[i]);
+    {
+      torch::AutoGradMode grad(true);
+      const torch::Tensor r_whole = pair_batch_rewards(whole, chat, b, torch::kCPU, /*share_prompts=*/false);
+      const torch::Tensor r_split = pair_batch_rewards(split, chat, b, torch::kCPU, /*share_prompts=*/true);
+      ASSERT_TRUE(torch::allclose(r_whole, r_split, 1e-4, 1e-5)) << arch << ": " << r_whole << " vs " << r_split;
+      pair_batch_losses(b, r_whole, 0.1).sum().backward();
+      pair_batch_losses(b, r_split, 0.1).sum().backward();
+    }
+    const auto gw = whole->named_parameters(), gs = split->named_parameters();
+    for (const auto& item : gw) {
+      const torch::Tensor& a = item.value().grad();
+      const torch::Tensor& s = gs[item.key()].grad();
+      ASSERT_TRUE(a.defined() && s.defined()) << arch << " " << item.key();
+      EXPECT_TRUE(torch::allclose(a, s, 1e-3, 1e-5)) << arch << " " << item.key() << " max diff "
+                                                     << (a - s).abs().max().item<double>();
+    }
+  }
+}
+
+TEST(RewardModel, EvaluationWithSharedPromptsGivesTheSameRewardsAndAccuracy) {
+  auto data = test::tiny_support_data(16, 4, 2);
+  Tokenizer tok = test::tiny_support_tokenizer(data);
+  tok.add_special_tokens(special::defaults());
+  const ChatTemplate chat(tok);
+  GPTConfig c = test::tiny_gpt_config(tok.vocab_size(), 128);
+  ScalarHeadModel rm(c);
+  init_gpt_weights(*rm->transformer, c, 5);
+  // A ranking's pairs: each reply in several of them. Six replies per
+  // pass: the second prompt's replies are split over two passes.
+  std::vector<PreferencePair> pairs;
+  const std::vector<std::string> replies = {"It shipped today.", "No idea.", "Read the policy.",
+                                            "Thanks, it is on its way."};
+  for (const Conversation& q : {Conversation{{"user", "Where is order 12345?"}}, Conversation{{"user", "Refund?"}}}) {
+    for (size_t i = 0; i < replies.size(); ++i) {
+      for (size_t j = i + 1; j < replies.size(); ++j) {
+        PreferencePair p;
+        p.prompt = q;
+        p.chosen = replies[i];
+        p.rejected = replies[j];
+        pairs.push_back(p);
+      }
+    }
+  }
+  std::vector<Json> plain_records, shared_records;
+  const RewardEval plain = evaluate_reward_model(rm, chat, pairs, 6, torch::kCPU, &plain_records, false);
+  const RewardEval shared = evaluate_reward_model(rm, chat, pairs, 6, torch::kCPU, &shared_records, true);
+  EXPECT_EQ(plain.pairs, shared.pairs);
+  EXPECT_DOUBLE_EQ(plain.label_accuracy, shared.label_accuracy);
+  EXPECT_NEAR(plain.mean_margin, shared.mean_margin, 1e-5);
+  ASSERT_EQ(plain_records.size(), shared_records.size());
+  for (size_t i = 0; i < plain_records.size(); ++i) {
+    for (const char* key : {"reward_chosen", "reward_rejected"}) {
+      EXPECT_NEAR(plain_records[i][key].get<double>(), shared_records[i][key].get<double>(), 1e-5) << key << " " << i;
+    }
   }
 }
 
