@@ -308,6 +308,7 @@ void register_feedback_commands(CLI::App& app) {
       std::string model, preferences, dump;
       double eval_fraction = 0.1;
       bool all = false;
+      bool share_prompts = true;
       int64_t seed = 42;
       int threads = 0;
     };
@@ -319,6 +320,10 @@ void register_feedback_commands(CLI::App& app) {
     ev->add_option("--seed", e->seed, "split seed (train.seed of the run)")->capture_default_str();
     ev->add_flag("--all", e->all, "evaluate on every pair, not only the held-out split");
     ev->add_option("--dump", e->dump, "write one JSONL record per pair (rewards, gold findings) for error analysis");
+    ev->add_option("--share-prompts", e->share_prompts,
+                   "score each distinct reply once, its prompt's tokens once for all its replies (false: every pair's "
+                   "two sequences whole, as before; the same scores to float rounding)")
+        ->capture_default_str();
     ev->add_option("--threads", e->threads)->capture_default_str();
     add_action(ev, [e] {
       set_torch_threads(e->threads);
@@ -327,7 +332,8 @@ void register_feedback_commands(CLI::App& app) {
       const ChatTemplate chat(m.tokenizer);
       std::vector<Json> records;
       const RewardEval r =
-          evaluate_reward_model(m.model, chat, p.eval, 32, torch::kCPU, e->dump.empty() ? nullptr : &records);
+          evaluate_reward_model(m.model, chat, p.eval, 32, torch::kCPU, e->dump.empty() ? nullptr : &records,
+                                e->share_prompts);
       if (!e->dump.empty()) {
         JsonlWriter out(e->dump, /*append=*/false);
         for (const Json& rec : records) out.write(rec);
