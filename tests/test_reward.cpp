@@ -14,6 +14,14 @@
 namespace rlhf {
 namespace {
 
+PreferencePair pair(const Conversation& prompt, const std::string& chosen, const std::string& rejected) {
+  PreferencePair p;
+  p.prompt = prompt;
+  p.chosen = chosen;
+  p.rejected = rejected;
+  return p;
+}
+
 TEST(BradleyTerry, LossAndGradientMatchAHandComputedCase) {
   // Pairs: (2, 1, margin 0), (2, 1, margin 0.5), tie (2, 1); weights 1, 1, 2.
   torch::Tensor rc = torch::tensor({2.0, 2.0, 2.0}, torch::kDouble).requires_grad_();
@@ -126,13 +134,6 @@ TEST(RewardModel, PairsOfOnePromptShareOneForwardPassWithTheSameLossAsPairByPair
   const ChatTemplate chat(tok);
   // A K = 3 ranking of one prompt as its three pairs, then another prompt's pair.
   const Conversation q1 = {{"user", "Where is order 12345?"}}, q2 = {{"user", "Can I return it?"}};
-  auto pair = [](const Conversation& prompt, const std::string& chosen, const std::string& rejected) {
-    PreferencePair p;
-    p.prompt = prompt;
-    p.chosen = chosen;
-    p.rejected = rejected;
-    return p;
-  };
   std::vector<PreferencePair> pairs = {pair(q1, "It shipped today.", "No idea."),
                                        pair(q1, "It shipped today.", "Read the policy."),
                                        pair(q1, "No idea.", "Read the policy."), pair(q2, "Yes, within 30 days.", "No.")};
@@ -164,13 +165,6 @@ TEST(RewardModel, SharedPromptsGiveTheRewardsAndGradientsOfWholeSequences) {
   const ChatTemplate chat(tok);
   const Conversation q1 = {{"system", "Be polite."}, {"user", "Where is order 12345? It has been a week."}};
   const Conversation q2 = {{"user", "Can I return it?"}};
-  auto pair = [](const Conversation& prompt, const std::string& chosen, const std::string& rejected) {
-    PreferencePair p;
-    p.prompt = prompt;
-    p.chosen = chosen;
-    p.rejected = rejected;
-    return p;
-  };
   std::vector<PreferencePair> pairs = {
       pair(q1, "It shipped today and should arrive on Friday.", "No idea."),
       pair(q1, "No idea.", "Read the policy."),
@@ -233,11 +227,7 @@ TEST(RewardModel, EvaluationWithSharedPromptsGivesTheSameRewardsAndAccuracy) {
   for (const Conversation& q : {Conversation{{"user", "Where is order 12345?"}}, Conversation{{"user", "Refund?"}}}) {
     for (size_t i = 0; i < replies.size(); ++i) {
       for (size_t j = i + 1; j < replies.size(); ++j) {
-        PreferencePair p;
-        p.prompt = q;
-        p.chosen = replies[i];
-        p.rejected = replies[j];
-        pairs.push_back(p);
+        pairs.push_back(pair(q, replies[i], replies[j]));
       }
     }
   }
