@@ -22,7 +22,7 @@ struct GeneratorConfig {
   int train_dialogues = 3200;     // SFT training conversations, e.g. 3200
   int val_dialogues = 320;        // validation conversations (loss only)
   int heldout_prompts = 240;      // held-out prompts for validation and comparison
-  int rl_prompts = 1200;          // prompts for reward modelling and PPO (training names and phrasings)
+  int rl_prompts = 2400;          // prompts for reward modelling and PPO (training names and phrasings)
   double multi_turn = 0.3;        // share of conversations with more than one agent turn
   // Styles of agent reply (the rest are "good"); later stages need room to
   // improve on SFT, as real support logs have.
