@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <map>
 #include <set>
+#include <tuple>
 
 #include "common/error.h"
 #include "common/fs.h"
@@ -40,11 +41,15 @@ std::map<int64_t, double> score_candidates(LabelStore& store, const std::string&
     const int64_t p = candidates.back().prompt_id;
     if (!prompts.count(p)) prompts.emplace(p, prompt_conversation(store, p));
   }
-  // Similar lengths share a batch: less padding.
+  // One prompt's replies side by side, so that its tokens run once for all
+  // of them (score_replies shares them); within a prompt, similar lengths
+  // share a batch: less padding.
   std::vector<size_t> order(candidates.size());
   for (size_t i = 0; i < order.size(); ++i) order[i] = i;
   std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
-    return candidates[a].text.size() < candidates[b].text.size();
+    const Candidate& x = candidates[a];
+    const Candidate& y = candidates[b];
+    return std::make_tuple(x.prompt_id, x.text.size(), x.id) < std::make_tuple(y.prompt_id, y.text.size(), y.id);
   });
   std::vector<const Conversation*> conv;
   std::vector<const std::string*> text;
@@ -54,7 +59,7 @@ std::map<int64_t, double> score_candidates(LabelStore& store, const std::string&
     text.push_back(&candidates[i].text);
     finished.push_back(candidates[i].finished);
   }
-  const std::vector<double> s = score_replies(rm.model, chat, conv, text, batch_size, device, finished);
+  const std::vector<double> s = score_replies(rm.model, chat, conv, text, batch_size, device, finished, /*share_prompts=*/true);
   std::map<int64_t, double> out;
   for (size_t k = 0; k < order.size(); ++k) out[candidates[order[k]].id] = s[k];
   return out;
