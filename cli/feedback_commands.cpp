@@ -88,7 +88,7 @@ void register_feedback_commands(CLI::App& app) {
         "select", "Order the open comparisons so raters label first those that teach the reward model most");
     sub->add_option("--config", args->config, "TOML with the settings below (optional)");
     sub->allow_extras();
-    sub->footer("Settings (--key=value): db, strategy (random|uncertainty|disagreement|diversity), reward_models, "
+    sub->footer("Settings (--key=value): db, strategy (random|uncertainty|gradient|disagreement|diversity), reward_models, "
                 "random_floor, seed, batch_size, threads, device. The label service and `rlhf label` serve the "
                 "comparisons in this order; run it again after the reward model is continued on new labels.");
     add_action(sub, [args, sub] {

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <map>
 #include <set>
@@ -21,16 +22,24 @@ namespace rlhf::labels {
 namespace {
 
 bool needs_reward_model(SelectionStrategy s) {
-  return s == SelectionStrategy::kUncertainty || s == SelectionStrategy::kDisagreement;
+  return s == SelectionStrategy::kUncertainty || s == SelectionStrategy::kDisagreement ||
+         s == SelectionStrategy::kGradient;
 }
 
 Conversation prompt_conversation(LabelStore& store, int64_t prompt_id) {
   return prompt_from_json(Json{{"messages", store.prompt(prompt_id).messages}}, store.path(), 0, "");
 }
 
-// Raw reward-model scores (Bradley-Terry units) of the given candidates.
-std::map<int64_t, double> score_candidates(LabelStore& store, const std::string& reward_model,
-                                           const std::vector<int64_t>& ids, int batch_size, torch::Device device) {
+// What one reward model says about candidates: raw scores (Bradley-Terry
+// units) and, when asked for, the score head's inputs (row_of[id] of features).
+struct CandidateView {
+  std::map<int64_t, double> scores;
+  std::map<int64_t, int64_t> row_of;
+  torch::Tensor features;  // [N, C] float, or undefined
+};
+
+CandidateView score_candidates(LabelStore& store, const std::string& reward_model, const std::vector<int64_t>& ids,
+                               int batch_size, torch::Device device, bool with_features = false) {
   LoadedRewardModel rm = load_reward_model(reward_model, device);
   const ChatTemplate chat(rm.tokenizer);
   std::map<int64_t, Conversation> prompts;
@@ -59,22 +68,44 @@ std::map<int64_t, double> score_candidates(LabelStore& store, const std::string&
     text.push_back(&candidates[i].text);
     finished.push_back(candidates[i].finished);
   }
-  const std::vector<double> s = score_replies(rm.model, chat, conv, text, batch_size, device, finished, /*share_prompts=*/true);
-  std::map<int64_t, double> out;
-  for (size_t k = 0; k < order.size(); ++k) out[candidates[order[k]].id] = s[k];
-  return out;
+  CandidateView view;
+  const std::vector<double> s = score_replies(rm.model, chat, conv, text, batch_size, device, finished,
+                                              /*share_prompts=*/true, with_features ? &view.features : nullptr);
+  for (size_t k = 0; k < order.size(); ++k) {
+    view.scores[candidates[order[k]].id] = s[k];
+    view.row_of[candidates[order[k]].id] = static_cast<int64_t>(k);
+  }
+  if (with_features) view.features = view.features.to(torch::kFloat).contiguous();
+  return view;
 }
 
-// r(a) - r(b) for a pair; for a ranking the smallest gap between two replies.
-double comparison_margin(const Comparison& c, const std::map<int64_t, double>& scores) {
-  if (!c.is_ranking()) return scores.at(c.candidates[0]) - scores.at(c.candidates[1]);
-  double smallest = 1e300;
-  for (size_t i = 0; i < c.candidates.size(); ++i) {
-    for (size_t j = i + 1; j < c.candidates.size(); ++j) {
-      smallest = std::min(smallest, std::abs(scores.at(c.candidates[i]) - scores.at(c.candidates[j])));
+// |h(a) - h(b)| between two candidates' score-head inputs.
+double feature_distance(const CandidateView& view, int64_t a, int64_t b) {
+  const int64_t C = view.features.size(1);
+  const float* x = view.features.data_ptr<float>() + view.row_of.at(a) * C;
+  const float* y = view.features.data_ptr<float>() + view.row_of.at(b) * C;
+  double sum = 0;
+  for (int64_t k = 0; k < C; ++k) sum += static_cast<double>(x[k] - y[k]) * (x[k] - y[k]);
+  return std::sqrt(sum);
+}
+
+// Adds one reward model's view of a comparison to its signals: r(a) - r(b)
+// for a pair, for a ranking the smallest gap between two of its replies;
+// with features, the distance between that pair's replies.
+void add_signals(const Comparison& c, const CandidateView& view, ComparisonSignals& signals) {
+  int64_t a = c.candidates[0], b = c.candidates[1];
+  double margin = view.scores.at(a) - view.scores.at(b);
+  if (c.is_ranking()) {
+    margin = 1e300;
+    for (size_t i = 0; i < c.candidates.size(); ++i) {
+      for (size_t j = i + 1; j < c.candidates.size(); ++j) {
+        const double gap = std::abs(view.scores.at(c.candidates[i]) - view.scores.at(c.candidates[j]));
+        if (gap < margin) std::tie(margin, a, b) = std::make_tuple(gap, c.candidates[i], c.candidates[j]);
+      }
     }
   }
-  return smallest;
+  signals.margins.push_back(margin);
+  if (view.features.defined()) signals.feature_distances.push_back(feature_distance(view, a, b));
 }
 
 bool mixed_sources(LabelStore& store, const Comparison& c) {
@@ -105,8 +136,9 @@ bool finished_run(const std::string& dir) {
 
 SelectionStrategy checked_strategy(const std::string& strategy, size_t reward_models, const std::string& field) {
   const SelectionStrategy s = parse_selection_strategy(strategy, field);
-  if (s == SelectionStrategy::kUncertainty && reward_models < 1) {
-    fail(ErrorKind::kConfig, field, " = \"uncertainty\" needs a reward model: set reward_models (or --reward_models)");
+  if ((s == SelectionStrategy::kUncertainty || s == SelectionStrategy::kGradient) && reward_models < 1) {
+    fail(ErrorKind::kConfig, field, " = \"", strategy,
+         "\" needs a reward model: set reward_models (or --reward_models)");
   }
   if (s == SelectionStrategy::kDisagreement && reward_models < 2) {
     fail(ErrorKind::kConfig, field, " = \"disagreement\" needs two or more reward models (an ensemble); got ",
@@ -131,9 +163,9 @@ SelectResult select_open_comparisons(LabelStore& store, const SelectConfig& conf
     for (const Comparison& c : open) ids.insert(c.candidates.begin(), c.candidates.end());
     const std::vector<int64_t> id_list(ids.begin(), ids.end());
     for (const std::string& rm : config.reward_models) {
-      const std::map<int64_t, double> scores =
-          score_candidates(store, rm, id_list, config.batch_size, parse_device(config.device));
-      for (size_t i = 0; i < open.size(); ++i) signals[i].margins.push_back(comparison_margin(open[i], scores));
+      const CandidateView view = score_candidates(store, rm, id_list, config.batch_size, parse_device(config.device),
+                                                  /*with_features=*/strategy == SelectionStrategy::kGradient);
+      for (size_t i = 0; i < open.size(); ++i) add_signals(open[i], view, signals[i]);
       result.replies_scored += id_list.size();
     }
   }
@@ -280,7 +312,8 @@ std::vector<CurvePoint> run_active_labelling(const ActiveLoopConfig& c) {
     // 3. Measure the first member on the held-out pairs.
     const std::map<int64_t, double> s = score_candidates(store, point.reward_models[0],
                                                          std::vector<int64_t>(eval_ids.begin(), eval_ids.end()),
-                                                         c.scoring_batch, device);
+                                                         c.scoring_batch, device)
+                                            .scores;
     size_t right = 0;
     for (const EvalPair& e : eval) right += s.at(e.better) > s.at(e.worse);
     point.labels = static_cast<int64_t>(store.rater_counts(rater).labels);

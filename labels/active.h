@@ -21,8 +21,8 @@ namespace rlhf::labels {
 
 struct SelectConfig {
   std::string db = "runs/labels.sqlite";               // the label store whose open comparisons are ordered
-  std::string strategy = "uncertainty";                // random, uncertainty, disagreement or diversity
-  std::vector<std::string> reward_models = {"runs/rm"};  // score the replies: 1 for uncertainty, 2 or more for disagreement
+  std::string strategy = "uncertainty";                // random, uncertainty, gradient, disagreement or diversity
+  std::vector<std::string> reward_models = {"runs/rm"};  // score the replies: 1 for uncertainty or gradient, 2 or more for disagreement
   double random_floor = 0.1;                           // share of picks made uniformly at random, e.g. 0.1
   int64_t seed = 0;                                    // random picks and tie-breaks
   int batch_size = 32;                                 // replies per scoring batch
@@ -57,7 +57,7 @@ SelectResult select_open_comparisons(LabelStore& store, const SelectConfig& conf
 struct ActiveLoopConfig {
   std::string db = "runs/labels.sqlite";  // a store with queued comparisons (rlhf candidates); labels are added to it
   std::string out_dir = "runs/active";    // one reward model per round, and curve.json
-  std::string strategy = "uncertainty";   // random, uncertainty, disagreement or diversity
+  std::string strategy = "uncertainty";   // random, uncertainty, gradient, disagreement or diversity
   double random_floor = 0.1;              // share of each batch picked uniformly at random
   std::vector<int64_t> budgets = {1000, 2000, 4000, 8000, 16000};  // labels after each round (the first round is random)
   int ensemble = 1;                        // reward models trained per round with different seeds (disagreement needs 2+)

@@ -11,7 +11,8 @@ namespace rlhf::labels {
 namespace {
 
 constexpr SelectionStrategy kStrategies[] = {SelectionStrategy::kRandom, SelectionStrategy::kUncertainty,
-                                             SelectionStrategy::kDisagreement, SelectionStrategy::kDiversity};
+                                             SelectionStrategy::kDisagreement, SelectionStrategy::kDiversity,
+                                             SelectionStrategy::kGradient};
 
 double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
 
@@ -32,6 +33,7 @@ const char* selection_strategy_name(SelectionStrategy s) {
     case SelectionStrategy::kUncertainty: return "uncertainty";
     case SelectionStrategy::kDisagreement: return "disagreement";
     case SelectionStrategy::kDiversity: return "diversity";
+    case SelectionStrategy::kGradient: return "gradient";
   }
   return "?";
 }
@@ -41,7 +43,7 @@ SelectionStrategy parse_selection_strategy(const std::string& name, const std::s
     if (name == selection_strategy_name(s)) return s;
   }
   fail(ErrorKind::kConfig, field, " = \"", name,
-       "\" is not a selection strategy: use random, uncertainty, disagreement or diversity");
+       "\" is not a selection strategy: use random, uncertainty, gradient, disagreement or diversity");
 }
 
 double selection_score(SelectionStrategy strategy, const ComparisonSignals& signals) {
@@ -53,6 +55,18 @@ double selection_score(SelectionStrategy strategy, const ComparisonSignals& sign
       double mean = 0;
       for (double m : signals.margins) mean += m / static_cast<double>(signals.margins.size());
       return 1.0 - std::abs(2.0 * sigmoid(mean) - 1.0);
+    }
+    case SelectionStrategy::kGradient: {
+      const size_t n = signals.margins.size();
+      if (n == 0 || signals.feature_distances.size() != n) {
+        fail(ErrorKind::kConfig, "gradient selection needs a reward model's scores and features of the replies");
+      }
+      double expected = 0;
+      for (size_t m = 0; m < n; ++m) {
+        const double p = sigmoid(signals.margins[m]);
+        expected += 2.0 * p * (1.0 - p) * signals.feature_distances[m] / static_cast<double>(n);
+      }
+      return expected;
     }
     case SelectionStrategy::kDisagreement: {
       const size_t n = signals.margins.size();

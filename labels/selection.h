@@ -18,6 +18,7 @@ enum class SelectionStrategy {
   kUncertainty,   // the reward model's Bradley-Terry probability nearest 0.5
   kDisagreement,  // reward models of an ensemble disagree most on the probability
   kDiversity,     // the replies come from different policies or temperatures
+  kGradient,      // expected gradient length: uncertain, and the replies look different to the model
 };
 const char* selection_strategy_name(SelectionStrategy s);
 // Fails (kConfig, naming `field`) on an unknown name and lists the known ones.
@@ -28,6 +29,10 @@ struct ComparisonSignals {
   // Per ensemble member: r(a) - r(b) for a pair; for a K-way ranking the
   // smallest gap between two of its replies (its hardest pair).
   std::vector<double> margins;
+  // Per ensemble member, for the same pair as `margins`: the distance
+  // |h(a) - h(b)| between the replies' inputs to the reward model's score
+  // head (its last hidden state at the last token). Gradient needs it.
+  std::vector<double> feature_distances;
   bool mixed_sources = false;  // its replies come from different policies or temperatures
 };
 
@@ -35,6 +40,11 @@ struct ComparisonSignals {
 // - uncertainty: 1 - |2 p - 1| with p = sigmoid(mean margin): 1 at a coin flip, 0 when sure;
 // - disagreement: the standard deviation over members of sigmoid(margin) (needs 2 or more members);
 // - diversity: 1 for mixed sources, else 0;
+// - gradient: the expected length of the Bradley-Terry log-likelihood's
+//   gradient with respect to the score head's weights, were the pair labelled
+//   as the model predicts: 2 p (1 - p) |h(a) - h(b)|, averaged over members.
+//   Unlike uncertainty it passes over near-identical replies (the model's
+//   coin flips that teach it nothing: often true ties);
 // - random: 0 (the order is then the random tie-break alone).
 double selection_score(SelectionStrategy strategy, const ComparisonSignals& signals);
 

@@ -25,23 +25,34 @@ torch::Tensor last_token_index(const torch::Tensor& attention_mask) {
   return (positions * attention_mask.to(torch::kLong)).argmax(1);
 }
 
-torch::Tensor ScalarHeadModelImpl::forward(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
-                                           bool right_padded) {
-  torch::Tensor hidden = transformer(input_ids, right_padded ? torch::Tensor() : attention_mask);  // [B, T, C]
+namespace {
+// hidden [B, T, C] at each row's last real token -> [B, C].
+torch::Tensor at_last_token(const torch::Tensor& hidden, const torch::Tensor& attention_mask) {
   torch::Tensor idx = last_token_index(attention_mask);
-  torch::Tensor last = hidden.gather(1, idx.view({-1, 1, 1}).expand({-1, 1, hidden.size(2)})).squeeze(1);
-  return score(last).squeeze(-1);
+  return hidden.gather(1, idx.view({-1, 1, 1}).expand({-1, 1, hidden.size(2)})).squeeze(1);
+}
+}  // namespace
+
+torch::Tensor ScalarHeadModelImpl::features(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
+                                            bool right_padded) {
+  return at_last_token(transformer(input_ids, right_padded ? torch::Tensor() : attention_mask), attention_mask);
 }
 
-torch::Tensor ScalarHeadModelImpl::forward_shared(const SharedPromptBatch& b) {
+torch::Tensor ScalarHeadModelImpl::forward(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
+                                           bool right_padded) {
+  return score(features(input_ids, attention_mask, right_padded)).squeeze(-1);
+}
+
+torch::Tensor ScalarHeadModelImpl::features_shared(const SharedPromptBatch& b) {
   const int64_t Tp = b.prompt_ids.size(1), Ts = b.reply_ids.size(1);
   KVCache cache = transformer->make_cache(b.prompt_ids.size(0), Tp + Ts);
   transformer(b.prompt_ids, b.prompt_mask, &cache);  // only the keys and values are needed
   cache.select_rows(b.prompt_of);
-  torch::Tensor hidden = transformer(b.reply_ids, b.reply_mask, &cache);  // [R, Ts, C]
-  torch::Tensor idx = last_token_index(b.reply_mask);
-  torch::Tensor last = hidden.gather(1, idx.view({-1, 1, 1}).expand({-1, 1, hidden.size(2)})).squeeze(1);
-  return score(last).squeeze(-1);
+  return at_last_token(transformer(b.reply_ids, b.reply_mask, &cache), b.reply_mask);  // [R, C]
+}
+
+torch::Tensor ScalarHeadModelImpl::forward_shared(const SharedPromptBatch& b) {
+  return score(features_shared(b)).squeeze(-1);
 }
 
 torch::Tensor bradley_terry_per_pair(const torch::Tensor& r_chosen, const torch::Tensor& r_rejected,

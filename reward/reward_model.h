@@ -33,6 +33,10 @@ class ScalarHeadModelImpl : public torch::nn::Module {
   // and its keys and values serve all its replies, which see what they would
   // after it in one sequence (the same scores to float rounding).
   torch::Tensor forward_shared(const SharedPromptBatch& batch);
+  // The score head's inputs [B, C] / [R, C] for forward / forward_shared:
+  // the last hidden state at each row's last real token.
+  torch::Tensor features(const torch::Tensor& input_ids, const torch::Tensor& attention_mask, bool right_padded = false);
+  torch::Tensor features_shared(const SharedPromptBatch& batch);
   const GPTConfig& config() const { return transformer->config(); }
 
   Transformer transformer{nullptr};

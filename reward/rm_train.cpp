@@ -56,11 +56,13 @@ Json RewardEval::to_json() const {
 std::vector<double> score_replies(ScalarHeadModel& model, const ChatTemplate& chat,
                                   const std::vector<const Conversation*>& prompts,
                                   const std::vector<const std::string*>& replies, int batch_size,
-                                  torch::Device device, const std::vector<bool>& finished, bool share_prompts) {
+                                  torch::Device device, const std::vector<bool>& finished, bool share_prompts,
+                                  torch::Tensor* features) {
   torch::NoGradGuard no_grad;
   const bool was_training = model->is_training();
   model->eval();
   std::vector<double> out;
+  std::vector<torch::Tensor> feature_rows;
   const int64_t ctx = model->config().n_positions;
   for (size_t i = 0; i < prompts.size(); i += static_cast<size_t>(batch_size)) {
     const size_t end = std::min(prompts.size(), i + batch_size);
@@ -68,18 +70,21 @@ std::vector<double> score_replies(ScalarHeadModel& model, const ChatTemplate& ch
     std::vector<const std::string*> r(replies.begin() + i, replies.begin() + end);
     std::vector<bool> f;
     if (!finished.empty()) f.assign(finished.begin() + i, finished.begin() + end);
-    torch::Tensor s;
+    torch::Tensor h;
     std::optional<SharedPromptBatch> shared;
     if (share_prompts) shared = shared_prompt_batch(chat, p, r, ctx, f);
     if (shared) {
-      s = model->forward_shared(shared->to(device)).to(torch::kCPU);
+      h = model->features_shared(shared->to(device));
     } else {
       ScoringBatch b = reward_batch(chat, p, r, ctx, f);
-      s = model->forward(b.input_ids.to(device), b.attention_mask.to(device), /*right_padded=*/true).to(torch::kCPU);
+      h = model->features(b.input_ids.to(device), b.attention_mask.to(device), /*right_padded=*/true);
     }
-    for (int64_t k = 0; k < s.size(0); ++k) out.push_back(s[k].item<double>());
+    const torch::Tensor s = model->score(h).squeeze(-1).to(torch::kCPU).to(torch::kDouble).contiguous();
+    out.insert(out.end(), s.data_ptr<double>(), s.data_ptr<double>() + s.numel());
+    if (features) feature_rows.push_back(h.to(torch::kCPU));
   }
   model->train(was_training);
+  if (features) *features = feature_rows.empty() ? torch::empty({0, model->config().n_embd}) : torch::cat(feature_rows);
   return out;
 }
 

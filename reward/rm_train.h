@@ -135,11 +135,12 @@ RewardEval evaluate_reward_model(ScalarHeadModel& model, const ChatTemplate& cha
 
 // Raw scores for (prompt, reply) pairs, batched, under no_grad. With
 // `share_prompts`, consecutive rows of one prompt share its forward pass
-// (batch_size replies per pass).
+// (batch_size replies per pass). `features`, if given, receives the score
+// head's inputs [N, C] on the CPU, one row per reply.
 std::vector<double> score_replies(ScalarHeadModel& model, const ChatTemplate& chat,
                                   const std::vector<const Conversation*>& prompts,
                                   const std::vector<const std::string*>& replies, int batch_size,
                                   torch::Device device, const std::vector<bool>& finished = {},
-                                  bool share_prompts = false);
+                                  bool share_prompts = false, torch::Tensor* features = nullptr);
 
 }  // namespace rlhf

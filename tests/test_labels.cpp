@@ -15,6 +15,8 @@
 #include "policy/checkpoint.h"
 #include "process_util.h"
 #include "reward/preference.h"
+#include "reward/reward_model.h"
+#include "reward/rm_train.h"
 #include "reward/simulated_rater.h"
 #include "support/generator.h"
 #include "support/rubric.h"
@@ -436,9 +438,27 @@ TEST(ActiveSelection, StrategiesScoreAsSpecifiedOnHandMadeSignals) {
             std::string::npos);
   EXPECT_DOUBLE_EQ(score(SelectionStrategy::kDiversity, {}, true), 1.0);
   EXPECT_DOUBLE_EQ(score(SelectionStrategy::kDiversity, {}, false), 0.0);
+  // Gradient: 2 p (1 - p) |h(a) - h(b)|, averaged over members.
+  auto gradient = [](std::vector<double> margins, std::vector<double> distances) {
+    labels::ComparisonSignals g;
+    g.margins = std::move(margins);
+    g.feature_distances = std::move(distances);
+    return labels::selection_score(SelectionStrategy::kGradient, g);
+  };
+  EXPECT_DOUBLE_EQ(gradient({0.0}, {2.0}), 1.0);
+  EXPECT_NEAR(gradient({std::log(3.0)}, {4.0}), 2 * 0.75 * 0.25 * 4.0, 1e-12);
+  EXPECT_NEAR(gradient({0.0, std::log(3.0)}, {2.0, 4.0}), (1.0 + 1.5) / 2, 1e-12);
+  // A coin flip between near-identical replies (a likely true tie) ranks
+  // below a less certain call between replies the model tells apart, which
+  // is where uncertainty and gradient differ.
+  EXPECT_GT(score(SelectionStrategy::kUncertainty, {0.0}), score(SelectionStrategy::kUncertainty, {1.0}));
+  EXPECT_LT(gradient({0.0}, {0.1}), gradient({1.0}, {3.0}));
+  EXPECT_NE(error_of([&] { gradient({0.5}, {}); }).find("features"), std::string::npos);
   EXPECT_NE(error_of([] { labels::parse_selection_strategy("entropy", "strategy"); }).find("strategy = \"entropy\""),
             std::string::npos);
   EXPECT_NE(error_of([] { labels::checked_strategy("uncertainty", 0, "strategy"); }).find("needs a reward model"),
+            std::string::npos);
+  EXPECT_NE(error_of([] { labels::checked_strategy("gradient", 0, "strategy"); }).find("\"gradient\" needs a reward model"),
             std::string::npos);
 }
 
@@ -651,6 +671,49 @@ TEST(ActiveLabelling, RoundsLabelByTheStrategyOnTheLastRewardModelAndResume) {
   // A different strategy in the same folder is refused.
   cfg.strategy = "random";
   EXPECT_NE(error_of([&] { labels::run_active_labelling(cfg); }).find("from another run"), std::string::npos);
+}
+
+TEST(ActiveSelection, GradientScoresEachOpenPairByTheRewardModelsProbabilityAndFeatureDistance) {
+  test::TempDir dir("active-gradient");
+  labels::ActiveLoopConfig cfg = tiny_active_loop(dir, /*cut_off=*/true);
+  cfg.strategy = "random";
+  cfg.budgets = {20};
+  const auto points = labels::run_active_labelling(cfg);
+  ASSERT_EQ(points.size(), 1u);
+  labels::SelectConfig sc;
+  sc.db = cfg.db;
+  sc.strategy = "gradient";
+  sc.reward_models = points[0].reward_models;
+  sc.random_floor = 0;
+  sc.threads = 1;
+  labels::LabelStore store(cfg.db);
+  const labels::SelectResult sel = labels::select_open_comparisons(store, sc, {});
+  ASSERT_GT(sel.order.size(), 3u);
+  // The recorded score of the first and the last pick, recomputed from the
+  // reward model directly, one pair at a time, without shared prompts.
+  LoadedRewardModel rm = load_reward_model(sc.reward_models[0], torch::kCPU);
+  const ChatTemplate chat(rm.tokenizer);
+  double first_score = 0;
+  for (const int64_t id : {sel.order.front(), sel.order.back()}) {
+    const labels::Comparison c = store.comparison(id);
+    ASSERT_EQ(c.selection, "gradient");
+    const Conversation prompt =
+        prompt_from_json(Json{{"messages", store.prompt(c.prompt_id).messages}}, "", 0, "");
+    const std::string a = store.candidate(c.candidates[0]).text, b = store.candidate(c.candidates[1]).text;
+    torch::Tensor h;
+    const std::vector<double> r = score_replies(rm.model, chat, {&prompt, &prompt}, {&a, &b}, 2, torch::kCPU,
+                                                {store.candidate(c.candidates[0]).finished,
+                                                 store.candidate(c.candidates[1]).finished},
+                                                /*share_prompts=*/false, &h);
+    ASSERT_EQ(h.size(0), 2);
+    // The features are what the score head reads.
+    EXPECT_NEAR(rm.model->score(h[0]).item<double>(), r[0], 1e-4);
+    const double p = 1.0 / (1.0 + std::exp(-(r[0] - r[1])));
+    const double expected = 2 * p * (1 - p) * (h[0] - h[1]).norm().item<double>();
+    EXPECT_NEAR(*c.selection_score, expected, 1e-3 * std::max(1.0, expected)) << "comparison " << id;
+    if (id == sel.order.front()) first_score = expected;
+    else EXPECT_GE(first_score, expected) << "the highest expected gradient comes first";
+  }
 }
 
 TEST(ActiveLabelling, TrainOnAllRetrainsEachRoundFromTheStartOnEveryLabel) {
