@@ -89,7 +89,7 @@ void register_feedback_commands(CLI::App& app) {
     sub->add_option("--config", args->config, "TOML with the settings below (optional)");
     sub->allow_extras();
     sub->footer("Settings (--key=value): db, strategy (random|uncertainty|gradient|disagreement|diversity), reward_models, "
-                "random_floor, seed, batch_size, threads, device. The label service and `rlhf label` serve the "
+                "random_floor, seed, spread_prompts, batch_size, threads, device. The label service and `rlhf label` serve the "
                 "comparisons in this order; run it again after the reward model is continued on new labels.");
     add_action(sub, [args, sub] {
       auto cfg = load_config<labels::SelectConfig>(args->config, args->overrides(sub));
@@ -107,7 +107,7 @@ void register_feedback_commands(CLI::App& app) {
         "active", "Label in rounds with the simulated rater, continuing the reward model and re-selecting each round");
     sub->add_option("--config", args->config, "TOML with the settings below (optional)");
     sub->allow_extras();
-    sub->footer("Settings (--key=value): db, out_dir, strategy, random_floor, budgets, ensemble, eval_fraction, "
+    sub->footer("Settings (--key=value): db, out_dir, strategy, random_floor, spread_prompts, budgets, ensemble, eval_fraction, "
                 "seed, rater, simulated.*, rm.* (as for rlhf rm train), scoring_batch. Writes out_dir/curve.json: "
                 "the reward model's gold accuracy on held-out prompts after each round.");
     add_action(sub, [args, sub] {

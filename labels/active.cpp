@@ -174,8 +174,12 @@ SelectResult select_open_comparisons(LabelStore& store, const SelectConfig& conf
   }
   std::vector<double> scores(open.size());
   for (size_t i = 0; i < open.size(); ++i) scores[i] = selection_score(strategy, signals[i]);
+  std::vector<int64_t> groups;
+  if (config.spread_prompts) {
+    for (const Comparison& c : open) groups.push_back(c.prompt_id);
+  }
   const std::vector<SelectionPick> picks =
-      order_for_labelling(scores, config.random_floor, static_cast<uint64_t>(config.seed));
+      order_for_labelling(scores, config.random_floor, static_cast<uint64_t>(config.seed), groups);
   std::vector<SelectionMark> marks;
   marks.reserve(picks.size());
   for (size_t pos = 0; pos < picks.size(); ++pos) {
@@ -242,16 +246,17 @@ std::vector<CurvePoint> run_active_labelling(const ActiveLoopConfig& c) {
   }
   if (eval.empty()) fail(ErrorKind::kData, c.db, ": no held-out pairs with a gold answer (raise eval_fraction)");
   log_info("active: ", held.size(), " held-out prompts with ", eval.size(), " gold pairs; strategy ", c.strategy,
-           ", random floor ", c.random_floor);
+           c.spread_prompts ? " spread over prompts" : "", ", random floor ", c.random_floor);
 
   const std::string curve_path = join_path(c.out_dir, "curve.json");
   std::vector<CurvePoint> points;
   if (path_exists(curve_path)) {
     const Json saved = read_json_file(curve_path);
     if (saved.value("strategy", "") != c.strategy || saved.value("db", "") != c.db ||
-        saved.value("train_on", "new") != c.train_on) {
+        saved.value("train_on", "new") != c.train_on || saved.value("spread_prompts", false) != c.spread_prompts) {
       fail(ErrorKind::kConfig, curve_path, " is from another run (strategy ", saved.value("strategy", ""), ", store ",
-           saved.value("db", ""), ", train_on ", saved.value("train_on", "new"), "): use a new out_dir");
+           saved.value("db", ""), ", train_on ", saved.value("train_on", "new"), ", spread_prompts ",
+           saved.value("spread_prompts", false), "): use a new out_dir");
     }
     for (const Json& p : saved.at("points")) {
       CurvePoint pt;
@@ -280,6 +285,7 @@ std::vector<CurvePoint> run_active_labelling(const ActiveLoopConfig& c) {
       sc.strategy = round == 0 ? "random" : c.strategy;
       sc.reward_models = members;
       sc.random_floor = c.random_floor;
+      sc.spread_prompts = round > 0 && c.spread_prompts;  // the first round is the same for every strategy
       sc.seed = static_cast<int64_t>(mix_seed({static_cast<uint64_t>(c.seed), round}));
       sc.batch_size = c.scoring_batch;
       sc.threads = c.rm.train.threads;
@@ -324,7 +330,7 @@ std::vector<CurvePoint> run_active_labelling(const ActiveLoopConfig& c) {
     log_info("active: ", point.labels, " labels: reward model ", 100 * point.gold_accuracy, "% vs gold on ",
              point.gold_pairs, " held-out pairs (round ", point.seconds, " s)");
     Json saved = {{"strategy", c.strategy}, {"db", c.db}, {"random_floor", c.random_floor},
-                  {"train_on", c.train_on}, {"points", Json::array()}};
+                  {"spread_prompts", c.spread_prompts}, {"train_on", c.train_on}, {"points", Json::array()}};
     for (const CurvePoint& p : points) saved["points"].push_back(p.to_json());
     write_file_atomic(curve_path, saved.dump(2) + "\n");
   }
@@ -363,7 +369,7 @@ std::string curve_table(const std::vector<std::string>& out_dirs) {
     if (!path_exists(path)) fail(ErrorKind::kIo, path, " does not exist: run `rlhf active --out_dir=", dir, "` first");
     const Json j = read_json_file(path);
     Run r;
-    r.name = j.value("strategy", dir);
+    r.name = j.value("strategy", dir) + (j.value("spread_prompts", false) ? " (spread)" : "");
     for (const Json& p : j.at("points")) {
       r.accuracy[p.at("labels").get<int64_t>()] = p.at("gold_accuracy").get<double>();
       r.pairs = p.at("gold_pairs").get<size_t>();

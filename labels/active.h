@@ -25,6 +25,9 @@ struct SelectConfig {
   std::vector<std::string> reward_models = {"runs/rm"};  // score the replies: 1 for uncertainty or gradient, 2 or more for disagreement
   double random_floor = 0.1;                           // share of picks made uniformly at random, e.g. 0.1
   int64_t seed = 0;                                    // random picks and tie-breaks
+  // Spread the picks by score over prompts: every prompt's best comparison
+  // before any prompt's second (order_for_labelling's groups).
+  bool spread_prompts = false;
   int batch_size = 32;                                 // replies per scoring batch
   int threads = 0;
   std::string device = "cpu";
@@ -34,6 +37,7 @@ struct SelectConfig {
     v("reward_models", reward_models);
     v("random_floor", random_floor, Range::between(0, 1));
     v("seed", seed);
+    v("spread_prompts", spread_prompts);
     v("batch_size", batch_size, Range::at_least(1));
     v("threads", threads, Range::at_least(0));
     v("device", device);
@@ -59,6 +63,7 @@ struct ActiveLoopConfig {
   std::string out_dir = "runs/active";    // one reward model per round, and curve.json
   std::string strategy = "uncertainty";   // random, uncertainty, gradient, disagreement or diversity
   double random_floor = 0.1;              // share of each batch picked uniformly at random
+  bool spread_prompts = false;            // each round's picks by score: every prompt's best before any prompt's second
   std::vector<int64_t> budgets = {1000, 2000, 4000, 8000, 16000};  // labels after each round (the first round is random)
   int ensemble = 1;                        // reward models trained per round with different seeds (disagreement needs 2+)
   double eval_fraction = 0.1;              // prompts held out of labelling: the reward model's gold accuracy is measured on all their pairs
@@ -78,6 +83,7 @@ struct ActiveLoopConfig {
     v("out_dir", out_dir);
     v("strategy", strategy);
     v("random_floor", random_floor, Range::between(0, 1));
+    v("spread_prompts", spread_prompts);
     v("budgets", budgets);
     v("ensemble", ensemble, Range::at_least(1));
     v("eval_fraction", eval_fraction, Range::between(0.01, 0.9));

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <numeric>
 
 #include "common/error.h"
@@ -82,14 +83,25 @@ double selection_score(SelectionStrategy strategy, const ComparisonSignals& sign
   return 0.0;
 }
 
-std::vector<SelectionPick> order_for_labelling(const std::vector<double>& scores, double random_floor, uint64_t seed) {
+std::vector<SelectionPick> order_for_labelling(const std::vector<double>& scores, double random_floor, uint64_t seed,
+                                               const std::vector<int64_t>& groups) {
   if (!(random_floor >= 0.0 && random_floor <= 1.0)) {
     fail(ErrorKind::kConfig, "random_floor = ", random_floor, " must be between 0 and 1 (the share of random picks)");
   }
   const size_t n = scores.size();
+  if (!groups.empty() && groups.size() != n) {
+    fail(ErrorKind::kData, "order_for_labelling: ", groups.size(), " groups for ", n, " scores");
+  }
   // By score, highest first; equal scores in a random order.
   std::vector<size_t> by_score = random_order(n, mix_seed({seed, 0x5c0e}));
   std::stable_sort(by_score.begin(), by_score.end(), [&](size_t a, size_t b) { return scores[a] > scores[b]; });
+  if (!groups.empty()) {
+    // Each index's rank within its group, then by rank (stable: by score within a rank).
+    std::vector<size_t> rank(n);
+    std::map<int64_t, size_t> seen;
+    for (size_t i : by_score) rank[i] = seen[groups[i]]++;
+    std::stable_sort(by_score.begin(), by_score.end(), [&](size_t a, size_t b) { return rank[a] < rank[b]; });
+  }
   // The random picks walk an independent random order: its next untaken
   // index is uniform over those left.
   const std::vector<size_t> shuffled = random_order(n, mix_seed({seed, 0xf100}));

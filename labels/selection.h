@@ -57,6 +57,15 @@ struct SelectionPick {
 // any first n picks hold floor(n f) random ones; the other positions take
 // the highest score left. Equal scores are ordered at random. All draws come
 // from `seed`.
-std::vector<SelectionPick> order_for_labelling(const std::vector<double>& scores, double random_floor, uint64_t seed);
+//
+// `groups`, if given (one per score, e.g. the comparison's prompt), spreads
+// the picks by score over the groups: every group's highest-scoring
+// comparison comes before any group's second, and so on (within one such
+// rank, highest score first). A round's picks then cover the prompts as
+// evenly as random picks do, and within each prompt take its best
+// comparisons; without it a strategy can spend a round on a few hundred
+// prompts whose replies happen to score high.
+std::vector<SelectionPick> order_for_labelling(const std::vector<double>& scores, double random_floor, uint64_t seed,
+                                               const std::vector<int64_t>& groups = {});
 
 }  // namespace rlhf::labels

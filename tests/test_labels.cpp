@@ -514,6 +514,24 @@ TEST(ActiveSelection, OrderTakesTheHighestScoresFirstAndKeepsTheRandomFloor) {
   EXPECT_FALSE(std::is_sorted(ia.begin(), ia.end()));
 }
 
+TEST(ActiveSelection, SpreadingOverPromptsTakesEveryPromptsBestBeforeAnyPromptsSecond) {
+  //                               prompt 7: 10, 9, 8   prompt 3: 5, 4   prompt 5: 1
+  const std::vector<double> scores = {9, 5, 10, 1, 4, 8};
+  const std::vector<int64_t> groups = {7, 3, 7, 5, 3, 7};
+  std::vector<double> order;
+  for (const auto& p : labels::order_for_labelling(scores, 0.0, 3, groups)) order.push_back(scores[p.index]);
+  EXPECT_EQ(order, (std::vector<double>{10, 5, 1, 9, 4, 8}));
+  order.clear();
+  for (const auto& p : labels::order_for_labelling(scores, 0.0, 3)) order.push_back(scores[p.index]);
+  EXPECT_EQ(order, (std::vector<double>{10, 9, 8, 5, 4, 1})) << "without groups: by score alone";
+  // The random floor is kept the same way: every second pick random.
+  size_t random = 0;
+  for (const auto& p : labels::order_for_labelling(scores, 0.5, 3, groups)) random += p.random_floor;
+  EXPECT_EQ(random, 3u);
+  EXPECT_NE(error_of([&] { labels::order_for_labelling(scores, 0.0, 3, {1, 2}); }).find("2 groups for 6 scores"),
+            std::string::npos);
+}
+
 TEST(ActiveSelection, TheStoreServesByPriorityAndLabelsKeepTheStrategyThroughExportAndImport) {
   test::TempDir dir("select-store");
   LabelStore store(dir.file("l.sqlite"));
