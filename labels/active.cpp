@@ -30,12 +30,14 @@ Conversation prompt_conversation(LabelStore& store, int64_t prompt_id) {
   return prompt_from_json(Json{{"messages", store.prompt(prompt_id).messages}}, store.path(), 0, "");
 }
 
-// What one reward model says about candidates: raw scores (Bradley-Terry
-// units) and, when asked for, the score head's inputs (row_of[id] of features).
+// What one reward model says about candidates, one row per candidate
+// (row_of[id]): raw scores (Bradley-Terry units) and, when asked for, the
+// score head's inputs.
 struct CandidateView {
-  std::map<int64_t, double> scores;
   std::map<int64_t, int64_t> row_of;
+  std::vector<double> scores;
   torch::Tensor features;  // [N, C] float, or undefined
+  double score(int64_t id) const { return scores[static_cast<size_t>(row_of.at(id))]; }
 };
 
 CandidateView score_candidates(LabelStore& store, const std::string& reward_model, const std::vector<int64_t>& ids,
@@ -69,12 +71,9 @@ CandidateView score_candidates(LabelStore& store, const std::string& reward_mode
     finished.push_back(candidates[i].finished);
   }
   CandidateView view;
-  const std::vector<double> s = score_replies(rm.model, chat, conv, text, batch_size, device, finished,
-                                              /*share_prompts=*/true, with_features ? &view.features : nullptr);
-  for (size_t k = 0; k < order.size(); ++k) {
-    view.scores[candidates[order[k]].id] = s[k];
-    view.row_of[candidates[order[k]].id] = static_cast<int64_t>(k);
-  }
+  view.scores = score_replies(rm.model, chat, conv, text, batch_size, device, finished, /*share_prompts=*/true,
+                              with_features ? &view.features : nullptr);
+  for (size_t k = 0; k < order.size(); ++k) view.row_of[candidates[order[k]].id] = static_cast<int64_t>(k);
   if (with_features) view.features = view.features.to(torch::kFloat).contiguous();
   return view;
 }
@@ -94,12 +93,12 @@ double feature_distance(const CandidateView& view, int64_t a, int64_t b) {
 // with features, the distance between that pair's replies.
 void add_signals(const Comparison& c, const CandidateView& view, ComparisonSignals& signals) {
   int64_t a = c.candidates[0], b = c.candidates[1];
-  double margin = view.scores.at(a) - view.scores.at(b);
+  double margin = view.score(a) - view.score(b);
   if (c.is_ranking()) {
     margin = 1e300;
     for (size_t i = 0; i < c.candidates.size(); ++i) {
       for (size_t j = i + 1; j < c.candidates.size(); ++j) {
-        const double gap = std::abs(view.scores.at(c.candidates[i]) - view.scores.at(c.candidates[j]));
+        const double gap = std::abs(view.score(c.candidates[i]) - view.score(c.candidates[j]));
         if (gap < margin) std::tie(margin, a, b) = std::make_tuple(gap, c.candidates[i], c.candidates[j]);
       }
     }
@@ -316,12 +315,11 @@ std::vector<CurvePoint> run_active_labelling(const ActiveLoopConfig& c) {
     }
 
     // 3. Measure the first member on the held-out pairs.
-    const std::map<int64_t, double> s = score_candidates(store, point.reward_models[0],
-                                                         std::vector<int64_t>(eval_ids.begin(), eval_ids.end()),
-                                                         c.scoring_batch, device)
-                                            .scores;
+    const CandidateView view = score_candidates(store, point.reward_models[0],
+                                                std::vector<int64_t>(eval_ids.begin(), eval_ids.end()),
+                                                c.scoring_batch, device);
     size_t right = 0;
-    for (const EvalPair& e : eval) right += s.at(e.better) > s.at(e.worse);
+    for (const EvalPair& e : eval) right += view.score(e.better) > view.score(e.worse);
     point.labels = static_cast<int64_t>(store.rater_counts(rater).labels);
     point.gold_pairs = eval.size();
     point.gold_accuracy = static_cast<double>(right) / static_cast<double>(eval.size());
