@@ -196,9 +196,10 @@ SelectResult select_open_comparisons(LabelStore& store, const SelectConfig& conf
 
 void validate_active_config(const ActiveLoopConfig& c) {
   checked_strategy(c.strategy, static_cast<size_t>(c.ensemble), "strategy");
-  if (c.train_on != "new" && c.train_on != "all") {
+  if (c.train_on != "new" && c.train_on != "all" && c.train_on != "replay") {
     fail(ErrorKind::kConfig, "train_on = '", c.train_on,
-         "': use \"new\" (continue the last reward model on the new labels) or \"all\" (train afresh on every label)");
+         "': use \"new\" (continue the last reward model on the new labels), \"all\" (train afresh on every "
+         "label) or \"replay\" (continue the last reward model on every label)");
   }
   if (c.budgets.empty()) fail(ErrorKind::kConfig, "budgets: list the label counts after each round, e.g. [1000, 2000]");
   for (size_t i = 0; i < c.budgets.size(); ++i) {
@@ -272,8 +273,9 @@ std::vector<CurvePoint> run_active_labelling(const ActiveLoopConfig& c) {
   for (size_t round = points.size(); round < c.budgets.size(); ++round) {
     const auto start = std::chrono::steady_clock::now();
     const std::vector<std::string> members = round == 0 ? std::vector<std::string>{} : points.back().reward_models;
+    // Where this round's reward models start, and which labels they see.
     const bool afresh = round == 0 || c.train_on == "all";
-    const int64_t since = afresh ? 0 : points.back().last_label_id;
+    const int64_t since = afresh || c.train_on == "replay" ? 0 : points.back().last_label_id;
 
     // 1. Label up to this round's budget: the first round at random, then
     //    by the strategy on the last round's reward models.
@@ -301,8 +303,9 @@ std::vector<CurvePoint> run_active_labelling(const ActiveLoopConfig& c) {
                " of the ", sel.comparisons, " ordered are random picks)");
     }
 
-    // 2. Continue each reward model on the labels added since the last round,
-    //    or train it afresh on all of them.
+    // 2. Continue each reward model on the labels added since the last round
+    //    ("new") or on all of them ("replay"), or train it afresh on all of
+    //    them ("all").
     CurvePoint point;
     const std::vector<PreferencePair> pairs = store_preferences(store, since, &point.last_label_id);
     for (int m = 0; m < c.ensemble; ++m) {

@@ -74,7 +74,9 @@ struct ActiveLoopConfig {
   // model on the labels added since; "all" trains afresh from rm.init_from
   // on every label so far (the usual active-learning protocol: the biased
   // batches of later rounds do not pull the model away from earlier ones,
-  // at about twice the training time over five doubling rounds).
+  // at about twice the training time over five doubling rounds); "replay"
+  // continues the last round's model on every label so far (the same
+  // training time as "all", with the earlier rounds' learning kept).
   std::string train_on = "new";
   RewardTrainConfig rm;                    // the reward model's training (init_from: the first round's start)
   int scoring_batch = 32;                  // replies per scoring batch

@@ -755,6 +755,23 @@ TEST(ActiveLabelling, TrainOnAllRetrainsEachRoundFromTheStartOnEveryLabel) {
   EXPECT_NE(error_of([&] { labels::validate_active_config(cfg); }).find("train_on = 'every'"), std::string::npos);
 }
 
+TEST(ActiveLabelling, TrainOnReplayContinuesTheLastModelOnEveryLabel) {
+  test::TempDir dir("active-replay");
+  labels::ActiveLoopConfig cfg = tiny_active_loop(dir, /*cut_off=*/false);
+  cfg.budgets = {10, 25};
+  cfg.train_on = "replay";
+  const auto points = labels::run_active_labelling(cfg);
+  ASSERT_EQ(points.size(), 2u);
+  // The second round's reward model started from the first round's and saw
+  // all 25 labels, not only the 15 new ones.
+  const Json state = read_json_file(join_path(resolve_checkpoint(points[1].reward_models[0]), "trainer_state.json"));
+  EXPECT_EQ(state["config"]["init_from"].get<std::string>(), points[0].reward_models[0]);
+  EXPECT_EQ(state["train_pairs"].get<size_t>(), 25u);
+  EXPECT_EQ(state["last_label_id"].get<int64_t>(), points[1].last_label_id);
+  cfg.train_on = "all";
+  EXPECT_NE(error_of([&] { labels::run_active_labelling(cfg); }).find("train_on replay"), std::string::npos);
+}
+
 TEST(GoldItems, OnlyComparisonsWithAClearAnswerBecomeGoldWithThatAnswer) {
   test::TempDir dir("gold-items");
   labels::LabelStore store(dir.file("l.sqlite"));
