@@ -22,6 +22,8 @@
 //   bound beside it.
 // - Training with bf16 GEMMs (train.precision = "bf16"): tokens/s beside
 //   fp32's, same steps.
+// - Decoding at 64 rows through the general sampling path (whole-tensor
+//   operations) instead of the fused kernel, for the kernel's gain.
 // - K samples per prompt: one prompt pass shared by the K samples against
 //   the prompt repeated K times.
 #include <torch/torch.h>
@@ -170,6 +172,15 @@ int main(int argc, char** argv) {
     std::printf("decode %2d rows x %d new tokens: %.0f tokens/s; GEMM bound %.0f, memory bound %.0f: %.1f%% of the lower\n",
                 rows, new_tokens, rate, gemm_bound, memory_bound, 100.0 * rate / bound);
   }
+  // The same 64 rows through the general sampling path (whole-tensor
+  // softmax, cumulative sum and log-softmax): top_k = V keeps every token,
+  // so the draws are the same, but the fused kernel (sample_with_logprobs)
+  // is not used.
+  SamplingConfig general = sc;
+  general.top_k = static_cast<int>(cfg.vocab_size);
+  const double general_rate = decode_rate(64, general);
+  std::printf("decode 64 rows, general sampling path instead of the fused one: %.0f tokens/s: %.1f%% of the lower bound\n",
+              general_rate, 100.0 * general_rate / fp32_bound64);
   // The same with bf16 sampling (SamplingConfig::weights: bf16 weights for
   // the products and a bf16 KV cache), against bounds in bf16: the bf16 GEMM
   // rate measured here and 2 bytes a value; and, for comparison, against

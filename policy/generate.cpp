@@ -1,10 +1,13 @@
 #include "policy/generate.h"
 
+#include <ATen/Parallel.h>
+
 #include <algorithm>
 #include <optional>
 
 #include "common/error.h"
 #include "common/hash.h"
+#include "policy/kernels.h"
 
 namespace rlhf {
 namespace {
@@ -103,10 +106,8 @@ Generation decode_loop(const torch::Tensor& first_logits, int64_t B, int64_t max
   g.lengths = torch::zeros({B}, long_opts);
   torch::Tensor running = torch::ones({B}, long_opts.dtype(torch::kBool));
   torch::Tensor logits = first_logits;
-  const double t = config.temperature > 0 ? config.temperature : 1.0;
   for (int64_t i = 0; i < max_new; ++i) {
-    torch::Tensor next = sample_from_logits(logits, config, draw_uniform(rngs, device));
-    torch::Tensor lp = torch::log_softmax(logits.to(torch::kFloat) / t, -1).gather(1, next.unsqueeze(1)).squeeze(1);
+    auto [next, lp] = sample_with_logprobs(logits, config, draw_uniform(rngs, device));
     next = torch::where(running, next, torch::full_like(next, pad_id));
     g.tokens.select(1, i).copy_(next);
     g.logprobs.select(1, i).copy_(lp * running);
@@ -148,6 +149,32 @@ torch::Tensor sample_from_logits(const torch::Tensor& logits, const SamplingConf
   // First index whose cumulative mass exceeds the target (masked tokens add
   // no mass, so they are never chosen).
   return (cdf <= target).sum(-1).clamp_max(V - 1);
+}
+
+std::pair<torch::Tensor, torch::Tensor> sample_with_logprobs(const torch::Tensor& logits,
+                                                              const SamplingConfig& config,
+                                                              const torch::Tensor& uniform) {
+  const bool fused = config.temperature > 0 && config.top_k == 0 && config.top_p >= 1.0 && logits.dim() == 2 &&
+                     logits.device().is_cpu() && logits.scalar_type() == torch::kFloat && logits.stride(1) == 1;
+  if (!fused) {
+    torch::Tensor next = sample_from_logits(logits, config, uniform);
+    const double t = config.temperature > 0 ? config.temperature : 1.0;
+    return {next, logprobs_from_logits(logits, next, t)};
+  }
+  const int64_t B = logits.size(0), V = logits.size(1), stride = logits.stride(0);
+  const torch::Tensor u = uniform.to(torch::kCPU, torch::kFloat).contiguous();
+  torch::Tensor next = torch::empty({B}, torch::kLong);
+  torch::Tensor lp = torch::empty({B}, torch::kFloat);
+  const float* x = logits.data_ptr<float>();
+  const float* up = u.data_ptr<float>();
+  int64_t* np = next.data_ptr<int64_t>();
+  float* lpp = lp.data_ptr<float>();
+  const float temperature = static_cast<float>(config.temperature);
+  at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> scratch(static_cast<size_t>(V));
+    kernels::sample_rows(x, stride, V, temperature, up, np, lpp, begin, end, scratch.data());
+  });
+  return {next, lp};
 }
 
 torch::Tensor logprobs_from_logits(const torch::Tensor& logits, const torch::Tensor& labels,

@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <utility>
 #include <vector>
 
 #include "common/config.h"
@@ -104,6 +105,15 @@ int64_t prompt_budget(const GPTConfig& config, int max_new_tokens);
 // top-p, by inverse CDF on `uniform` [B] in [0, 1). Greedy if temperature is 0.
 torch::Tensor sample_from_logits(const torch::Tensor& logits, const SamplingConfig& config,
                                  const torch::Tensor& uniform);
+
+// The next token per row, as sample_from_logits draws it, and its
+// log-probability under logits / temperature (logprobs_from_logits of it):
+// {tokens [B] long, log-probs [B] float}. On the CPU, for float logits and
+// sampling without top-k or top-p, one fused pass per row
+// (kernels::sample_rows); elsewhere the two general functions.
+std::pair<torch::Tensor, torch::Tensor> sample_with_logprobs(const torch::Tensor& logits,
+                                                              const SamplingConfig& config,
+                                                              const torch::Tensor& uniform);
 
 // log softmax(logits / temperature) at `labels`: logits [B, T, V], labels
 // [B, T] -> [B, T].

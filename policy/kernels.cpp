@@ -92,4 +92,37 @@ void attend_one_query(const float* __restrict q, const uint16_t* __restrict k, c
   attend_one_query_impl(q, k, v, bias, out, begin, end, heads, t, cap, D, scale, scratch);
 }
 
+__attribute__((target_clones("avx512f", "avx2", "default")))
+void sample_rows(const float* __restrict logits, int64_t stride, int64_t V, float temperature,
+                 const float* __restrict uniform, int64_t* __restrict token, float* __restrict logprob, int64_t begin,
+                 int64_t end, float* __restrict scratch) {
+  for (int64_t r = begin; r < end; ++r) {
+    const float* x = logits + r * stride;
+    float top = -3.0e38f;
+    for (int64_t i = 0; i < V; ++i) {
+      scratch[i] = x[i] / temperature;
+      top = scratch[i] > top ? scratch[i] : top;
+    }
+    // The total in double, as the walk below adds in double: the target is
+    // then always below the walk's last sum.
+    double total = 0.0;
+    for (int64_t i = 0; i < V; ++i) {
+      scratch[i] = std::exp(scratch[i] - top);
+      total += static_cast<double>(scratch[i]);
+    }
+    const double target = static_cast<double>(uniform[r]) * total;
+    double mass = 0.0;
+    int64_t pick = V - 1;
+    for (int64_t i = 0; i < V; ++i) {
+      mass += static_cast<double>(scratch[i]);
+      if (mass > target) {
+        pick = i;
+        break;
+      }
+    }
+    token[r] = pick;
+    logprob[r] = static_cast<float>(static_cast<double>(x[pick] / temperature - top) - std::log(total));
+  }
+}
+
 }  // namespace rlhf::kernels

@@ -30,4 +30,14 @@ void attend_one_query(const float* q, const uint16_t* k, const uint16_t* v, cons
                       int64_t begin, int64_t end, int64_t heads, int64_t t, int64_t cap, int64_t D, float scale,
                       float* scratch);
 
+// Sampling's last step, fused: for rows r in [begin, end), draws a token from
+// softmax(x / temperature), x = logits + r * stride (V values), by inverse
+// CDF on uniform[r] in [0, 1) (the first token whose cumulative mass exceeds
+// uniform[r] times the total), and writes it to token[r] and its
+// log-probability to logprob[r]. Three passes over the row instead of the
+// ten or so whole-tensor operations (scale, softmax, cumulative sum, compare,
+// count, log-softmax, gather) of the general path. scratch: V floats.
+void sample_rows(const float* logits, int64_t stride, int64_t V, float temperature, const float* uniform,
+                 int64_t* token, float* logprob, int64_t begin, int64_t end, float* scratch);
+
 }  // namespace rlhf::kernels

@@ -228,6 +228,45 @@ TEST(Generate, SamplingFiltersBehave) {
   EXPECT_EQ(sample_from_logits(logits, sc, torch::tensor({0.3f})).item<int64_t>(), 1);
 }
 
+TEST(Generate, FusedSamplingDrawsWhatTheGeneralPathDraws) {
+  // Decoding's shape: 64 rows of a 4,096-token vocabulary, as a view with a
+  // row stride (the last position of [B, 1, V] logits).
+  torch::manual_seed(7);
+  const torch::Tensor logits = (3 * torch::randn({64, 2, 4096})).select(1, 1);
+  for (double temperature : {0.7, 1.0, 1.3}) {
+    SamplingConfig sc;
+    sc.temperature = temperature;
+    for (int draw = 0; draw < 8; ++draw) {
+      torch::Tensor u = torch::rand({64});
+      if (draw == 0) u.fill_(0.0f);
+      if (draw == 1) u.fill_(0.99999f);
+      const auto [tokens, logprobs] = sample_with_logprobs(logits, sc, u);
+      ASSERT_EQ(tokens.scalar_type(), torch::kLong);
+      const torch::Tensor expected = sample_from_logits(logits, sc, u);
+      // The log-probability is the general path's at the fused path's token.
+      EXPECT_TRUE(torch::allclose(logprobs, logprobs_from_logits(logits, tokens, temperature), 1e-4, 1e-5));
+      // The same token, unless the draw lies on a boundary between two
+      // tokens to within float rounding (sums in another order).
+      const torch::Tensor cdf = torch::softmax(logits.to(torch::kDouble) / temperature, -1).cumsum(-1);
+      for (int64_t r = 0; r < 64; ++r) {
+        const int64_t got = tokens[r].item<int64_t>(), want = expected[r].item<int64_t>();
+        if (got == want) continue;
+        const double boundary = cdf[r][std::min(got, want)].item<double>();
+        EXPECT_NEAR(boundary, u[r].item<double>(), 1e-5)
+            << "row " << r << " temperature " << temperature << ": token " << got << " instead of " << want;
+      }
+    }
+  }
+  // Top-k, top-p and greedy take the general path: the same tokens exactly.
+  SamplingConfig filtered;
+  filtered.top_k = 5;
+  const torch::Tensor u = torch::rand({64});
+  EXPECT_TRUE(torch::equal(sample_with_logprobs(logits, filtered, u).first, sample_from_logits(logits, filtered, u)));
+  SamplingConfig greedy;
+  greedy.temperature = 0;
+  EXPECT_TRUE(torch::equal(sample_with_logprobs(logits, greedy, u).first, logits.argmax(-1)));
+}
+
 TEST(Training, GradientAccumulationEqualsOneLargerBatch) {
   GPT m = tiny_model();
   m->train();
