@@ -755,21 +755,27 @@ TEST(ActiveLabelling, TrainOnAllRetrainsEachRoundFromTheStartOnEveryLabel) {
   EXPECT_NE(error_of([&] { labels::validate_active_config(cfg); }).find("train_on = 'every'"), std::string::npos);
 }
 
-TEST(ActiveLabelling, TrainOnReplayContinuesTheLastModelOnEveryLabel) {
-  test::TempDir dir("active-replay");
-  labels::ActiveLoopConfig cfg = tiny_active_loop(dir, /*cut_off=*/false);
-  cfg.budgets = {10, 25};
-  cfg.train_on = "replay";
-  const auto points = labels::run_active_labelling(cfg);
-  ASSERT_EQ(points.size(), 2u);
-  // The second round's reward model started from the first round's and saw
-  // all 25 labels, not only the 15 new ones.
-  const Json state = read_json_file(join_path(resolve_checkpoint(points[1].reward_models[0]), "trainer_state.json"));
-  EXPECT_EQ(state["config"]["init_from"].get<std::string>(), points[0].reward_models[0]);
-  EXPECT_EQ(state["train_pairs"].get<size_t>(), 25u);
-  EXPECT_EQ(state["last_label_id"].get<int64_t>(), points[1].last_label_id);
-  cfg.train_on = "all";
-  EXPECT_NE(error_of([&] { labels::run_active_labelling(cfg); }).find("train_on replay"), std::string::npos);
+TEST(ActiveLabelling, TrainOnSaysWhereEachRoundStartsAndWhichLabelsItSees) {
+  struct Case {
+    std::string train_on;
+    bool from_last_round;  // else from the SFT model
+    size_t pairs;          // the second round's training pairs, of 25 labels, 15 of them new
+  };
+  for (const Case& want : {Case{"new", true, 15}, Case{"replay", true, 25}}) {
+    test::TempDir dir("active-" + want.train_on);
+    labels::ActiveLoopConfig cfg = tiny_active_loop(dir, /*cut_off=*/false);
+    cfg.budgets = {10, 25};
+    cfg.train_on = want.train_on;
+    const auto points = labels::run_active_labelling(cfg);
+    ASSERT_EQ(points.size(), 2u);
+    const Json state =
+        read_json_file(join_path(resolve_checkpoint(points[1].reward_models[0]), "trainer_state.json"));
+    EXPECT_EQ(state["config"]["init_from"].get<std::string>(),
+              want.from_last_round ? points[0].reward_models[0] : cfg.rm.init_from)
+        << want.train_on;
+    EXPECT_EQ(state["train_pairs"].get<size_t>(), want.pairs) << want.train_on;
+    EXPECT_EQ(state["last_label_id"].get<int64_t>(), points[1].last_label_id);
+  }
 }
 
 TEST(GoldItems, OnlyComparisonsWithAClearAnswerBecomeGoldWithThatAnswer) {
