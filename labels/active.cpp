@@ -275,7 +275,7 @@ std::vector<CurvePoint> run_active_labelling(const ActiveLoopConfig& c) {
     const std::vector<std::string> members = round == 0 ? std::vector<std::string>{} : points.back().reward_models;
     // Where this round's reward models start, and which labels they see.
     const bool afresh = round == 0 || c.train_on == "all";
-    const int64_t since = afresh || c.train_on == "replay" ? 0 : points.back().last_label_id;
+    const int64_t since = round > 0 && c.train_on == "new" ? points.back().last_label_id : 0;
 
     // 1. Label up to this round's budget: the first round at random, then
     //    by the strategy on the last round's reward models.
