@@ -93,6 +93,14 @@ std::string cpu_description() {
   return name + " (family " + family + ", model " + model + "; " + vector + ")";
 }
 
+bool cpu_has_native_bf16() {
+#if defined(__x86_64__) || defined(__i386__)
+  return __builtin_cpu_supports("avx512bf16");
+#else
+  return false;
+#endif
+}
+
 int available_cpus() {
   cpu_set_t set;
   CPU_ZERO(&set);

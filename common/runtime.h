@@ -28,6 +28,11 @@ std::string process_environment_summary();
 // seeds can give other figures (docs/results.md); "unknown CPU" off Linux.
 std::string cpu_description();
 
+// Whether this CPU multiplies bfloat16 natively (AVX512-BF16, which every
+// AMX CPU has too): there bf16 products run several times faster than fp32;
+// elsewhere they are emulated, and far slower (docs/performance.md).
+bool cpu_has_native_bf16();
+
 // Number of CPUs this process may run on (affinity-aware).
 int available_cpus();
 

@@ -221,17 +221,6 @@ std::vector<std::string> handle_changed_stages(const PipelineConfig& c,
   return moved;
 }
 
-// Whether this CPU multiplies bfloat16 natively (AVX512-BF16, which every
-// AMX CPU has too): there bf16 products run several times faster than fp32;
-// elsewhere they are emulated and slower.
-bool cpu_has_native_bf16() {
-#if defined(__x86_64__) || defined(__i386__)
-  return __builtin_cpu_supports("avx512bf16");
-#else
-  return false;
-#endif
-}
-
 // "auto" as "bf16" where the CPU has native bf16 and "fp32" elsewhere; any
 // other value as it is.
 std::string resolve_auto_precision(const std::string& value) {
