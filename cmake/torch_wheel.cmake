@@ -6,7 +6,8 @@
 #   cmake -DRLHF_TORCH_WHEEL=/path/to/site-packages/torch ...
 #
 # RLHF_TORCH_WHEEL_CUDA=ON also links libtorch_cuda (for a GPU machine whose
-# wheel has its nvidia-* packages installed). Sets TORCH_LIBRARIES.
+# wheel has its nvidia-* packages installed). Sets TORCH_LIBRARIES, and
+# RLHF_OPENMP_RUNTIME when the wheel carries its own OpenMP runtime.
 set(_wheel "${RLHF_TORCH_WHEEL}")
 if(NOT EXISTS "${_wheel}/lib/libtorch_cpu.so" OR NOT EXISTS "${_wheel}/include/torch/csrc/api/include/torch/torch.h")
   message(FATAL_ERROR "RLHF_TORCH_WHEEL=${_wheel} is not a PyTorch package folder "
@@ -45,6 +46,12 @@ if(RLHF_TORCH_WHEEL_CUDA)
   # Nothing references libtorch_cuda's symbols; its static initialisers
   # register the CUDA kernels, so it must be linked even though "unused".
   list(APPEND _libs -Wl,--no-as-needed "${_wheel}/lib/libtorch_cuda.so" "${_wheel}/lib/libc10_cuda.so" -Wl,--as-needed)
+endif()
+# PyPI's wheels carry their own libgomp (renamed, e.g. libgomp-a34b3233.so.1):
+# our OpenMP code must call that one, not a second runtime with its own threads.
+file(GLOB _wheel_gomp "${_wheel}/lib/libgomp*.so*")
+if(_wheel_gomp)
+  list(GET _wheel_gomp 0 RLHF_OPENMP_RUNTIME)
 endif()
 string(REPLACE ";" ":" _rpath_flat "${_rpath}")
 target_link_libraries(rlhf_torch_wheel INTERFACE ${_libs} Threads::Threads "-Wl,-rpath,${_rpath_flat}")

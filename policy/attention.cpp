@@ -1,12 +1,12 @@
 #include "policy/attention.h"
 
 #include <torch/version.h>
-#include <ATen/Parallel.h>
 
 #include <cmath>
 #include <vector>
 
 #include "policy/kernels.h"
+#include "policy/parallel.h"
 
 namespace rlhf {
 
@@ -48,7 +48,7 @@ torch::Tensor attend_cached_query(const torch::Tensor& q, const torch::Tensor& k
   const float* bp = b.data_ptr<float>();
   float* op = out.data_ptr<float>();
   const bool bf16 = k_cache.scalar_type() == torch::kBFloat16;
-  at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
+  parallel_rows(0, B * H, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> scratch(static_cast<size_t>(t));
     if (bf16) {
       const auto* kp = reinterpret_cast<const uint16_t*>(k_cache.data_ptr<at::BFloat16>());

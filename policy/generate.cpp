@@ -1,13 +1,12 @@
 #include "policy/generate.h"
 
-#include <ATen/Parallel.h>
-
 #include <algorithm>
 #include <optional>
 
 #include "common/error.h"
 #include "common/hash.h"
 #include "policy/kernels.h"
+#include "policy/parallel.h"
 
 namespace rlhf {
 namespace {
@@ -170,7 +169,7 @@ std::pair<torch::Tensor, torch::Tensor> sample_with_logprobs(const torch::Tensor
   int64_t* np = next.data_ptr<int64_t>();
   float* lpp = lp.data_ptr<float>();
   const float temperature = static_cast<float>(config.temperature);
-  at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
+  parallel_rows(0, B, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> scratch(static_cast<size_t>(V));
     kernels::sample_rows(x, stride, V, temperature, up, np, lpp, begin, end, scratch.data());
   });

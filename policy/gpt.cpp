@@ -1,7 +1,6 @@
 #include "policy/gpt.h"
 
 #include <torch/version.h>
-#include <ATen/Parallel.h>
 #include <torch/autograd.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <torch/nn/functional/dropout.h>
@@ -12,6 +11,7 @@
 #include "policy/attention.h"
 #include "policy/kernels.h"
 #include "policy/llama.h"
+#include "policy/parallel.h"
 
 namespace rlhf {
 namespace {
@@ -24,7 +24,7 @@ struct GeluTanh : torch::autograd::Function<GeluTanh> {
     torch::Tensor y = torch::empty_like(xc);
     const float* xp = xc.data_ptr<float>();
     float* yp = y.data_ptr<float>();
-    at::parallel_for(0, xc.numel(), 32768, [&](int64_t b, int64_t e) {
+    parallel_rows(0, xc.numel(), 32768, [&](int64_t b, int64_t e) {
       kernels::gelu_tanh_forward(xp + b, yp + b, e - b);
     });
     return y;
@@ -36,7 +36,7 @@ struct GeluTanh : torch::autograd::Function<GeluTanh> {
     torch::Tensor dx = torch::empty_like(x);
     const float *gp = g.data_ptr<float>(), *xp = x.data_ptr<float>();
     float* dp = dx.data_ptr<float>();
-    at::parallel_for(0, x.numel(), 32768, [&](int64_t b, int64_t e) {
+    parallel_rows(0, x.numel(), 32768, [&](int64_t b, int64_t e) {
       kernels::gelu_tanh_backward(gp + b, xp + b, dp + b, e - b);
     });
     return {dx};
