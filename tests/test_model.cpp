@@ -4,12 +4,17 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <fstream>
+#include <mutex>
+#include <set>
+#include <thread>
 
 #include "policy/attention.h"
 #include "policy/checkpoint.h"
 #include "policy/generate.h"
 #include "policy/gpt.h"
+#include "policy/parallel.h"
 #include "pretrain/pretrain.h"
 #include "test_util.h"
 #include "train/optim.h"
@@ -265,6 +270,36 @@ TEST(Generate, FusedSamplingDrawsWhatTheGeneralPathDraws) {
   SamplingConfig greedy;
   greedy.temperature = 0;
   EXPECT_TRUE(torch::equal(sample_with_logprobs(logits, greedy, u).first, logits.argmax(-1)));
+}
+
+// Our kernels (decoding's attention, fused sampling, GELU) split their rows
+// with parallel_rows; built without OpenMP it would run them all on the
+// calling thread while LibTorch's other threads wait.
+TEST(Parallel, RowsAreSplitOverLibTorchsThreads) {
+  const int before = torch::get_num_threads();
+  torch::set_num_threads(2);
+  std::mutex m;
+  std::vector<std::pair<int64_t, int64_t>> chunks;
+  std::set<std::thread::id> threads;
+  parallel_rows(0, 100, 1, [&](int64_t b, int64_t e) {
+    std::lock_guard<std::mutex> lock(m);
+    chunks.emplace_back(b, e);
+    threads.insert(std::this_thread::get_id());
+  });
+  torch::set_num_threads(before);
+  std::sort(chunks.begin(), chunks.end());
+  ASSERT_EQ(chunks.size(), 2u);
+  EXPECT_EQ(threads.size(), 2u);
+  EXPECT_EQ(chunks[0], std::make_pair(int64_t{0}, int64_t{50}));
+  EXPECT_EQ(chunks[1], std::make_pair(int64_t{50}, int64_t{100}));
+  // A range below the grain runs in one piece.
+  int calls = 0;
+  parallel_rows(0, 10, 32, [&](int64_t b, int64_t e) {
+    ++calls;
+    EXPECT_EQ(b, 0);
+    EXPECT_EQ(e, 10);
+  });
+  EXPECT_EQ(calls, 1);
 }
 
 TEST(Training, GradientAccumulationEqualsOneLargerBatch) {
