@@ -47,8 +47,9 @@ if(RLHF_TORCH_WHEEL_CUDA)
   # register the CUDA kernels, so it must be linked even though "unused".
   list(APPEND _libs -Wl,--no-as-needed "${_wheel}/lib/libtorch_cuda.so" "${_wheel}/lib/libc10_cuda.so" -Wl,--as-needed)
 endif()
-# PyPI's wheels carry their own libgomp (renamed, e.g. libgomp-a34b3233.so.1):
-# our OpenMP code must call that one, not a second runtime with its own threads.
+# PyPI's wheels carry their own libgomp (2.9.1: lib/libgomp.so.1; older ones a
+# renamed copy such as libgomp-a34b3233.so.1): our OpenMP code must call that
+# one, not a second runtime with its own threads.
 file(GLOB _wheel_gomp "${_wheel}/lib/libgomp*.so*")
 if(_wheel_gomp)
   list(GET _wheel_gomp 0 RLHF_OPENMP_RUNTIME)
