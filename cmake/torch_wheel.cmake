@@ -28,10 +28,12 @@ else()
 endif()
 
 # libtorch_cpu needs libcudart and libcupti even for CPU work (the profiler
-# links them); PyPI ships them as nvidia-cuda-runtime-cu12 and
-# nvidia-cuda-cupti-cu12 beside the torch package.
+# links them); PyPI ships them beside the torch package: CUDA 12 wheels as
+# nvidia-cuda-runtime-cu12 and nvidia-cuda-cupti-cu12 (nvidia/<name>/lib),
+# CUDA 13 wheels (torch >= 2.10) as nvidia-cuda-runtime and
+# nvidia-cuda-cupti, all in nvidia/cu13/lib.
 set(_rpath "${_wheel}/lib")
-foreach(_sub cuda_runtime cuda_cupti cudnn cublas cusparse cufft curand cusolver nccl nvjitlink cusparselt nvshmem cufile nvtx)
+foreach(_sub cu13 cuda_runtime cuda_cupti cudnn cublas cusparse cufft curand cusolver nccl nvjitlink cusparselt nvshmem cufile nvtx)
   if(EXISTS "${_wheel}/../nvidia/${_sub}/lib")
     list(APPEND _rpath "${_wheel}/../nvidia/${_sub}/lib")
   endif()
