@@ -305,6 +305,19 @@ PipelineConfig wire_pipeline(PipelineConfig c) {
       *t = c.threads;
     }
   }
+  if (!c.device.empty()) {
+    // An unknown name, or CUDA where there is none, fails here, before any stage.
+    try {
+      parse_device(c.device);
+    } catch (const std::exception& e) {
+      fail(ErrorKind::kConfig, "pipeline.device: ", e.what());
+    }
+    for (std::string* d : {&c.pretrain.train.device, &c.sft.train.device, &c.rm.train.device, &c.ppo.train.device,
+                           &c.dpo.train.device, &c.grpo.train.device, &c.rloo.train.device,
+                           &c.active.rm.train.device}) {
+      *d = c.device;
+    }
+  }
   // Active labelling labels for the reward model stage: its rater, its
   // noise, its starting point and held-out prompts.
   c.active.db = in("labels.sqlite");

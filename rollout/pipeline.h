@@ -60,6 +60,12 @@ struct PipelineConfig {
   // LibTorch threads (e.g. 1 to run two seeds side by side on 2 cores).
   // Threads change float rounding only, so fingerprints leave them out.
   int threads = 0;
+  // "": every training stage keeps its own train.device. "cpu", "cuda",
+  // "cuda:N" or "auto" (CUDA when available): every training stage (pretrain,
+  // sft, rm, ppo, dpo, grpo, rloo, active labelling's reward model) trains,
+  // samples and scores there; the candidates, label and compare stages stay
+  // on the CPU.
+  std::string device;
   // Stage settings. Paths that link stages (out_dir, init_from, policy,
   // reward_model, db, preferences, policies, out) are set by the pipeline.
   PretrainConfig pretrain;
@@ -83,6 +89,7 @@ struct PipelineConfig {
     v("sampling_weights", sampling_weights);
     v("precision", precision);
     v("threads", threads, Range::at_least(0));
+    v("device", device);
     v.section("pretrain", pretrain);
     v.section("sft", sft);
     v.section("candidates", candidates);

@@ -649,6 +649,29 @@ TEST(Pipeline, OneThreadsSettingReachesEveryStage) {
   }
 }
 
+// One setting puts every training stage on a device; without it stages keep
+// their own; a device this machine lacks is refused before any stage runs.
+TEST(Pipeline, OneDeviceSettingReachesEveryTrainingStage) {
+  PipelineConfig p;
+  p.out_dir = "/tmp/run";
+  p.ppo.train.device = "auto";
+  EXPECT_EQ(wire_pipeline(p).ppo.train.device, "auto");
+  EXPECT_EQ(wire_pipeline(p).rm.train.device, "cpu");
+  p.device = "cpu";
+  const PipelineConfig w = wire_pipeline(p);
+  for (const std::string& d : {w.pretrain.train.device, w.sft.train.device, w.rm.train.device, w.ppo.train.device,
+                               w.dpo.train.device, w.grpo.train.device, w.rloo.train.device,
+                               w.active.rm.train.device}) {
+    EXPECT_EQ(d, "cpu");
+  }
+  p.device = "tpu";
+  EXPECT_NE(test::error_of([&] { wire_pipeline(p); }).find("pipeline.device: unknown device 'tpu'"), std::string::npos);
+  if (!torch::cuda::is_available()) {
+    p.device = "cuda";
+    EXPECT_NE(test::error_of([&] { wire_pipeline(p); }).find("pipeline.device: device 'cuda' was asked for but CUDA is not available"), std::string::npos);
+  }
+}
+
 // The seeds table: one row per run from its summary alone, mean and range,
 // and the runs that miss each bar named.
 TEST(Pipeline, SeedsReportGivesEachRunsHeadlineMeanRangeAndTheRunsBelowABar) {
