@@ -3,11 +3,16 @@
 // the same run, so the ratios compare like with like on a shared machine.
 //
 //   build/bench/bench_model [--threads N] [--steps N] [--batch N] [--gen-tokens N] [--gemm-only 1] [--bf16 0|1]
+//                           [--device cpu|cuda] [--model reference|gpt2]
 //
-// Model: 6 layers, 6 heads, 384 wide, 256 context (the reference
-// size), vocabulary 4096 (the default pretraining tokenizer).
+// Model: "reference": 6 layers, 6 heads, 384 wide, 256 context (the issue's
+// reference size), vocabulary 4096 (the default pretraining tokenizer);
+// "gpt2": GPT-2's 124M (12 layers, 12 heads, 768 wide, 1024 context,
+// vocabulary 50257).
 // - GEMM reference: the best fp32 rate this process reaches on square
-//   matmuls of 1024, 2048 and 3072 (with the allocation settings printed).
+//   matmuls of 1024, 2048 and 3072 (with the allocation settings printed);
+//   on CUDA 4096 and 8192, and the bf16 rate beside it, against which the
+//   bf16 lines are measured.
 // - Training MFU: (6N + 6 L C T) FLOPs per token, N = non-embedding
 //   parameters + the tied LM head, over the GEMM reference.
 // - Decoding bounds, per generated token at mean context t:
@@ -29,6 +34,7 @@
 //   overrides).
 // - K samples per prompt: one prompt pass shared by the K samples against
 //   the prompt repeated K times.
+#include <torch/cuda.h>
 #include <torch/torch.h>
 
 #include <chrono>
@@ -47,13 +53,25 @@
 using namespace rlhf;
 using Clock = std::chrono::steady_clock;
 
-static double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+static torch::Device g_device = torch::kCPU;
+
+// Waits for the device's queued work, so that a clock read after it times
+// the work (CUDA kernels run asynchronously).
+static void wait_for_device() {
+  if (g_device.is_cuda()) torch::cuda::synchronize();
+}
+
+static double since(Clock::time_point t) {
+  wait_for_device();
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
 
 static double gemm_gflops(int n, int reps, torch::ScalarType dtype = torch::kFloat) {
-  torch::Tensor a = torch::randn({n, n}).to(dtype), b = torch::randn({n, n}).to(dtype);
+  torch::Tensor a = torch::randn({n, n}, g_device).to(dtype), b = torch::randn({n, n}, g_device).to(dtype);
   torch::Tensor c = torch::mm(a, b);
   double best = 0;
   for (int r = 0; r < 3; ++r) {
+    wait_for_device();
     auto t0 = Clock::now();
     for (int i = 0; i < reps; ++i) c = torch::mm(a, b);
     best = std::max(best, 2.0 * n * n * n * reps / since(t0) / 1e9);
@@ -61,11 +79,13 @@ static double gemm_gflops(int n, int reps, torch::ScalarType dtype = torch::kFlo
   return best;
 }
 
-// Read bandwidth: the best of several sums over a 256 MB fp32 tensor.
+// Read bandwidth: the best of several sums over a 256 MB fp32 tensor (2 GB
+// on a GPU, whose caches hold 256 MB).
 static double read_gbytes_per_s() {
-  torch::Tensor x = torch::rand({64 << 20});
+  torch::Tensor x = torch::rand({(g_device.is_cuda() ? 512 : 64) << 20}, g_device);
   double best = 0;
   for (int r = 0; r < 5; ++r) {
+    wait_for_device();
     auto t0 = Clock::now();
     const float s = x.sum().item<float>();
     (void)s;
@@ -77,7 +97,10 @@ static double read_gbytes_per_s() {
 int main(int argc, char** argv) {
   ensure_process_environment(argc, argv);
   int threads = 0, steps = 8, gen_tokens = 256, batch = 16, gemm_only = 0, bf16 = -1;
+  std::string device = "cpu", model_name = "reference";
   for (int i = 1; i + 1 < argc; i += 2) {
+    if (!std::strcmp(argv[i], "--device")) device = argv[i + 1];
+    else if (!std::strcmp(argv[i], "--model")) model_name = argv[i + 1];
     if (!std::strcmp(argv[i], "--threads")) threads = std::atoi(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--steps")) steps = std::atoi(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--gen-tokens")) gen_tokens = std::atoi(argv[i + 1]);
@@ -85,34 +108,63 @@ int main(int argc, char** argv) {
     else if (!std::strcmp(argv[i], "--gemm-only")) gemm_only = std::atoi(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--bf16")) bf16 = std::atoi(argv[i + 1]);
   }
+  if (model_name != "reference" && model_name != "gpt2") {
+    std::fprintf(stderr, "--model %s: use reference (6 layers, 384 wide) or gpt2 (124M)\n", model_name.c_str());
+    return 2;
+  }
+  try {
+    g_device = parse_device(device);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "--device %s: %s\n", device.c_str(), e.what());
+    return 2;
+  }
+  const bool cuda = g_device.is_cuda();
   threads = set_torch_threads(threads);
-  std::printf("threads %d, LibTorch %s (BLAS %s), %s\n", threads, TORCH_VERSION, torch_blas().c_str(),
-              process_environment_summary().c_str());
+  std::printf("threads %d, LibTorch %s (BLAS %s), %s, device %s\n", threads, TORCH_VERSION, torch_blas().c_str(),
+              process_environment_summary().c_str(), g_device.str().c_str());
 
-  double gemm = 0;
-  for (int n : {1024, 2048, 3072}) {
-    const double g = gemm_gflops(n, n >= 3072 ? 2 : 5);
+  // The reference GEMM rate, and on a GPU the bf16 rate the bf16 lines are
+  // measured against.
+  double gemm = 0, gemm_bf16 = 0;
+  const std::vector<int> sizes = cuda ? std::vector<int>{4096, 8192} : std::vector<int>{1024, 2048, 3072};
+  for (int n : sizes) {
+    const double g = gemm_gflops(n, cuda ? 20 : n >= 3072 ? 2 : 5);
     std::printf("fp32 GEMM %d^3: %.1f GFLOP/s\n", n, g);
     gemm = std::max(gemm, g);
+    if (cuda) {
+      const double h = gemm_gflops(n, 20, torch::kBFloat16);
+      std::printf("bf16 GEMM %d^3: %.1f GFLOP/s\n", n, h);
+      gemm_bf16 = std::max(gemm_bf16, h);
+    }
   }
   const double bandwidth = read_gbytes_per_s();
   std::printf("GEMM reference (best of the above): %.1f GFLOP/s; memory read bandwidth: %.1f GB/s\n", gemm, bandwidth);
+  if (cuda) std::printf("bf16 GEMM reference: %.1f GFLOP/s\n", gemm_bf16);
   if (gemm_only) return 0;
 
   GPTConfig cfg;
-  cfg.vocab_size = 4096;
-  cfg.n_layer = 6;
-  cfg.n_head = 6;
-  cfg.n_embd = 384;
-  cfg.n_positions = 256;
+  if (model_name == "gpt2") {
+    cfg.vocab_size = 50257;
+    cfg.n_layer = 12;
+    cfg.n_head = 12;
+    cfg.n_embd = 768;
+    cfg.n_positions = 1024;
+  } else {
+    cfg.vocab_size = 4096;
+    cfg.n_layer = 6;
+    cfg.n_head = 6;
+    cfg.n_embd = 384;
+    cfg.n_positions = 256;
+  }
   GPT model(cfg);
   init_gpt_weights(*model, cfg, 1);
+  model->to(g_device);
   std::vector<NamedParameter> params;
   for (auto& [name, p] : named_parameters(*model)) params.push_back({name, p, default_decay(name, p)});
   AdamW opt(params, AdamWConfig());
   const int64_t T = cfg.n_positions;
-  torch::Tensor x = torch::randint(cfg.vocab_size, {batch, T});
-  torch::Tensor y = torch::randint(cfg.vocab_size, {batch, T});
+  torch::Tensor x = torch::randint(cfg.vocab_size, {batch, T}, torch::TensorOptions(torch::kLong).device(g_device));
+  torch::Tensor y = torch::randint(cfg.vocab_size, {batch, T}, torch::TensorOptions(torch::kLong).device(g_device));
   auto train_step = [&] {
     torch::Tensor loss = next_token_loss(model->forward(x), y);
     loss.backward();
@@ -137,13 +189,15 @@ int main(int argc, char** argv) {
   // products are emulated (measured on an AVX2 EPYC: 39 tokens/s, 0.03x
   // fp32, some twenty minutes for this and the bf16 decoding below), so the
   // bf16 lines are skipped unless --bf16 1 asks for them.
-  const bool run_bf16 = bf16 < 0 ? cpu_has_native_bf16() : bf16 == 1;
+  const bool run_bf16 = bf16 < 0 ? cuda || cpu_has_native_bf16() : bf16 == 1;
   if (run_bf16) {
     set_compute_dtype(*model, torch::kBFloat16);
     const double bf16_tok_s = training_rate();
     set_compute_dtype(*model, c10::nullopt);
-    std::printf("training with bf16 GEMMs (train.precision = \"bf16\"): %.0f tokens/s, %.2fx fp32, %.1f GFLOP/s model\n",
+    std::printf("training with bf16 GEMMs (train.precision = \"bf16\"): %.0f tokens/s, %.2fx fp32, %.1f GFLOP/s model",
                 bf16_tok_s, bf16_tok_s / tok_s, bf16_tok_s * flops_per_token / 1e9);
+    if (cuda) std::printf(", MFU %.1f%% of the bf16 GEMM reference", 100.0 * bf16_tok_s * flops_per_token / 1e9 / gemm_bf16);
+    std::printf("\n");
   } else {
     std::printf("bf16 lines skipped: this CPU has no native bf16 (AVX512-BF16), where bf16 is emulated; --bf16 1 runs them\n");
   }
@@ -179,37 +233,46 @@ int main(int argc, char** argv) {
   // log-softmax; top_k = V keeps every token, so the draws are the same),
   // runs alternated so that a shared host's drift falls on both: the best
   // of three each, after a warm-up of each.
+  // On a GPU both paths are the same (the fused kernel is the CPU's), so the
+  // comparison is skipped there and 256 rows are measured as well.
+  const std::vector<int> row_counts = cuda ? std::vector<int>{8, 64, 256} : std::vector<int>{8, 64};
+  double fused64 = 0, general64 = 0;
   SamplingConfig general = sc;
   general.top_k = static_cast<int>(cfg.vocab_size);
-  decode_once(64, sc);
-  decode_once(64, general);
-  double fused64 = 0, general64 = 0;
-  for (int r = 0; r < 3; ++r) {
-    fused64 = std::max(fused64, decode_once(64, sc));
-    general64 = std::max(general64, decode_once(64, general));
+  if (!cuda) {
+    decode_once(64, sc);
+    decode_once(64, general);
+    for (int r = 0; r < 3; ++r) {
+      fused64 = std::max(fused64, decode_once(64, sc));
+      general64 = std::max(general64, decode_once(64, general));
+    }
   }
   double fp32_bound64 = 0;
-  for (int rows : {8, 64}) {
-    const double rate = rows == 64 ? fused64 : decode_rate(rows, sc);
+  for (int rows : row_counts) {
+    const double rate = rows == 64 && !cuda ? fused64 : decode_rate(rows, sc);
     double gemm_bound = 0, memory_bound = 0;
     const double bound = lower_bound(rows, gemm, 4.0, &gemm_bound, &memory_bound);
     if (rows == 64) fp32_bound64 = bound;
     std::printf("decode %2d rows x %d new tokens: %.0f tokens/s; GEMM bound %.0f, memory bound %.0f: %.1f%% of the lower\n",
                 rows, new_tokens, rate, gemm_bound, memory_bound, 100.0 * rate / bound);
   }
-  std::printf("decode 64 rows, general sampling path instead of the fused one (runs alternated): %.0f tokens/s: "
-              "%.1f%% of the lower bound; fused %.2fx general\n",
-              general64, 100.0 * general64 / fp32_bound64, fused64 / general64);
+  if (!cuda) {
+    std::printf("decode 64 rows, general sampling path instead of the fused one (runs alternated): %.0f tokens/s: "
+                "%.1f%% of the lower bound; fused %.2fx general\n",
+                general64, 100.0 * general64 / fp32_bound64, fused64 / general64);
+  }
   if (run_bf16) {
     // The same with bf16 sampling (SamplingConfig::weights: bf16 weights for
     // the products and a bf16 KV cache), against bounds in bf16: the bf16 GEMM
     // rate measured here and 2 bytes a value; and, for comparison, against
     // the fp32 bound above.
-    const double gemm_bf16 = gemm_gflops(2048, 5, torch::kBFloat16);
-    std::printf("bf16 GEMM 2048^3: %.1f GFLOP/s\n", gemm_bf16);
+    if (!cuda) {
+      gemm_bf16 = gemm_gflops(2048, 5, torch::kBFloat16);
+      std::printf("bf16 GEMM 2048^3: %.1f GFLOP/s\n", gemm_bf16);
+    }
     SamplingConfig sc16 = sc;
     sc16.weights = "bf16";
-    for (int rows : {8, 64}) {
+    for (int rows : row_counts) {
       const double rate = decode_rate(rows, sc16);
       double gemm_bound = 0, memory_bound = 0;
       const double bound = lower_bound(rows, gemm_bf16, 2.0, &gemm_bound, &memory_bound);
