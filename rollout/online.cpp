@@ -166,6 +166,11 @@ std::vector<std::vector<int64_t>> local_minibatches(int rows, int minibatches, u
   return out;
 }
 
+double response_tokens(const torch::Tensor& response_mask, const std::vector<int64_t>& rows) {
+  if (rows.empty()) return 0.0;
+  return response_mask.index_select(0, torch::tensor(rows).to(response_mask.device())).sum().item<double>();
+}
+
 void for_each_micro_batch(const std::vector<int64_t>& local, int micro_batch, GradientSync& sync,
                           const std::function<void(const torch::Tensor& indices)>& step) {
   const int64_t count = static_cast<int64_t>(local.size());

@@ -141,6 +141,10 @@ struct OnlineResult {
 std::vector<std::vector<int64_t>> local_minibatches(int rows, int minibatches, uint64_t shuffle_seed, int row0,
                                                     int local_n);
 
+// The response tokens in some rows of a rollout's mask (0 for no rows), the
+// indices moved to the mask's device.
+double response_tokens(const torch::Tensor& response_mask, const std::vector<int64_t>& rows);
+
 // Runs `step(indices)` (forward and backward) over this rank's rows of one
 // minibatch, `micro_batch` rows at a time, arming `sync` so the gradient
 // all-reduce rides on the last backward (at once when this rank has no
