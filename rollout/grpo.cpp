@@ -204,10 +204,8 @@ OnlineResult run_grpo(const GrpoConfig& cfg, const RewardFn& custom_reward, cons
       const uint64_t shuffle = mix_seed({seed, static_cast<uint64_t>(it), static_cast<uint64_t>(epoch), 0x5e1u});
       for (const std::vector<int64_t>& local : local_minibatches(rows, tc.minibatches, shuffle, row0, local_n)) {
         const double mb_tokens = all_reduce_sum(dist, response_tokens(r.response_mask, local));
-        for_each_micro_batch(local, tc.micro_batch, run.sync(), [&](const torch::Tensor& idx) {
-          // The rows' indices where the rollout lives (index_select wants both on one device).
-          const torch::Tensor rows = idx.to(r.response_mask.device());
-          auto pick = [&](const torch::Tensor& t) { return t.index_select(0, rows); };
+        for_each_micro_batch(local, tc.micro_batch, run.sync(), device, [&](const torch::Tensor& idx) {
+          auto pick = [&](const torch::Tensor& t) { return t.index_select(0, idx); };
           const torch::Tensor mask = pick(r.response_mask);
           torch::Tensor entropy, clipped;
           const torch::Tensor lp = response_logprobs(m.policy, pick(b.full), pick(b.full_mask), tq,

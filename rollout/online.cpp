@@ -168,14 +168,16 @@ std::vector<std::vector<int64_t>> local_minibatches(int rows, int minibatches, u
 
 double response_tokens(const torch::Tensor& response_mask, const std::vector<int64_t>& rows) {
   if (rows.empty()) return 0.0;
-  return response_mask.index_select(0, torch::tensor(rows).to(response_mask.device())).sum().item<double>();
+  const torch::Tensor index = torch::tensor(rows).to(response_mask.device());
+  return response_mask.index_select(0, index).sum().item<double>();
 }
 
 void for_each_micro_batch(const std::vector<int64_t>& local, int micro_batch, GradientSync& sync,
-                          const std::function<void(const torch::Tensor& indices)>& step) {
+                          torch::Device device, const std::function<void(const torch::Tensor& indices)>& step) {
   const int64_t count = static_cast<int64_t>(local.size());
   if (count == 0) sync.arm();
-  const torch::Tensor all = torch::tensor(local.empty() ? std::vector<int64_t>{0} : local).narrow(0, 0, count);
+  const torch::Tensor all =
+      torch::tensor(local.empty() ? std::vector<int64_t>{0} : local).narrow(0, 0, count).to(device);
   for (int64_t s = 0; s < count; s += micro_batch) {
     if (s + micro_batch >= count) sync.arm();
     step(all.narrow(0, s, std::min<int64_t>(micro_batch, count - s)));

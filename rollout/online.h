@@ -148,9 +148,9 @@ double response_tokens(const torch::Tensor& response_mask, const std::vector<int
 // Runs `step(indices)` (forward and backward) over this rank's rows of one
 // minibatch, `micro_batch` rows at a time, arming `sync` so the gradient
 // all-reduce rides on the last backward (at once when this rank has no
-// rows), then waits for it.
+// rows), then waits for it. The indices are on `device`, the rollout's.
 void for_each_micro_batch(const std::vector<int64_t>& local, int micro_batch, GradientSync& sync,
-                          const std::function<void(const torch::Tensor& indices)>& step);
+                          torch::Device device, const std::function<void(const torch::Tensor& indices)>& step);
 
 // The final and best checkpoints of a finished run in `out_dir`.
 OnlineResult online_result(const std::string& out_dir, const std::vector<ValidationResult>& validations);

@@ -178,10 +178,8 @@ TrainStats ppo_update(const PpoContext& c, const Rollout& ro, int64_t it, double
         mix_seed({static_cast<uint64_t>(tc.seed), static_cast<uint64_t>(it), static_cast<uint64_t>(epoch)});
     for (const std::vector<int64_t>& local : local_minibatches(c.rows, tc.minibatches, shuffle, c.row0, c.local_n)) {
       const double mb_tokens = all_reduce_sum(c.dist, response_tokens(ro.response_mask, local));
-      for_each_micro_batch(local, tc.micro_batch, sync, [&](const torch::Tensor& idx) {
-        // The rows' indices where the rollout lives (index_select wants both on one device).
-        const torch::Tensor rows = idx.to(ro.response_mask.device());
-        auto pick = [&](const torch::Tensor& t) { return t.index_select(0, rows); };
+      for_each_micro_batch(local, tc.micro_batch, sync, ro.response_mask.device(), [&](const torch::Tensor& idx) {
+        auto pick = [&](const torch::Tensor& t) { return t.index_select(0, idx); };
         const torch::Tensor mask = pick(ro.response_mask);
         torch::Tensor entropy;
         const torch::Tensor lp = response_logprobs(m.policy, pick(full), pick(full_mask), tq, pick(ro.response_ids),
