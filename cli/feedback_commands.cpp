@@ -88,8 +88,9 @@ void register_feedback_commands(CLI::App& app) {
         "select", "Order the open comparisons so raters label first those that teach the reward model most");
     sub->add_option("--config", args->config, "TOML with the settings below (optional)");
     sub->allow_extras();
-    sub->footer("Settings (--key=value): db, strategy (random|uncertainty|gradient|disagreement|diversity), reward_models, "
-                "random_floor, seed, spread_prompts, batch_size, threads, device. The label service and `rlhf label` serve the "
+    sub->footer("Settings (--key=value): db, strategy (random|uncertainty|gradient|badge|disagreement|diversity), "
+                "reward_models, random_floor, seed, spread_prompts, batch (badge: the picks spread together), batch_size, "
+                "threads, device. The label service and `rlhf label` serve the "
                 "comparisons in this order; run it again after the reward model is continued on new labels.");
     add_action(sub, [args, sub] {
       auto cfg = load_config<labels::SelectConfig>(args->config, args->overrides(sub));

@@ -21,10 +21,14 @@
 namespace rlhf::labels {
 namespace {
 
+constexpr int64_t kBadgeDim = 64;  // badge's gradient embeddings are projected to at most this many dimensions
+
 bool needs_reward_model(SelectionStrategy s) {
   return s == SelectionStrategy::kUncertainty || s == SelectionStrategy::kDisagreement ||
-         s == SelectionStrategy::kGradient;
+         s == SelectionStrategy::kGradient || s == SelectionStrategy::kBadge;
 }
+
+bool needs_features(SelectionStrategy s) { return s == SelectionStrategy::kGradient || s == SelectionStrategy::kBadge; }
 
 Conversation prompt_conversation(LabelStore& store, int64_t prompt_id) {
   return prompt_from_json(Json{{"messages", store.prompt(prompt_id).messages}}, store.path(), 0, "");
@@ -88,23 +92,63 @@ double feature_distance(const CandidateView& view, int64_t a, int64_t b) {
   return std::sqrt(sum);
 }
 
-// Adds one reward model's view of a comparison to its signals: r(a) - r(b)
-// for a pair, for a ranking the smallest gap between two of its replies;
-// with features, the distance between that pair's replies.
-void add_signals(const Comparison& c, const CandidateView& view, ComparisonSignals& signals) {
-  int64_t a = c.candidates[0], b = c.candidates[1];
-  double margin = view.score(a) - view.score(b);
-  if (c.is_ranking()) {
-    margin = 1e300;
-    for (size_t i = 0; i < c.candidates.size(); ++i) {
-      for (size_t j = i + 1; j < c.candidates.size(); ++j) {
-        const double gap = std::abs(view.score(c.candidates[i]) - view.score(c.candidates[j]));
-        if (gap < margin) std::tie(margin, a, b) = std::make_tuple(gap, c.candidates[i], c.candidates[j]);
-      }
+// The pair a comparison's signals describe, as (a, b): the pair itself, or
+// for a ranking its two replies whose scores are closest (its hardest pair).
+std::pair<int64_t, int64_t> signal_pair(const Comparison& c, const CandidateView& view) {
+  std::pair<int64_t, int64_t> best{c.candidates[0], c.candidates[1]};
+  if (!c.is_ranking()) return best;
+  double gap_best = 1e300;
+  for (size_t i = 0; i < c.candidates.size(); ++i) {
+    for (size_t j = i + 1; j < c.candidates.size(); ++j) {
+      const double gap = std::abs(view.score(c.candidates[i]) - view.score(c.candidates[j]));
+      if (gap < gap_best) gap_best = gap, best = {c.candidates[i], c.candidates[j]};
     }
   }
-  signals.margins.push_back(margin);
+  return best;
+}
+
+// Adds one reward model's view of a comparison to its signals: r(a) - r(b)
+// for its signal pair (for a ranking, the gap without sign); with features,
+// the distance between that pair's replies.
+void add_signals(const Comparison& c, const CandidateView& view, ComparisonSignals& signals) {
+  const auto [a, b] = signal_pair(c, view);
+  const double margin = view.score(a) - view.score(b);
+  signals.margins.push_back(c.is_ranking() ? std::abs(margin) : margin);
   if (view.features.defined()) signals.feature_distances.push_back(feature_distance(view, a, b));
+}
+
+// BADGE's gradient embedding of each comparison's signal pair: the
+// Bradley-Terry loss's gradient with respect to the score head's weights,
+// were the pair labelled as the model predicts: (1 - q) (h_w - h_l), with w
+// the predicted winner and q its probability. (It does not depend on which
+// reply is listed first.) The features are first projected to at most
+// `dim` dimensions by a fixed random matrix of +-1/sqrt(dim), which keeps
+// distances (Johnson-Lindenstrauss) at a fraction of the memory and time.
+std::vector<float> gradient_embeddings(const std::vector<Comparison>& open, const CandidateView& view, int64_t dim,
+                                       uint64_t seed, int64_t* out_dim) {
+  const int64_t C = view.features.size(1);
+  torch::Tensor h = view.features;
+  if (C > dim) {
+    std::vector<float> signs(static_cast<size_t>(C * dim));
+    SplitMix rng(seed);
+    const float scale = 1.0f / std::sqrt(static_cast<float>(dim));
+    for (float& v : signs) v = (rng.next() >> 63) ? scale : -scale;
+    h = torch::matmul(h, torch::from_blob(signs.data(), {C, dim}, torch::kFloat)).contiguous();
+  }
+  const int64_t D = h.size(1);
+  *out_dim = D;
+  const float* rows = h.data_ptr<float>();
+  std::vector<float> out(open.size() * static_cast<size_t>(D));
+  for (size_t i = 0; i < open.size(); ++i) {
+    auto [w, l] = signal_pair(open[i], view);
+    if (view.score(w) < view.score(l)) std::swap(w, l);
+    const double q = 1.0 / (1.0 + std::exp(-(view.score(w) - view.score(l))));
+    const float* x = rows + view.row_of.at(w) * D;
+    const float* y = rows + view.row_of.at(l) * D;
+    float* g = out.data() + i * static_cast<size_t>(D);
+    for (int64_t d = 0; d < D; ++d) g[d] = static_cast<float>((1.0 - q) * (x[d] - y[d]));
+  }
+  return out;
 }
 
 bool mixed_sources(LabelStore& store, const Comparison& c) {
@@ -126,6 +170,14 @@ double seconds_since(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
 }
 
+// Badge orders its batch by its own spread; spreading over prompts would reorder it.
+void check_spread(SelectionStrategy strategy, bool spread_prompts) {
+  if (strategy == SelectionStrategy::kBadge && spread_prompts) {
+    fail(ErrorKind::kConfig, "spread_prompts = true does not apply to strategy = \"badge\" (k-means++ already spreads "
+         "its batch): set spread_prompts = false");
+  }
+}
+
 bool finished_run(const std::string& dir) {
   const std::optional<std::string> latest = latest_checkpoint(dir);
   return latest && TrainerState::read(*latest).finished;
@@ -135,13 +187,13 @@ bool finished_run(const std::string& dir) {
 
 SelectionStrategy checked_strategy(const std::string& strategy, size_t reward_models, const std::string& field) {
   const SelectionStrategy s = parse_selection_strategy(strategy, field);
-  if ((s == SelectionStrategy::kUncertainty || s == SelectionStrategy::kGradient) && reward_models < 1) {
-    fail(ErrorKind::kConfig, field, " = \"", strategy,
-         "\" needs a reward model: set reward_models (or --reward_models)");
-  }
   if (s == SelectionStrategy::kDisagreement && reward_models < 2) {
     fail(ErrorKind::kConfig, field, " = \"disagreement\" needs two or more reward models (an ensemble); got ",
          reward_models, ": list them in reward_models, or set ensemble = 2 in the loop");
+  }
+  if (needs_reward_model(s) && reward_models < 1) {
+    fail(ErrorKind::kConfig, field, " = \"", strategy,
+         "\" needs a reward model: set reward_models (or --reward_models)");
   }
   return s;
 }
@@ -149,6 +201,7 @@ SelectionStrategy checked_strategy(const std::string& strategy, size_t reward_mo
 SelectResult select_open_comparisons(LabelStore& store, const SelectConfig& config,
                                      const std::vector<int64_t>& skip_prompts) {
   const SelectionStrategy strategy = checked_strategy(config.strategy, config.reward_models.size(), "strategy");
+  check_spread(strategy, config.spread_prompts);
   const std::set<int64_t> skip(skip_prompts.begin(), skip_prompts.end());
   std::vector<Comparison> open;
   for (Comparison& c : store.open_comparisons()) {
@@ -156,15 +209,21 @@ SelectResult select_open_comparisons(LabelStore& store, const SelectConfig& conf
   }
   SelectResult result;
   std::vector<ComparisonSignals> signals(open.size());
+  std::vector<float> embeddings;  // badge: one row per open comparison
+  int64_t embedding_dim = 0;
   if (needs_reward_model(strategy)) {
     set_torch_threads(config.threads);
     std::set<int64_t> ids;
     for (const Comparison& c : open) ids.insert(c.candidates.begin(), c.candidates.end());
     const std::vector<int64_t> id_list(ids.begin(), ids.end());
-    for (const std::string& rm : config.reward_models) {
-      const CandidateView view = score_candidates(store, rm, id_list, config.batch_size, parse_device(config.device),
-                                                  /*with_features=*/strategy == SelectionStrategy::kGradient);
+    for (size_t m = 0; m < config.reward_models.size(); ++m) {
+      const CandidateView view = score_candidates(store, config.reward_models[m], id_list, config.batch_size,
+                                                  parse_device(config.device), needs_features(strategy));
       for (size_t i = 0; i < open.size(); ++i) add_signals(open[i], view, signals[i]);
+      if (m == 0 && strategy == SelectionStrategy::kBadge) {
+        embeddings = gradient_embeddings(open, view, kBadgeDim, mix_seed({static_cast<uint64_t>(config.seed), 0x9e0}),
+                                         &embedding_dim);
+      }
       result.replies_scored += id_list.size();
     }
   }
@@ -177,8 +236,20 @@ SelectResult select_open_comparisons(LabelStore& store, const SelectConfig& conf
   if (config.spread_prompts) {
     for (const Comparison& c : open) groups.push_back(c.prompt_id);
   }
+  // The order's key is the score, except that badge's batch comes first,
+  // in k-means++ order (its slots are the batch's positions not taken by
+  // the random floor).
+  std::vector<double> keys = scores;
+  if (strategy == SelectionStrategy::kBadge && !open.empty()) {
+    const size_t batch = std::min(static_cast<size_t>(config.batch), open.size());
+    const size_t floor_picks = static_cast<size_t>(std::floor(static_cast<double>(batch) * config.random_floor + 1e-9));
+    const std::vector<size_t> chosen = kmeans_pp_picks(embeddings, static_cast<size_t>(embedding_dim), batch - floor_picks,
+                                                       mix_seed({static_cast<uint64_t>(config.seed), 0xba7c}));
+    const double top = 1.0 + *std::max_element(scores.begin(), scores.end());
+    for (size_t j = 0; j < chosen.size(); ++j) keys[chosen[j]] = top + static_cast<double>(chosen.size() - j);
+  }
   const std::vector<SelectionPick> picks =
-      order_for_labelling(scores, config.random_floor, static_cast<uint64_t>(config.seed), groups);
+      order_for_labelling(keys, config.random_floor, static_cast<uint64_t>(config.seed), groups);
   std::vector<SelectionMark> marks;
   marks.reserve(picks.size());
   for (size_t pos = 0; pos < picks.size(); ++pos) {
@@ -195,7 +266,7 @@ SelectResult select_open_comparisons(LabelStore& store, const SelectConfig& conf
 }
 
 void validate_active_config(const ActiveLoopConfig& c) {
-  checked_strategy(c.strategy, static_cast<size_t>(c.ensemble), "strategy");
+  check_spread(checked_strategy(c.strategy, static_cast<size_t>(c.ensemble), "strategy"), c.spread_prompts);
   if (c.train_on != "new" && c.train_on != "all" && c.train_on != "replay") {
     fail(ErrorKind::kConfig, "train_on = '", c.train_on,
          "': use \"new\" (continue the last reward model on the new labels), \"all\" (train afresh on every "
@@ -288,6 +359,7 @@ std::vector<CurvePoint> run_active_labelling(const ActiveLoopConfig& c) {
       sc.random_floor = c.random_floor;
       sc.spread_prompts = round > 0 && c.spread_prompts;  // the first round is the same for every strategy
       sc.seed = static_cast<int64_t>(mix_seed({static_cast<uint64_t>(c.seed), round}));
+      sc.batch = std::max<int64_t>(1, c.budgets[round] - have);
       sc.batch_size = c.scoring_batch;
       sc.threads = c.rm.train.threads;
       sc.device = c.rm.train.device;

@@ -21,13 +21,16 @@ namespace rlhf::labels {
 
 struct SelectConfig {
   std::string db = "runs/labels.sqlite";               // the label store whose open comparisons are ordered
-  std::string strategy = "uncertainty";                // random, uncertainty, gradient, disagreement or diversity
-  std::vector<std::string> reward_models = {"runs/rm"};  // score the replies: 1 for uncertainty or gradient, 2 or more for disagreement
+  std::string strategy = "uncertainty";                // random, uncertainty, gradient, badge, disagreement or diversity
+  std::vector<std::string> reward_models = {"runs/rm"};  // score the replies: 1 for uncertainty, gradient or badge, 2 or more for disagreement
   double random_floor = 0.1;                           // share of picks made uniformly at random, e.g. 0.1
   int64_t seed = 0;                                    // random picks and tie-breaks
   // Spread the picks by score over prompts: every prompt's best comparison
   // before any prompt's second (order_for_labelling's groups).
   bool spread_prompts = false;
+  // badge: how many of the first picks are chosen together, spread by
+  // k-means++ (the next batch people label); the rest follow by gradient length.
+  int64_t batch = 1000;
   int batch_size = 32;                                 // replies per scoring batch
   int threads = 0;
   std::string device = "cpu";
@@ -38,6 +41,7 @@ struct SelectConfig {
     v("random_floor", random_floor, Range::between(0, 1));
     v("seed", seed);
     v("spread_prompts", spread_prompts);
+    v("batch", batch, Range::at_least(1));
     v("batch_size", batch_size, Range::at_least(1));
     v("threads", threads, Range::at_least(0));
     v("device", device);
@@ -61,7 +65,7 @@ SelectResult select_open_comparisons(LabelStore& store, const SelectConfig& conf
 struct ActiveLoopConfig {
   std::string db = "runs/labels.sqlite";  // a store with queued comparisons (rlhf candidates); labels are added to it
   std::string out_dir = "runs/active";    // one reward model per round, and curve.json
-  std::string strategy = "uncertainty";   // random, uncertainty, gradient, disagreement or diversity
+  std::string strategy = "uncertainty";   // random, uncertainty, gradient, badge, disagreement or diversity
   double random_floor = 0.1;              // share of each batch picked uniformly at random
   bool spread_prompts = false;            // each round's picks by score: every prompt's best before any prompt's second
   std::vector<int64_t> budgets = {1000, 2000, 4000, 8000, 16000};  // labels after each round (the first round is random)

@@ -13,7 +13,7 @@ namespace {
 
 constexpr SelectionStrategy kStrategies[] = {SelectionStrategy::kRandom, SelectionStrategy::kUncertainty,
                                              SelectionStrategy::kDisagreement, SelectionStrategy::kDiversity,
-                                             SelectionStrategy::kGradient};
+                                             SelectionStrategy::kGradient, SelectionStrategy::kBadge};
 
 double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
 
@@ -35,6 +35,7 @@ const char* selection_strategy_name(SelectionStrategy s) {
     case SelectionStrategy::kDisagreement: return "disagreement";
     case SelectionStrategy::kDiversity: return "diversity";
     case SelectionStrategy::kGradient: return "gradient";
+    case SelectionStrategy::kBadge: return "badge";
   }
   return "?";
 }
@@ -44,7 +45,7 @@ SelectionStrategy parse_selection_strategy(const std::string& name, const std::s
     if (name == selection_strategy_name(s)) return s;
   }
   fail(ErrorKind::kConfig, field, " = \"", name,
-       "\" is not a selection strategy: use random, uncertainty, gradient, disagreement or diversity");
+       "\" is not a selection strategy: use random, uncertainty, gradient, badge, disagreement or diversity");
 }
 
 double selection_score(SelectionStrategy strategy, const ComparisonSignals& signals) {
@@ -57,17 +58,20 @@ double selection_score(SelectionStrategy strategy, const ComparisonSignals& sign
       for (double m : signals.margins) mean += m / static_cast<double>(signals.margins.size());
       return 1.0 - std::abs(2.0 * sigmoid(mean) - 1.0);
     }
-    case SelectionStrategy::kGradient: {
+    case SelectionStrategy::kGradient:
+    case SelectionStrategy::kBadge: {
       const size_t n = signals.margins.size();
       if (n == 0 || signals.feature_distances.size() != n) {
-        fail(ErrorKind::kConfig, "gradient selection needs a reward model's scores and features of the replies");
+        fail(ErrorKind::kConfig, selection_strategy_name(strategy),
+             " selection needs a reward model's scores and features of the replies");
       }
-      double expected = 0;
+      double length = 0;
       for (size_t m = 0; m < n; ++m) {
         const double p = sigmoid(signals.margins[m]);
-        expected += 2.0 * p * (1.0 - p) * signals.feature_distances[m] / static_cast<double>(n);
+        const double weight = strategy == SelectionStrategy::kGradient ? 2.0 * p * (1.0 - p) : 1.0 - std::max(p, 1.0 - p);
+        length += weight * signals.feature_distances[m] / static_cast<double>(n);
       }
-      return expected;
+      return length;
     }
     case SelectionStrategy::kDisagreement: {
       const size_t n = signals.margins.size();
@@ -119,6 +123,64 @@ std::vector<SelectionPick> order_for_labelling(const std::vector<double>& scores
     out.push_back({from[cursor], floor_pick});
   }
   return out;
+}
+
+std::vector<size_t> kmeans_pp_picks(const std::vector<float>& points, size_t dim, size_t k, uint64_t seed) {
+  if (dim == 0 || points.size() % dim != 0) {
+    fail(ErrorKind::kData, "kmeans_pp_picks: ", points.size(), " values are not rows of ", dim);
+  }
+  const size_t n = points.size() / dim;
+  k = std::min(k, n);
+  std::vector<size_t> picks;
+  if (k == 0) return picks;
+  picks.reserve(k);
+  // Squared distance of each row to its nearest pick; before any pick, to
+  // the origin (so the first pick is the largest gradient).
+  std::vector<double> nearest(n);
+  for (size_t i = 0; i < n; ++i) {
+    double s = 0;
+    for (size_t d = 0; d < dim; ++d) s += static_cast<double>(points[i * dim + d]) * points[i * dim + d];
+    nearest[i] = s;
+  }
+  std::vector<bool> taken(n, false);
+  SplitMix rng(mix_seed({seed, 0xbad9e}));
+  size_t pick = static_cast<size_t>(std::max_element(nearest.begin(), nearest.end()) - nearest.begin());
+  while (true) {
+    picks.push_back(pick);
+    taken[pick] = true;
+    if (picks.size() == k) break;
+    const float* c = &points[pick * dim];
+    double total = 0;
+    for (size_t i = 0; i < n; ++i) {
+      if (taken[i]) continue;
+      const float* x = &points[i * dim];
+      float s = 0;
+      for (size_t d = 0; d < dim; ++d) s += (x[d] - c[d]) * (x[d] - c[d]);
+      nearest[i] = std::min(nearest[i], static_cast<double>(s));
+      total += nearest[i];
+    }
+    // Draw proportional to the squared distance; when every row left sits on
+    // a pick (all zero), uniformly among them.
+    const double u = static_cast<double>(rng.next() >> 11) * 0x1.0p-53;
+    size_t next = n;
+    if (total > 0) {
+      double target = u * total, run = 0;
+      for (size_t i = 0; i < n; ++i) {
+        if (taken[i] || nearest[i] <= 0) continue;
+        next = i;  // the last candidate, should rounding leave target above the sum
+        run += nearest[i];
+        if (run > target) break;
+      }
+    } else {
+      size_t left = n - picks.size(), skip = static_cast<size_t>(u * static_cast<double>(left));
+      for (size_t i = 0; i < n; ++i) {
+        if (taken[i]) continue;
+        if (skip-- == 0) { next = i; break; }
+      }
+    }
+    pick = next;
+  }
+  return picks;
 }
 
 }  // namespace rlhf::labels

@@ -19,6 +19,7 @@ enum class SelectionStrategy {
   kDisagreement,  // reward models of an ensemble disagree most on the probability
   kDiversity,     // the replies come from different policies or temperatures
   kGradient,      // expected gradient length: uncertain, and the replies look different to the model
+  kBadge,         // a batch of gradient embeddings spread by k-means++ (BADGE): informative and unlike each other
 };
 const char* selection_strategy_name(SelectionStrategy s);
 // Fails (kConfig, naming `field`) on an unknown name and lists the known ones.
@@ -45,6 +46,10 @@ struct ComparisonSignals {
 //   as the model predicts: 2 p (1 - p) |h(a) - h(b)|, averaged over members.
 //   Unlike uncertainty it passes over near-identical replies (the model's
 //   coin flips that teach it nothing: often true ties);
+// - badge: the length of the gradient embedding that `kmeans_pp_picks`
+//   spreads, (1 - q) |h(a) - h(b)| with q = max(p, 1 - p) (the predicted
+//   label's probability), averaged over members; the order of a batch comes
+//   from kmeans_pp_picks, this score orders what follows it;
 // - random: 0 (the order is then the random tie-break alone).
 double selection_score(SelectionStrategy strategy, const ComparisonSignals& signals);
 
@@ -67,5 +72,17 @@ struct SelectionPick {
 // prompts whose replies happen to score high.
 std::vector<SelectionPick> order_for_labelling(const std::vector<double>& scores, double random_floor, uint64_t seed,
                                                const std::vector<int64_t>& groups = {});
+
+// BADGE's batch (Ash et al., "Deep Batch Active Learning by Diverse,
+// Uncertain Gradient Lower Bounds", 2020): the first `k` picks of k-means++
+// seeding over `points` (n rows of `dim` floats, row-major), each row a
+// comparison's gradient embedding. The row of largest norm comes first; each
+// next is drawn with probability proportional to its squared distance to the
+// nearest row picked so far. So a batch takes large (uncertain, informative)
+// gradients, and a near-copy of a pick (another pair of the same kind) is
+// unlikely until different kinds are covered; exact copies never are while
+// distinct rows are left. Returns min(k, n) distinct row indices in pick
+// order. Draws from `seed`.
+std::vector<size_t> kmeans_pp_picks(const std::vector<float>& points, size_t dim, size_t k, uint64_t seed);
 
 }  // namespace rlhf::labels

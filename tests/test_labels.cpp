@@ -462,6 +462,51 @@ TEST(ActiveSelection, StrategiesScoreAsSpecifiedOnHandMadeSignals) {
             std::string::npos);
 }
 
+TEST(ActiveSelection, BadgeScoresTheGradientEmbeddingsLengthAndSpreadsItsBatchByKMeansPlusPlus) {
+  // Its score: (1 - q) |h(a) - h(b)|, q the predicted label's probability.
+  labels::ComparisonSignals g;
+  g.margins = {-std::log(3.0)};  // q = 0.75, whichever reply is ahead
+  g.feature_distances = {4.0};
+  EXPECT_NEAR(labels::selection_score(labels::SelectionStrategy::kBadge, g), 0.25 * 4.0, 1e-12);
+  g.margins = {std::log(3.0), 0.0};  // averaged over members: (1.0 + 0.5 * 2) / 2
+  g.feature_distances = {4.0, 2.0};
+  EXPECT_NEAR(labels::selection_score(labels::SelectionStrategy::kBadge, g), 1.0, 1e-12);
+  g.feature_distances.clear();
+  EXPECT_NE(error_of([&] { labels::selection_score(labels::SelectionStrategy::kBadge, g); }).find("badge selection needs"),
+            std::string::npos);
+  EXPECT_NE(error_of([] { labels::checked_strategy("badge", 0, "strategy"); }).find("\"badge\" needs a reward model"),
+            std::string::npos);
+
+  // Three kinds of comparison, 50 near-copies each; the third kind has the
+  // largest gradients. A batch of 3 takes one of each kind, largest first,
+  // where the top 3 by length would all be of the third kind.
+  std::vector<float> points;
+  std::vector<int> kind;
+  const float centres[3][2] = {{10, 0}, {0, 10}, {-12, -12}};
+  for (int k = 0; k < 3; ++k) {
+    for (int i = 0; i < 50; ++i) {
+      points.push_back(centres[k][0] + 0.01f * static_cast<float>(i % 7));
+      points.push_back(centres[k][1] + 0.01f * static_cast<float>(i % 5));
+      kind.push_back(k);
+    }
+  }
+  for (uint64_t seed : {1, 2, 3}) {
+    const std::vector<size_t> picks = labels::kmeans_pp_picks(points, 2, 3, seed);
+    ASSERT_EQ(picks.size(), 3u);
+    EXPECT_EQ(kind[picks[0]], 2) << "the largest gradient comes first";
+    EXPECT_EQ(std::set<int>({kind[picks[0]], kind[picks[1]], kind[picks[2]]}).size(), 3u) << "seed " << seed;
+  }
+  // Exact copies are never picked twice while a distinct row is left; more
+  // picks than rows gives every row once.
+  const std::vector<float> copies = {1, 1, 1, 1, 1, 1, 1, 1, 0, 2};  // four copies of (1, 1), then (0, 2)
+  const std::vector<size_t> two = labels::kmeans_pp_picks(copies, 2, 2, 7);
+  EXPECT_EQ(std::set<size_t>(two.begin(), two.end()).count(4), 1u);
+  std::vector<size_t> all = labels::kmeans_pp_picks(copies, 2, 9, 7);
+  std::sort(all.begin(), all.end());
+  EXPECT_EQ(all, (std::vector<size_t>{0, 1, 2, 3, 4}));
+  EXPECT_NE(error_of([&] { labels::kmeans_pp_picks(copies, 3, 2, 7); }).find("not rows of 3"), std::string::npos);
+}
+
 TEST(ActiveSelection, OrderTakesTheHighestScoresFirstAndKeepsTheRandomFloor) {
   const size_t n = 1000;
   std::vector<double> scores(n);
@@ -732,6 +777,57 @@ TEST(ActiveSelection, GradientScoresEachOpenPairByTheRewardModelsProbabilityAndF
     if (id == sel.order.front()) first_score = expected;
     else EXPECT_GE(first_score, expected) << "the highest expected gradient comes first";
   }
+}
+
+TEST(ActiveSelection, BadgeRecordsItsScoreAndPutsItsBatchFirstThenTheRestByScore) {
+  test::TempDir dir("active-badge");
+  labels::ActiveLoopConfig cfg = tiny_active_loop(dir, /*cut_off=*/true);
+  cfg.strategy = "random";
+  cfg.budgets = {20};
+  const auto points = labels::run_active_labelling(cfg);
+  ASSERT_EQ(points.size(), 1u);
+  labels::SelectConfig sc;
+  sc.db = cfg.db;
+  sc.strategy = "badge";
+  sc.reward_models = points[0].reward_models;
+  sc.random_floor = 0.2;
+  sc.batch = 10;
+  sc.threads = 1;
+  labels::LabelStore store(cfg.db);
+  sc.spread_prompts = true;
+  EXPECT_NE(error_of([&] { labels::select_open_comparisons(store, sc, {}); }).find("spread_prompts"), std::string::npos);
+  sc.spread_prompts = false;
+  const labels::SelectResult sel = labels::select_open_comparisons(store, sc, {});
+  ASSERT_GT(sel.order.size(), 20u);
+  LoadedRewardModel rm = load_reward_model(sc.reward_models[0], torch::kCPU);
+  const ChatTemplate chat(rm.tokenizer);
+  size_t random_in_batch = 0;
+  double last_after_batch = 1e300;
+  for (size_t pos = 0; pos < sel.order.size(); ++pos) {
+    const labels::Comparison c = store.comparison(sel.order[pos]);
+    if (c.selection == "random") {
+      random_in_batch += pos < 10;
+      continue;
+    }
+    ASSERT_EQ(c.selection, "badge");
+    if (pos >= 10) {
+      EXPECT_LE(*c.selection_score, last_after_batch + 1e-12) << "after the batch, highest score first (position " << pos << ")";
+      last_after_batch = *c.selection_score;
+    }
+    if (pos != 0 && pos != sel.order.size() - 1) continue;
+    // The recorded score, recomputed from the reward model one pair at a time.
+    const Conversation prompt = prompt_from_json(Json{{"messages", store.prompt(c.prompt_id).messages}}, "", 0, "");
+    const std::string a = store.candidate(c.candidates[0]).text, b = store.candidate(c.candidates[1]).text;
+    torch::Tensor h;
+    const std::vector<double> r = score_replies(rm.model, chat, {&prompt, &prompt}, {&a, &b}, 2, torch::kCPU,
+                                                {store.candidate(c.candidates[0]).finished,
+                                                 store.candidate(c.candidates[1]).finished},
+                                                /*share_prompts=*/false, &h);
+    const double q = 1.0 / (1.0 + std::exp(-std::abs(r[0] - r[1])));
+    const double expected = (1 - q) * (h[0] - h[1]).norm().item<double>();
+    EXPECT_NEAR(*c.selection_score, expected, 1e-3 * std::max(1.0, expected)) << "position " << pos;
+  }
+  EXPECT_EQ(random_in_batch, 2u) << "floor(10 x 0.2) of the batch are random picks";
 }
 
 TEST(ActiveLabelling, TrainOnAllRetrainsEachRoundFromTheStartOnEveryLabel) {
