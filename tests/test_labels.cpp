@@ -736,43 +736,56 @@ TEST(ActiveLabelling, RoundsLabelByTheStrategyOnTheLastRewardModelAndResume) {
   EXPECT_NE(error_of([&] { labels::run_active_labelling(cfg); }).find("from another run"), std::string::npos);
 }
 
-TEST(ActiveSelection, GradientScoresEachOpenPairByTheRewardModelsProbabilityAndFeatureDistance) {
-  test::TempDir dir("active-gradient");
+// Selection settings for `strategy` on a tiny store after one random round
+// of 20 labels, on that round's reward model.
+labels::SelectConfig select_after_one_round(test::TempDir& dir, const std::string& strategy) {
   labels::ActiveLoopConfig cfg = tiny_active_loop(dir, /*cut_off=*/true);
   cfg.strategy = "random";
   cfg.budgets = {20};
   const auto points = labels::run_active_labelling(cfg);
-  ASSERT_EQ(points.size(), 1u);
   labels::SelectConfig sc;
   sc.db = cfg.db;
-  sc.strategy = "gradient";
-  sc.reward_models = points[0].reward_models;
-  sc.random_floor = 0;
+  sc.strategy = strategy;
+  sc.reward_models = points.at(0).reward_models;
   sc.threads = 1;
-  labels::LabelStore store(cfg.db);
+  return sc;
+}
+
+// A pair's two scores and score-head inputs, from the reward model directly,
+// one pair at a time, without shared prompts.
+struct PairScores {
+  std::vector<double> r;
+  torch::Tensor h;  // [2, C]
+};
+PairScores score_pair(LoadedRewardModel& rm, labels::LabelStore& store, const labels::Comparison& c) {
+  const ChatTemplate chat(rm.tokenizer);
+  const Conversation prompt = prompt_from_json(Json{{"messages", store.prompt(c.prompt_id).messages}}, "", 0, "");
+  const labels::Candidate a = store.candidate(c.candidates[0]), b = store.candidate(c.candidates[1]);
+  PairScores out;
+  out.r = score_replies(rm.model, chat, {&prompt, &prompt}, {&a.text, &b.text}, 2, torch::kCPU, {a.finished, b.finished},
+                        /*share_prompts=*/false, &out.h);
+  return out;
+}
+
+TEST(ActiveSelection, GradientScoresEachOpenPairByTheRewardModelsProbabilityAndFeatureDistance) {
+  test::TempDir dir("active-gradient");
+  labels::SelectConfig sc = select_after_one_round(dir, "gradient");
+  sc.random_floor = 0;
+  labels::LabelStore store(sc.db);
   const labels::SelectResult sel = labels::select_open_comparisons(store, sc, {});
   ASSERT_GT(sel.order.size(), 3u);
-  // The recorded score of the first and the last pick, recomputed from the
-  // reward model directly, one pair at a time, without shared prompts.
+  // The recorded score of the first and the last pick, recomputed.
   LoadedRewardModel rm = load_reward_model(sc.reward_models[0], torch::kCPU);
-  const ChatTemplate chat(rm.tokenizer);
   double first_score = 0;
   for (const int64_t id : {sel.order.front(), sel.order.back()}) {
     const labels::Comparison c = store.comparison(id);
     ASSERT_EQ(c.selection, "gradient");
-    const Conversation prompt =
-        prompt_from_json(Json{{"messages", store.prompt(c.prompt_id).messages}}, "", 0, "");
-    const std::string a = store.candidate(c.candidates[0]).text, b = store.candidate(c.candidates[1]).text;
-    torch::Tensor h;
-    const std::vector<double> r = score_replies(rm.model, chat, {&prompt, &prompt}, {&a, &b}, 2, torch::kCPU,
-                                                {store.candidate(c.candidates[0]).finished,
-                                                 store.candidate(c.candidates[1]).finished},
-                                                /*share_prompts=*/false, &h);
-    ASSERT_EQ(h.size(0), 2);
+    const PairScores s = score_pair(rm, store, c);
+    ASSERT_EQ(s.h.size(0), 2);
     // The features are what the score head reads.
-    EXPECT_NEAR(rm.model->score(h[0]).item<double>(), r[0], 1e-4);
-    const double p = 1.0 / (1.0 + std::exp(-(r[0] - r[1])));
-    const double expected = 2 * p * (1 - p) * (h[0] - h[1]).norm().item<double>();
+    EXPECT_NEAR(rm.model->score(s.h[0]).item<double>(), s.r[0], 1e-4);
+    const double p = 1.0 / (1.0 + std::exp(-(s.r[0] - s.r[1])));
+    const double expected = 2 * p * (1 - p) * (s.h[0] - s.h[1]).norm().item<double>();
     EXPECT_NEAR(*c.selection_score, expected, 1e-3 * std::max(1.0, expected)) << "comparison " << id;
     if (id == sel.order.front()) first_score = expected;
     else EXPECT_GE(first_score, expected) << "the highest expected gradient comes first";
@@ -781,26 +794,16 @@ TEST(ActiveSelection, GradientScoresEachOpenPairByTheRewardModelsProbabilityAndF
 
 TEST(ActiveSelection, BadgeRecordsItsScoreAndPutsItsBatchFirstThenTheRestByScore) {
   test::TempDir dir("active-badge");
-  labels::ActiveLoopConfig cfg = tiny_active_loop(dir, /*cut_off=*/true);
-  cfg.strategy = "random";
-  cfg.budgets = {20};
-  const auto points = labels::run_active_labelling(cfg);
-  ASSERT_EQ(points.size(), 1u);
-  labels::SelectConfig sc;
-  sc.db = cfg.db;
-  sc.strategy = "badge";
-  sc.reward_models = points[0].reward_models;
+  labels::SelectConfig sc = select_after_one_round(dir, "badge");
   sc.random_floor = 0.2;
   sc.batch = 10;
-  sc.threads = 1;
-  labels::LabelStore store(cfg.db);
+  labels::LabelStore store(sc.db);
   sc.spread_prompts = true;
   EXPECT_NE(error_of([&] { labels::select_open_comparisons(store, sc, {}); }).find("spread_prompts"), std::string::npos);
   sc.spread_prompts = false;
   const labels::SelectResult sel = labels::select_open_comparisons(store, sc, {});
   ASSERT_GT(sel.order.size(), 20u);
   LoadedRewardModel rm = load_reward_model(sc.reward_models[0], torch::kCPU);
-  const ChatTemplate chat(rm.tokenizer);
   size_t random_in_batch = 0;
   double last_after_batch = 1e300;
   for (size_t pos = 0; pos < sel.order.size(); ++pos) {
@@ -815,16 +818,10 @@ TEST(ActiveSelection, BadgeRecordsItsScoreAndPutsItsBatchFirstThenTheRestByScore
       last_after_batch = *c.selection_score;
     }
     if (pos != 0 && pos != sel.order.size() - 1) continue;
-    // The recorded score, recomputed from the reward model one pair at a time.
-    const Conversation prompt = prompt_from_json(Json{{"messages", store.prompt(c.prompt_id).messages}}, "", 0, "");
-    const std::string a = store.candidate(c.candidates[0]).text, b = store.candidate(c.candidates[1]).text;
-    torch::Tensor h;
-    const std::vector<double> r = score_replies(rm.model, chat, {&prompt, &prompt}, {&a, &b}, 2, torch::kCPU,
-                                                {store.candidate(c.candidates[0]).finished,
-                                                 store.candidate(c.candidates[1]).finished},
-                                                /*share_prompts=*/false, &h);
-    const double q = 1.0 / (1.0 + std::exp(-std::abs(r[0] - r[1])));
-    const double expected = (1 - q) * (h[0] - h[1]).norm().item<double>();
+    // The recorded score, recomputed.
+    const PairScores s = score_pair(rm, store, c);
+    const double q = 1.0 / (1.0 + std::exp(-std::abs(s.r[0] - s.r[1])));
+    const double expected = (1 - q) * (s.h[0] - s.h[1]).norm().item<double>();
     EXPECT_NEAR(*c.selection_score, expected, 1e-3 * std::max(1.0, expected)) << "position " << pos;
   }
   EXPECT_EQ(random_in_batch, 2u) << "floor(10 x 0.2) of the batch are random picks";
