@@ -124,8 +124,9 @@ void add_signals(const Comparison& c, const CandidateView& view, ComparisonSigna
 // reply is listed first.) The features are first projected to at most
 // `dim` dimensions by a fixed random matrix of +-1/sqrt(dim), which keeps
 // distances (Johnson-Lindenstrauss) at a fraction of the memory and time.
+// Rows of min(C, dim) values, one per comparison.
 std::vector<float> gradient_embeddings(const std::vector<Comparison>& open, const CandidateView& view, int64_t dim,
-                                       uint64_t seed, int64_t* out_dim) {
+                                       uint64_t seed) {
   const int64_t C = view.features.size(1);
   torch::Tensor h = view.features;
   if (C > dim) {
@@ -136,7 +137,6 @@ std::vector<float> gradient_embeddings(const std::vector<Comparison>& open, cons
     h = torch::matmul(h, torch::from_blob(signs.data(), {C, dim}, torch::kFloat)).contiguous();
   }
   const int64_t D = h.size(1);
-  *out_dim = D;
   const float* rows = h.data_ptr<float>();
   std::vector<float> out(open.size() * static_cast<size_t>(D));
   for (size_t i = 0; i < open.size(); ++i) {
@@ -210,7 +210,6 @@ SelectResult select_open_comparisons(LabelStore& store, const SelectConfig& conf
   SelectResult result;
   std::vector<ComparisonSignals> signals(open.size());
   std::vector<float> embeddings;  // badge: one row per open comparison
-  int64_t embedding_dim = 0;
   if (needs_reward_model(strategy)) {
     set_torch_threads(config.threads);
     std::set<int64_t> ids;
@@ -221,8 +220,7 @@ SelectResult select_open_comparisons(LabelStore& store, const SelectConfig& conf
                                                   parse_device(config.device), needs_features(strategy));
       for (size_t i = 0; i < open.size(); ++i) add_signals(open[i], view, signals[i]);
       if (m == 0 && strategy == SelectionStrategy::kBadge) {
-        embeddings = gradient_embeddings(open, view, kBadgeDim, mix_seed({static_cast<uint64_t>(config.seed), 0x9e0}),
-                                         &embedding_dim);
+        embeddings = gradient_embeddings(open, view, kBadgeDim, mix_seed({static_cast<uint64_t>(config.seed), 0x9e0}));
       }
       result.replies_scored += id_list.size();
     }
@@ -243,7 +241,7 @@ SelectResult select_open_comparisons(LabelStore& store, const SelectConfig& conf
   if (strategy == SelectionStrategy::kBadge && !open.empty()) {
     const size_t batch = std::min(static_cast<size_t>(config.batch), open.size());
     const size_t floor_picks = static_cast<size_t>(std::floor(static_cast<double>(batch) * config.random_floor + 1e-9));
-    const std::vector<size_t> chosen = kmeans_pp_picks(embeddings, static_cast<size_t>(embedding_dim), batch - floor_picks,
+    const std::vector<size_t> chosen = kmeans_pp_picks(embeddings, embeddings.size() / open.size(), batch - floor_picks,
                                                        mix_seed({static_cast<uint64_t>(config.seed), 0xba7c}));
     const double top = 1.0 + *std::max_element(scores.begin(), scores.end());
     for (size_t j = 0; j < chosen.size(); ++j) keys[chosen[j]] = top + static_cast<double>(chosen.size() - j);
